@@ -1,0 +1,127 @@
+"""The compute-target interface: ``prepare()`` is pure (what would run), ``submit()`` runs it.
+
+A target declares its capabilities as data; :meth:`ComputeTarget.check` is the one place a JobSpec
+is checked against them. Cancel is idempotent.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torchyard.errors import NotSupportedError
+from torchyard.spec.job import JobSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    max_nodes: int | None = None  # None: as many as the target has
+    gpu: bool = False
+    backends: frozenset[str] = frozenset({"pytorch"})
+    launchers: frozenset[str] = frozenset({"torchyard"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedJob:
+    """Everything a target needs to place a run: the spec and where the run's files are."""
+
+    run_id: str
+    experiment: str
+    workspace: str
+    workdir: str
+    spec: JobSpec
+    rank_argv: list[str]
+    launcher_python: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeLaunch:
+    node_rank: int
+    plan: dict[str, Any]
+    argv: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPlan:
+    """The side-effect-free result of ``prepare()``; printable as a dry run."""
+
+    target: str
+    nodes: list[NodeLaunch]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"compute target: {self.target}"]
+        for node in self.nodes:
+            lines.append(f"node {node.node_rank}: {shlex.join(node.argv)}")
+            lines.append(json.dumps(node.plan, indent=2, sort_keys=True))
+        for path, content in self.files.items():
+            lines.append(f"--- {path}\n{content}")
+        return "\n".join(lines)
+
+
+class Handle(abc.ABC):
+    """A submitted job on a target."""
+
+    @abc.abstractmethod
+    def poll(self) -> int | None:
+        """None while running; the job's exit code once every node has finished."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop every rank on every node. Idempotent."""
+
+    @abc.abstractmethod
+    def node_statuses(self) -> list[dict[str, Any]]:
+        """What each node's launcher reported (see launcher.py), for the nodes that reported."""
+
+
+class ComputeTarget(abc.ABC):
+    kind: ClassVar[str]
+    capabilities: Capabilities
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def check(self, spec: JobSpec) -> None:
+        """Raise NotSupportedError naming the field when ``spec`` asks for what this target lacks."""
+        caps = self.capabilities
+        dist = spec.distribution
+        if caps.max_nodes is not None and dist.node_count > caps.max_nodes:
+            raise NotSupportedError(
+                "node_count", f"{dist.node_count} nodes asked for; compute target {self.name!r} has {caps.max_nodes}"
+            )
+        if spec.use_gpu and not caps.gpu:
+            raise NotSupportedError("use_gpu", f"compute target {self.name!r} has no GPU")
+        if dist.backend is not None and dist.backend not in caps.backends:
+            raise NotSupportedError(
+                "distributed_backend",
+                f"backend {dist.backend!r} is not available on {self.name!r} ({self.backend_hint(dist.backend)})",
+            )
+        if dist.launcher not in caps.launchers:
+            raise NotSupportedError(
+                "launcher", f"launcher {dist.launcher!r} is not available on {self.name!r} ({self.backend_hint(dist.launcher)})"
+            )
+
+    def backend_hint(self, what: str) -> str:
+        return f"it supports {', '.join(sorted(self.capabilities.backends | self.capabilities.launchers))}"
+
+    @abc.abstractmethod
+    def prepare(self, job: PreparedJob) -> LaunchPlan: ...
+
+    @abc.abstractmethod
+    def submit(self, plan: LaunchPlan) -> Handle: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind}
+
+
+def launcher_argv(python: str, plan_path: str) -> list[str]:
+    return [python, "-m", "torchyard.launch.launcher", plan_path]
+
+
+def status_path(workdir: str, node_rank: int) -> str:
+    return os.path.join(workdir, ".torchyard-run", f"launcher_node_{node_rank}.json")

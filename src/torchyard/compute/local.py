@@ -1,0 +1,154 @@
+"""Local compute: ranks are processes on this machine; ``node_count > 1`` runs one launcher per
+simulated node, all on 127.0.0.1, so multi-node code can be debugged before a cluster exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from typing import Any
+
+from torchyard.compute.base import (
+    Capabilities,
+    ComputeTarget,
+    Handle,
+    LaunchPlan,
+    NodeLaunch,
+    PreparedJob,
+    launcher_argv,
+    status_path,
+)
+from torchyard.launch.contract import node_gpus
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _term_with_parent() -> None:
+    from torchyard.launch.launcher import _die_with_parent  # noqa: PLC0415
+
+    _die_with_parent(signal.SIGTERM)
+
+
+class LocalCompute(ComputeTarget):
+    kind = "local"
+
+    def __init__(self, name: str = "local") -> None:
+        super().__init__(name)
+        backends = {"pytorch"}
+        if shutil.which("mpirun"):
+            backends.add("mpi")
+        launchers = {"torchyard"}
+        if importlib.util.find_spec("torch") is not None:
+            launchers.add("torchrun")
+        self.capabilities = Capabilities(
+            max_nodes=None,
+            gpu=bool(node_gpus(os.environ)),
+            backends=frozenset(backends),
+            launchers=frozenset(launchers),
+        )
+
+    def backend_hint(self, what: str) -> str:
+        if what == "mpi":
+            return "mpirun not found on PATH; install Open MPI, e.g. apt-get install openmpi-bin"
+        if what == "torchrun":
+            return "torch is not installed in this interpreter"
+        return super().backend_hint(what)
+
+    def prepare(self, job: PreparedJob) -> LaunchPlan:
+        spec = job.spec
+        dist = spec.distribution
+        mode = "direct"
+        if dist.backend == "mpi":
+            mode = "mpi"
+        elif dist.launcher == "torchrun":
+            mode = "torchrun"
+        port = free_port()
+        comm = "mpi" if dist.backend == "mpi" else dist.communication_backend
+        common: dict[str, Any] = {
+            "run_id": job.run_id,
+            "experiment": job.experiment,
+            "workspace": job.workspace,
+            "workdir": job.workdir,
+            "master_addr": "127.0.0.1",
+            "master_port": port,
+            "node_count": dist.node_count,
+            "nproc": dist.process_count_per_node,
+            "dist_backend": comm,
+            "user_env": dict(spec.environment_variables),
+            "use_gpu": spec.use_gpu,
+            "argv": job.rank_argv,
+            "mode": mode,
+            "max_restarts": dist.max_restarts,
+            "grace_seconds": 3.0,
+        }
+        # under mpi one mpirun (run by node 0's launcher) starts every simulated node's ranks
+        node_ranks = [0] if mode == "mpi" else list(range(dist.node_count))
+        if mode == "mpi":
+            common["hosts"] = [["localhost", dist.world_size]]
+        nodes = []
+        for node_rank in node_ranks:
+            plan = dict(common, node_rank=node_rank, status_path=status_path(job.workdir, node_rank))
+            plan_path = os.path.join(job.workdir, ".torchyard-run", f"plan_node_{node_rank}.json")
+            nodes.append(
+                NodeLaunch(node_rank=node_rank, plan=plan, argv=launcher_argv(job.launcher_python, plan_path))
+            )
+        return LaunchPlan(target=self.name, nodes=nodes)
+
+    def submit(self, plan: LaunchPlan) -> LocalHandle:
+        procs = []
+        for node in plan.nodes:
+            plan_path = node.argv[-1]
+            with open(plan_path, "w") as fh:
+                json.dump(node.plan, fh)
+            procs.append(
+                subprocess.Popen(
+                    node.argv,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_term_with_parent,
+                )
+            )
+        return LocalHandle(procs, [n.plan["status_path"] for n in plan.nodes])
+
+
+class LocalHandle(Handle):
+    def __init__(self, procs: list[subprocess.Popen[bytes]], status_paths: list[str]) -> None:
+        self.procs = procs
+        self.status_paths = status_paths
+        self._canceled = False
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed and not self._canceled:
+            self.cancel()  # one node failed: stop the others now
+        if any(c is None for c in codes):
+            return None
+        return failed[0] if failed else 0
+
+    def cancel(self) -> None:
+        self._canceled = True
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def node_statuses(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.status_paths:
+            try:
+                with open(path) as fh:
+                    out.append(json.load(fh))
+            except (OSError, ValueError):
+                continue
+        return out

@@ -1,0 +1,279 @@
+"""The per-node launcher: ``python -m torchyard.launch.launcher PLAN.json``.
+
+One runs on every node of every compute target. It starts the node's ranks with the env contract,
+writes each rank's stdout/stderr live to ``logs/rank_N.txt``, forwards SIGTERM/SIGINT, and on the first
+rank that exits non-zero (or dies by a signal) stops every other rank: SIGTERM to each rank's process
+group, a grace period, then SIGKILL. It writes what happened to the plan's ``status_path`` and exits
+with the first failure's code. Modes: ``direct`` (spawn the ranks itself), ``mpi`` (node 0 runs
+``mpirun`` for every node), ``torchrun`` (delegate to ``torch.distributed.run`` for elastic restarts).
+
+Stdlib only, no torch: the launcher must cost nothing next to the script's own imports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from torchyard.launch.contract import node_env, node_gpus, rank_env
+
+POLL = 0.05
+
+_LIBC: Any = None
+
+
+def _die_with_parent(sig: int) -> None:
+    """preexec_fn: deliver ``sig`` to this child when its parent (the launcher) dies."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    _LIBC.prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Launcher:
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.workdir: str = plan["workdir"]
+        self.log_dir = os.path.join(self.workdir, "logs")
+        self.exit_dir = os.path.join(self.workdir, ".torchyard-run", "exit")
+        self.grace: float = float(plan.get("grace_seconds", 3.0))
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.stop_signal: int | None = None
+        self.parent = os.getppid()
+        os.makedirs(self.log_dir, exist_ok=True)
+        os.makedirs(self.exit_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.workdir, "outputs"), exist_ok=True)
+        self.node = node_env(
+            run_id=plan["run_id"],
+            experiment=plan["experiment"],
+            workspace=plan["workspace"],
+            workdir=self.workdir,
+            master_addr=plan["master_addr"],
+            master_port=int(plan["master_port"]),
+            node_rank=int(plan["node_rank"]),
+            node_count=int(plan["node_count"]),
+            process_count_per_node=int(plan["nproc"]),
+            dist_backend=plan.get("dist_backend"),
+            user_env=plan.get("user_env", {}),
+        )
+        self.gpus = node_gpus(os.environ) if plan.get("use_gpu") else None
+
+    # ---- starting ranks ---------------------------------------------------------------------------
+
+    def _spawn(self, argv: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.log_dir, log_name), "ab", buffering=0)  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(signal.SIGKILL),
+            )
+        finally:
+            log.close()
+
+    def _rank_argv(self) -> list[str]:
+        return list(self.plan["argv"])
+
+    def start(self) -> None:
+        mode = self.plan.get("mode", "direct")
+        base = dict(os.environ)
+        base.update(self.node)
+        if mode == "direct":
+            nproc = int(self.plan["nproc"])
+            for local in range(nproc):
+                env = dict(base)
+                env.update(rank_env(self.node, local, self.gpus))
+                rank = int(env["RANK"])
+                self.procs[rank] = self._spawn(self._rank_argv(), env, f"rank_{rank}.txt")
+        elif mode == "mpi":
+            self.procs[-1] = self._spawn(self._mpirun_argv(base), base, f"mpirun_node_{self.plan['node_rank']}.txt")
+        elif mode == "torchrun":
+            self.procs[-1] = self._spawn(self._torchrun_argv(), base, f"torchrun_node_{self.plan['node_rank']}.txt")
+        else:
+            raise SystemExit(f"torchyard launcher: unknown mode {mode!r}")
+
+    def _mpirun_argv(self, env: dict[str, str]) -> list[str]:
+        plan = self.plan
+        hostfile = os.path.join(self.workdir, ".torchyard-run", "hostfile")
+        with open(hostfile, "w") as fh:
+            for host, slots in plan["hosts"]:
+                fh.write(f"{host} slots={slots}\n")
+        shim = (
+            'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
+            'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R; '
+        )
+        if self.gpus:
+            shim += f'set -- {" ".join(shlex.quote(g) for g in self.gpus)} -- "$@"; G=""; N=0; '
+            shim += 'while [ "$1" != "--" ]; do G="$G $1"; N=$((N+1)); shift; done; shift; '
+            shim += 'I=0; for g in $G; do [ $I -eq $((LOCAL_RANK % N)) ] && export CUDA_VISIBLE_DEVICES=$g; I=$((I+1)); done; '
+        shim += (
+            f'"$@" >> {shlex.quote(self.log_dir)}/rank_$R.txt 2>&1; rc=$?; '
+            f'echo "$rc $(date +%s.%N)" > {shlex.quote(self.exit_dir)}/rank_$R; exit $rc'
+        )
+        exports = sorted(set(self.node) | {"PATH", "PYTHONPATH", "VIRTUAL_ENV"} & set(env))
+        argv = [
+            plan.get("mpirun", "mpirun"),
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "--hostfile",
+            hostfile,
+            "-np",
+            str(int(plan["node_count"]) * int(plan["nproc"])),
+            *plan.get("mpi_args", []),
+        ]
+        for name in exports:
+            argv += ["-x", name]
+        return argv + ["sh", "-c", shim, "torchyard-rank", *self._rank_argv()]
+
+    def _torchrun_argv(self) -> list[str]:
+        plan = self.plan
+        argv = self._rank_argv()
+        python, script_args = argv[0], argv[1:]
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={plan['node_count']}",
+            f"--node-rank={plan['node_rank']}",
+            f"--nproc-per-node={plan['nproc']}",
+            f"--master-addr={plan['master_addr']}",
+            f"--master-port={plan['master_port']}",
+            f"--max-restarts={plan.get('max_restarts', 0)}",
+            *script_args,
+        ]
+
+    # ---- watching ---------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        started = time.time()
+        self.start()
+        first: dict[str, Any] | None = None
+        reason = "completed"
+        while True:
+            done = True
+            for rank, proc in self.procs.items():
+                rc = proc.poll()
+                if rc is None:
+                    done = False
+                elif rc != 0 and first is None:
+                    first = self._failure(rank, rc)
+            if first is not None:
+                reason = "rank_failed"
+                break
+            if done:
+                break
+            if self.stop_signal is not None:
+                reason = "terminated"
+                break
+            if os.getppid() != self.parent:
+                reason = "parent_died"
+                break
+            time.sleep(POLL)
+        self._stop_all()
+        if first is not None and first["rank"] < 0:
+            first = self._first_from_exit_files() or first
+        code = 0 if reason == "completed" else (first["exit_code"] if first else 128 + (self.stop_signal or 15))
+        status = {
+            "node_rank": int(self.plan["node_rank"]),
+            "reason": reason,
+            "exit_code": code,
+            "first_failure": first,
+            "started": started,
+            "ended": time.time(),
+            "ranks": {str(r): p.returncode for r, p in self.procs.items()},
+        }
+        tmp = self.plan["status_path"] + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(status, fh)
+        os.replace(tmp, self.plan["status_path"])
+        return int(code)
+
+    def _failure(self, rank: int, rc: int) -> dict[str, Any]:
+        info: dict[str, Any] = {"rank": rank, "node_rank": int(self.plan["node_rank"]), "time": time.time()}
+        if rc < 0:
+            info["signal"] = signal.Signals(-rc).name
+            info["exit_code"] = 128 - rc
+        else:
+            info["exit_code"] = rc
+        return info
+
+    def _first_from_exit_files(self) -> dict[str, Any] | None:
+        """Under mpirun the launcher sees one process; each rank's shim left its exit code and time."""
+        best: tuple[float, int, int] | None = None
+        try:
+            names = os.listdir(self.exit_dir)
+        except OSError:
+            return None
+        for name in names:
+            try:
+                with open(os.path.join(self.exit_dir, name)) as fh:
+                    rc_s, ts_s = fh.read().split()
+                rc, ts, rank = int(rc_s), float(ts_s), int(name.split("_")[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if rc != 0 and (best is None or ts < best[0]):
+                best = (ts, rank, rc)
+        if best is None:
+            return None
+        ts, rank, rc = best
+        nproc = int(self.plan["nproc"])
+        info: dict[str, Any] = {"rank": rank, "node_rank": rank // nproc, "time": ts, "exit_code": rc}
+        if rc > 128:
+            try:
+                info["signal"] = signal.Signals(rc - 128).name
+            except ValueError:
+                pass
+        return info
+
+    def _stop_all(self) -> None:
+        live = [p for p in self.procs.values() if p.poll() is None]
+        for p in live:
+            _kill_group(p, signal.SIGTERM)
+        deadline = time.time() + self.grace
+        while live and time.time() < deadline:
+            live = [p for p in live if p.poll() is None]
+            time.sleep(POLL)
+        for p in self.procs.values():
+            _kill_group(p, signal.SIGKILL)  # the group may hold children even if the rank exited
+        for p in self.procs.values():
+            p.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m torchyard.launch.launcher PLAN.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as fh:
+        plan = json.load(fh)
+    return Launcher(plan).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""Azure-ML-shaped ways to describe a job: the ``PyTorch`` estimator and ``ScriptRunConfig``.
+
+Both are thin, keyword-friendly front ends that compile to the same :class:`JobSpec` on
+construction, so a mistake surfaces where it is made, not at submit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from torchyard.errors import SpecError
+from torchyard.spec.job import JobSpec, build_job_spec
+
+_SCALAR = (str, int, float, bool)
+
+
+def flatten_script_params(script_params: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Azure's rules: ``{k: v}`` → ``k v`` in order; ``""`` → bare flag ``k``; a list → ``k a b``;
+    ``None`` drops the key."""
+    if script_params is None:
+        return ()
+    if not isinstance(script_params, Mapping):
+        raise SpecError("script_params", f"must be a dict, got {type(script_params).__name__}")
+    out: list[str] = []
+    for key, value in script_params.items():
+        if not isinstance(key, str) or not key:
+            raise SpecError("script_params", f"keys must be non-empty strings, got {key!r}")
+        if value is None:
+            continue
+        if isinstance(value, str) and value == "":
+            out.append(key)
+        elif isinstance(value, list | tuple):
+            out.append(key)
+            for i, item in enumerate(value):
+                out.append(_arg(item, f"script_params[{key!r}][{i}]"))
+        else:
+            out.extend([key, _arg(value, f"script_params[{key!r}]")])
+    return tuple(out)
+
+
+def _arg(value: Any, field: str) -> str:
+    if isinstance(value, _SCALAR):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)  # type: ignore[return-value]
+    if hasattr(value, "__torchyard_input__"):
+        raise SpecError(field, "data inputs (datastores) are not supported yet on this installation")
+    raise SpecError(field, f"unsupported value of type {type(value).__name__}; use str, int, float or bool")
+
+
+def normalize_arguments(arguments: Sequence[Any] | None, field: str = "arguments") -> tuple[str, ...]:
+    if arguments is None:
+        return ()
+    if isinstance(arguments, str | bytes) or not isinstance(arguments, Iterable):
+        raise SpecError(field, f"must be a list of arguments, got {type(arguments).__name__}")
+    return tuple(_arg(a, f"{field}[{i}]") for i, a in enumerate(arguments))
+
+
+# ---- distribution configurations (Azure's names) -------------------------------------------------
+
+
+class _Distribution:
+    backend: str
+    communication_backend: str | None = None
+
+    def __init__(self, process_count_per_node: int = 1, node_count: int = 1) -> None:
+        self.process_count_per_node = process_count_per_node
+        self.node_count = node_count
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(process_count_per_node={self.process_count_per_node}, "
+            f"node_count={self.node_count})"
+        )
+
+
+class Mpi(_Distribution):
+    """Open MPI (``mpirun``) launch; Horovod and mpi4py scripts run on top."""
+
+    backend = "mpi"
+
+
+class MpiConfiguration(Mpi):
+    """ScriptRunConfig's spelling of :class:`Mpi`."""
+
+
+class Gloo(_Distribution):
+    """torch.distributed with the gloo backend (CPU)."""
+
+    backend = "pytorch"
+    communication_backend = "gloo"
+
+
+class Nccl(_Distribution):
+    """torch.distributed with the nccl backend (GPU)."""
+
+    backend = "pytorch"
+    communication_backend = "nccl"
+
+
+class PyTorchConfiguration(_Distribution):
+    """torch.distributed launch for ScriptRunConfig.
+
+    ``process_count`` is the total number of processes (Azure's meaning); it must be a multiple of
+    ``node_count``. ``communication_backend`` is ``"Gloo"``/``"Nccl"`` (any case) or None for automatic.
+    """
+
+    backend = "pytorch"
+
+    def __init__(
+        self, communication_backend: str | None = None, process_count: int | None = None, node_count: int = 1
+    ) -> None:
+        if not isinstance(node_count, int) or isinstance(node_count, bool) or node_count < 1:
+            raise SpecError("node_count", f"must be an integer of at least 1, got {node_count!r}")
+        total = node_count if process_count is None else process_count
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1 or total % node_count:
+            raise SpecError(
+                "process_count", f"must be a positive multiple of node_count={node_count}, got {process_count!r}"
+            )
+        super().__init__(process_count_per_node=total // node_count, node_count=node_count)
+        self.communication_backend = _comm_backend(communication_backend)
+
+
+def _comm_backend(name: str | None) -> str | None:
+    if name is None:
+        return None
+    low = str(name).lower()
+    if low not in ("gloo", "nccl"):
+        raise SpecError("communication_backend", f"unknown backend {name!r}; use 'gloo' or 'nccl'")
+    return low
+
+
+def parse_backend(value: Any) -> tuple[str | None, str | None]:
+    """``distributed_backend`` as Azure accepts it → (backend, communication_backend)."""
+    if value is None:
+        return None, None
+    if isinstance(value, _Distribution):
+        return value.backend, value.communication_backend
+    if not isinstance(value, str):
+        raise SpecError("distributed_backend", f"must be a string such as 'pytorch' or 'mpi', got {value!r}")
+    low = value.lower()
+    if low in ("pytorch", "torch", "torch.distributed"):
+        return "pytorch", None
+    if low in ("gloo", "nccl"):
+        return "pytorch", low
+    if low == "mpi":
+        return "mpi", None
+    raise SpecError("distributed_backend", f"unknown backend {value!r}; use 'pytorch', 'nccl', 'gloo' or 'mpi'")
+
+
+# ---- environment --------------------------------------------------------------------------------
+
+
+class Environment:
+    """The Python packages a run needs. With nothing set, the submitting interpreter is used as is."""
+
+    def __init__(
+        self,
+        name: str = "default",
+        version: str | None = None,
+        *,
+        pip: Sequence[str] = (),
+        conda: Sequence[str] = (),
+        pip_requirements_file: str | None = None,
+        conda_dependencies_file: str | None = None,
+        python: str | None = None,
+        user_managed: bool = False,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.pip = list(pip)
+        self.conda = list(conda)
+        self.pip_requirements_file = pip_requirements_file
+        self.conda_dependencies_file = conda_dependencies_file
+        self.python = python
+        self.user_managed = user_managed
+
+    def to_spec_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "pip_packages": list(self.pip),
+            "conda_packages": list(self.conda),
+            "pip_requirements_file": self.pip_requirements_file,
+            "conda_dependencies_file": self.conda_dependencies_file,
+            "python": self.python,
+            "user_managed": self.user_managed,
+        }
+
+    def __repr__(self) -> str:
+        return f"Environment(name={self.name!r}, version={self.version!r}, pip={self.pip!r}, conda={self.conda!r})"
+
+
+def _target_name(compute_target: Any) -> str:
+    if compute_target is None:
+        return "local"
+    if isinstance(compute_target, str):
+        return compute_target
+    name = getattr(compute_target, "name", None)
+    if isinstance(name, str):
+        return name
+    raise SpecError("compute_target", f"must be a compute target name such as 'local', got {compute_target!r}")
+
+
+def _list(value: Any, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise SpecError(field, f"must be a list of strings, got {type(value).__name__}")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise SpecError(field, f"must be a list of strings, got an item {item!r}")
+    return items
+
+
+def _abs(path: str | None, base: str | None = None) -> str | None:
+    if path is None:
+        return None
+    if not isinstance(path, str | os.PathLike):
+        raise SpecError("path", f"expected a path, got {path!r}")
+    path = os.fspath(path)
+    if base and not os.path.isabs(path):
+        path = os.path.join(base, path)
+    return os.path.abspath(path)
+
+
+class _JobDescription:
+    """Shared by the estimator and ScriptRunConfig: holds the compiled JobSpec."""
+
+    spec: JobSpec
+
+    def to_job_spec(self) -> JobSpec:
+        return self.spec
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+class PyTorch(_JobDescription):
+    """The Azure ML ``PyTorch`` estimator: a source directory, an entry script, its arguments and
+    packages, where to run it and how many processes.
+
+    ``script_params`` flattens as Azure does (see :func:`flatten_script_params`).
+    ``distributed_backend`` is ``"pytorch"``, ``"nccl"``, ``"gloo"`` or ``"mpi"`` (or ``Mpi()``,
+    ``Gloo()``, ``Nccl()`` through ``distributed_training``) and is required when more than one
+    process runs.
+    """
+
+    def __init__(
+        self,
+        source_directory: str | os.PathLike[str],
+        *,
+        compute_target: Any = None,
+        entry_script: str | None = None,
+        script_params: Mapping[str, Any] | None = None,
+        node_count: int = 1,
+        process_count_per_node: int = 1,
+        distributed_backend: Any = None,
+        distributed_training: _Distribution | None = None,
+        use_gpu: bool = False,
+        pip_packages: Sequence[str] | None = None,
+        conda_packages: Sequence[str] | None = None,
+        pip_requirements_file: str | None = None,
+        conda_dependencies_file: str | None = None,
+        environment_definition: Environment | None = None,
+        user_managed: bool = False,
+        environment_variables: Mapping[str, str] | None = None,
+        inputs: Sequence[Any] | Mapping[str, Any] | None = None,
+        max_run_duration_seconds: float | None = None,
+        launcher: str = "torchyard",
+        max_restarts: int = 0,
+    ) -> None:
+        if entry_script is None:
+            raise SpecError("entry_script", "no entry script given; name the script to run, e.g. train.py")
+        if distributed_training is not None:
+            if distributed_backend is not None:
+                raise SpecError("distributed_backend", "give distributed_backend or distributed_training, not both")
+            distributed_backend = distributed_training
+            if process_count_per_node == 1:
+                process_count_per_node = distributed_training.process_count_per_node
+        backend, comm = parse_backend(distributed_backend)
+        src = _abs(os.fspath(source_directory)) if source_directory is not None else None
+        if src is None:
+            raise SpecError("source_directory", "is required")
+        if environment_definition is not None:
+            if pip_packages or conda_packages or pip_requirements_file or conda_dependencies_file:
+                raise SpecError(
+                    "environment_definition", "give an environment_definition or package lists, not both"
+                )
+            env = environment_definition.to_spec_dict()
+        else:
+            env = {
+                "pip_packages": _list(pip_packages, "pip_packages"),
+                "conda_packages": _list(conda_packages, "conda_packages"),
+                "pip_requirements_file": _abs(pip_requirements_file),
+                "conda_dependencies_file": _abs(conda_dependencies_file),
+                "user_managed": user_managed,
+            }
+        if comm is None and backend == "pytorch":
+            comm = "nccl" if use_gpu is True else "gloo"
+        self.spec = build_job_spec(
+            source_directory=src,
+            entry_script=entry_script,
+            arguments=list(flatten_script_params(script_params)),
+            compute_target=_target_name(compute_target),
+            environment=env,
+            distribution={
+                "backend": backend,
+                "communication_backend": comm,
+                "node_count": node_count,
+                "process_count_per_node": process_count_per_node,
+                "launcher": launcher,
+                "max_restarts": max_restarts,
+            },
+            use_gpu=use_gpu,
+            environment_variables=dict(environment_variables or {}),
+            inputs=_inputs(inputs),
+            max_run_duration_seconds=max_run_duration_seconds,
+        )
+
+
+def _inputs(inputs: Any) -> dict[str, Any]:
+    if not inputs:
+        return {}
+    raise SpecError("inputs", "data inputs (datastores) are not supported yet on this installation")
+
+
+class ScriptRunConfig(_JobDescription):
+    """The modern form: ``ScriptRunConfig(source_directory, script, arguments, compute_target,
+    environment, distributed_job_config, max_run_duration_seconds)``. Compiles to the same JobSpec
+    as :class:`PyTorch`. ``command`` (a shell command line) may replace ``script``."""
+
+    def __init__(
+        self,
+        source_directory: str | os.PathLike[str],
+        script: str | None = None,
+        arguments: Sequence[Any] | None = None,
+        compute_target: Any = None,
+        environment: Environment | None = None,
+        distributed_job_config: _Distribution | None = None,
+        max_run_duration_seconds: float | None = None,
+        *,
+        command: str | Sequence[str] | None = None,
+        use_gpu: bool = False,
+        environment_variables: Mapping[str, str] | None = None,
+        launcher: str = "torchyard",
+    ) -> None:
+        dist = distributed_job_config
+        backend, comm = (dist.backend, dist.communication_backend) if dist is not None else (None, None)
+        if dist is not None and not isinstance(dist, _Distribution):
+            raise SpecError("distributed_job_config", f"expected PyTorchConfiguration or MpiConfiguration, got {dist!r}")
+        if comm is None and backend == "pytorch":
+            comm = "nccl" if use_gpu is True else "gloo"
+        if command is not None and not isinstance(command, str):
+            command = " ".join(normalize_arguments(command, "command"))
+        self.spec = build_job_spec(
+            source_directory=_abs(os.fspath(source_directory)),
+            entry_script=script,
+            command=command,
+            arguments=list(normalize_arguments(arguments)),
+            compute_target=_target_name(compute_target),
+            environment=environment.to_spec_dict() if environment is not None else {},
+            distribution={
+                "backend": backend,
+                "communication_backend": comm,
+                "node_count": dist.node_count if dist else 1,
+                "process_count_per_node": dist.process_count_per_node if dist else 1,
+                "launcher": launcher,
+            },
+            use_gpu=use_gpu,
+            environment_variables=dict(environment_variables or {}),
+            max_run_duration_seconds=max_run_duration_seconds,
+        )

@@ -1,0 +1,314 @@
+"""One detached supervisor per run: ``python -m torchyard.supervisor RUN_DIR``.
+
+It walks the run through Preparing → Starting → Running → Finalizing → Completed/Failed/Canceled,
+heart-beats into the store, moves the ranks' journals into the store in batches while the run goes,
+enforces ``max_run_duration_seconds``, honours cancel (SIGTERM or a CancelRequested status), and
+collects ``outputs/``, ``logs/`` and uploaded files as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from torchyard.status import RunStatus
+from torchyard.tracking import journal as j
+
+HEARTBEAT_SECONDS = 2.0
+INGEST_SECONDS = 0.25
+POLL_SECONDS = 0.02
+LAST_LINES = 20
+
+
+def spawn_supervisor(workdir: str) -> int:
+    """Start the supervisor of the run in ``workdir``, detached from the caller. Returns its pid."""
+    log = open(os.path.join(workdir, ".torchyard-run", "supervisor.log"), "ab")  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torchyard.supervisor", workdir],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        log.close()
+    return proc.pid
+
+
+def tail_lines(path: str, n: int = LAST_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            data = fh.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-n:]
+
+
+class Ingestor:
+    """Moves new journal records of every rank into the store."""
+
+    def __init__(self, store: Any, run_id: str, journal_dir: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.journal_dir = journal_dir
+        self.readers: dict[int, j.JournalReader] = {}
+
+    def _discover(self) -> None:
+        try:
+            names = os.listdir(self.journal_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith("rank_") and name.endswith(".journal"):
+                rank = int(name[5:-8])
+                if rank not in self.readers:
+                    self.readers[rank] = j.JournalReader(os.path.join(self.journal_dir, name))
+
+    def ingest(self) -> int:
+        self._discover()
+        total = 0
+        for rank, reader in self.readers.items():
+            records = reader.read_new()
+            if not records:
+                continue
+            total += len(records)
+            rows = []
+            tags: dict[str, str] = {}
+            props: dict[str, str] = {}
+            dumps = json.dumps
+            for kind, name, value, step, ts in records:
+                if kind == 0:
+                    rows.append((name, rank, step, value, None, 0, ts))
+                elif kind == j.TAG:
+                    tags[name] = value
+                elif kind == j.PROPERTY:
+                    props[name] = value
+                else:
+                    rows.append((name, rank, step, None, dumps(value), kind, ts))
+            self.store.insert_metrics(self.run_id, rows)
+            self.store.set_tags(self.run_id, tags)
+            if props:
+                try:
+                    self.store.add_properties(self.run_id, props)
+                except Exception as err:  # an immutable property re-set: keep the run going
+                    print(f"torchyard supervisor: {err}", flush=True)
+        return total
+
+
+class Supervisor:
+    def __init__(self, workdir: str) -> None:
+        with open(os.path.join(workdir, ".torchyard-run", "run.json")) as fh:
+            self.info = json.load(fh)
+        from torchyard.spec.job import JobSpec  # noqa: PLC0415
+        from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+
+        self.workdir = workdir
+        self.run_id: str = self.info["run_id"]
+        self.spec = JobSpec.from_json(json.dumps(self.info["spec"]))
+        self.ws = Workspace(self.info["workspace"], db_url=self.info["db_url"])
+        self.store = self.ws.store
+        self.cancel_reason: str | None = None
+        self.stop = threading.Event()
+        self.ingestor = Ingestor(self.store, self.run_id, os.path.join(workdir, ".torchyard-run", "journal"))
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _status(self, status: RunStatus, detail: str | None = None, **kw: Any) -> bool:
+        return bool(self.store.set_status(self.run_id, status, detail, unless=(RunStatus.CANCEL_REQUESTED,), **kw))
+
+    def _on_sigterm(self, _signum: int, _frame: Any) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = "canceled by user"
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            try:
+                status = self.store.heartbeat(self.run_id)
+            except Exception as err:  # the store may be briefly unreachable; keep the run going
+                print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
+                continue
+            if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason is None:
+                self.cancel_reason = "canceled by user"
+            elif status == RunStatus.NOT_RESPONDING.value:
+                self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
+
+    # ---- the lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+        self.store.set_supervisor(self.run_id, os.getpid())
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+        beat.start()
+        try:
+            self._lifecycle()
+        finally:
+            self.stop.set()
+
+    def _lifecycle(self) -> None:
+        from torchyard.compute.base import PreparedJob  # noqa: PLC0415
+        from torchyard.compute.registry import get_target  # noqa: PLC0415
+
+        if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED.value:
+            self.cancel_reason = "canceled by user"
+        spec = self.spec
+        self._status(RunStatus.PREPARING)
+        python = self.info["python"]
+        if spec.entry_script:
+            argv = [python, spec.entry_script, *spec.arguments]
+        else:
+            argv = ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {spec.command}']
+        if self.cancel_reason:
+            self._finish(None)
+            return
+        target = get_target(spec.compute_target)
+        job = PreparedJob(
+            run_id=self.run_id,
+            experiment=self.info["experiment"],
+            workspace=self.info["workspace"],
+            workdir=self.workdir,
+            spec=spec,
+            rank_argv=argv,
+            launcher_python=sys.executable,
+        )
+        plan = target.prepare(job)
+        self._status(RunStatus.STARTING)
+        handle = target.submit(plan)
+        self._status(RunStatus.RUNNING)
+        started = time.time()
+        limit = spec.max_run_duration_seconds
+        next_ingest = 0.0
+        canceling = False
+        rc: int | None = None
+        while True:
+            rc = handle.poll()
+            now = time.time()
+            if rc is not None:
+                break
+            if now >= next_ingest:
+                self.ingestor.ingest()
+                next_ingest = now + INGEST_SECONDS
+            if limit is not None and now - started > limit and self.cancel_reason is None:
+                self.cancel_reason = f"exceeded max_run_duration_seconds={limit:g}"
+            if self.cancel_reason and not canceling:
+                canceling = True
+                self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
+                handle.cancel()
+            time.sleep(POLL_SECONDS)
+        self.ingestor.ingest()
+        self._finish(rc, handle.node_statuses())
+
+    def _finish(self, rc: int | None, nodes: list[dict[str, Any]] | None = None) -> None:
+        if self.cancel_reason:
+            self._collect()
+            self.store.set_status(
+                self.run_id,
+                RunStatus.CANCELED,
+                self.cancel_reason,
+                details={"cancel_reason": self.cancel_reason},
+                exit_code=rc,
+            )
+            return
+        self._status(RunStatus.FINALIZING)
+        self._collect()
+        if rc == 0:
+            self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0)
+            return
+        error = self._error(rc, nodes or [])
+        self.store.set_status(
+            self.run_id, RunStatus.FAILED, error["message"], details={"error": error}, exit_code=error.get("exit_code", rc)
+        )
+
+    def _error(self, rc: int | None, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+        failures = [n["first_failure"] for n in nodes if n.get("first_failure")]
+        if not failures:
+            return {"message": f"the job exited with code {rc}", "exit_code": rc}
+        first = min(failures, key=lambda f: f["time"])
+        how = f"was killed by {first['signal']}" if first.get("signal") else f"exited with code {first['exit_code']}"
+        rank = first["rank"]
+        log = os.path.join(self.workdir, "logs", f"rank_{rank}.txt")
+        if rank < 0:
+            log = os.path.join(self.workdir, "logs", f"torchrun_node_{first['node_rank']}.txt")
+        last = tail_lines(log)
+        message = f"rank {rank} on node {first['node_rank']} {how}"
+        if last:
+            message += f": {last[-1].strip()}"
+        return {
+            "message": message,
+            "rank": rank,
+            "node_rank": first["node_rank"],
+            "exit_code": first["exit_code"],
+            "signal": first.get("signal"),
+            "last_lines": last,
+        }
+
+    def _collect(self) -> None:
+        """outputs/, logs/ and uploaded files become the run's artifacts (hard links where possible)."""
+        dest = self.ws.artifacts_dir(self.run_id)
+        os.makedirs(dest, exist_ok=True)
+        for sub, target in (
+            ("outputs", "outputs"),
+            ("logs", "logs"),
+            (os.path.join(".torchyard-run", "uploads"), ""),
+        ):
+            src = os.path.join(self.workdir, sub)
+            if os.path.isdir(src):
+                _link_tree(src, os.path.join(dest, target) if target else dest)
+        sup_log = os.path.join(self.workdir, ".torchyard-run", "supervisor.log")
+        if os.path.isfile(sup_log) and os.path.getsize(sup_log):
+            os.makedirs(os.path.join(dest, "logs"), exist_ok=True)
+            shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
+
+
+def _link_tree(src: str, dest: str) -> None:
+    for root, _dirs, files in os.walk(src):
+        out = os.path.join(dest, os.path.relpath(root, src))
+        os.makedirs(out, exist_ok=True)
+        for name in files:
+            target = os.path.join(out, name)
+            if os.path.lexists(target):
+                os.unlink(target)
+            try:
+                os.link(os.path.join(root, name), target)
+            except OSError:
+                shutil.copy2(os.path.join(root, name), target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    workdir = args[0]
+    sup: Supervisor | None = None
+    try:
+        sup = Supervisor(workdir)
+        sup.run()
+        return 0
+    except BaseException as err:
+        traceback.print_exc()
+        if sup is not None:
+            try:
+                sup.store.set_status(
+                    sup.run_id,
+                    RunStatus.FAILED,
+                    f"supervisor error: {err}",
+                    details={"error": {"message": f"torchyard supervisor error: {type(err).__name__}: {err}"}},
+                )
+            except Exception:
+                traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Per-rank journal files: the truth about what a script logged until the store has it.
+
+A journal is a sequence of frames, each a 4-byte little-endian length followed by a msgpack array of
+records ``[kind, name, value, step, ts]``. A frame is written with one ``write()``; a reader takes only
+complete frames, so a script killed mid-write loses at most the frame being written.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import msgspec
+
+_HEADER = struct.Struct("<I")
+
+# record kinds; 0-5 are metric kinds stored in the metrics table
+SCALAR, LIST, ROW, TABLE, IMAGE, STRING = 0, 1, 2, 3, 4, 5
+TAG, PROPERTY = 10, 11
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def encode_frame(records: list[Any]) -> bytes:
+    payload = _encoder.encode(records)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class JournalReader:
+    """Reads the complete frames appended to a journal since the last call."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read_new(self) -> list[list[Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        records: list[list[Any]] = []
+        pos = 0
+        end = len(data)
+        while pos + 4 <= end:
+            (length,) = _HEADER.unpack_from(data, pos)
+            if pos + 4 + length > end:
+                break
+            records.extend(_decoder.decode(data[pos + 4 : pos + 4 + length]))
+            pos += 4 + length
+        self.offset += pos
+        return records
+
+
+def journal_path(journal_dir: str, rank: int) -> str:
+    return os.path.join(journal_dir, f"rank_{rank}.journal")

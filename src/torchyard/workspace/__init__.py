@@ -1,0 +1,1 @@
+"""The workspace: metadata store, run folders and artifacts."""

@@ -1,0 +1,90 @@
+"""The metadata store's tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` build them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+#: The Alembic revision this code expects; a test pins it to the migrations' head.
+SCHEMA_REVISION = "0001"
+
+metadata = MetaData()
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("experiment", String(128), nullable=False, index=True),
+    Column("parent_id", String(200), nullable=True, index=True),
+    Column("status", String(32), nullable=False),
+    Column("display_name", String(256), nullable=True),
+    Column("compute_target", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("spec", Text, nullable=False),
+    Column("details", Text, nullable=False, default="{}"),
+    Column("run_dir", Text, nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("supervisor_pid", Integer, nullable=True),
+    Column("supervisor_host", String(256), nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+)
+
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False, index=True),
+    Column("status", String(32), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("detail", Text, nullable=True),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+run_properties = Table(
+    "run_properties",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# kind: 0 scalar, 1 list, 2 row, 3 table, 4 image, 5 string. Scalars use `value`; the rest `payload` (JSON).
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("step", Integer, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("payload", Text, nullable=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("ts", Float, nullable=False),
+)
+Index("ix_metrics_run_name", metrics.c.run_id, metrics.c.name, metrics.c.rank)

@@ -1,0 +1,385 @@
+"""The metadata store: runs, statuses, tags, properties and metrics, on SQLite or PostgreSQL.
+
+SQLite runs in WAL mode; every write transaction starts with ``BEGIN IMMEDIATE`` (so two writers never
+deadlock on a lock upgrade) and waits on a busy timeout; reads use a second engine in autocommit, so
+readers never block writers. PostgreSQL needs nothing special. Metrics take a bulk path
+(executemany on SQLite, COPY on PostgreSQL) because a run may log millions of values.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from torchyard.errors import NotFoundError, WorkspaceError
+from torchyard.status import TERMINAL_VALUES, RunStatus
+from torchyard.workspace.schema import (
+    SCHEMA_REVISION,
+    experiments,
+    metrics,
+    run_properties,
+    run_tags,
+    runs,
+    status_events,
+)
+
+MetricRow = tuple[str, int, int | None, float | None, str | None, int, float]
+"""(name, rank, step, value, payload_json, kind, ts)"""
+
+METRIC_KINDS = {0: "scalar", 1: "list", 2: "row", 3: "table", 4: "image", 5: "string"}
+HOSTNAME = socket.gethostname()
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    """All reads and writes of run metadata. One per process; safe to share between threads."""
+
+    def __init__(self, url: str, lock_dir: str | None = None) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            if self.is_sqlite:
+                self.engine = self._sqlite_engine(url, write=True)
+                self.read_engine = self._sqlite_engine(url, write=False)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True)
+                self.read_engine = self.engine
+            self._migrate(lock_dir)
+        except SQLAlchemyError as err:
+            raise WorkspaceError(f"cannot open the workspace store at {_safe_url(url)}: {_one_line(err)}") from None
+
+    # ---- engines and migrations ---------------------------------------------------------------
+
+    @staticmethod
+    def _sqlite_engine(url: str, write: bool) -> Engine:
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        if write:
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _migrate(self, lock_dir: str | None) -> None:
+        if self._revision() == SCHEMA_REVISION:
+            return
+        with self._migration_lock(lock_dir):
+            if self._revision() == SCHEMA_REVISION:
+                return
+            from alembic.config import Config  # noqa: PLC0415 - only when the schema must change
+
+            from alembic import command  # noqa: PLC0415
+
+            cfg = Config()
+            cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
+            if self.is_sqlite:
+                with self.read_engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    def _revision(self) -> str | None:
+        try:
+            with self.read_engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, SQLAlchemyError):
+            return None
+
+    @contextmanager
+    def _migration_lock(self, lock_dir: str | None) -> Iterator[None]:
+        if self.is_sqlite and lock_dir:
+            with open(os.path.join(lock_dir, ".migrate.lock"), "w") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        elif not self.is_sqlite:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(7403221)"))
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7403221)"))
+                    conn.commit()
+        else:
+            yield
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+    # ---- runs -----------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        experiment: str,
+        spec_json: str,
+        compute_target: str,
+        run_dir: str,
+        tags: dict[str, str],
+        display_name: str | None = None,
+        parent_id: str | None = None,
+    ) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(experiments.c.name).where(experiments.c.name == experiment)).first()
+            if not exists:
+                conn.execute(insert(experiments).values(name=experiment, created_at=now))
+            conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    experiment=experiment,
+                    parent_id=parent_id,
+                    status=RunStatus.NOT_STARTED.value,
+                    display_name=display_name,
+                    compute_target=compute_target,
+                    created_at=now,
+                    spec=spec_json,
+                    details="{}",
+                    run_dir=run_dir,
+                )
+            )
+            conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))
+            if tags:
+                conn.execute(insert(run_tags), [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()])
+
+    def set_status(
+        self,
+        run_id: str,
+        status: RunStatus,
+        detail: str | None = None,
+        *,
+        unless: Iterable[RunStatus] = (),
+        details: dict[str, Any] | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
+        """Move a run to ``status`` unless it is terminal (or in ``unless``). Returns whether it moved."""
+        now = _now()
+        blocked = set(TERMINAL_VALUES) | {s.value for s in unless}
+        values: dict[str, Any] = {"status": status.value}
+        if status is RunStatus.RUNNING:
+            values["started_at"] = func.coalesce(runs.c.started_at, now)
+        if status.is_terminal:
+            values["ended_at"] = now
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        with self.engine.begin() as conn:
+            row = conn.execute(select(runs.c.status, runs.c.details).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
+            if row.status in blocked or row.status == status.value:
+                return False
+            if details:
+                merged = json.loads(row.details or "{}")
+                merged.update(details)
+                values["details"] = json.dumps(merged)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            conn.execute(insert(status_events).values(run_id=run_id, status=status.value, ts=now, detail=detail))
+        return True
+
+    def update_details(self, run_id: str, **details: Any) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(runs.c.details).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
+            merged = json.loads(row.details or "{}")
+            merged.update(details)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(details=json.dumps(merged)))
+
+    def set_supervisor(self, run_id: str, pid: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(supervisor_pid=pid, supervisor_host=HOSTNAME, heartbeat_at=_now())
+            )
+
+    def heartbeat(self, run_id: str) -> str:
+        """Record that the supervisor is alive; returns the run's current status."""
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=_now()))
+            return str(conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar_one())
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self.read_engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(
+                f"no run {run_id!r} in this workspace; `torchyard runs list` shows the runs", run_id=run_id
+            )
+        return dict(row)
+
+    def get_status(self, run_id: str) -> str:
+        with self.read_engine.connect() as conn:
+            status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
+        return str(status)
+
+    def list_runs(
+        self,
+        experiment: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        parent_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        if experiment is not None:
+            query = query.where(runs.c.experiment == experiment)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if parent_id is not None:
+            query = query.where(runs.c.parent_id == parent_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.read_engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def list_experiments(self) -> list[str]:
+        with self.read_engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(experiments.c.name).order_by(experiments.c.name))]
+
+    def status_history(self, run_id: str) -> list[dict[str, Any]]:
+        query = select(status_events).where(status_events.c.run_id == run_id).order_by(status_events.c.id)
+        with self.read_engine.connect() as conn:
+            return [
+                {"status": r.status, "time": r.ts, "detail": r.detail}
+                for r in conn.execute(query)
+            ]
+
+    # ---- tags and properties --------------------------------------------------------------------
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        if not tags:
+            return
+        with self.engine.begin() as conn:
+            for key, value in tags.items():
+                moved = conn.execute(
+                    update(run_tags)
+                    .where(run_tags.c.run_id == run_id, run_tags.c.key == key)
+                    .values(value=value)
+                ).rowcount
+                if not moved:
+                    conn.execute(insert(run_tags).values(run_id=run_id, key=key, value=value))
+
+    def get_tags(self, run_id: str) -> dict[str, str]:
+        with self.read_engine.connect() as conn:
+            return {r.key: r.value for r in conn.execute(select(run_tags).where(run_tags.c.run_id == run_id))}
+
+    def add_properties(self, run_id: str, props: dict[str, str]) -> None:
+        """Properties are immutable: re-adding a key with a different value is an error."""
+        if not props:
+            return
+        with self.engine.begin() as conn:
+            current = {
+                r.key: r.value
+                for r in conn.execute(select(run_properties).where(run_properties.c.run_id == run_id))
+            }
+            for key, value in props.items():
+                if key in current:
+                    if current[key] != value:
+                        raise WorkspaceError(
+                            f"property {key!r} of run {run_id} is already {current[key]!r}; properties are "
+                            "immutable (use tags for values that change)",
+                            run_id=run_id,
+                        )
+                    continue
+                try:
+                    conn.execute(insert(run_properties).values(run_id=run_id, key=key, value=value))
+                except IntegrityError:  # pragma: no cover - raced with another writer
+                    raise WorkspaceError(f"property {key!r} of run {run_id} was set concurrently") from None
+
+    def get_properties(self, run_id: str) -> dict[str, str]:
+        with self.read_engine.connect() as conn:
+            return {
+                r.key: r.value
+                for r in conn.execute(select(run_properties).where(run_properties.c.run_id == run_id))
+            }
+
+    # ---- metrics --------------------------------------------------------------------------------
+
+    def insert_metrics(self, run_id: str, rows: Sequence[MetricRow]) -> None:
+        """Bulk insert of (name, rank, step, value, payload, kind, ts) rows."""
+        if not rows:
+            return
+        cols = "run_id, name, rank, step, value, payload, kind, ts"
+        with self.engine.begin() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql(
+                    f"INSERT INTO metrics ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(run_id, *r) for r in rows],
+                )
+            elif self.url.startswith("postgresql+psycopg") or self.url.startswith("postgresql:"):
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur, cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:  # type: ignore[union-attr]
+                    for r in rows:
+                        copy.write_row((run_id, *r))
+            else:  # pragma: no cover - other drivers
+                conn.execute(
+                    insert(metrics),
+                    [
+                        dict(zip(cols.split(", "), (run_id, *r), strict=True))
+                        for r in rows
+                    ],
+                )
+
+    def get_metric_rows(
+        self, run_id: str, rank: int | None = 0, name: str | None = None
+    ) -> list[tuple[str, int, int | None, float | None, str | None, int, float]]:
+        sql = "SELECT name, rank, step, value, payload, kind, ts FROM metrics WHERE run_id = :run_id"
+        params: dict[str, Any] = {"run_id": run_id}
+        if rank is not None:
+            sql += " AND rank = :rank"
+            params["rank"] = rank
+        if name is not None:
+            sql += " AND name = :name"
+            params["name"] = name
+        sql += " ORDER BY id"
+        with self.read_engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]  # type: ignore[misc]
+
+    def metric_count(self, run_id: str) -> int:
+        with self.read_engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(metrics).where(metrics.c.run_id == run_id)).scalar_one()
+            )
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return msg[0] if msg else type(err).__name__

@@ -1,0 +1,225 @@
+"""The Workspace: where everything lives.
+
+Layout of a workspace folder (``.torchyard`` by default)::
+
+    workspace.json        marker and settings (db_url when not the embedded SQLite)
+    store.db              the embedded SQLite metadata store (WAL mode)
+    runs/<run_id>/        each run's working folder: its code, outputs/, logs/, .torchyard-run/
+    artifacts/<run_id>/   a run's artifacts, collected at Finalizing
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from torchyard.errors import NotFoundError, SpecError, WorkspaceError
+
+if TYPE_CHECKING:
+    from torchyard.run import Experiment, Run
+    from torchyard.spec.job import JobSpec
+    from torchyard.workspace.store import Store
+
+WORKSPACE_DIRNAME = ".torchyard"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_EXCLUDES = {".git", WORKSPACE_DIRNAME, "outputs", "__pycache__", ".ipynb_checkpoints", ".torchyard-run"}
+
+
+def find_workspace(start: str | None = None) -> str | None:
+    """The nearest ``.torchyard`` workspace at or above ``start`` (default: the working directory)."""
+    here = os.path.abspath(start or os.getcwd())
+    while True:
+        candidate = os.path.join(here, WORKSPACE_DIRNAME)
+        if os.path.isfile(os.path.join(candidate, "workspace.json")):
+            return candidate
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def check_name(name: str, what: str = "experiment") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SpecError(
+            what, f"invalid name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+class Workspace:
+    """Where runs, metrics and artifacts live.
+
+    ``Workspace()`` finds ``./.torchyard`` (or a parent's), else creates it in the working directory.
+    ``Workspace(path=...)`` or ``TORCHYARD_WORKSPACE`` choose the folder; ``db_url=...`` or
+    ``TORCHYARD_DB_URL`` put the metadata store in PostgreSQL (or any SQLAlchemy URL) instead of SQLite.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, db_url: str | None = None) -> None:
+        explicit = path if path is not None else os.environ.get("TORCHYARD_WORKSPACE")
+        if explicit:
+            folder = os.path.abspath(os.fspath(explicit))
+            if os.path.basename(folder) != WORKSPACE_DIRNAME and os.path.isdir(os.path.join(folder, WORKSPACE_DIRNAME)):
+                folder = os.path.join(folder, WORKSPACE_DIRNAME)
+        else:
+            folder = find_workspace() or os.path.join(os.getcwd(), WORKSPACE_DIRNAME)
+        self.path = folder
+        settings = self._open_settings(db_url or os.environ.get("TORCHYARD_DB_URL"))
+        self.db_url: str = settings.get("db_url") or f"sqlite:///{os.path.join(folder, 'store.db')}"
+        self._store: Store | None = None
+
+    def _open_settings(self, db_url: str | None) -> dict[str, Any]:
+        marker = os.path.join(self.path, "workspace.json")
+        try:
+            os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
+            os.makedirs(os.path.join(self.path, "artifacts"), exist_ok=True)
+        except OSError as err:
+            raise WorkspaceError(f"cannot create the workspace folder {self.path}: {err.strerror}") from None
+        settings: dict[str, Any] = {}
+        if os.path.isfile(marker):
+            try:
+                with open(marker) as fh:
+                    settings = json.load(fh)
+            except (OSError, ValueError) as err:
+                raise WorkspaceError(f"{marker} is unreadable ({err}); fix or remove it") from None
+        if db_url:
+            settings["db_url"] = db_url
+        if not os.path.isfile(marker) or db_url:
+            tmp = f"{marker}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"version": 1, **settings}, fh)
+            os.replace(tmp, marker)
+        return settings
+
+    # ---- parts ----------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from torchyard.workspace.store import Store  # noqa: PLC0415 - SQLAlchemy is not cheap
+
+            self._store = Store(self.db_url, lock_dir=self.path)
+        return self._store
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.path, "runs")
+
+    def run_dir(self, run_id: str) -> str:
+        return os.path.join(self.path, "runs", run_id)
+
+    def artifacts_dir(self, run_id: str) -> str:
+        return os.path.join(self.path, "artifacts", run_id)
+
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        from torchyard.run import Experiment  # noqa: PLC0415
+
+        return {name: Experiment(self, name) for name in self.store.list_experiments()}
+
+    def get_run(self, run_id: str) -> Run:
+        from torchyard.run import Experiment, Run  # noqa: PLC0415
+
+        row = self.store.get_run(run_id)
+        return Run(Experiment(self, row["experiment"]), run_id)
+
+    def __repr__(self) -> str:
+        return f"Workspace(path={self.path!r})"
+
+    # ---- submit ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        experiment: str,
+        spec: JobSpec,
+        *,
+        tags: dict[str, str] | None = None,
+        parent_id: str | None = None,
+    ) -> str:
+        """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
+        from torchyard.compute.registry import get_target  # noqa: PLC0415
+        from torchyard.status import RunStatus  # noqa: PLC0415
+
+        check_name(experiment)
+        tags = _str_dict(tags, "tags")
+        target = get_target(spec.compute_target)
+        target.check(spec)
+        _check_supported(spec)
+        run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+        workdir = self.run_dir(run_id)
+        snapshot(spec.source_directory, workdir)
+        os.makedirs(os.path.join(workdir, ".torchyard-run", "journal"), exist_ok=True)
+        info = {
+            "run_id": run_id,
+            "experiment": experiment,
+            "workspace": self.path,
+            "db_url": self.db_url,
+            "python": sys.executable,
+            "spec": spec.to_dict(),
+        }
+        with open(os.path.join(workdir, ".torchyard-run", "run.json"), "w") as fh:
+            json.dump(info, fh)
+        store = self.store
+        store.create_run(
+            run_id=run_id,
+            experiment=experiment,
+            spec_json=spec.to_json().decode(),
+            compute_target=spec.compute_target,
+            run_dir=workdir,
+            tags=tags,
+            display_name=spec.display_name,
+            parent_id=parent_id,
+        )
+        store.set_status(run_id, RunStatus.QUEUED)
+        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
+
+        pid = spawn_supervisor(workdir)
+        store.set_supervisor(run_id, pid)
+        return run_id
+
+
+def _str_dict(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(field, f"must be a dict of strings, got {type(value).__name__}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _check_supported(spec: JobSpec) -> None:
+    from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+    env = spec.environment
+    if not env.is_default:
+        what = next(
+            name
+            for name in ("pip_packages", "conda_packages", "pip_requirements_file", "conda_dependencies_file", "python")
+            if getattr(env, name)
+        )
+        raise NotSupportedError(
+            what,
+            "building environments is not supported yet on this installation; install the packages into "
+            "the submitting interpreter and submit without them",
+        )
+    if spec.inputs:
+        raise NotSupportedError("inputs", "data inputs are not supported yet on this installation")
+
+
+def _ignore(_dir: str, names: list[str]) -> set[str]:
+    return {n for n in names if n in DEFAULT_EXCLUDES or n.endswith(".pyc")}
+
+
+def snapshot(source: str, dest: str) -> None:
+    """Copy ``source`` into the run's working folder, skipping the default excludes."""
+    if not os.path.isdir(source):
+        raise NotFoundError(f"source_directory {source!r} does not exist")
+    try:
+        shutil.copytree(source, dest, ignore=_ignore, symlinks=True)
+    except (OSError, shutil.Error) as err:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise WorkspaceError(f"cannot snapshot {source!r}: {err}") from None
