@@ -81,10 +81,8 @@ def main():
         model.train()
         perm = torch.randperm(n, generator=g)
         total, batches = 0.0, 0
-        for start in range(0, n, args.batch_size):
+        for start in range(0, n - n % args.batch_size, args.batch_size):  # full batches: every rank steps
             idx = perm[start : start + args.batch_size][rank::world]
-            if len(idx) == 0:
-                continue
             xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)

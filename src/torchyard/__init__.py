@@ -3,29 +3,72 @@
 The public API is exactly ``__all__``; everything else is internal.
 """
 
-from torchyard.errors import (
-    ComputeError,
-    NotFoundError,
-    NotSupportedError,
-    RunFailedError,
-    SpecError,
-    TorchyardError,
-    WorkspaceError,
-)
-from torchyard.run import Experiment, Run
-from torchyard.spec import (
-    Environment,
-    Gloo,
-    JobSpec,
-    Mpi,
-    MpiConfiguration,
-    Nccl,
-    PyTorch,
-    PyTorchConfiguration,
-    ScriptRunConfig,
-)
-from torchyard.status import RunStatus
-from torchyard.workspace.workspace import Workspace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchyard.errors import (
+        ComputeError,
+        NotFoundError,
+        NotSupportedError,
+        RunFailedError,
+        SpecError,
+        TorchyardError,
+        WorkspaceError,
+    )
+    from torchyard.run import Experiment, Run
+    from torchyard.spec import (
+        Environment,
+        Gloo,
+        JobSpec,
+        Mpi,
+        MpiConfiguration,
+        Nccl,
+        PyTorch,
+        PyTorchConfiguration,
+        ScriptRunConfig,
+    )
+    from torchyard.status import RunStatus
+    from torchyard.workspace.workspace import Workspace
+
+# Loaded on first use, so `import torchyard` (and the CLI) stays fast.
+_LAZY = {
+    "ComputeError": "torchyard.errors",
+    "NotFoundError": "torchyard.errors",
+    "NotSupportedError": "torchyard.errors",
+    "RunFailedError": "torchyard.errors",
+    "SpecError": "torchyard.errors",
+    "TorchyardError": "torchyard.errors",
+    "WorkspaceError": "torchyard.errors",
+    "Experiment": "torchyard.run",
+    "Run": "torchyard.run",
+    "Environment": "torchyard.spec",
+    "Gloo": "torchyard.spec",
+    "JobSpec": "torchyard.spec",
+    "Mpi": "torchyard.spec",
+    "MpiConfiguration": "torchyard.spec",
+    "Nccl": "torchyard.spec",
+    "PyTorch": "torchyard.spec",
+    "PyTorchConfiguration": "torchyard.spec",
+    "ScriptRunConfig": "torchyard.spec",
+    "RunStatus": "torchyard.status",
+    "Workspace": "torchyard.workspace.workspace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torchyard' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,5 @@
+import sys
+
+from torchyard.cli.main import main
+
+sys.exit(main())
