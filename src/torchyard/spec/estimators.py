@@ -216,6 +216,17 @@ def _list(value: Any, field: str) -> list[str]:
     return items
 
 
+def _str_map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(field, f"must be a dict of strings, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise SpecError(f"{field}[{key!r}]", f"must map strings to strings, got {item!r} ({type(item).__name__})")
+    return dict(value)
+
+
 def _abs(path: str | None, base: str | None = None) -> str | None:
     if path is None:
         return None
@@ -316,7 +327,7 @@ class PyTorch(_JobDescription):
                 "max_restarts": max_restarts,
             },
             use_gpu=use_gpu,
-            environment_variables=dict(environment_variables or {}),
+            environment_variables=_str_map(environment_variables, "environment_variables"),
             inputs=_inputs(inputs),
             max_run_duration_seconds=max_run_duration_seconds,
         )
@@ -371,6 +382,6 @@ class ScriptRunConfig(_JobDescription):
                 "launcher": launcher,
             },
             use_gpu=use_gpu,
-            environment_variables=dict(environment_variables or {}),
+            environment_variables=_str_map(environment_variables, "environment_variables"),
             max_run_duration_seconds=max_run_duration_seconds,
         )

@@ -98,8 +98,11 @@ def _field_of(err: msgspec.ValidationError) -> tuple[str, str]:
     if message:
         message = message[0].lower() + message[1:]
     field = match.group("path") if match else "job"
-    field = re.sub(r"\[(\d+)\]", r"[\1]", field) or "job"
-    return field, message
+    unknown = re.search(r"unknown field `([^`]*)`", text)
+    if unknown:
+        field = f"{field}.{unknown.group(1)}" if match and field else unknown.group(1)
+        message = f"unknown field {unknown.group(1)!r}"
+    return field or "job", message
 
 
 def convert_spec(data: dict[str, Any], type_: type[Any]) -> Any:

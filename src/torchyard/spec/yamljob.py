@@ -28,7 +28,7 @@ from torchyard.spec.estimators import parse_backend
 from torchyard.spec.job import JobSpec, build_job_spec, convert_spec
 
 
-class _Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
 

@@ -1,0 +1,42 @@
+from torchyard.launch.contract import AZURE_NAMES, TORCH_NAMES, TORCHYARD_NAMES, node_env, node_gpus, rank_env
+
+
+def make(node_rank=1, nproc=2, nodes=2, user_env=None):
+    return node_env(
+        run_id="r1", experiment="e", workspace="/ws", workdir="/ws/runs/r1", master_addr="10.0.0.1",
+        master_port=29500, node_rank=node_rank, node_count=nodes, process_count_per_node=nproc,
+        dist_backend="gloo", user_env=user_env or {},
+    )
+
+
+def test_node_and_rank_env():
+    node = make()
+    env = {**node, **rank_env(node, 1, None)}
+    for name in TORCH_NAMES + AZURE_NAMES + TORCHYARD_NAMES:
+        assert name in env, name
+    assert env["RANK"] == "3"
+    assert env["LOCAL_RANK"] == "1"
+    assert env["WORLD_SIZE"] == "4"
+    assert env["LOCAL_WORLD_SIZE"] == "2"
+    assert env["NODE_RANK"] == "1"
+    assert env["AZ_BATCH_MASTER_NODE"] == "10.0.0.1:29500"
+    assert env["AZ_BATCHAI_MPI_MASTER_NODE"] == "10.0.0.1"
+    assert env["AZ_BATCHAI_PYTORCH_INIT_METHOD"] == "tcp://10.0.0.1:29500"
+    assert env["AZ_BATCHAI_TASK_INDEX"] == "3"
+    assert env["AZUREML_NODE_COUNT"] == "2"
+    assert env["TORCHYARD_OUTPUT_DIR"] == "/ws/runs/r1/outputs"
+    assert env["OMP_NUM_THREADS"] == "1" or "OMP_NUM_THREADS" in __import__("os").environ
+
+
+def test_user_env_wins_and_gpu_round_robin():
+    node = make(user_env={"OMP_NUM_THREADS": "4", "X": "y"})
+    assert node["OMP_NUM_THREADS"] == "4"
+    assert node["X"] == "y"
+    assert rank_env(node, 0, ["3", "5"])["CUDA_VISIBLE_DEVICES"] == "3"
+    assert rank_env(node, 1, ["3", "5"])["CUDA_VISIBLE_DEVICES"] == "5"
+    assert rank_env(node, 1, ["3"])["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_node_gpus_from_visible_devices():
+    assert node_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
+    assert node_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
