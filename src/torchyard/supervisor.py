@@ -29,20 +29,22 @@ LAST_LINES = 20
 
 
 def spawn_supervisor(workdir: str) -> int:
-    """Start the supervisor of the run in ``workdir``, detached from the caller. Returns its pid."""
-    log = open(os.path.join(workdir, ".torchyard-run", "supervisor.log"), "ab")  # noqa: SIM115
+    """Start the supervisor of the run in ``workdir``, detached: a shell starts it in the background
+    and exits, so the supervisor is nobody's child here (no zombie, and it outlives the submitter).
+    Returns its pid."""
+    log = os.path.join(workdir, ".torchyard-run", "supervisor.log")
+    cmd = '"$2" -m torchyard.supervisor "$3" </dev/null >>"$1" 2>&1 & echo $!'
+    proc = subprocess.run(
+        ["/bin/sh", "-c", cmd, "sh", log, sys.executable, workdir],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        check=False,
+    )
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "torchyard.supervisor", workdir],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        log.close()
-    return proc.pid
+        return int(proc.stdout.strip())
+    except ValueError:
+        raise RuntimeError(f"could not start the run supervisor (see {log})") from None
 
 
 def tail_lines(path: str, n: int = LAST_LINES) -> list[str]:
