@@ -92,5 +92,6 @@ __all__ = [
     "SpecError",
     "TorchyardError",
     "Workspace",
+    "WorkspaceError",
     "__version__",
 ]

@@ -182,7 +182,7 @@ class Run:
         out.update(details)
         return out
 
-    def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[str, Any]:
+    def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[Any, Any]:
         """Metrics by name (rank 0's by default; ``rank=N`` for another, ``rank="all"`` for
         ``{rank: metrics}``)."""
         if rank == "all" or rank is None:
@@ -190,7 +190,7 @@ class Run:
             by_rank: dict[int, list[tuple[Any, ...]]] = {}
             for r in rows:
                 by_rank.setdefault(r[1], []).append(r)
-            return {k: shape_metrics(v) for k, v in sorted(by_rank.items())}
+            return {k: shape_metrics(v) for k, v in sorted(by_rank.items())}  # rank → metrics
         if not isinstance(rank, int):
             raise SpecError("rank", f"must be a rank number or 'all', got {rank!r}")
         return shape_metrics(self._store.get_metric_rows(self.id, rank=rank, name=name))

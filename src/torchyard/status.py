@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     NOT_STARTED = "NotStarted"
     QUEUED = "Queued"
     PREPARING = "Preparing"
@@ -21,9 +21,6 @@ class RunStatus(str, enum.Enum):
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})

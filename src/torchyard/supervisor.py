@@ -87,7 +87,7 @@ class Ingestor:
             if not records:
                 continue
             total += len(records)
-            rows = []
+            rows: list[tuple[Any, ...]] = []
             tags: dict[str, str] = {}
             props: dict[str, str] = {}
             dumps = json.dumps

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from tests.conftest import run_processes, wait_until
+
 from torchyard import Experiment, NotSupportedError, PyTorch, RunFailedError, ScriptRunConfig, SpecError
 
 

@@ -6,7 +6,7 @@ import torchyard
 EXPECTED = {
     "ComputeError", "Environment", "Experiment", "Gloo", "JobSpec", "Mpi", "MpiConfiguration", "Nccl",
     "NotFoundError", "NotSupportedError", "PyTorch", "PyTorchConfiguration", "Run", "RunFailedError",
-    "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "__version__",
+    "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "WorkspaceError", "__version__",
 }
 
 

@@ -18,7 +18,8 @@ ENTRY_POINT_GROUP = "torchyard.compute"
 
 def _load(ref: str) -> type[ComputeTarget]:
     module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    target: type[ComputeTarget] = getattr(importlib.import_module(module), attr)
+    return target
 
 
 def known_targets() -> list[str]:
@@ -33,7 +34,8 @@ def get_target(name: str) -> ComputeTarget:
         return _load(BUILTIN[name])(name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()(name)  # type: ignore[no-any-return]
+            target: ComputeTarget = ep.load()(name)
+            return target
     raise SpecError(
         "compute_target", f"unknown compute target {name!r}; known targets: {', '.join(known_targets())}"
     )

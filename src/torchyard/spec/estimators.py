@@ -44,7 +44,7 @@ def _arg(value: Any, field: str) -> str:
     if isinstance(value, _SCALAR):
         return str(value)
     if isinstance(value, os.PathLike):
-        return os.fspath(value)  # type: ignore[return-value]
+        return os.fspath(value)
     if hasattr(value, "__torchyard_input__"):
         raise SpecError(field, "data inputs (datastores) are not supported yet on this installation")
     raise SpecError(field, f"unsupported value of type {type(value).__name__}; use str, int, float or bool")

@@ -20,7 +20,7 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
-class EnvironmentSpec(_Spec):
+class EnvironmentSpec(_Spec, frozen=True):
     """What the run's Python environment must contain. Empty = the submitting interpreter as it is."""
 
     pip_packages: tuple[str, ...] = ()
@@ -43,7 +43,7 @@ class EnvironmentSpec(_Spec):
         )
 
 
-class DistributionSpec(_Spec):
+class DistributionSpec(_Spec, frozen=True):
     """How many processes, where, and how they talk."""
 
     backend: Literal["pytorch", "mpi"] | None = None
@@ -58,7 +58,7 @@ class DistributionSpec(_Spec):
         return self.node_count * self.process_count_per_node
 
 
-class JobSpec(_Spec):
+class JobSpec(_Spec, frozen=True):
     """A complete, validated job. Build it with :func:`build_job_spec`, never by hand."""
 
     source_directory: str
@@ -78,7 +78,7 @@ class JobSpec(_Spec):
     description: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+        return msgspec.to_builtins(self)
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self)

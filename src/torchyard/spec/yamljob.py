@@ -32,7 +32,7 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
-class _Distribution(_Strict):
+class _Distribution(_Strict, frozen=True):
     type: str
     process_count_per_instance: int = 1
     communication_backend: str | None = None
@@ -40,17 +40,17 @@ class _Distribution(_Strict):
     max_restarts: int = 0
 
 
-class _Resources(_Strict):
+class _Resources(_Strict, frozen=True):
     instance_count: int = 1
     use_gpu: bool = False
 
 
-class _Limits(_Strict):
+class _Limits(_Strict, frozen=True):
     timeout: float | None = None
     max_queue_seconds: float | None = None
 
 
-class _Environment(_Strict):
+class _Environment(_Strict, frozen=True):
     pip_packages: list[str] = []
     pip: list[str] = []
     conda_packages: list[str] = []
@@ -63,7 +63,7 @@ class _Environment(_Strict):
     version: str | None = None
 
 
-class JobFile(_Strict):
+class JobFile(_Strict, frozen=True):
     schema: str | None = msgspec.field(default=None, name="$schema")
     type: str = "command"
     name: str | None = None

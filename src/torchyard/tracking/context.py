@@ -118,7 +118,7 @@ class LiveRun(_RunLogging):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._fh = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
         self._queue: deque[tuple[Any, ...]] = deque()
-        self._emit = self._queue.append  # type: ignore[method-assign]
+        self._emit = self._queue.append  # type: ignore[method-assign,assignment]
         self._lock = threading.Lock()
         self._images = 0
         self._thread = threading.Thread(target=self._loop, name="torchyard-flush", daemon=True)

@@ -88,9 +88,8 @@ class Store:
         with self._migration_lock(lock_dir):
             if self._revision() == SCHEMA_REVISION:
                 return
-            from alembic.config import Config  # noqa: PLC0415 - only when the schema must change
-
             from alembic import command  # noqa: PLC0415
+            from alembic.config import Config  # noqa: PLC0415 - only when the schema must change
 
             cfg = Config()
             cfg.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
@@ -339,7 +338,8 @@ class Store:
                 )
             elif self.url.startswith("postgresql+psycopg") or self.url.startswith("postgresql:"):
                 raw = conn.connection.driver_connection
-                with raw.cursor() as cur, cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:  # type: ignore[union-attr]
+                assert raw is not None
+                with raw.cursor() as cur, cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:
                     for r in rows:
                         copy.write_row((run_id, *r))
             else:  # pragma: no cover - other drivers
@@ -364,7 +364,7 @@ class Store:
             params["name"] = name
         sql += " ORDER BY id"
         with self.read_engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]  # type: ignore[misc]
+            return [tuple(r) for r in conn.execute(text(sql), params)]
 
     def metric_count(self, run_id: str) -> int:
         with self.read_engine.connect() as conn:
