@@ -114,7 +114,9 @@ class PgServer:
                 "--encoding=UTF8", "--locale=C", "--no-sync",
             )  # fmt: skip
             if init.returncode != 0:
-                raise PgServerError(f"initdb failed ({init.returncode}): {init.stderr.strip() or init.stdout.strip()}")
+                raise PgServerError(
+                    f"initdb failed ({init.returncode}): {init.stderr.strip() or init.stdout.strip()}"
+                )
             last = ""
             for _attempt in range(5):  # the free port may be taken between picking and binding it
                 port = _free_port()
@@ -143,7 +145,9 @@ class PgServer:
 
     def _pg_ctl_stop(self) -> None:
         if self.data_dir and os.path.exists(os.path.join(self.data_dir, "postmaster.pid")):
-            self._run(str(PG_BIN / "pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop", timeout=60)
+            self._run(
+                str(PG_BIN / "pg_ctl"), "-D", self.data_dir, "-m", "immediate", "-w", "stop", timeout=60
+            )
 
     def stop(self) -> None:
         """Stop the server this object started (if any) and remove its temp dir."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.conftest import EXAMPLES, run_processes, wait_until, write_script
+
 from torchyard import Experiment, PyTorch
 from torchyard.launch.contract import AZURE_NAMES, TORCH_NAMES, TORCHYARD_NAMES
 

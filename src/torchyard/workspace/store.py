@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from torchyard.errors import NotFoundError, WorkspaceError
@@ -128,6 +130,9 @@ class Store:
         else:
             yield
 
+    def _insert(self, table: Any) -> Any:
+        return (sqlite_insert if self.is_sqlite else pg_insert)(table)
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self.read_engine is not self.engine:
@@ -149,9 +154,11 @@ class Store:
     ) -> None:
         now = _now()
         with self.engine.begin() as conn:
-            exists = conn.execute(select(experiments.c.name).where(experiments.c.name == experiment)).first()
-            if not exists:
-                conn.execute(insert(experiments).values(name=experiment, created_at=now))
+            conn.execute(
+                self._insert(experiments)
+                .values(name=experiment, created_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
             conn.execute(
                 insert(runs).values(
                     id=run_id,
@@ -191,7 +198,9 @@ class Store:
         if exit_code is not None:
             values["exit_code"] = exit_code
         with self.engine.begin() as conn:
-            row = conn.execute(select(runs.c.status, runs.c.details).where(runs.c.id == run_id)).first()
+            row = conn.execute(
+                select(runs.c.status, runs.c.details).where(runs.c.id == run_id).with_for_update()
+            ).first()
             if row is None:
                 raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
             if row.status in blocked or row.status == status.value:
@@ -206,7 +215,7 @@ class Store:
 
     def update_details(self, run_id: str, **details: Any) -> None:
         with self.engine.begin() as conn:
-            row = conn.execute(select(runs.c.details).where(runs.c.id == run_id)).first()
+            row = conn.execute(select(runs.c.details).where(runs.c.id == run_id).with_for_update()).first()
             if row is None:
                 raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
             merged = json.loads(row.details or "{}")
@@ -225,7 +234,10 @@ class Store:
         """Record that the supervisor is alive; returns the run's current status."""
         with self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=_now()))
-            return str(conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar_one())
+            status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
+        return str(status)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.read_engine.connect() as conn:
@@ -280,14 +292,11 @@ class Store:
         if not tags:
             return
         with self.engine.begin() as conn:
-            for key, value in tags.items():
-                moved = conn.execute(
-                    update(run_tags)
-                    .where(run_tags.c.run_id == run_id, run_tags.c.key == key)
-                    .values(value=value)
-                ).rowcount
-                if not moved:
-                    conn.execute(insert(run_tags).values(run_id=run_id, key=key, value=value))
+            stmt = self._insert(run_tags)
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value}),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+            )
 
     def get_tags(self, run_id: str) -> dict[str, str]:
         with self.read_engine.connect() as conn:
