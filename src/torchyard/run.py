@@ -185,15 +185,21 @@ class Run:
     def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[Any, Any]:
         """Metrics by name (rank 0's by default; ``rank=N`` for another, ``rank="all"`` for
         ``{rank: metrics}``)."""
-        if rank == "all" or rank is None:
-            rows = self._store.get_metric_rows(self.id, rank=None, name=name)
-            by_rank: dict[int, list[tuple[Any, ...]]] = {}
-            for r in rows:
-                by_rank.setdefault(r[1], []).append(r)
-            return {k: shape_metrics(v) for k, v in sorted(by_rank.items())}  # rank → metrics
-        if not isinstance(rank, int):
+        every = rank == "all" or rank is None
+        if not every and not isinstance(rank, int):
             raise SpecError("rank", f"must be a rank number or 'all', got {rank!r}")
-        return shape_metrics(self._store.get_metric_rows(self.id, rank=rank, name=name))
+        want = None if every else int(rank)  # type: ignore[arg-type]
+        by_rank: dict[int, dict[str, Any]] = {}
+        for (r, metric), (values, _steps, _ts) in self._store.get_series(self.id, rank=want, name=name).items():
+            by_rank.setdefault(r, {})[metric] = values[0] if len(values) == 1 else values
+        rows_by_rank: dict[int, list[tuple[Any, ...]]] = {}
+        for row in self._store.get_metric_rows(self.id, rank=want, name=name):
+            rows_by_rank.setdefault(row[1], []).append(row)
+        for r, rows in rows_by_rank.items():
+            by_rank.setdefault(r, {}).update(shape_metrics(rows))
+        if every:
+            return dict(sorted(by_rank.items()))  # rank → metrics
+        return by_rank.get(int(rank), {})  # type: ignore[arg-type]
 
     # ---- tags, properties, logging from outside -------------------------------------------------
 
@@ -215,7 +221,7 @@ class Run:
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
         """Log a scalar to this run from outside it (recorded as rank 0)."""
-        self._store.insert_metrics(self.id, [(name, 0, step, float(value), None, 0, time.time())])
+        self._store.insert_series(self.id, 0, [(name, [float(value)], [step], [time.time()])])
 
     # ---- files ------------------------------------------------------------------------------------
 

@@ -83,18 +83,17 @@ class Ingestor:
         self._discover()
         total = 0
         for rank, reader in self.readers.items():
-            records = reader.read_new()
-            if not records:
+            series, records = reader.read_new()
+            if not series and not records:
                 continue
-            total += len(records)
+            total += len(records) + sum(len(s[1]) for s in series)
+            self.store.insert_series(self.run_id, rank, series)
             rows: list[tuple[Any, ...]] = []
             tags: dict[str, str] = {}
             props: dict[str, str] = {}
             dumps = json.dumps
             for kind, name, value, step, ts in records:
-                if kind == 0:
-                    rows.append((name, rank, step, value, None, 0, ts))
-                elif kind == j.TAG:
+                if kind == j.TAG:
                     tags[name] = value
                 elif kind == j.PROPERTY:
                     props[name] = value

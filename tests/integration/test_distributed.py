@@ -168,7 +168,7 @@ def test_sigkill_of_one_rank_fails_the_whole_run_fast(ws, envsrc, backend):
     assert error["rank"] == 2
     assert error["node_rank"] == 1
     assert error["signal"] == "SIGKILL" or error["exit_code"] == 137
-    assert not run_processes(run.workdir)
+    wait_until(lambda: not run_processes(run.workdir), timeout=5)
 
 
 def test_rank_raising_names_the_rank_and_its_last_lines(ws, envsrc):
@@ -179,7 +179,7 @@ def test_rank_raising_names_the_rank_and_its_last_lines(ws, envsrc):
     assert details["error"]["exit_code"] == 1
     assert any("rank 1 gives up" in line for line in details["error"]["last_lines"])
     assert "rank 1 on node 0" in details["error"]["message"]
-    assert not run_processes(run.workdir)
+    wait_until(lambda: not run_processes(run.workdir), timeout=5)
 
 
 def test_cancel_2x2_reaches_every_rank(ws, envsrc):

@@ -47,7 +47,7 @@ def test_completed_run_has_logs_metrics_outputs_and_history(ws, src, tmp_path, c
     assert run.id.startswith("t_") and len(run.id.split("_")[-1]) == 8
     assert [r.id for r in Experiment(ws, "t").get_runs()] == [run.id]
     assert ws.get_run(run.id).get_status() == "Completed"
-    assert not run_processes(run.workdir)
+    wait_until(lambda: not run_processes(run.workdir), timeout=5)
 
 
 def test_properties_are_immutable_from_sdk(ws, src):
@@ -83,7 +83,7 @@ def test_cancel_stops_the_script(ws, src):
     assert details["status"] == "Canceled"
     assert time.time() - started < 10
     assert "CancelRequested" in [h["status"] for h in details["statusHistory"]]
-    assert not run_processes(run.workdir)
+    wait_until(lambda: not run_processes(run.workdir), timeout=5)
     run.cancel()  # after the end: still fine
 
 

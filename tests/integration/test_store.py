@@ -326,6 +326,26 @@ def test_bulk_metrics_in_insertion_order(store: Store) -> None:
     assert store.get_metric_rows("r2") == [("loss", 0, 0, 0.25, None, 0, 1.5)]
 
 
+def test_packed_series_round_trip(store: Store) -> None:
+    _new_run(store, "r1")
+    n = 300_000
+    values = [i * 0.5 for i in range(n)]
+    steps: list[int | None] = [i if i % 3 else None for i in range(n)]
+    ts = [1_700_000_000.0 + i for i in range(n)]
+    half = n // 2
+    store.insert_series("r1", 0, [("loss", values[:half], steps[:half], ts[:half]), ("acc", [0.9], [7], [1.0])])
+    store.insert_series("r1", 0, [("loss", values[half:], steps[half:], ts[half:]), ("empty", [], [], [])])
+    store.insert_series("r1", 1, [("loss", [2.0, 3.0], [None, -5], [1.0, 2.0])])
+    store.insert_metrics("r1", [("lst", 0, None, None, "[1, 2]", 1, 3.0)])
+    assert store.metric_count("r1") == n + 1 + 2 + 1
+    series = store.get_series("r1")
+    assert set(series) == {(0, "loss"), (0, "acc")}
+    assert series[(0, "loss")] == (values, steps, ts)
+    assert store.get_series("r1", rank=1)[(1, "loss")] == ([2.0, 3.0], [None, -5], [1.0, 2.0])
+    assert set(store.get_series("r1", rank=None, name="loss")) == {(0, "loss"), (1, "loss")}
+    assert store.get_series("missing") == {}
+
+
 def test_metrics_with_awkward_text(store: Store) -> None:
     """COPY's text format must escape tabs, newlines, backslashes and non-ASCII; NULL stays NULL."""
     _new_run(store, "r1")

@@ -31,11 +31,11 @@ def test_live_run_writes_journal(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="more than one element"):
         run.log("bad", np.array([1.0, 2.0]))
     run.flush()
-    records = j.JournalReader(str(tmp_path / "j" / "rank_2.journal")).read_new()
+    series, records = j.JournalReader(str(tmp_path / "j" / "rank_2.journal")).read_new()
+    assert [(s[0], s[1], s[2]) for s in series] == [("a", [1], [None]), ("b", [2.5], [3]), ("c", [1], [None])]
     kinds = [(r[0], r[1], r[2], r[3]) for r in records]
     assert kinds == [
-        (j.SCALAR, "a", 1, None), (j.SCALAR, "b", 2.5, 3), (j.SCALAR, "c", 1, None), (j.STRING, "d", "text", None),
-        (j.LIST, "l", [1, 2.0], None), (j.TAG, "t", "", None), (j.PROPERTY, "p", "1", None),
+        (j.STRING, "d", "text", None), (j.LIST, "l", [1, 2.0], None), (j.TAG, "t", "", None), (j.PROPERTY, "p", "1", None),
     ]
     assert (tmp_path / "up" / "outputs" / "f.txt").read_text() == "x"
     with pytest.raises(ValueError, match="inside the run"):

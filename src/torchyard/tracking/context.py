@@ -139,7 +139,7 @@ class LiveRun(_RunLogging):
                 return
             pop = q.popleft
             records = [pop() for _ in range(n)]
-            self._fh.write(j.encode_frame(records))
+            self._fh.write(j.encode_frame(*j.pack(records)))
 
     def _loop(self) -> None:
         while True:

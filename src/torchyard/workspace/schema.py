@@ -7,6 +7,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -15,7 +16,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -88,3 +89,20 @@ metrics = Table(
     Column("ts", Float, nullable=False),
 )
 Index("ix_metrics_run_name", metrics.c.run_id, metrics.c.name, metrics.c.rank)
+
+# Scalar series, packed: one row holds a chunk of one metric's values as arrays (float64 values,
+# int64 steps with NO_STEP for "none", float64 wall times), so a run can log millions of values.
+metric_chunks = Table(
+    "metric_chunks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("steps", LargeBinary, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+    Column("ts", LargeBinary, nullable=False),
+)
+Index("ix_metric_chunks_run", metric_chunks.c.run_id, metric_chunks.c.rank, metric_chunks.c.name)
+NO_STEP = -(2**63)

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,14 +26,19 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from torchyard.errors import NotFoundError, WorkspaceError
 from torchyard.status import TERMINAL_VALUES, RunStatus
 from torchyard.workspace.schema import (
+    NO_STEP,
     SCHEMA_REVISION,
     experiments,
+    metric_chunks,
     metrics,
     run_properties,
     run_tags,
     runs,
     status_events,
 )
+
+Series = tuple[str, list[float], list[int | None], list[float]]
+"""(name, values, steps, wall times) of one scalar metric."""
 
 MetricRow = tuple[str, int, int | None, float | None, str | None, int, float]
 """(name, rank, step, value, payload_json, kind, ts)"""
@@ -360,6 +366,51 @@ class Store:
                     ],
                 )
 
+    def insert_series(self, run_id: str, rank: int, series: Sequence[Series]) -> None:
+        """Store chunks of scalar series packed as arrays (one row per metric per call)."""
+        rows = []
+        for name, values, steps, ts in series:
+            if not values:
+                continue
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "name": name,
+                    "rank": rank,
+                    "count": len(values),
+                    "vals": array("d", values).tobytes(),
+                    "steps": array("q", [NO_STEP if s is None else s for s in steps]).tobytes(),
+                    "ts": array("d", ts).tobytes(),
+                }
+            )
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(metric_chunks), rows)
+
+    def get_series(
+        self, run_id: str, rank: int | None = 0, name: str | None = None
+    ) -> dict[tuple[int, str], tuple[list[float], list[int | None], list[float]]]:
+        """Scalar series by (rank, name), chunks concatenated in the order they were stored."""
+        query = select(
+            metric_chunks.c.rank, metric_chunks.c.name, metric_chunks.c.vals, metric_chunks.c.steps, metric_chunks.c.ts
+        ).where(metric_chunks.c.run_id == run_id)
+        if rank is not None:
+            query = query.where(metric_chunks.c.rank == rank)
+        if name is not None:
+            query = query.where(metric_chunks.c.name == name)
+        out: dict[tuple[int, str], tuple[array[float], array[int], array[float]]] = {}
+        with self.read_engine.connect() as conn:
+            for r_rank, r_name, vals, steps, ts in conn.execute(query.order_by(metric_chunks.c.id)):
+                acc = out.get((r_rank, r_name))
+                if acc is None:
+                    acc = out[(r_rank, r_name)] = (array("d"), array("q"), array("d"))
+                acc[0].frombytes(vals)
+                acc[1].frombytes(steps)
+                acc[2].frombytes(ts)
+        return {
+            key: (v.tolist(), [None if s == NO_STEP else s for s in st], t.tolist()) for key, (v, st, t) in out.items()
+        }
+
     def get_metric_rows(
         self, run_id: str, rank: int | None = 0, name: str | None = None
     ) -> list[tuple[str, int, int | None, float | None, str | None, int, float]]:
@@ -376,10 +427,13 @@ class Store:
             return [tuple(r) for r in conn.execute(text(sql), params)]
 
     def metric_count(self, run_id: str) -> int:
+        """How many values (rows and packed scalars) a run has in the store."""
         with self.read_engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).select_from(metrics).where(metrics.c.run_id == run_id)).scalar_one()
-            )
+            rows = conn.execute(select(func.count()).select_from(metrics).where(metrics.c.run_id == run_id)).scalar_one()
+            packed = conn.execute(
+                select(func.coalesce(func.sum(metric_chunks.c.count), 0)).where(metric_chunks.c.run_id == run_id)
+            ).scalar_one()
+        return int(rows) + int(packed)
 
 
 def _safe_url(url: str) -> str:
