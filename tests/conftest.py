@@ -18,6 +18,7 @@ EXAMPLES = REPO / "examples"
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TORCHYARD_WORKSPACE", "TORCHYARD_DB_URL", "TORCHYARD_RUN_ID", "TORCHYARD_JOURNAL_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCHYARD_AGENT_IDLE", "20")  # agents the CLI tests start go away soon after
 
 
 @pytest.fixture

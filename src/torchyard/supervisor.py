@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from typing import Any
@@ -24,7 +23,6 @@ from torchyard.tracking import journal as j
 
 HEARTBEAT_SECONDS = 2.0
 INGEST_SECONDS = 0.25
-POLL_SECONDS = 0.02
 LAST_LINES = 20
 
 
@@ -110,7 +108,7 @@ class Ingestor:
 
 
 class Supervisor:
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, ws: Any = None) -> None:
         with open(os.path.join(workdir, ".torchyard-run", "run.json")) as fh:
             self.info = json.load(fh)
         from torchyard.spec.job import JobSpec  # noqa: PLC0415
@@ -119,10 +117,10 @@ class Supervisor:
         self.workdir = workdir
         self.run_id: str = self.info["run_id"]
         self.spec = JobSpec.from_json(json.dumps(self.info["spec"]))
-        self.ws = Workspace(self.info["workspace"], db_url=self.info["db_url"])
+        self.ws = ws if ws is not None else Workspace(self.info["workspace"], db_url=self.info["db_url"])
         self.store = self.ws.store
         self.cancel_reason: str | None = None
-        self.stop = threading.Event()
+        self.next_beat = 0.0
         self.ingestor = Ingestor(self.store, self.run_id, os.path.join(workdir, ".torchyard-run", "journal"))
 
     # ---- helpers -----------------------------------------------------------------------------------
@@ -134,30 +132,30 @@ class Supervisor:
         if self.cancel_reason is None:
             self.cancel_reason = "canceled by user"
 
-    def _heartbeat_loop(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            try:
-                status = self.store.heartbeat(self.run_id)
-            except Exception as err:  # the store may be briefly unreachable; keep the run going
-                print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
-                continue
-            if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason is None:
-                self.cancel_reason = "canceled by user"
-            elif status == RunStatus.NOT_RESPONDING.value:
-                self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
+    def _heartbeat(self, now: float) -> None:
+        if now < self.next_beat:
+            return
+        self.next_beat = now + HEARTBEAT_SECONDS
+        try:
+            status = self.store.heartbeat(self.run_id)
+        except Exception as err:  # the store may be briefly unreachable; keep the run going
+            print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
+            return
+        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason is None:
+            self.cancel_reason = "canceled by user"
+        elif status == RunStatus.NOT_RESPONDING.value:
+            self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
 
     # ---- the lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
+        # single-threaded on purpose: local launchers are forked from this process
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         self.store.set_supervisor(self.run_id, os.getpid())
-        beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
-        beat.start()
-        try:
-            self._lifecycle()
-        finally:
-            self.stop.set()
+        self.next_beat = time.time() + HEARTBEAT_SECONDS
+        self._lifecycle()
 
     def _lifecycle(self) -> None:
         from torchyard.compute.base import PreparedJob  # noqa: PLC0415
@@ -208,7 +206,9 @@ class Supervisor:
                 canceling = True
                 self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
                 handle.cancel()
-            time.sleep(POLL_SECONDS)
+            self._heartbeat(now)
+            # sleep until a launcher exits (SIGCHLD) or the next ingest is due
+            signal.sigtimedwait({signal.SIGCHLD}, max(0.001, min(next_ingest, self.next_beat) - time.time()))
         self.ingestor.ingest()
         self._finish(rc, handle.node_statuses())
 
@@ -288,14 +288,13 @@ def _link_tree(src: str, dest: str) -> None:
                 shutil.copy2(os.path.join(root, name), target)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    workdir = args[0]
+def supervise(workdir: str, ws: Any = None) -> bool:
+    """Run the supervisor of the run in ``workdir`` to its end; any error of its own fails the run."""
     sup: Supervisor | None = None
     try:
-        sup = Supervisor(workdir)
+        sup = Supervisor(workdir, ws)
         sup.run()
-        return 0
+        return True
     except BaseException as err:
         traceback.print_exc()
         if sup is not None:
@@ -308,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except Exception:
                 traceback.print_exc()
-        return 1
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    return 0 if supervise(args[0]) else 1
 
 
 if __name__ == "__main__":

@@ -176,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = msgspec.structs.replace(est.spec, arguments=tuple(script_args))
     ws = _workspace(args)
+    fast = _via_agent(ws, experiment, spec, _kv(args.tag, "--tag"), wait=args.wait, stream=not args.json, json_out=args.json)
+    if fast is not None:
+        return fast
     run = Experiment(ws, experiment).submit(spec, tags=_kv(args.tag, "--tag"))
     if args.json and not args.wait:
         _print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})
@@ -190,6 +193,66 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print_json(run.get_details())
         return code
     return 0
+
+
+def _via_agent(
+    ws: Any, experiment: str, spec: Any, tags: dict[str, str], *, wait: bool, stream: bool, json_out: bool
+) -> int | None:
+    """Submit through the warm local agent (see torchyard.agent); None when there is none yet."""
+    from torchyard import agent  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    if not agent.enabled() or (wait and json_out):
+        return None
+    check_name(experiment)
+    sock = agent.connect(ws.path, ws.db_url)
+    if sock is None:
+        return None
+    chan = agent.Channel(sock)
+    try:
+        chan.send({"op": "submit", "experiment": experiment, "spec": spec.to_json().decode(), "tags": tags, "wait": wait})
+        first = chan.recv()
+        if first is None:
+            return None  # the agent went away before recording anything: submit directly
+        if "error" in first:
+            raise UsageError(first["error"])
+        run_id = first["run_id"]
+        if not wait:
+            if json_out:
+                _print_json({"run_id": run_id, "experiment": experiment, "status": "Queued"})
+            else:
+                print(f"torchyard: submitted run {run_id} (experiment {experiment})", file=sys.stderr, flush=True)
+                print(run_id, flush=True)
+            return 0
+        print(f"torchyard: submitted run {run_id} (experiment {experiment})", file=sys.stderr, flush=True)
+        from torchyard.run import LogFollower  # noqa: PLC0415
+
+        follower = LogFollower(first["run_dir"]) if stream else None
+        final = None
+        try:
+            while True:
+                ready = chan.ready(0.03)
+                if follower is not None:
+                    follower.pump(sys.stdout)
+                if ready:
+                    final = chan.recv()
+                    break
+        except KeyboardInterrupt:
+            print(f"\ntorchyard: stopped waiting; run {run_id} goes on (`torchyard cancel {run_id}` stops it)", file=sys.stderr)
+            return 130
+        if follower is not None:
+            follower.pump(sys.stdout)
+        if final is None:  # the agent died mid-run: ask the store
+            return _wait(ws.get_run(run_id), stream=False)
+        if stream:
+            sys.stdout.write(final["summary"])
+            sys.stdout.flush()
+        if final["status"] != "Completed":
+            print(f"torchyard: run {run_id} ended {final['status']}: {final.get('reason') or final['status']}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        chan.close()
 
 
 def _default_experiment(src: str) -> str:
@@ -208,6 +271,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(loaded.spec, experiment, args)
     ws = _workspace(args)
+    fast = _via_agent(ws, experiment, loaded.spec, loaded.tags, wait=args.stream, stream=args.stream, json_out=args.json)
+    if fast is not None:
+        return fast
     run = Experiment(ws, experiment).submit(loaded.spec, tags=loaded.tags)
     if args.json and not args.stream:
         _print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})

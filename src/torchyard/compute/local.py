@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 from typing import Any
 
 from torchyard.compute.base import (
@@ -29,12 +28,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _term_with_parent() -> None:
-    from torchyard.launch.launcher import _die_with_parent  # noqa: PLC0415
-
-    _die_with_parent(signal.SIGTERM)
 
 
 class LocalCompute(ComputeTarget):
@@ -103,43 +96,42 @@ class LocalCompute(ComputeTarget):
         return LaunchPlan(target=self.name, nodes=nodes)
 
     def submit(self, plan: LaunchPlan) -> LocalHandle:
-        procs = []
+        from torchyard.launch.launcher import fork_launcher  # noqa: PLC0415
+
+        pids = []
         for node in plan.nodes:
-            plan_path = node.argv[-1]
-            with open(plan_path, "w") as fh:
+            with open(node.argv[-1], "w") as fh:  # the plan, for the record (and for a by-hand rerun)
                 json.dump(node.plan, fh)
-            procs.append(
-                subprocess.Popen(
-                    node.argv,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_term_with_parent,
-                )
-            )
-        return LocalHandle(procs, [n.plan["status_path"] for n in plan.nodes])
+            pids.append(fork_launcher(node.plan))  # a launcher per node, forked: no Python start-up
+        return LocalHandle(pids, [n.plan["status_path"] for n in plan.nodes])
 
 
 class LocalHandle(Handle):
-    def __init__(self, procs: list[subprocess.Popen[bytes]], status_paths: list[str]) -> None:
-        self.procs = procs
+    def __init__(self, pids: list[int], status_paths: list[str]) -> None:
+        self.codes: dict[int, int | None] = dict.fromkeys(pids)
         self.status_paths = status_paths
         self._canceled = False
 
     def poll(self) -> int | None:
-        codes = [p.poll() for p in self.procs]
-        failed = [c for c in codes if c not in (None, 0)]
+        for pid, code in self.codes.items():
+            if code is None:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    rc = os.waitstatus_to_exitcode(status)
+                    self.codes[pid] = 128 - rc if rc < 0 else rc
+        failed = [c for c in self.codes.values() if c not in (None, 0)]
         if failed and not self._canceled:
             self.cancel()  # one node failed: stop the others now
-        if any(c is None for c in codes):
+        if any(c is None for c in self.codes.values()):
             return None
         return failed[0] if failed else 0
 
     def cancel(self) -> None:
         self._canceled = True
-        for p in self.procs:
-            if p.poll() is None:
+        for pid, code in self.codes.items():
+            if code is None:
                 try:
-                    p.send_signal(signal.SIGTERM)
+                    os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
 

@@ -29,12 +29,17 @@ POLL = 0.05
 _LIBC: Any = None
 
 
+WAITED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+
+
 def _die_with_parent(sig: int) -> None:
-    """preexec_fn: deliver ``sig`` to this child when its parent (the launcher) dies."""
+    """In a new child: deliver ``sig`` to it when its parent dies, and unblock the signals the
+    parent waits on (a blocked mask is inherited across fork and exec)."""
     global _LIBC
     if _LIBC is None:
         _LIBC = ctypes.CDLL(None, use_errno=True)
     _LIBC.prctl(1, sig)  # PR_SET_PDEATHSIG
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITED)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -165,12 +170,14 @@ class Launcher:
 
     # ---- watching ---------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.stop_signal = signum
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a rank exits or a stop signal arrives (or ``timeout``)."""
+        got = signal.sigtimedwait(WAITED, timeout)
+        if got is not None and got.si_signo in (signal.SIGTERM, signal.SIGINT):
+            self.stop_signal = got.si_signo
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
         started = time.time()
         self.start()
         first: dict[str, Any] | None = None
@@ -194,7 +201,7 @@ class Launcher:
             if os.getppid() != self.parent:
                 reason = "parent_died"
                 break
-            time.sleep(POLL)
+            self._wait(1.0)
         self._stop_all()
         if first is not None and first["rank"] < 0:
             first = self._first_from_exit_files() or first
@@ -258,11 +265,33 @@ class Launcher:
         deadline = time.time() + self.grace
         while live and time.time() < deadline:
             live = [p for p in live if p.poll() is None]
-            time.sleep(POLL)
+            if live:
+                self._wait(min(POLL, max(0.0, deadline - time.time())))
         for p in self.procs.values():
             _kill_group(p, signal.SIGKILL)  # the group may hold children even if the rank exited
         for p in self.procs.values():
             p.wait()
+
+
+def fork_launcher(plan: dict[str, Any], parent_death_signal: int = signal.SIGTERM) -> int:
+    """Run a Launcher for ``plan`` in a forked child of this (single-threaded) process; returns its
+    pid. Saves a Python start-up per node on local compute; ``main`` is the same thing as a program."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent(parent_death_signal)
+        code = Launcher(plan).run()
+    except BaseException:
+        import traceback  # noqa: PLC0415
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

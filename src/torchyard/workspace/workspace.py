@@ -142,6 +142,22 @@ class Workspace:
         parent_id: str | None = None,
     ) -> str:
         """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
+        run_id = self.record_run(experiment, spec, tags=tags, parent_id=parent_id)
+        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
+
+        pid = spawn_supervisor(self.run_dir(run_id))
+        self.store.set_supervisor(run_id, pid)
+        return run_id
+
+    def record_run(
+        self,
+        experiment: str,
+        spec: JobSpec,
+        *,
+        tags: dict[str, str] | None = None,
+        parent_id: str | None = None,
+    ) -> str:
+        """Validate, snapshot and record a run (NotStarted → Queued); starts nothing."""
         from torchyard.compute.registry import get_target  # noqa: PLC0415
         from torchyard.status import RunStatus  # noqa: PLC0415
 
@@ -176,10 +192,6 @@ class Workspace:
             parent_id=parent_id,
         )
         store.set_status(run_id, RunStatus.QUEUED)
-        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
-
-        pid = spawn_supervisor(workdir)
-        store.set_supervisor(run_id, pid)
         return run_id
 
 
