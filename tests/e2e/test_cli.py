@@ -107,3 +107,52 @@ def test_help_lists_every_command(tmp_path):
     out = ty("--help", cwd=tmp_path, check=True).stdout
     for command in ("run", "submit", "runs", "logs", "metrics", "cancel", "download"):
         assert command in out
+
+
+def _agent_procs(ws_path: str) -> list:
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "torchyard.agent" in cmd and ws_path in cmd:
+            out.append(proc)
+    return out
+
+
+def test_agent_serves_later_submissions_and_reports_errors(tmp_path, src):
+    ws_path = str(tmp_path / ".torchyard")
+    ty("run", "--source-dir", str(src), "--entry", "noop.py", "--wait", cwd=tmp_path, check=True)  # starts an agent
+    wait_until(lambda: _agent_procs(ws_path), timeout=30)
+    from torchyard import agent
+
+    def agent_answers() -> bool:
+        sock = agent.connect(ws_path, f"sqlite:///{ws_path}/store.db")
+        if sock is None:
+            return False
+        sock.close()
+        return True
+
+    wait_until(agent_answers, timeout=30)
+    proc = ty("run", "--source-dir", str(src), "--entry", "ok.py", "--wait", cwd=tmp_path, check=True)
+    assert "hello from 0" in proc.stdout and "Execution Summary" in proc.stdout
+    run_id = json.loads(ty("runs", "list", "--json", "--limit", "1", cwd=tmp_path, check=True).stdout)[0]["run_id"]
+    details = json.loads(ty("runs", "show", run_id, "--json", cwd=tmp_path, check=True).stdout)
+    assert details["status"] == "Completed"
+    assert details["logFiles"]
+    bad = ty("run", "--source-dir", str(src), "--entry", "ok.py", "--compute", "nowhere", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown compute target" in bad.stderr and "Traceback" not in bad.stderr
+    failed = ty("run", "--source-dir", str(src), "--entry", "fail.py", "--wait", cwd=tmp_path)
+    assert failed.returncode == 1 and "boom at step 7" in failed.stderr
+    quick = ty("run", "--source-dir", str(src), "--entry", "noop.py", "--json", cwd=tmp_path, check=True)
+    assert json.loads(quick.stdout)["status"] == "Queued"
+    for p in _agent_procs(ws_path):
+        p.terminate()
+
+
+def test_without_agent(tmp_path, src, monkeypatch):
+    monkeypatch.setenv("TORCHYARD_AGENT", "0")
+    for _ in range(2):
+        proc = ty("run", "--source-dir", str(src), "--entry", "ok.py", "--wait", cwd=tmp_path, check=True)
+        assert "Execution Summary" in proc.stdout
+    assert not _agent_procs(str(tmp_path / ".torchyard"))
