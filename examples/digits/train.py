@@ -48,7 +48,8 @@ def main():
     run = Run.get_context()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
+    # join a process group whenever torchyard set a backend (also 1 process on a GPU with nccl)
+    distributed = world > 1 or os.environ.get("TORCHYARD_DIST_BACKEND") in ("gloo", "nccl")
     if distributed:
         backend = os.environ.get("TORCHYARD_DIST_BACKEND", "gloo")
         if backend == "mpi":  # the mpi backend still gives every rank the torch.distributed names
