@@ -65,6 +65,9 @@ def src(tmp_path: Path) -> Path:
         with open("extra.txt", "w") as fh:
             fh.write("uploaded")
         run.upload_file("reports/extra.txt", "extra.txt")
+        with open("pic.png", "wb") as fh:
+            fh.write(bytes([137, 80, 78, 71, 13, 10, 26, 10]))
+        run.log_image("sample", path="pic.png")
         """,
     )
     write_script(

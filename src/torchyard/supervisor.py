@@ -120,6 +120,7 @@ class Supervisor:
         self.ws = ws if ws is not None else Workspace(self.info["workspace"], db_url=self.info["db_url"])
         self.store = self.ws.store
         self.cancel_reason: str | None = None
+        self.fail_reason: str | None = None
         self.next_beat = 0.0
         self.ingestor = Ingestor(self.store, self.run_id, os.path.join(workdir, ".torchyard-run", "journal"))
 
@@ -189,6 +190,8 @@ class Supervisor:
         self._status(RunStatus.RUNNING)
         started = time.time()
         limit = spec.max_run_duration_seconds
+        hang = spec.hang_timeout_seconds
+        next_hang_check = 0.0
         next_ingest = 0.0
         canceling = False
         rc: int | None = None
@@ -202,6 +205,15 @@ class Supervisor:
                 next_ingest = now + INGEST_SECONDS
             if limit is not None and now - started > limit and self.cancel_reason is None:
                 self.cancel_reason = f"exceeded max_run_duration_seconds={limit:g}"
+            if hang is not None and now >= next_hang_check and self.fail_reason is None:
+                next_hang_check = now + 1.0
+                quiet = now - max(started, self._last_activity())
+                if quiet > hang:
+                    self.fail_reason = (
+                        f"no rank wrote output or metrics for {quiet:.0f} s (hang_timeout_seconds={hang:g}): "
+                        "a hung collective or a stuck rank; every rank was stopped"
+                    )
+                    handle.cancel()
             if self.cancel_reason and not canceling:
                 canceling = True
                 self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
@@ -212,7 +224,29 @@ class Supervisor:
         self.ingestor.ingest()
         self._finish(rc, handle.node_statuses())
 
+    def _last_activity(self) -> float:
+        """The newest write to any rank's log or journal."""
+        latest = 0.0
+        for folder in (os.path.join(self.workdir, "logs"), os.path.join(self.workdir, ".torchyard-run", "journal")):
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        latest = max(latest, entry.stat().st_mtime)
+            except OSError:
+                continue
+        return latest
+
     def _finish(self, rc: int | None, nodes: list[dict[str, Any]] | None = None) -> None:
+        if self.fail_reason and not self.cancel_reason:
+            self._collect()
+            self.store.set_status(
+                self.run_id,
+                RunStatus.FAILED,
+                self.fail_reason,
+                details={"error": {"message": self.fail_reason, "hang": True}},
+                exit_code=rc,
+            )
+            return
         if self.cancel_reason:
             self._collect()
             self.store.set_status(

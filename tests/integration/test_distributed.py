@@ -196,3 +196,17 @@ def test_show_output_all_ranks_prefixes(ws, envsrc, capsys):
     run.wait_for_completion(show_output=True, raise_on_error=False, ranks="all", timeout=60)
     out = capsys.readouterr().out
     assert "[rank 0] rank 0 up" in out and "[rank 1] rank 1 up" in out
+
+
+def test_torchrun_launcher(ws, envsrc):
+    run = _submit(ws, envsrc, "env.py", 1, 2, "pytorch", launcher="torchrun")
+    assert run.wait_for_completion(timeout=120)["status"] == "Completed"
+    for rank in range(2):
+        with open(os.path.join(run.workdir, "outputs", f"env_{rank}.json")) as fh:
+            env = json.load(fh)
+        assert env["RANK"] == str(rank)
+        assert env["WORLD_SIZE"] == "2"
+        assert env["TORCHYARD_RUN_ID"] == run.id
+        assert "TORCHELASTIC_RESTART_COUNT" in env  # really started by torch.distributed.run
+    assert run.get_metrics(rank="all") == {0: {"rank_seen": 0}, 1: {"rank_seen": 1}}
+    assert os.path.exists(os.path.join(run.workdir, "logs", "torchrun_node_0.txt"))

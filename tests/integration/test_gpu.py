@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.conftest import EXAMPLES
+
 from torchyard import Experiment, PyTorch
 
 torch = pytest.importorskip("torch")

@@ -41,7 +41,8 @@ def test_completed_run_has_logs_metrics_outputs_and_history(ws, src, tmp_path, c
     assert run.get_tags() == {"owner": "me", "phase": "done"}
     assert run.get_properties() == {"commit": "abc"}
     names = run.get_file_names()
-    assert {"outputs/result.txt", "logs/rank_0.txt", "reports/extra.txt"} <= set(names)
+    assert {"outputs/result.txt", "logs/rank_0.txt", "reports/extra.txt", metrics["sample"]} <= set(names)
+    assert metrics["sample"].startswith("images/sample_0_")
     dest = run.download_file("outputs/result.txt", str(tmp_path / "got.txt"))
     assert Path(dest).read_text() == "42"
     assert run.id.startswith("t_") and len(run.id.split("_")[-1]) == 8
@@ -179,3 +180,21 @@ def test_unsupported_and_unknown_fail_at_submit(ws, src):
     with pytest.raises(SpecError):
         Experiment(ws, "bad name!")
     assert ws.store.list_runs() == []
+
+
+def test_hang_timeout_fails_a_silent_run(ws, tmp_path):
+    from tests.conftest import write_script
+
+    folder = tmp_path / "h"
+    write_script(folder, "silent.py", "import time\nprint('started', flush=True)\ntime.sleep(120)\n")
+    run = Experiment(ws, "t").submit(
+        PyTorch(str(folder), entry_script="silent.py", process_count_per_node=2, distributed_backend="pytorch",
+                hang_timeout_seconds=2)
+    )
+    started = time.time()
+    details = run.wait_for_completion(raise_on_error=False, timeout=60)
+    assert details["status"] == "Failed"
+    assert details["error"]["hang"] is True
+    assert "hang_timeout_seconds=2" in details["error"]["message"]
+    assert time.time() - started < 20
+    wait_until(lambda: not run_processes(run.workdir), timeout=5)

@@ -534,3 +534,24 @@ def test_race_tag_upsert(store: Store, db: tuple[str, str | None]) -> None:
     )
     assert error is None, f"set_tags failed: {error!r}"
     assert store.get_tags("r1") == {"k": "mine"}
+
+
+def test_a_whole_run_on_postgresql(pg_url: str, tmp_path: Path, src: Path) -> None:
+    """The same code path as SQLite, end to end: submit, supervise, ingest, read back."""
+
+    from torchyard import Experiment, ScriptRunConfig, Workspace
+
+    name = f"run_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    ws = Workspace(path=tmp_path / ".torchyard", db_url=pg_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        run = Experiment(ws, "pg").submit(ScriptRunConfig(str(src), script="ok.py"))
+        assert run.wait_for_completion(timeout=120)["status"] == "Completed"
+        assert run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
+        assert run.get_tags()["phase"] == "done"
+        assert Workspace(path=tmp_path / ".torchyard").db_url.endswith(name)  # remembered by the workspace
+    finally:
+        ws.store.dispose()

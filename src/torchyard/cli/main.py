@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the script")
     r.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run")
     r.add_argument("--max-run-duration", type=float, help="cancel the run after this many seconds")
+    r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
     r.add_argument("--json", action="store_true", help="print machine-readable JSON")
     r.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's arguments")
@@ -170,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         use_gpu=args.use_gpu,
         environment_variables=_kv(args.env, "--env"),
         max_run_duration_seconds=args.max_run_duration,
+        hang_timeout_seconds=args.hang_timeout,
     )
     # script arguments pass through verbatim (script_params would reorder bare flags)
     import msgspec  # noqa: PLC0415

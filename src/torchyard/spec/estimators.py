@@ -281,6 +281,7 @@ class PyTorch(_JobDescription):
         environment_variables: Mapping[str, str] | None = None,
         inputs: Sequence[Any] | Mapping[str, Any] | None = None,
         max_run_duration_seconds: float | None = None,
+        hang_timeout_seconds: float | None = None,
         launcher: str = "torchyard",
         max_restarts: int = 0,
     ) -> None:
@@ -330,6 +331,7 @@ class PyTorch(_JobDescription):
             environment_variables=_str_map(environment_variables, "environment_variables"),
             inputs=_inputs(inputs),
             max_run_duration_seconds=max_run_duration_seconds,
+            hang_timeout_seconds=hang_timeout_seconds,
         )
 
 
@@ -358,6 +360,7 @@ class ScriptRunConfig(_JobDescription):
         use_gpu: bool = False,
         environment_variables: Mapping[str, str] | None = None,
         launcher: str = "torchyard",
+        hang_timeout_seconds: float | None = None,
     ) -> None:
         dist = distributed_job_config
         backend, comm = (dist.backend, dist.communication_backend) if dist is not None else (None, None)
@@ -384,4 +387,5 @@ class ScriptRunConfig(_JobDescription):
             use_gpu=use_gpu,
             environment_variables=_str_map(environment_variables, "environment_variables"),
             max_run_duration_seconds=max_run_duration_seconds,
+            hang_timeout_seconds=hang_timeout_seconds,
         )

@@ -73,6 +73,7 @@ class JobSpec(_Spec, frozen=True):
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     max_run_duration_seconds: float | None = None
+    hang_timeout_seconds: float | None = None
     max_queue_seconds: float | None = None
     display_name: str | None = None
     description: str | None = None
@@ -159,6 +160,8 @@ def _validate(spec: JobSpec) -> None:
         raise SpecError("distributed_backend", "nccl needs GPUs: set use_gpu=True or use 'gloo'")
     if spec.max_run_duration_seconds is not None and spec.max_run_duration_seconds <= 0:
         raise SpecError("max_run_duration_seconds", f"must be positive, got {spec.max_run_duration_seconds}")
+    if spec.hang_timeout_seconds is not None and spec.hang_timeout_seconds <= 0:
+        raise SpecError("hang_timeout_seconds", f"must be positive, got {spec.hang_timeout_seconds}")
     if spec.max_queue_seconds is not None and spec.max_queue_seconds <= 0:
         raise SpecError("max_queue_seconds", f"must be positive, got {spec.max_queue_seconds}")
     env = spec.environment

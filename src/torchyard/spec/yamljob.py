@@ -47,6 +47,7 @@ class _Resources(_Strict, frozen=True):
 
 class _Limits(_Strict, frozen=True):
     timeout: float | None = None
+    hang_timeout: float | None = None
     max_queue_seconds: float | None = None
 
 
@@ -181,6 +182,7 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         use_gpu=use_gpu,
         environment_variables=dict(job.environment_variables),
         max_run_duration_seconds=job.limits.timeout,
+        hang_timeout_seconds=job.limits.hang_timeout,
         max_queue_seconds=job.limits.max_queue_seconds,
         display_name=job.display_name or job.name,
         description=job.description,
