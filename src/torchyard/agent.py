@@ -129,6 +129,9 @@ def _handle(conn: socket.socket, workspace: str, db_url: str) -> int:
     if request.get("op") != "submit":
         chan.send({"error": f"unknown request {request.get('op')!r}"})
         return 1
+    if isinstance(request.get("env"), dict):  # the run sees the submitter's environment, not the agent's
+        os.environ.clear()
+        os.environ.update(request["env"])
     ws = Workspace(workspace, db_url=db_url)
     try:
         spec = JobSpec.from_json(request["spec"])

@@ -120,7 +120,7 @@ def _agent_procs(ws_path: str) -> list:
     return out
 
 
-def test_agent_serves_later_submissions_and_reports_errors(tmp_path, src):
+def test_agent_serves_later_submissions_and_reports_errors(tmp_path, src, monkeypatch):
     ws_path = str(tmp_path / ".torchyard")
     ty("run", "--source-dir", str(src), "--entry", "noop.py", "--wait", cwd=tmp_path, check=True)  # starts an agent
     wait_until(lambda: _agent_procs(ws_path), timeout=30)
@@ -134,6 +134,10 @@ def test_agent_serves_later_submissions_and_reports_errors(tmp_path, src):
         return True
 
     wait_until(agent_answers, timeout=30)
+    (src / "probe.py").write_text("import os\nprint('probe', os.environ.get('TY_PROBE'))\n")
+    monkeypatch.setenv("TY_PROBE", "from-this-shell")  # the agent started without it
+    probe = ty("run", "--source-dir", str(src), "--entry", "probe.py", "--wait", cwd=tmp_path, check=True)
+    assert "probe from-this-shell" in probe.stdout
     proc = ty("run", "--source-dir", str(src), "--entry", "ok.py", "--wait", cwd=tmp_path, check=True)
     assert "hello from 0" in proc.stdout and "Execution Summary" in proc.stdout
     run_id = json.loads(ty("runs", "list", "--json", "--limit", "1", cwd=tmp_path, check=True).stdout)[0]["run_id"]

@@ -212,7 +212,16 @@ def _via_agent(
         return None
     chan = agent.Channel(sock)
     try:
-        chan.send({"op": "submit", "experiment": experiment, "spec": spec.to_json().decode(), "tags": tags, "wait": wait})
+        chan.send(
+            {
+                "op": "submit",
+                "experiment": experiment,
+                "spec": spec.to_json().decode(),
+                "tags": tags,
+                "wait": wait,
+                "env": dict(os.environ),
+            }
+        )
         first = chan.recv()
         if first is None:
             return None  # the agent went away before recording anything: submit directly
