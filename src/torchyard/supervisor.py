@@ -107,6 +107,10 @@ class Ingestor:
         return total
 
 
+class _Canceled(Exception):
+    pass
+
+
 class Supervisor:
     def __init__(self, workdir: str, ws: Any = None) -> None:
         with open(os.path.join(workdir, ".torchyard-run", "run.json")) as fh:
@@ -121,6 +125,9 @@ class Supervisor:
         self.store = self.ws.store
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
+        self.environment: dict[str, Any] = {}
+        self._freeze: subprocess.Popen[str] | None = None
+        self._freeze_cache = ""
         self.next_beat = 0.0
         self.ingestor = Ingestor(self.store, self.run_id, os.path.join(workdir, ".torchyard-run", "journal"))
 
@@ -166,7 +173,9 @@ class Supervisor:
             self.cancel_reason = "canceled by user"
         spec = self.spec
         self._status(RunStatus.PREPARING)
-        python = self.info["python"]
+        python = self._prepare_environment()
+        if python is None:
+            return
         if spec.entry_script:
             argv = [python, spec.entry_script, *spec.arguments]
         else:
@@ -188,6 +197,7 @@ class Supervisor:
         self._status(RunStatus.STARTING)
         handle = target.submit(plan)
         self._status(RunStatus.RUNNING)
+        self._start_freeze()
         started = time.time()
         limit = spec.max_run_duration_seconds
         hang = spec.hang_timeout_seconds
@@ -224,6 +234,74 @@ class Supervisor:
         self.ingestor.ingest()
         self._finish(rc, handle.node_statuses())
 
+    def _prepare_environment(self) -> str | None:
+        """The interpreter the ranks use; builds the environment if need be. None: the run ended."""
+        from torchyard.environments import EnvironmentBuildError, resolve  # noqa: PLC0415
+
+        env = self.spec.environment
+        if env.is_default or env.user_managed:
+            self.environment = {"python": self.info["python"], "key": None, "cached": True}
+            return str(self.info["python"])
+
+        def tick() -> None:
+            self._heartbeat(time.time())
+            if self.cancel_reason:
+                raise _Canceled
+
+        log = os.path.join(self.workdir, "logs", "environment.txt")
+        try:
+            resolved = resolve(self.info["workspace"], env, log, tick)
+        except _Canceled:
+            self._finish(None)
+            return None
+        except EnvironmentBuildError as err:
+            message = f"environment build failed: {err}"
+            self._collect()
+            self.store.set_status(self.run_id, RunStatus.FAILED, message.splitlines()[0],
+                                  details={"error": {"message": message, "stage": "Preparing"}})
+            return None
+        self.environment = {"python": resolved.python, "key": resolved.key, "cached": resolved.cached}
+        return resolved.python
+
+    def _start_freeze(self) -> None:
+        """List the environment's exact packages in the background while the ranks run."""
+        from torchyard.environments import freeze_argv, freeze_cache_path  # noqa: PLC0415
+
+        self._freeze_cache = freeze_cache_path(self.info["workspace"], self.environment["python"])
+        if os.path.exists(self._freeze_cache):
+            return
+        try:
+            self._freeze = subprocess.Popen(
+                freeze_argv(self.environment["python"]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        except OSError:
+            self._freeze = None
+
+    def _environment_details(self) -> dict[str, Any]:
+        if not self.environment:
+            return {}
+        env = dict(self.environment, base_python=self.info["python"], packages=[])
+        if self._freeze is not None:
+            try:
+                out, _ = self._freeze.communicate(timeout=30)
+                env["packages"] = [line for line in out.splitlines() if line and not line.startswith("#")]
+                if self._freeze.returncode == 0:
+                    os.makedirs(os.path.dirname(self._freeze_cache), exist_ok=True)
+                    tmp = f"{self._freeze_cache}.{os.getpid()}"
+                    with open(tmp, "w") as fh:
+                        json.dump(env["packages"], fh)
+                    os.replace(tmp, self._freeze_cache)
+            except subprocess.TimeoutExpired:
+                self._freeze.kill()
+                self._freeze.communicate()
+        elif self._freeze_cache:
+            try:
+                with open(self._freeze_cache) as fh:
+                    env["packages"] = json.load(fh)
+            except (OSError, ValueError):
+                pass
+        return {"environment": env}
+
     def _last_activity(self) -> float:
         """The newest write to any rank's log or journal."""
         latest = 0.0
@@ -237,13 +315,14 @@ class Supervisor:
         return latest
 
     def _finish(self, rc: int | None, nodes: list[dict[str, Any]] | None = None) -> None:
+        env = self._environment_details()
         if self.fail_reason and not self.cancel_reason:
             self._collect()
             self.store.set_status(
                 self.run_id,
                 RunStatus.FAILED,
                 self.fail_reason,
-                details={"error": {"message": self.fail_reason, "hang": True}},
+                details={"error": {"message": self.fail_reason, "hang": True}, **env},
                 exit_code=rc,
             )
             return
@@ -253,18 +332,22 @@ class Supervisor:
                 self.run_id,
                 RunStatus.CANCELED,
                 self.cancel_reason,
-                details={"cancel_reason": self.cancel_reason},
+                details={"cancel_reason": self.cancel_reason, **env},
                 exit_code=rc,
             )
             return
         self._status(RunStatus.FINALIZING)
         self._collect()
         if rc == 0:
-            self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0)
+            self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0, details=env)
             return
         error = self._error(rc, nodes or [])
         self.store.set_status(
-            self.run_id, RunStatus.FAILED, error["message"], details={"error": error}, exit_code=error.get("exit_code", rc)
+            self.run_id,
+            RunStatus.FAILED,
+            error["message"],
+            details={"error": error, **env},
+            exit_code=error.get("exit_code", rc),
         )
 
     def _error(self, rc: int | None, nodes: list[dict[str, Any]]) -> dict[str, Any]:

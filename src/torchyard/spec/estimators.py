@@ -189,6 +189,22 @@ class Environment:
             "user_managed": self.user_managed,
         }
 
+    def register(self, workspace: Any) -> Environment:
+        """Register this environment in ``workspace``; returns it with its version."""
+        registered: Environment = workspace.environments.register(self)
+        return registered
+
+    @staticmethod
+    def get(workspace: Any, name: str, version: str | None = None) -> Environment:
+        """A registered environment (the latest version unless ``version`` is given)."""
+        found: Environment = workspace.environments.get(name, version)
+        return found
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Environment) and self.to_spec_dict() == other.to_spec_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return f"Environment(name={self.name!r}, version={self.version!r}, pip={self.pip!r}, conda={self.conda!r})"
 

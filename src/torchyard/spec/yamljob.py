@@ -76,7 +76,7 @@ class JobFile(_Strict, frozen=True):
     command: str | None = None
     entry_script: str | None = None
     args: list[str | int | float | bool] = []
-    environment: _Environment | None = None
+    environment: _Environment | str | None = None
     compute: str = "local"
     distribution: _Distribution | None = None
     resources: _Resources = _Resources()
@@ -144,7 +144,10 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
     if command and args:
         raise SpecError("args", "args go with entry_script; put them in the command instead")
     env: dict[str, Any] = {}
-    if job.environment is not None:
+    if isinstance(job.environment, str):  # a registered environment: NAME or NAME:VERSION
+        name, _, version = job.environment.removeprefix("azureml:").partition(":")
+        env = {"name": name, "version": version or "latest"}
+    elif job.environment is not None:
         e = job.environment
         env = {
             "pip_packages": list(e.pip_packages) + list(e.pip),

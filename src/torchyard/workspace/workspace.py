@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
 
 if TYPE_CHECKING:
+    from torchyard.environments.registry import EnvironmentRegistry
     from torchyard.run import Experiment, Run
     from torchyard.spec.job import JobSpec
     from torchyard.workspace.store import Store
@@ -117,6 +118,13 @@ class Workspace:
         return os.path.join(self.path, "artifacts", run_id)
 
     @property
+    def environments(self) -> EnvironmentRegistry:
+        """Named, versioned environments registered in this workspace."""
+        from torchyard.environments.registry import EnvironmentRegistry  # noqa: PLC0415
+
+        return EnvironmentRegistry(self.path)
+
+    @property
     def experiments(self) -> dict[str, Experiment]:
         from torchyard.run import Experiment  # noqa: PLC0415
 
@@ -149,6 +157,9 @@ class Workspace:
         self.store.set_supervisor(run_id, pid)
         return run_id
 
+    def _with_registered_environment(self, spec: JobSpec) -> JobSpec:
+        return _registered(self, spec)
+
     def record_run(
         self,
         experiment: str,
@@ -163,6 +174,7 @@ class Workspace:
 
         check_name(experiment)
         tags = _str_dict(tags, "tags")
+        spec = self._with_registered_environment(spec)
         target = get_target(spec.compute_target)
         target.check(spec)
         _check_supported(spec)
@@ -195,6 +207,18 @@ class Workspace:
         return run_id
 
 
+def _registered(ws: Workspace, spec: JobSpec) -> JobSpec:
+    env = spec.environment
+    if not env.name or not env.is_default or env.user_managed or env.name == "default" and env.version is None:
+        return spec
+    if env.version is None and env.name not in ws.environments:
+        return spec  # a name alone is only a label
+    import msgspec  # noqa: PLC0415
+
+    found = ws.environments.get(env.name, env.version)
+    return msgspec.structs.replace(spec, environment=msgspec.convert(found.to_spec_dict(), type(env)))
+
+
 def _str_dict(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -204,20 +228,10 @@ def _str_dict(value: Any, field: str) -> dict[str, str]:
 
 
 def _check_supported(spec: JobSpec) -> None:
+    from torchyard.environments import check_supported  # noqa: PLC0415
     from torchyard.errors import NotSupportedError  # noqa: PLC0415
 
-    env = spec.environment
-    if not env.is_default:
-        what = next(
-            name
-            for name in ("pip_packages", "conda_packages", "pip_requirements_file", "conda_dependencies_file", "python")
-            if getattr(env, name)
-        )
-        raise NotSupportedError(
-            what,
-            "building environments is not supported yet on this installation; install the packages into "
-            "the submitting interpreter and submit without them",
-        )
+    check_supported(spec.environment)
     if spec.inputs:
         raise NotSupportedError("inputs", "data inputs are not supported yet on this installation")
 
