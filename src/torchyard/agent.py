@@ -166,8 +166,10 @@ def _handle(conn: socket.socket, workspace: str, db_url: str) -> int:
 
 def serve(workspace: str, db_url: str) -> int:
     idle = float(os.environ.get("TORCHYARD_AGENT_IDLE", "600"))
-    from torchyard import supervisor  # noqa: F401, PLC0415 - warm: imported once, inherited by every fork
-    from torchyard import environments  # noqa: F401, PLC0415
+    from torchyard import (
+        environments,  # noqa: F401, PLC0415
+        supervisor,  # noqa: F401, PLC0415 - warm: imported once, inherited by every fork
+    )
     from torchyard.compute import local, registry  # noqa: F401, PLC0415
     from torchyard.launch import launcher  # noqa: F401, PLC0415
     from torchyard.run import Run  # noqa: F401, PLC0415

@@ -337,6 +337,12 @@ class Run:
             lines.append(f"Error: {details['error'].get('message')}")
         return "\n".join(lines) + "\n"
 
+    def get_environment(self) -> dict[str, Any]:
+        """The environment the run used: ``python``, its cache ``key`` (None for the submitting
+        interpreter), whether it came from the cache, and the exact ``packages`` installed in it."""
+        env: dict[str, Any] = json.loads(self._refresh()["details"] or "{}").get("environment", {})
+        return env
+
     def get_children(self) -> list[Run]:
         rows = self._store.list_runs(parent_id=self.id)
         return [Run(self.experiment, r["id"], _row=r) for r in rows]

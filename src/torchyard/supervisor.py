@@ -261,6 +261,7 @@ class Supervisor:
                                   details={"error": {"message": message, "stage": "Preparing"}})
             return None
         self.environment = {"python": resolved.python, "key": resolved.key, "cached": resolved.cached}
+        self.store.update_details(self.run_id, environment=self.environment)  # marks the cache entry in use
         return resolved.python
 
     def _start_freeze(self) -> None:

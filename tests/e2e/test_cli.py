@@ -160,3 +160,23 @@ def test_without_agent(tmp_path, src, monkeypatch):
         proc = ty("run", "--source-dir", str(src), "--entry", "ok.py", "--wait", cwd=tmp_path, check=True)
         assert "Execution Summary" in proc.stdout
     assert not _agent_procs(str(tmp_path / ".torchyard"))
+
+
+def test_env_commands(tmp_path):
+    spec = tmp_path / "env.yml"
+    spec.write_text("name: tools\npip: [tomli-w==1.2.0]\n")
+    assert ty("env", "register", str(spec), cwd=tmp_path, check=True).stdout.strip() == "tools:1"
+    assert ty("env", "register", str(spec), cwd=tmp_path, check=True).stdout.strip() == "tools:1"
+    shown = ty("env", "show", "tools:1", cwd=tmp_path, check=True).stdout
+    assert "tomli-w==1.2.0" in shown
+    listed = json.loads(ty("env", "list", "--json", cwd=tmp_path, check=True).stdout)
+    assert [e["name"] for e in listed["registered"]] == ["tools"]
+    assert "removed 0" in ty("env", "prune", cwd=tmp_path, check=True).stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\nbogus: 1\n")
+    for args, fragment in ((["env", "register", str(bad)], "unknown field 'bogus'"),
+                           (["env", "register", str(tmp_path / "none.yml")], "not found"),
+                           (["env", "show", "nope"], "no environment 'nope'"),
+                           (["env", "export", "nope"], "no run 'nope'")):
+        proc = ty(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr

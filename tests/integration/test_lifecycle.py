@@ -172,8 +172,8 @@ def test_concurrent_submits_from_separate_processes(ws, src):
 def test_unsupported_and_unknown_fail_at_submit(ws, src):
     exp = Experiment(ws, "t")
     with pytest.raises(NotSupportedError) as info:
-        exp.submit(PyTorch(str(src), entry_script="ok.py", pip_packages=["requests"]))
-    assert info.value.field == "pip_packages"
+        exp.submit(PyTorch(str(src), entry_script="ok.py", pip_requirements_file=str(src / "missing.txt")))
+    assert info.value.field == "pip_requirements_file"
     with pytest.raises(SpecError) as info:
         exp.submit(PyTorch(str(src), entry_script="ok.py", compute_target="gpu-cluster"))
     assert "known targets: local" in str(info.value)

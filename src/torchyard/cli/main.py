@@ -69,6 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a run")
     c.add_argument("run_id")
 
+    env = sub.add_parser("env", help="environments: list, show, register, export, prune").add_subparsers(
+        dest="env_command", metavar="SUBCOMMAND"
+    )
+    el = env.add_parser("list", help="registered environments and cached builds")
+    el.add_argument("--json", action="store_true")
+    es = env.add_parser("show", help="show a registered environment")
+    es.add_argument("name", help="NAME or NAME:VERSION")
+    es.add_argument("--json", action="store_true")
+    er = env.add_parser("register", help="register an environment from a YAML file (name, version, pip, conda, python)")
+    er.add_argument("file")
+    ee = env.add_parser("export", help="print a requirements file that rebuilds a run's environment")
+    ee.add_argument("run_id")
+    ep = env.add_parser("prune", help="remove cached environments no live run uses")
+    ep.add_argument("--older-than", type=float, default=7.0, metavar="DAYS", help="unused for this many days (default 7)")
+
     d = sub.add_parser("download", help="download a run's artifact")
     d.add_argument("run_id")
     d.add_argument("path", help="artifact path, e.g. outputs/model.pt (a folder prefix downloads everything under it)")
@@ -462,6 +477,108 @@ def cmd_download(args: argparse.Namespace) -> int:
     raise NotFoundError(f"run {run.id} has no file or folder {args.path!r}; it has: {', '.join(names) or 'nothing'}")
 
 
+def cmd_env_list(args: argparse.Namespace) -> int:
+    from torchyard.environments import list_cached  # noqa: PLC0415
+
+    ws = _workspace(args)
+    registered = [e.to_spec_dict() for e in ws.environments.list()]
+    cached = list_cached(ws.path)
+    if args.json:
+        _print_json({"registered": registered, "cached": cached})
+        return 0
+    _table("registered environments", ["name", "version", "pip", "conda"],
+           [[e["name"], e["version"], " ".join(e["pip_packages"]), " ".join(e["conda_packages"])] for e in registered])
+    _table("cached builds", ["key", "last used", "pip"],
+           [[c["key"], _fmt_time(c["last_used"]), " ".join(c["spec"].get("pip_packages", []))] for c in cached])
+    return 0
+
+
+def _env_ref(ref: str) -> tuple[str, str | None]:
+    name, _, version = ref.partition(":")
+    return name, version or None
+
+
+def cmd_env_show(args: argparse.Namespace) -> int:
+    env = _workspace(args).environments.get(*_env_ref(args.name))
+    data = env.to_spec_dict()
+    if args.json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            if value not in (None, [], False):
+                print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def cmd_env_register(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from torchyard.spec.estimators import Environment  # noqa: PLC0415
+
+    if not os.path.isfile(args.file):
+        raise UsageError(f"{args.file}: not found")
+    try:
+        with open(args.file) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise UsageError(f"{args.file}: malformed YAML: {str(err).splitlines()[0]}") from None
+    allowed = {"name", "version", "pip", "pip_packages", "conda", "conda_packages", "python",
+               "pip_requirements_file", "conda_dependencies_file", "user_managed"}
+    if not isinstance(data, dict) or "name" not in data:
+        raise UsageError(f"{args.file}: expected a mapping with at least 'name'")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UsageError(f"{args.file}: unknown field {unknown[0]!r}; use {', '.join(sorted(allowed))}")
+    base = os.path.dirname(os.path.abspath(args.file))
+
+    def rel(p: str | None) -> str | None:
+        return os.path.join(base, p) if p else None
+
+    env = Environment(
+        str(data["name"]),
+        None if data.get("version") is None else str(data["version"]),
+        pip=list(data.get("pip") or data.get("pip_packages") or []),
+        conda=list(data.get("conda") or data.get("conda_packages") or []),
+        python=data.get("python"),
+        pip_requirements_file=rel(data.get("pip_requirements_file")),
+        conda_dependencies_file=rel(data.get("conda_dependencies_file")),
+        user_managed=bool(data.get("user_managed", False)),
+    )
+    registered = _workspace(args).environments.register(env)
+    print(f"{registered.name}:{registered.version}")
+    return 0
+
+
+def cmd_env_export(args: argparse.Namespace) -> int:
+    run = _workspace(args).get_run(args.run_id)
+    env = run.get_environment()
+    if not env:
+        raise UsageError(f"run {run.id} has no recorded environment (it has not started yet)")
+    print(f"# torchyard: environment of run {run.id}")
+    print(f"# base interpreter: {env.get('base_python')}; environment python: {env.get('python')}")
+    if env.get("key"):
+        print("# these packages are layered over the base interpreter (uv venv --system-site-packages)")
+    for line in env.get("packages", []):
+        print(line)
+    return 0
+
+
+def cmd_env_prune(args: argparse.Namespace) -> int:
+    from torchyard.environments import prune  # noqa: PLC0415
+    from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
+
+    ws = _workspace(args)
+    in_use = set()
+    for row in ws.store.list_runs():
+        if row["status"] in ACTIVE_VALUES:
+            key = json.loads(row["details"] or "{}").get("environment", {}).get("key")
+            if key:
+                in_use.add(key)
+    removed = prune(ws.path, args.older_than * 86400, in_use)
+    print(f"removed {len(removed)} cached environment(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -473,7 +590,13 @@ def main(argv: list[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "download": cmd_download,
     }
-    if args.command == "runs":
+    if args.command == "env":
+        handler = {"list": cmd_env_list, "show": cmd_env_show, "register": cmd_env_register,
+                   "export": cmd_env_export, "prune": cmd_env_prune}.get(args.env_command or "")
+        if handler is None:
+            parser.parse_args(["env", "--help"])
+            return EXIT_USAGE
+    elif args.command == "runs":
         handler = {"list": cmd_runs_list, "show": cmd_runs_show}.get(args.runs_command or "")
         if handler is None:
             parser.parse_args(["runs", "--help"])

@@ -98,6 +98,8 @@ def index_options() -> list[str]:
             if name in ("find-links", "constraint") and "://" not in value and not os.path.exists(value):
                 continue
             args += [flag, value]
+    if "--extra-index-url" in args:
+        args += ["--index-strategy", "unsafe-best-match"]  # pip's rule: the best match across every index
     return args
 
 
