@@ -337,6 +337,15 @@ class Run:
             lines.append(f"Error: {details['error'].get('message')}")
         return "\n".join(lines) + "\n"
 
+    def restore_snapshot(self, path: str | None = None) -> str:
+        """Write the exact code this run executed into ``path`` (default ``./<run_id>_code``)."""
+        snapshot_id = self.get_properties().get("torchyard.snapshot")
+        if not snapshot_id:
+            raise NotFoundError(f"run {self.id} has no recorded snapshot")
+        dest = path or f"{self.id}_code"
+        self.experiment.workspace.snapshots.restore(snapshot_id, dest)
+        return dest
+
     def get_environment(self) -> dict[str, Any]:
         """The environment the run used: ``python``, its cache ``key`` (None for the submitting
         interpreter), whether it came from the cache, and the exact ``packages`` installed in it."""

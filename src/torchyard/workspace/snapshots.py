@@ -45,7 +45,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
 
@@ -208,12 +208,21 @@ class SnapshotStore:
             raise WorkspaceError(f"cannot read the source directory {source}: {err}") from None
         entries = walker.entries
 
-        cache = self._read_cache()
-        tree_cache: dict[str, list[Any]] = cache.get("trees", {}).get(source, {}).get("files", {})
+        tree = self._read_cache().get("trees", {}).get(source)
+        tree_cache: dict[str, Any] = tree.get("files", {}) if isinstance(tree, dict) else {}
+        if not isinstance(tree_cache, dict):
+            tree_cache = {}
         todo: list[_Entry] = []
         for entry in entries:
             hit = tree_cache.get(entry.rel)
-            if hit is not None and hit[:4] == entry.key() and self._has_object(hit[4], entry.size):
+            if (
+                isinstance(hit, list)
+                and len(hit) == 5
+                and hit[:4] == entry.key()
+                and isinstance(hit[4], str)
+                and _ID_RE.match(hit[4])
+                and self._has_object(hit[4], entry.size)
+            ):
                 entry.sha256 = hit[4]
             else:
                 todo.append(entry)
@@ -617,7 +626,7 @@ class _ObjectWriter:
 
     def _store_one(self, entry: _Entry) -> None:
         try:
-            fh = open(entry.abs, "rb")  # noqa: SIM115 - closed below, with the temp file
+            fh = open(entry.abs, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return  # removed since the walk: leave it out (entry.sha256 stays None)
         except OSError as err:
@@ -634,20 +643,21 @@ class _ObjectWriter:
                 if not self.store._has_object(sha, len(data)):
                     self._install(sha, len(data), lambda out: out.write(data))
                 return
-            # Large files: hash while copying into a temp file, so the content is read once and the
-            # stored object is exactly what was hashed even if the file changes meanwhile.
-            digest = hashlib.sha256()
-            size = 0
+            # Large files: hash in chunks; if the content is new, copy it while hashing it again, so
+            # the object is exactly what its name says even if the file changes meanwhile.
+            sha, size = _hash_stream(fh, None)
+            self._update(entry, st, sha, size)
+            if self.store._has_object(sha, size):
+                return
+            fh.seek(0)
             tmp = self._tmp_name()
             try:
                 with open(tmp, "wb") as out:
-                    while chunk := fh.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
-                sha = digest.hexdigest()
-                self._update(entry, st, sha, size)
-                self._place(tmp, sha, size)
+                    copied_sha, copied_size = _hash_stream(fh, out)
+                if copied_sha != sha:
+                    self._update(entry, st, copied_sha, copied_size)
+                    entry.mtime_ns = -1  # changed while read: never trust its stat for the cache
+                self._place(tmp, copied_sha, copied_size)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -690,6 +700,17 @@ class _ObjectWriter:
             if sha not in self._written:
                 self._written.add(sha)
                 self.new_bytes += size
+
+
+def _hash_stream(fh: BinaryIO, out: BinaryIO | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if out is not None:
+            out.write(chunk)
+    return digest.hexdigest(), size
 
 
 def _atomic_write(path: str, data: bytes, tmp_dir: str, *, mode: int) -> None:

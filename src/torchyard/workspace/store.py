@@ -157,6 +157,7 @@ class Store:
         tags: dict[str, str],
         display_name: str | None = None,
         parent_id: str | None = None,
+        properties: dict[str, str] | None = None,
     ) -> None:
         now = _now()
         with self.engine.begin() as conn:
@@ -182,6 +183,10 @@ class Store:
             conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))
             if tags:
                 conn.execute(insert(run_tags), [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()])
+            if properties:
+                conn.execute(
+                    insert(run_properties), [{"run_id": run_id, "key": k, "value": v} for k, v in properties.items()]
+                )
 
     def set_status(
         self,

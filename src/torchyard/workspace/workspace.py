@@ -14,22 +14,21 @@ import json
 import os
 import re
 import secrets
-import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from torchyard.errors import NotFoundError, SpecError, WorkspaceError
+from torchyard.errors import SpecError, WorkspaceError
 
 if TYPE_CHECKING:
     from torchyard.environments.registry import EnvironmentRegistry
     from torchyard.run import Experiment, Run
     from torchyard.spec.job import JobSpec
+    from torchyard.workspace.snapshots import SnapshotStore
     from torchyard.workspace.store import Store
 
 WORKSPACE_DIRNAME = ".torchyard"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEFAULT_EXCLUDES = {".git", WORKSPACE_DIRNAME, "outputs", "__pycache__", ".ipynb_checkpoints", ".torchyard-run"}
 
 
 def find_workspace(start: str | None = None) -> str | None:
@@ -157,6 +156,42 @@ class Workspace:
         self.store.set_supervisor(run_id, pid)
         return run_id
 
+    @property
+    def snapshots(self) -> SnapshotStore:
+        from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
+
+        return SnapshotStore(os.path.join(self.path, "snapshots"))
+
+    def snapshot_limits(self) -> tuple[int, int]:
+        """(max bytes, max files) of a snapshot: TORCHYARD_SNAPSHOT_MAX_BYTES / _MAX_FILES, else the
+        workspace.json settings ``snapshot_max_bytes`` / ``snapshot_max_files``, else 300 MB / 2,000."""
+        settings: dict[str, Any] = {}
+        try:
+            with open(os.path.join(self.path, "workspace.json")) as fh:
+                settings = json.load(fh)
+        except (OSError, ValueError):
+            pass
+        limits = []
+        for name, default in (("max_bytes", 300 * 1024 * 1024), ("max_files", 2000)):
+            raw = os.environ.get(f"TORCHYARD_SNAPSHOT_{name.upper()}") or settings.get(f"snapshot_{name}") or default
+            try:
+                limits.append(int(raw))
+            except (TypeError, ValueError):
+                raise SpecError(f"snapshot_{name}", f"must be an integer, got {raw!r}") from None
+        return limits[0], limits[1]
+
+    def _snapshot(self, source: str, workdir: str) -> dict[str, str]:
+        """Store ``source`` content-addressed and materialize it as the run's working folder; returns
+        the run properties that record it (snapshot id, and git commit/dirty/branch if any)."""
+        from torchyard.workspace.snapshots import git_info  # noqa: PLC0415
+
+        max_bytes, max_files = self.snapshot_limits()
+        store = self.snapshots
+        snap = store.take(source, max_bytes=max_bytes, max_files=max_files)
+        os.makedirs(workdir, exist_ok=True)
+        store.materialize(snap.manifest_id, workdir)
+        return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
+
     def _with_registered_environment(self, spec: JobSpec) -> JobSpec:
         return _registered(self, spec)
 
@@ -180,7 +215,7 @@ class Workspace:
         _check_supported(spec)
         run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
         workdir = self.run_dir(run_id)
-        snapshot(spec.source_directory, workdir)
+        properties = self._snapshot(spec.source_directory, workdir)
         os.makedirs(os.path.join(workdir, ".torchyard-run", "journal"), exist_ok=True)
         info = {
             "run_id": run_id,
@@ -202,6 +237,7 @@ class Workspace:
             tags=tags,
             display_name=spec.display_name,
             parent_id=parent_id,
+            properties=properties,
         )
         store.set_status(run_id, RunStatus.QUEUED)
         return run_id
@@ -234,18 +270,3 @@ def _check_supported(spec: JobSpec) -> None:
     check_supported(spec.environment)
     if spec.inputs:
         raise NotSupportedError("inputs", "data inputs are not supported yet on this installation")
-
-
-def _ignore(_dir: str, names: list[str]) -> set[str]:
-    return {n for n in names if n in DEFAULT_EXCLUDES or n.endswith(".pyc")}
-
-
-def snapshot(source: str, dest: str) -> None:
-    """Copy ``source`` into the run's working folder, skipping the default excludes."""
-    if not os.path.isdir(source):
-        raise NotFoundError(f"source_directory {source!r} does not exist")
-    try:
-        shutil.copytree(source, dest, ignore=_ignore, symlinks=True)
-    except (OSError, shutil.Error) as err:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise WorkspaceError(f"cannot snapshot {source!r}: {err}") from None
