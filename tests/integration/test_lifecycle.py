@@ -39,7 +39,9 @@ def test_completed_run_has_logs_metrics_outputs_and_history(ws, src, tmp_path, c
     assert metrics["row"] == {"epoch": [1, 2], "acc": [0.5, 0.75]}
     assert metrics["tbl"] == {"a": [1, 2], "b": [3, 4]}
     assert run.get_tags() == {"owner": "me", "phase": "done"}
-    assert run.get_properties() == {"commit": "abc"}
+    props = run.get_properties()
+    assert props["commit"] == "abc"
+    assert set(props) == {"commit", "torchyard.snapshot", "torchyard.source_directory"}
     names = run.get_file_names()
     assert {"outputs/result.txt", "logs/rank_0.txt", "reports/extra.txt", metrics["sample"]} <= set(names)
     assert metrics["sample"].startswith("images/sample_0_")
