@@ -728,6 +728,20 @@ def _atomic_write(path: str, data: bytes, tmp_dir: str, *, mode: int) -> None:
 # ---- git ----------------------------------------------------------------------------------------
 
 
+def _in_git_checkout(folder: str) -> bool:
+    """Whether ``folder`` or a parent holds ``.git`` (so no git process starts for plain folders)."""
+    here = os.path.abspath(folder)
+    if not os.path.isdir(here):
+        return False
+    while True:
+        if os.path.exists(os.path.join(here, ".git")):
+            return True
+        parent = os.path.dirname(here)
+        if parent == here:
+            return False
+        here = parent
+
+
 def git_info(source_dir: str | os.PathLike[str]) -> dict[str, str]:
     """Git facts about ``source_dir``, as run properties.
 
@@ -736,7 +750,7 @@ def git_info(source_dir: str | os.PathLike[str]) -> dict[str, str]:
     answer git could not give in time is left out). Outside a checkout, or without ``git``: ``{}``.
     """
     folder = os.fspath(source_dir)
-    if shutil.which("git") is None or not os.path.isdir(folder):
+    if not _in_git_checkout(folder) or shutil.which("git") is None:
         return {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env["GIT_OPTIONAL_LOCKS"] = "0"  # never take index.lock under the user's feet
