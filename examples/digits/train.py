@@ -26,6 +26,7 @@ def parse_args():
     p.add_argument("--batch-size", "--batch_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_dir", "--data-dir", default=None, help="folder holding digits.npz (default: bundled data)")
+    p.add_argument("--model_dir", "--model-dir", default=None, help="also save model.pt here (a named output)")
     p.add_argument("--epoch-sleep", type=float, default=0.0, help="seconds to sleep per epoch (tests)")
     p.add_argument("--fail-at-epoch", type=int, default=-1, help="raise at this epoch (tests)")
     p.add_argument("--verbose", action="store_true")
@@ -107,6 +108,9 @@ def main():
     os.makedirs("outputs", exist_ok=True)
     if rank == 0:
         torch.save(inner.state_dict(), os.path.join("outputs", "model.pt"))
+        if args.model_dir:
+            os.makedirs(args.model_dir, exist_ok=True)
+            torch.save(inner.state_dict(), os.path.join(args.model_dir, "model.pt"))
     torch.save(flat, os.path.join("outputs", f"params_rank{rank}.pt"))
     if distributed:
         dist.barrier()

@@ -6,6 +6,7 @@ The public API is exactly ``__all__``; everything else is internal.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torchyard.data.datastore import DataReference, Datastore
     from torchyard.errors import (
         ComputeError,
         NotFoundError,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 # Loaded on first use, so `import torchyard` (and the CLI) stays fast.
 _LAZY = {
+    "DataReference": "torchyard.data.datastore",
+    "Datastore": "torchyard.data.datastore",
     "ComputeError": "torchyard.errors",
     "NotFoundError": "torchyard.errors",
     "NotSupportedError": "torchyard.errors",
@@ -74,6 +77,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComputeError",
+    "DataReference",
+    "Datastore",
     "Environment",
     "Experiment",
     "Gloo",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,12 @@ import time
 import traceback
 from typing import Any
 
+import msgspec
+
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
 
+_PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 HEARTBEAT_SECONDS = 2.0
 INGEST_SECONDS = 0.25
 LAST_LINES = 20
@@ -176,10 +180,17 @@ class Supervisor:
         python = self._prepare_environment()
         if python is None:
             return
+        paths = self._prepare_data()
+        if paths is None:
+            return
+        if paths:
+            spec = self.spec = msgspec.structs.replace(
+                spec, environment_variables={**spec.environment_variables, **_data_env(paths)}
+            )
         if spec.entry_script:
-            argv = [python, spec.entry_script, *spec.arguments]
+            argv = [python, spec.entry_script, *(_fill(a, paths) for a in spec.arguments)]
         else:
-            argv = ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {spec.command}']
+            argv = ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {_fill(spec.command or "", paths)}']
         if self.cancel_reason:
             self._finish(None)
             return
@@ -264,6 +275,56 @@ class Supervisor:
         self.store.update_details(self.run_id, environment=self.environment)  # marks the cache entry in use
         return resolved.python
 
+    def _prepare_data(self) -> dict[tuple[str, str], str] | None:
+        """Make every input a local path and create every named output's folder.
+        Returns {("inputs"|"outputs", name): path}; None when an input failed (the run is Failed)."""
+        spec = self.spec
+        paths: dict[tuple[str, str], str] = {}
+        if not spec.inputs and not spec.outputs:
+            return paths
+        from torchyard.data.datastore import DataError, resolve_input  # noqa: PLC0415
+
+        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
+        results: dict[str, Any] = {}
+        with open(os.path.join(self.workdir, "logs", "inputs.txt"), "a") as log:
+            for name, ref in spec.inputs.items():
+                dest = os.path.join(self.workdir, "inputs", ref.get("path_on_compute") or name)
+                try:
+                    result = resolve_input(self.info["workspace"], _ref_only(ref), dest, log)
+                except DataError as err:
+                    message = f"input {name!r}: {err}"
+                    self._collect()
+                    self.store.set_status(self.run_id, RunStatus.FAILED, message,
+                                          details={"error": {"message": message, "stage": "Preparing"}, "inputs": results})
+                    return None
+                results[name] = result
+                paths[("inputs", name)] = result["path"]
+        for name in spec.outputs:
+            folder = os.path.join(self.workdir, "named_outputs", name)
+            os.makedirs(folder, exist_ok=True)
+            paths[("outputs", name)] = folder
+        self.store.update_details(self.run_id, inputs=results)
+        return paths
+
+    def _upload_outputs(self) -> str | None:
+        """Upload named outputs; returns an error message, or None when all went up."""
+        if not self.spec.outputs:
+            return None
+        from torchyard.data.datastore import DataError, upload_output  # noqa: PLC0415
+
+        results: dict[str, Any] = {}
+        error = None
+        with open(os.path.join(self.workdir, "logs", "outputs.txt"), "a") as log:
+            for name, ref in self.spec.outputs.items():
+                src = os.path.join(self.workdir, "named_outputs", name)
+                try:
+                    results[name] = upload_output(self.info["workspace"], _ref_only(ref), src, self.run_id, log)
+                except DataError as err:
+                    error = f"output {name!r}: {err}"
+                    break
+        self.store.update_details(self.run_id, outputs=results)
+        return error
+
     def _start_freeze(self) -> None:
         """List the environment's exact packages in the background while the ranks run."""
         from torchyard.environments import freeze_argv, freeze_cache_path  # noqa: PLC0415
@@ -339,6 +400,10 @@ class Supervisor:
             return
         self._status(RunStatus.FINALIZING)
         self._collect()
+        if rc == 0 and (upload_error := self._upload_outputs()):
+            self.store.set_status(self.run_id, RunStatus.FAILED, upload_error,
+                                  details={"error": {"message": upload_error, "stage": "Finalizing"}, **env}, exit_code=0)
+            return
         if rc == 0:
             self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0, details=env)
             return
@@ -390,6 +455,30 @@ class Supervisor:
         if os.path.isfile(sup_log) and os.path.getsize(sup_log):
             os.makedirs(os.path.join(dest, "logs"), exist_ok=True)
             shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
+
+
+def _ref_only(ref: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ref.items() if k not in ("type", "description")}
+
+
+def _fill(text: str, paths: dict[tuple[str, str], str]) -> str:
+    """Replace ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` with the local paths."""
+    if "${{" not in text:
+        return text
+    return _PLACEHOLDER.sub(lambda m: paths.get((m.group(1), m.group(2)), m.group(0)), text)
+
+
+def _data_env(paths: dict[tuple[str, str], str]) -> dict[str, str]:
+    """Each input's path as TORCHYARD_INPUT_<NAME> (and Azure's AZUREML_DATAREFERENCE_<name>); each
+    named output's folder as TORCHYARD_OUTPUT_<NAME>."""
+    env = {}
+    for (kind, name), path in paths.items():
+        if kind == "inputs":
+            env[f"TORCHYARD_INPUT_{name.upper()}"] = path
+            env[f"AZUREML_DATAREFERENCE_{name}"] = path
+        else:
+            env[f"TORCHYARD_OUTPUT_{name.upper()}"] = path
+    return env
 
 
 def _link_tree(src: str, dest: str) -> None:

@@ -4,7 +4,7 @@ import sys
 import torchyard
 
 EXPECTED = {
-    "ComputeError", "Environment", "Experiment", "Gloo", "JobSpec", "Mpi", "MpiConfiguration", "Nccl",
+    "ComputeError", "DataReference", "Datastore", "Environment", "Experiment", "Gloo", "JobSpec", "Mpi", "MpiConfiguration", "Nccl",
     "NotFoundError", "NotSupportedError", "PyTorch", "PyTorchConfiguration", "Run", "RunFailedError",
     "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "WorkspaceError", "__version__",
 }

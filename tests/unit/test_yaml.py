@@ -62,7 +62,8 @@ def test_mpi_distribution(tmp_path):
         ("code: code\nentry_script: missing.py\n", "entry_script", "not found"),
         ("code: nowhere\nentry_script: train.py\n", "source_directory", "not a directory"),
         ("code: code\nentry_script: train.py\ntype: sweep\n", "type", "only 'command'"),
-        ("code: code\nentry_script: train.py\ninputs: {d: {type: uri_folder, path: ./x}}\n", "inputs.d", "not supported yet"),
+        ("code: code\nentry_script: train.py\ninputs: {d: {type: uri_folder, path: ./x, mode: bogus}}\n", "inputs.d.mode", "unknown mode"),
+        ("code: code\nentry_script: train.py\noutputs: {m: {type: uri_file, path: ds:x/y}}\n", "outputs.m", "uri_folder"),
         ("- a\n- b\n", "job file", "mapping"),
         ("code: [unclosed\n", "job file", "malformed YAML at line"),
     ],
@@ -77,3 +78,25 @@ def test_bad_job_files_name_the_problem(tmp_path, text, field, fragment):
 def test_missing_job_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_job_file(str(tmp_path / "nope.yml"))
+
+
+def test_data_inputs_and_outputs(tmp_path):
+    job = load_job_file(write(tmp_path, """
+code: code
+command: python train.py --data ${{inputs.train}} --file ${{inputs.one}} --out ${{outputs.model}} --n ${{inputs.n}}
+inputs:
+  train: {type: uri_folder, path: ds:blobs/digits/, mode: download}
+  one: {type: uri_file, path: s3://bucket/a/b.npz}
+  local: {type: uri_folder, path: ./data}
+  az: {type: uri_folder, path: azureml://datastores/blobs/paths/x/y}
+  n: 3
+outputs:
+  model: {type: uri_folder, path: "ds:blobs/models/{run_id}/"}
+"""))
+    spec = job.spec
+    assert spec.command == "python train.py --data ${{inputs.train}} --file ${{inputs.one}} --out ${{outputs.model}} --n 3"
+    assert spec.inputs["train"] == {"mode": "download", "type": "uri_folder", "datastore": "blobs", "path": "digits/"}
+    assert spec.inputs["one"] == {"mode": "mount", "type": "uri_file", "url": "s3://bucket/a/b.npz"}
+    assert spec.inputs["local"]["url"] == str(tmp_path / "data")
+    assert spec.inputs["az"] == {"mode": "mount", "type": "uri_folder", "datastore": "blobs", "path": "x/y"}
+    assert spec.outputs == {"model": {"type": "uri_folder", "datastore": "blobs", "path": "models/{run_id}/"}}

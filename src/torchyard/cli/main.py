@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 EXIT_USAGE = 2
@@ -83,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     ee.add_argument("run_id")
     ep = env.add_parser("prune", help="remove cached environments no live run uses")
     ep.add_argument("--older-than", type=float, default=7.0, metavar="DAYS", help="unused for this many days (default 7)")
+
+    from torchyard.cli import datastore as datastore_cli  # noqa: PLC0415
+
+    datastore_cli.add_parser(sub)
 
     d = sub.add_parser("download", help="download a run's artifact")
     d.add_argument("run_id")
@@ -579,6 +584,12 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datastore_command(args: argparse.Namespace) -> int:
+    from torchyard.cli import datastore as datastore_cli  # noqa: PLC0415
+
+    return datastore_cli.run(args, _workspace(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -590,7 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "download": cmd_download,
     }
-    if args.command == "env":
+    handler: Callable[[argparse.Namespace], int] | None
+    if args.command == "datastore":
+        handler = _datastore_command
+    elif args.command == "env":
         handler = {"list": cmd_env_list, "show": cmd_env_show, "register": cmd_env_register,
                    "export": cmd_env_export, "prune": cmd_env_prune}.get(args.env_command or "")
         if handler is None:

@@ -7,6 +7,7 @@ construction, so a mistake surfaces where it is made, not at submit.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,9 +17,13 @@ from torchyard.spec.job import JobSpec, build_job_spec
 _SCALAR = (str, int, float, bool)
 
 
-def flatten_script_params(script_params: Mapping[str, Any] | None) -> tuple[str, ...]:
+def flatten_script_params(
+    script_params: Mapping[str, Any] | None, inputs: dict[str, Any] | None = None
+) -> tuple[str, ...]:
     """Azure's rules: ``{k: v}`` → ``k v`` in order; ``""`` → bare flag ``k``; a list → ``k a b``;
-    ``None`` drops the key."""
+    ``None`` drops the key. A datastore or data reference becomes an input named after its key
+    (collected into ``inputs``) and a ``${{inputs.NAME}}`` placeholder, resolved to a local path on
+    every node when the run starts."""
     if script_params is None:
         return ()
     if not isinstance(script_params, Mapping):
@@ -34,28 +39,109 @@ def flatten_script_params(script_params: Mapping[str, Any] | None) -> tuple[str,
         elif isinstance(value, list | tuple):
             out.append(key)
             for i, item in enumerate(value):
-                out.append(_arg(item, f"script_params[{key!r}][{i}]"))
+                out.append(_arg(item, f"script_params[{key!r}][{i}]", inputs, key))
         else:
-            out.extend([key, _arg(value, f"script_params[{key!r}]")])
+            out.extend([key, _arg(value, f"script_params[{key!r}]", inputs, key)])
     return tuple(out)
 
 
-def _arg(value: Any, field: str) -> str:
+def is_data(value: Any) -> bool:
+    """A datastore or a data reference (duck-typed, so the spec imports no data code)."""
+    return hasattr(value, "__torchyard_input__") or hasattr(value, "__torchyard_datastore__")
+
+
+def data_ref_dict(value: Any) -> dict[str, Any]:
+    ref = value.as_mount() if hasattr(value, "__torchyard_datastore__") else value
+    data: dict[str, Any] = ref.to_dict()
+    return data
+
+
+def input_name(hint: str, taken: Mapping[str, Any]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", hint.lstrip("-")).strip("_") or "input"
+    if base[0].isdigit():
+        base = f"input_{base}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def _arg(value: Any, field: str, inputs: dict[str, Any] | None = None, hint: str = "input") -> str:
     if isinstance(value, _SCALAR):
         return str(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if hasattr(value, "__torchyard_input__"):
-        raise SpecError(field, "data inputs (datastores) are not supported yet on this installation")
+    if is_data(value):
+        if inputs is None:
+            raise SpecError(field, "a data reference is only accepted where a job collects its inputs")
+        name = input_name(hint, inputs)
+        inputs[name] = data_ref_dict(value)
+        return "${{inputs." + name + "}}"
     raise SpecError(field, f"unsupported value of type {type(value).__name__}; use str, int, float or bool")
 
 
-def normalize_arguments(arguments: Sequence[Any] | None, field: str = "arguments") -> tuple[str, ...]:
+def normalize_arguments(
+    arguments: Sequence[Any] | None, field: str = "arguments", inputs: dict[str, Any] | None = None
+) -> tuple[str, ...]:
     if arguments is None:
         return ()
     if isinstance(arguments, str | bytes) or not isinstance(arguments, Iterable):
         raise SpecError(field, f"must be a list of arguments, got {type(arguments).__name__}")
-    return tuple(_arg(a, f"{field}[{i}]") for i, a in enumerate(arguments))
+    items = list(arguments)
+    out = []
+    for i, a in enumerate(items):
+        hint = str(items[i - 1]) if i and isinstance(items[i - 1], str) and str(items[i - 1]).startswith("-") else f"input_{i}"
+        out.append(_arg(a, f"{field}[{i}]", inputs, hint))
+    return tuple(out)
+
+
+def collect_inputs(inputs: Any, collected: dict[str, Any], field: str = "inputs") -> None:
+    """``inputs=`` as Azure's list of data references, or a dict name → reference/URL."""
+    if not inputs:
+        return
+    if isinstance(inputs, Mapping):
+        for name, value in inputs.items():
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise SpecError(field, f"invalid input name {name!r}: use letters, digits and '_'")
+            if is_data(value):
+                collected[name] = data_ref_dict(value)
+            elif isinstance(value, str):
+                collected[name] = {"url": value, "mode": "download"}
+            else:
+                raise SpecError(f"{field}[{name!r}]", f"expected a data reference or a URL, got {type(value).__name__}")
+        return
+    if isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):
+        raise SpecError(field, f"must be a list of data references or a dict, got {type(inputs).__name__}")
+    for i, value in enumerate(inputs):
+        if not is_data(value):
+            raise SpecError(f"{field}[{i}]", f"expected a data reference, got {type(value).__name__}")
+        ref = data_ref_dict(value)
+        hint = f"{ref.get('datastore') or 'input'}_{ref.get('path') or ''}"
+        collected[input_name(hint, collected)] = ref
+
+
+def collect_outputs(outputs: Any, field: str = "outputs") -> dict[str, Any]:
+    """``outputs={"model": {"type": "uri_folder", "path": ds.path("models/{run_id}/")}}`` (or the
+    reference alone, or a URL)."""
+    out: dict[str, Any] = {}
+    if not outputs:
+        return out
+    if not isinstance(outputs, Mapping):
+        raise SpecError(field, f"must be a dict of name → output, got {type(outputs).__name__}")
+    for name, value in outputs.items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise SpecError(field, f"invalid output name {name!r}: use letters, digits and '_'")
+        target = value.get("path") if isinstance(value, Mapping) else value
+        if isinstance(value, Mapping) and value.get("type", "uri_folder") != "uri_folder":
+            raise SpecError(f"{field}[{name!r}].type", "only uri_folder outputs are supported")
+        if is_data(target):
+            out[name] = {"type": "uri_folder", **data_ref_dict(target)}
+        elif isinstance(target, str) and target:
+            out[name] = {"type": "uri_folder", "url": target}
+        else:
+            raise SpecError(f"{field}[{name!r}]", "needs a path: a datastore path or a URL")
+    return out
 
 
 # ---- distribution configurations (Azure's names) -------------------------------------------------
@@ -296,6 +382,7 @@ class PyTorch(_JobDescription):
         user_managed: bool = False,
         environment_variables: Mapping[str, str] | None = None,
         inputs: Sequence[Any] | Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
         max_run_duration_seconds: float | None = None,
         hang_timeout_seconds: float | None = None,
         launcher: str = "torchyard",
@@ -310,6 +397,8 @@ class PyTorch(_JobDescription):
             if process_count_per_node == 1:
                 process_count_per_node = distributed_training.process_count_per_node
         backend, comm = parse_backend(distributed_backend)
+        collected: dict[str, Any] = {}
+        collect_inputs(inputs, collected)
         src = _abs(os.fspath(source_directory)) if source_directory is not None else None
         if src is None:
             raise SpecError("source_directory", "is required")
@@ -332,7 +421,7 @@ class PyTorch(_JobDescription):
         self.spec = build_job_spec(
             source_directory=src,
             entry_script=entry_script,
-            arguments=list(flatten_script_params(script_params)),
+            arguments=list(flatten_script_params(script_params, collected)),
             compute_target=_target_name(compute_target),
             environment=env,
             distribution={
@@ -345,16 +434,11 @@ class PyTorch(_JobDescription):
             },
             use_gpu=use_gpu,
             environment_variables=_str_map(environment_variables, "environment_variables"),
-            inputs=_inputs(inputs),
+            inputs=collected,
+            outputs=collect_outputs(outputs),
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
         )
-
-
-def _inputs(inputs: Any) -> dict[str, Any]:
-    if not inputs:
-        return {}
-    raise SpecError("inputs", "data inputs (datastores) are not supported yet on this installation")
 
 
 class ScriptRunConfig(_JobDescription):
@@ -377,7 +461,9 @@ class ScriptRunConfig(_JobDescription):
         environment_variables: Mapping[str, str] | None = None,
         launcher: str = "torchyard",
         hang_timeout_seconds: float | None = None,
+        outputs: Mapping[str, Any] | None = None,
     ) -> None:
+        collected: dict[str, Any] = {}
         dist = distributed_job_config
         backend, comm = (dist.backend, dist.communication_backend) if dist is not None else (None, None)
         if dist is not None and not isinstance(dist, _Distribution):
@@ -390,7 +476,9 @@ class ScriptRunConfig(_JobDescription):
             source_directory=_abs(os.fspath(source_directory)),
             entry_script=script,
             command=command,
-            arguments=list(normalize_arguments(arguments)),
+            arguments=list(normalize_arguments(arguments, inputs=collected)),
+            inputs=collected,
+            outputs=collect_outputs(outputs),
             compute_target=_target_name(compute_target),
             environment=environment.to_spec_dict() if environment is not None else {},
             distribution={

@@ -87,7 +87,7 @@ class JobFile(_Strict, frozen=True):
     tags: dict[str, str] = {}
 
 
-_INPUT_REF = re.compile(r"\$\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_INPUT_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 class LoadedJob(msgspec.Struct, frozen=True):
@@ -118,27 +118,73 @@ def load_job_file(path: str) -> LoadedJob:
 
 def _substitute(text: str, literals: dict[str, Any], field: str) -> str:
     def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in literals:
+        kind, name = match.group(1), match.group(2)
+        if kind == "outputs":
+            return match.group(0)  # resolved when the run starts
+        if name not in literals or literals[name] is None:
             raise SpecError(field, f"refers to inputs.{name}, which is not defined under 'inputs'")
         return str(literals[name])
 
     return _INPUT_REF.sub(repl, text)
 
 
+def _data_ref(value: dict[str, Any], base: str, field: str) -> dict[str, Any]:
+    """``path: ds:NAME/sub/path | azureml://datastores/NAME/paths/sub | s3://... | ./local``"""
+    allowed = {"type", "path", "mode", "path_on_compute", "description"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise SpecError(f"{field}.{unknown[0]}", f"unknown field {unknown[0]!r}")
+    path = value.get("path")
+    if not isinstance(path, str) or not path:
+        raise SpecError(f"{field}.path", "is required")
+    mode = {"ro_mount": "mount", "mount": "mount", "rw_mount": "mount", "download": "download",
+            "upload": "upload"}.get(str(value.get("mode", "ro_mount")))
+    if mode is None:
+        raise SpecError(f"{field}.mode", f"unknown mode {value.get('mode')!r}; use ro_mount or download")
+    ref: dict[str, Any] = {"mode": mode, "type": value.get("type", "uri_folder")}
+    if value.get("path_on_compute"):
+        ref["path_on_compute"] = value["path_on_compute"]
+    store_path = None
+    if path.startswith("ds:"):
+        store_path = path[3:]
+    elif path.startswith("azureml://datastores/"):
+        store_path = path[len("azureml://datastores/"):].replace("/paths/", "/", 1)
+    if store_path is not None:
+        name, _, sub = store_path.partition("/")
+        if not name:
+            raise SpecError(f"{field}.path", f"{path!r} names no datastore; write ds:NAME/path")
+        ref.update(datastore=name, path=sub)
+    elif "://" in path:
+        ref["url"] = path
+    else:
+        ref["url"] = os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+    return ref
+
+
 def compile_job_file(job: JobFile, base: str) -> LoadedJob:
     if job.type != "command":
         raise SpecError("type", f"unsupported job type {job.type!r}; only 'command' jobs are supported here")
     literals: dict[str, Any] = {}
+    data_inputs: dict[str, Any] = {}
     for name, value in job.inputs.items():
         if isinstance(value, str | int | float | bool):
             literals[name] = value
         elif isinstance(value, dict) and "value" in value and len(value) <= 2:
             literals[name] = value["value"]
+        elif isinstance(value, dict) and value.get("type") in ("uri_folder", "uri_file"):
+            data_inputs[name] = _data_ref(value, base, f"inputs.{name}")
+            literals[name] = "${{inputs." + name + "}}"
         else:
-            raise SpecError(f"inputs.{name}", "data inputs (uri_folder/uri_file) are not supported yet on this installation")
-    if job.outputs:
-        raise SpecError("outputs", "named outputs are not supported yet; write to ./outputs instead")
+            raise SpecError(f"inputs.{name}", "expected a literal, {type: number|string|..., value: ...}, or "
+                                              "{type: uri_folder|uri_file, path: ..., mode: ro_mount|download}")
+    data_outputs: dict[str, Any] = {}
+    for name, value in job.outputs.items():
+        if not isinstance(value, dict) or value.get("type", "uri_folder") != "uri_folder" or "path" not in value:
+            raise SpecError(f"outputs.{name}", "expected {type: uri_folder, path: ds:NAME/path | s3://... | ./dir}")
+        ref = _data_ref({**value, "mode": "upload"}, base, f"outputs.{name}")
+        ref.pop("mode", None)
+        data_outputs[name] = {"type": "uri_folder", **ref}
+        literals.setdefault(name, None)
     command = _substitute(job.command, literals, "command") if job.command else None
     args = [_substitute(str(a), literals, "args") for a in job.args]
     if command and args:
@@ -184,6 +230,8 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         distribution=dist,
         use_gpu=use_gpu,
         environment_variables=dict(job.environment_variables),
+        inputs=data_inputs,
+        outputs=data_outputs,
         max_run_duration_seconds=job.limits.timeout,
         hang_timeout_seconds=job.limits.hang_timeout,
         max_queue_seconds=job.limits.max_queue_seconds,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torchyard.errors import SpecError, WorkspaceError
 
 if TYPE_CHECKING:
+    from torchyard.data.datastore import Datastore, DatastoreRegistry
     from torchyard.environments.registry import EnvironmentRegistry
     from torchyard.run import Experiment, Run
     from torchyard.spec.job import JobSpec
@@ -157,6 +158,19 @@ class Workspace:
         return run_id
 
     @property
+    def datastores(self) -> DatastoreRegistry:
+        """Named datastores registered in this workspace (local folders, S3 buckets, fsspec URLs)."""
+        from torchyard.data.datastore import DatastoreRegistry  # noqa: PLC0415
+
+        return DatastoreRegistry(self.path)
+
+    def get_default_datastore(self) -> Datastore:
+        """The workspace's own local datastore, ``workspaceblobstore`` (a folder in the workspace)."""
+        from torchyard.data.datastore import default_datastore  # noqa: PLC0415
+
+        return default_datastore(self.path)
+
+    @property
     def snapshots(self) -> SnapshotStore:
         from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
 
@@ -268,5 +282,7 @@ def _check_supported(spec: JobSpec) -> None:
     from torchyard.errors import NotSupportedError  # noqa: PLC0415
 
     check_supported(spec.environment)
-    if spec.inputs:
-        raise NotSupportedError("inputs", "data inputs are not supported yet on this installation")
+    for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        for name, ref in entries.items():
+            if not isinstance(ref, dict) or not (ref.get("datastore") or ref.get("url")):
+                raise NotSupportedError(f"{kind}.{name}", "needs a datastore path or a URL")

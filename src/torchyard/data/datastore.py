@@ -1,0 +1,931 @@
+"""Datastores: named places holding data, and the references a job uses to read and write them.
+
+A datastore is a local folder, an S3-compatible bucket (with an optional key prefix) or any fsspec
+URL, registered by name in the workspace (``<workspace>/datastores/<name>.json``). The registration
+stores where the data is (URL, endpoint, profile name), never a secret: S3 credentials come from the
+standard AWS environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``) or a named profile (``~/.aws/credentials``), read when the data is used.
+
+A job names its inputs with :class:`DataReference` (``ds.path("images").as_download()``, or
+``DataReference.from_url("s3://bucket/prefix", "download")``); before the job starts,
+:func:`resolve_input` makes each one a local path:
+
+- a local folder in ``mount`` mode is used where it is, no copy;
+- ``download`` copies into the run's folder: hard links from a local datastore, and from a content
+  cache shared by all runs of the workspace (``<workspace>/datacache/``) for remote data, keyed by
+  the object's URL, ETag (or checksum), size and modification time, so unchanged data is fetched
+  once; cached files are read-only, since they are hard links shared between runs;
+- ``mount`` of remote data needs FUSE (s3fs-fuse), which torchyard does not use: it downloads
+  instead and says so in the run's log.
+
+:func:`upload_output` copies a run's output folder to a datastore path (``{run_id}`` in it becomes
+the run id). Every failure is a :class:`DataError` that names the datastore or URL and the cause:
+an unknown datastore, a missing path, refused credentials, an unreachable endpoint.
+
+fsspec and s3fs are imported only when remote data is used; ``import torchyard`` does not load them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TextIO
+
+from torchyard.errors import NotFoundError, SpecError, TorchyardError
+
+KINDS = ("local", "s3", "fsspec")
+MODES = ("mount", "download")
+DEFAULT_DATASTORE = "workspaceblobstore"
+#: parallel transfers per call (override with TORCHYARD_DATA_WORKERS)
+DEFAULT_WORKERS = 16
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_SECRET_OPTION = re.compile(
+    r"secret|passw|token|credential|(^|_)key($|_)|api_?key|access_?key", re.IGNORECASE
+)
+# botocore: fail fast when the endpoint cannot be reached (connect 3 s, 2 attempts in all)
+_S3_CONFIG = {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "adl", "memory")
+_CREDENTIAL_CODES = (
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
+    "InvalidClientTokenId", "AllAccessDisabled", "AccountProblem", "403",
+)  # fmt: skip
+_UNREACHABLE = (
+    "EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
+    "ServerDisconnectedError", "ConnectionRefusedError", "ProxyConnectionError",
+)  # fmt: skip
+
+
+class DataError(TorchyardError):
+    """Data could not be read or written: names the datastore or URL and what is wrong."""
+
+
+def _workspace_path(workspace: Any) -> str:
+    """A Workspace or its folder."""
+    return os.fspath(getattr(workspace, "path", workspace))
+
+
+def _clean_path(path: str | None, what: str = "path") -> str:
+    """A path inside a datastore: '/'-separated, no leading or trailing '/', no '..'."""
+    if path is None:
+        return ""
+    if not isinstance(path, str):
+        raise SpecError(what, f"expected a string, got {type(path).__name__}")
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise SpecError(what, f"{path!r} must stay inside the datastore (no '..')")
+    return "/".join(parts)
+
+
+def _is_local_url(url: str) -> bool:
+    return not _SCHEME.match(url) or url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return os.path.abspath(url[len("file://") :] if url.startswith("file://") else os.path.expanduser(url))
+
+
+def _fmt_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _workers() -> int:
+    try:
+        return max(1, int(os.environ.get("TORCHYARD_DATA_WORKERS", DEFAULT_WORKERS)))
+    except ValueError:
+        return DEFAULT_WORKERS
+
+
+# ---- references ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataReference:
+    """One input (or output) of a job: a path in a registered datastore, or a URL, and how a run sees it.
+
+    ``datastore`` is the datastore's name (None for a direct URL, which is then in ``url``); ``path``
+    is inside the datastore ("" for its root); ``mode`` is ``mount`` (use in place) or ``download``
+    (copy into the run's folder); ``path_on_compute`` optionally names the folder it lands in.
+    """
+
+    __torchyard_input__: ClassVar[bool] = True
+
+    datastore: str | None
+    path: str = ""
+    mode: str = "mount"
+    path_on_compute: str | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.datastore is None) == (self.url is None):
+            raise SpecError("datastore", "a data reference needs exactly one of a datastore name or a URL")
+        if self.datastore is not None and not _NAME.match(self.datastore):
+            raise SpecError("datastore", f"invalid datastore name {self.datastore!r}")
+        if self.url is not None:
+            if not isinstance(self.url, str) or not self.url:
+                raise SpecError("url", "expected a non-empty URL or path")
+            if self.path:
+                raise SpecError("path", "a URL reference carries its path in the URL")
+        if self.mode not in MODES:
+            raise SpecError("mode", f"must be 'mount' or 'download', got {self.mode!r}")
+        object.__setattr__(self, "path", _clean_path(self.path))
+        if self.path_on_compute is not None:
+            poc = str(self.path_on_compute)
+            if os.path.isabs(poc) or not _clean_path(poc, "path_on_compute"):
+                raise SpecError("path_on_compute", f"must be a relative folder name, got {poc!r}")
+            object.__setattr__(self, "path_on_compute", _clean_path(poc, "path_on_compute"))
+
+    @classmethod
+    def from_url(cls, url: str, mode: str = "mount", path_on_compute: str | None = None) -> DataReference:
+        """An input given by URL without a registered datastore: ``s3://bucket/prefix``, a local path
+        (or ``file://``), or any fsspec URL. S3 endpoints and credentials come from the environment
+        (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...)."""
+        if not isinstance(url, str) or not url.strip():
+            raise SpecError("url", "expected a non-empty URL or path")
+        url = url.strip()
+        if _is_local_url(url):
+            url = _local_path(url)
+        return cls(None, "", mode, path_on_compute, url)
+
+    def as_mount(self) -> DataReference:
+        return replace(self, mode="mount")
+
+    def as_download(self, path_on_compute: str | None = None) -> DataReference:
+        return replace(self, mode="download", path_on_compute=path_on_compute or self.path_on_compute)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "datastore": self.datastore,
+            "path": self.path,
+            "mode": self.mode,
+            "path_on_compute": self.path_on_compute,
+        }
+        if self.url is not None:
+            out["url"] = self.url
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataReference:
+        if not isinstance(data, dict):
+            raise SpecError("input", f"expected a mapping, got {type(data).__name__}")
+        unknown = set(data) - {"datastore", "path", "mode", "path_on_compute", "url"}
+        if unknown:
+            raise SpecError("input", f"unknown field {sorted(unknown)[0]!r} in a data reference")
+        if data.get("url") is not None and data.get("datastore") is None:
+            return cls.from_url(data["url"], data.get("mode") or "mount", data.get("path_on_compute"))
+        return cls(
+            data.get("datastore"),
+            data.get("path") or "",
+            data.get("mode") or "mount",
+            data.get("path_on_compute"),
+            data.get("url"),
+        )
+
+    def __str__(self) -> str:
+        where = self.url if self.url is not None else f"{self.datastore}:{self.path or '/'}"
+        return f"{where} ({self.mode})"
+
+
+# ---- datastores ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Datastore:
+    """A named place holding data. ``kind`` is ``local``, ``s3`` or ``fsspec``; ``url`` an absolute
+    folder (local), ``s3://bucket[/prefix]`` or any fsspec URL; ``options`` holds settings such as
+    ``endpoint_url`` and ``profile`` — never secrets. Passed as a job parameter, a datastore means
+    its root, mounted."""
+
+    __torchyard_datastore__: ClassVar[bool] = True
+
+    name: str
+    kind: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SpecError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.name and not _NAME.match(self.name):
+            raise SpecError(
+                "name", f"invalid datastore name {self.name!r}: use letters, digits, '_', '-' or '.'"
+            )
+        _check_options(self.options)
+
+    # ---- registration --------------------------------------------------------------------------
+
+    @staticmethod
+    def register_local(workspace: Any, name: str, path: str | os.PathLike[str]) -> Datastore:
+        """Register the existing folder ``path`` as datastore ``name``."""
+        folder = _local_path(os.fspath(path))
+        if not os.path.isdir(folder):
+            raise DataError(f"cannot register datastore {name!r}: {folder} is not an existing folder")
+        return DatastoreRegistry(workspace).register(Datastore(name, "local", folder))
+
+    @staticmethod
+    def register_s3(
+        workspace: Any,
+        name: str,
+        bucket: str,
+        prefix: str | None = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+    ) -> Datastore:
+        """Register an S3 (or S3-compatible, with ``endpoint_url``) bucket, optionally under ``prefix``.
+        Credentials: the AWS environment variables, or ``profile`` from the AWS config files."""
+        if not isinstance(bucket, str) or not _BUCKET.match(bucket):
+            raise SpecError("bucket", f"invalid bucket name {bucket!r} (3-63 characters: a-z, 0-9, '.', '-')")
+        if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
+            raise SpecError("endpoint_url", f"expected http(s)://host[:port], got {endpoint_url!r}")
+        key = _clean_path(prefix, "prefix")
+        url = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+        options = {k: v for k, v in (("endpoint_url", endpoint_url), ("profile", profile)) if v}
+        return DatastoreRegistry(workspace).register(Datastore(name, "s3", url, options))
+
+    @staticmethod
+    def register_fsspec(workspace: Any, name: str, url: str, **options: Any) -> Datastore:
+        """Register any fsspec URL (``gs://``, ``memory://``, ``sftp://``...); ``options`` are the
+        filesystem's storage options (no secrets: they belong in the environment or config files)."""
+        match = _SCHEME.match(url or "")
+        if not match:
+            raise SpecError("url", f"expected PROTOCOL://..., got {url!r}; use register_local for a folder")
+        import fsspec  # noqa: PLC0415 - only when used
+
+        protocol = match.group(1)
+        if protocol not in fsspec.available_protocols():
+            raise SpecError("url", f"fsspec knows no protocol {protocol!r}")
+        return DatastoreRegistry(workspace).register(
+            Datastore(name, "fsspec", url.rstrip("/"), dict(options))
+        )
+
+    @staticmethod
+    def get(workspace: Any, name: str) -> Datastore:
+        """The datastore registered as ``name``; NotFoundError lists the registered ones."""
+        return DatastoreRegistry(workspace).get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "url": self.url, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Datastore:
+        return cls(data["name"], data["kind"], data["url"], dict(data.get("options") or {}))
+
+    # ---- references ----------------------------------------------------------------------------
+
+    def path(self, path: str = "") -> DataReference:
+        """A reference to ``path`` inside this datastore (mount mode; see ``as_download``)."""
+        return DataReference(self.name, path)
+
+    def as_mount(self) -> DataReference:
+        return DataReference(self.name, "", "mount")
+
+    def as_download(self, path_on_compute: str | None = None) -> DataReference:
+        return DataReference(self.name, "", "download", path_on_compute)
+
+    def url_of(self, path: str = "") -> str:
+        """The URL (or, for a local datastore, the absolute path) of ``path`` inside this datastore."""
+        path = _clean_path(path)
+        if not path:
+            return self.url
+        if self.kind == "local":
+            return os.path.join(self.url, *path.split("/"))
+        return f"{self.url.rstrip('/')}/{path}"
+
+    def describe(self) -> str:
+        return f"datastore {self.name!r} ({self.url})" if self.name else self.url
+
+    # ---- filesystem ----------------------------------------------------------------------------
+
+    def filesystem(self) -> Any:
+        """A fresh fsspec filesystem for this datastore (credentials are read now)."""
+        try:
+            if self.kind == "local":
+                from fsspec.implementations.local import LocalFileSystem  # noqa: PLC0415
+
+                return LocalFileSystem(auto_mkdir=True)
+            if self.kind == "s3":
+                import s3fs  # noqa: PLC0415
+
+                endpoint = self.options.get("endpoint_url")
+                return s3fs.S3FileSystem(
+                    profile=self.options.get("profile"),
+                    client_kwargs={"endpoint_url": endpoint} if endpoint else {},
+                    config_kwargs=json.loads(json.dumps(_S3_CONFIG)),
+                    skip_instance_cache=True,
+                )
+            import fsspec  # noqa: PLC0415
+
+            protocol = (_SCHEME.match(self.url) or [None, "file"])[1]
+            options = dict(self.options)
+            if protocol in ("s3", "s3a"):
+                options.setdefault("config_kwargs", json.loads(json.dumps(_S3_CONFIG)))
+            options.setdefault("skip_instance_cache", True)
+            return fsspec.filesystem(protocol, **options)
+        except ImportError as err:
+            package = "s3fs" if self.kind == "s3" else (err.name or "fsspec")
+            raise DataError(
+                f"{self.describe()}: needs the Python package {package!r} (pip install {package})"
+            ) from None
+        except Exception as err:
+            raise _as_data_error(err, self) from None
+
+    def _fs_path(self, fs: Any, path: str = "") -> str:
+        url = self.url_of(path)
+        return url if self.kind == "local" else str(fs._strip_protocol(url)).rstrip("/")
+
+    def _find(self, fs: Any, path: str = "") -> tuple[str, dict[str, dict[str, Any]]]:
+        root = self._fs_path(fs, path)
+        try:
+            found = fs.find(root, detail=True)
+        except Exception as err:
+            raise _as_data_error(err, self, path) from None
+        files = {k: v for k, v in found.items() if v.get("type", "file") == "file" and not k.endswith("/")}
+        return root, files
+
+    # ---- transfers -----------------------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Paths (relative to the datastore's root) of the files at or under ``prefix``."""
+        fs = self.filesystem()
+        _root, files = self._find(fs, prefix)
+        base = self._fs_path(fs, "")
+        return sorted(_relative(base, p) for p in files)
+
+    def upload(
+        self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = True
+    ) -> int:
+        """Copy the files under ``src_dir`` to ``target_path`` (default: the root), keeping their
+        relative paths; returns how many were uploaded (existing ones are skipped without ``overwrite``)."""
+        src = os.path.abspath(os.fspath(src_dir))
+        if not os.path.isdir(src):
+            raise DataError(f"cannot upload to {self.describe()}: {src} is not a folder")
+        files = [(p, rel) for p, rel in _walk(src)]
+        return self._upload_pairs(files, _clean_path(target_path, "target_path"), overwrite)[0]
+
+    def upload_files(
+        self, files: Iterable[str | os.PathLike[str]], target_path: str | None = None, overwrite: bool = True
+    ) -> int:
+        """Copy each of ``files`` to ``target_path/<its name>``; returns how many were uploaded."""
+        pairs = []
+        for f in files:
+            path = os.path.abspath(os.fspath(f))
+            if not os.path.isfile(path):
+                raise DataError(f"cannot upload to {self.describe()}: {path} is not a file")
+            pairs.append((path, os.path.basename(path)))
+        return self._upload_pairs(pairs, _clean_path(target_path, "target_path"), overwrite)[0]
+
+    def _upload_pairs(
+        self, pairs: builtins.list[tuple[str, str]], target: str, overwrite: bool
+    ) -> tuple[int, int]:
+        fs = self.filesystem()
+        existing: set[str] = set()
+        if not overwrite:
+            root, files = self._find(fs, target)
+            existing = {_relative(root, p) for p in files}
+        todo = [
+            (local, self._fs_path(fs, f"{target}/{rel}" if target else rel))
+            for local, rel in pairs
+            if rel not in existing
+        ]
+        # object stores have no folders; other filesystems (sftp, ftp...) need the parents made first
+        needs_dirs = self.kind == "fsspec" and _protocol(fs) not in _OBJECT_STORES
+
+        def put(job: tuple[str, str]) -> int:
+            local, remote = job
+            if self.kind == "local":
+                _atomic_copy(local, remote)
+            else:
+                if needs_dirs:
+                    parent = remote.rsplit("/", 1)[0] if "/" in remote else ""
+                    if parent:
+                        fs.makedirs(parent, exist_ok=True)
+                fs.put_file(local, remote)
+            return os.path.getsize(local)
+
+        sizes = _parallel(put, todo, lambda err, job: _as_data_error(err, self, target, writing=True))
+        return len(todo), sum(sizes)
+
+    def download(
+        self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = True
+    ) -> int:
+        """Copy the files at or under ``prefix`` into ``target_path``, keeping their paths relative to
+        the datastore's root; returns how many were downloaded (existing ones are kept without ``overwrite``)."""
+        fs = self.filesystem()
+        prefix = _clean_path(prefix, "prefix")
+        _root, files = self._find(fs, prefix)
+        if not files:
+            raise DataError(
+                f"{self.describe()}: nothing to download at {prefix or 'the root'!r} (no files there)"
+            )
+        base = self._fs_path(fs, "")
+        dest = os.path.abspath(os.fspath(target_path))
+        jobs = []
+        for rpath in files:
+            local = os.path.join(dest, *_relative(base, rpath).split("/"))
+            if overwrite or not os.path.exists(local):
+                jobs.append((rpath, local))
+
+        def get(job: tuple[str, str]) -> int:
+            rpath, local = job
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            tmp = _tmp_name(local)
+            try:
+                fs.get_file(rpath, tmp)
+                os.replace(tmp, local)
+            finally:
+                _unlink(tmp)
+            return os.path.getsize(local)
+
+        _parallel(get, jobs, lambda err, job: _as_data_error(err, self, prefix))
+        return len(jobs)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    if not isinstance(options, dict):
+        raise SpecError("options", f"expected a mapping, got {type(options).__name__}")
+    for key, value in options.items():
+        if _SECRET_OPTION.search(str(key)):
+            raise SpecError(
+                "options",
+                f"{key!r} looks like a secret; datastores store no secrets: use the AWS environment variables "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a named profile, or the filesystem's own config files",
+            )
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise SpecError("options", f"{key!r}: value must be JSON-serializable") from None
+
+
+# ---- registry -----------------------------------------------------------------------------------
+
+
+class DatastoreRegistry:
+    """Datastores registered in a workspace: ``<workspace>/datastores/<name>.json``.
+
+    Datastores are configuration: registering a name again replaces its settings."""
+
+    def __init__(self, workspace: Any) -> None:
+        self.workspace = _workspace_path(workspace)
+        self.root = os.path.join(self.workspace, "datastores")
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.root, f"{name}.json")
+
+    def register(self, store: Datastore) -> Datastore:
+        if not isinstance(store.name, str) or not _NAME.match(store.name):
+            raise SpecError(
+                "name", f"invalid datastore name {store.name!r}: use letters, digits, '_', '-' or '.'"
+            )
+        os.makedirs(self.root, exist_ok=True)
+        path = self._file(store.name)
+        tmp = _tmp_name(path)
+        with open(tmp, "w") as fh:
+            json.dump({**store.to_dict(), "registered": time.time()}, fh, indent=2)
+        os.replace(tmp, path)
+        return self.get(store.name)
+
+    def get(self, name: str) -> Datastore:
+        if not isinstance(name, str) or not _NAME.match(name) or not os.path.isfile(self._file(name)):
+            if name == DEFAULT_DATASTORE:
+                return default_datastore(self.workspace)
+            known = ", ".join(self.names()) or "none"
+            raise NotFoundError(
+                f"no datastore {name!r} is registered in this workspace (registered: {known})"
+            )
+        try:
+            with open(self._file(name)) as fh:
+                return Datastore.from_dict(json.load(fh))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(
+                f"datastore {name!r}: {self._file(name)} is unreadable ({err}); register it again"
+            ) from None
+
+    def remove(self, name: str) -> None:
+        try:
+            os.unlink(self._file(name))
+        except FileNotFoundError:
+            raise NotFoundError(f"no datastore {name!r} is registered in this workspace") from None
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(
+                n[:-5] for n in os.listdir(self.root) if n.endswith(".json") and _NAME.match(n[:-5])
+            )
+        except OSError:
+            return []
+
+    def list(self) -> builtins.list[Datastore]:
+        return [self.get(n) for n in self.names()]
+
+    def __getitem__(self, name: str) -> Datastore:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(_NAME.match(name)) and os.path.isfile(self._file(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+def default_datastore(workspace: Any) -> Datastore:
+    """The workspace's own datastore ``workspaceblobstore``: the folder ``<workspace>/datastore``,
+    registered on first use."""
+    registry = DatastoreRegistry(workspace)
+    if DEFAULT_DATASTORE in registry:
+        return registry.get(DEFAULT_DATASTORE)
+    folder = os.path.join(registry.workspace, "datastore")
+    os.makedirs(folder, exist_ok=True)
+    return registry.register(Datastore(DEFAULT_DATASTORE, "local", folder))
+
+
+# ---- resolving inputs and uploading outputs -------------------------------------------------------
+
+
+def _store_for(workspace_path: str, ref: DataReference) -> Datastore:
+    if ref.url is not None:
+        if _is_local_url(ref.url):
+            return Datastore("", "local", _local_path(ref.url))
+        if ref.url.startswith("s3://"):
+            return Datastore("", "s3", ref.url.rstrip("/"))
+        return Datastore("", "fsspec", ref.url.rstrip("/"))
+    assert ref.datastore is not None
+    try:
+        return DatastoreRegistry(workspace_path).get(ref.datastore)
+    except NotFoundError as err:
+        raise DataError(str(err), datastore=ref.datastore) from None
+
+
+def _ref(ref: DataReference | dict[str, Any]) -> DataReference:
+    return ref if isinstance(ref, DataReference) else DataReference.from_dict(ref)
+
+
+def resolve_input(
+    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO
+) -> dict[str, Any]:
+    """Make the input ``ref`` a local path for a run.
+
+    ``dest`` is the folder a download goes to (the caller picks it, e.g. from ``path_on_compute``);
+    a single file lands as ``dest/<its name>``. Returns ``{"path", "mode", "files",
+    "bytes_downloaded", "bytes_total"}`` where ``mode`` is the one used (a remote ``mount`` becomes
+    ``download``) and ``bytes_downloaded`` counts what was fetched or copied (0 for cache hits and
+    hard links)."""
+    workspace_path = _workspace_path(workspace_path)
+    try:
+        reference = _ref(ref)
+    except SpecError as err:
+        raise DataError(f"invalid input {ref!r}: {err}") from None
+    store = _store_for(workspace_path, reference)
+    started = time.monotonic()
+    if store.kind == "local":
+        result = _resolve_local(store, reference, dest)
+    else:
+        if reference.mode == "mount":
+            fuse = "a FUSE filesystem (s3fs-fuse)" if store.url.startswith("s3") else "a FUSE filesystem"
+            _say(log, f"mount of {store.url_of(reference.path)} needs {fuse}; downloading instead")
+        result = _resolve_remote(workspace_path, store, reference, dest)
+    if result["mode"] == "download":
+        cached = result.pop("cached", 0)
+        _say(
+            log,
+            f"input {_location(reference)}: {result['files']} file(s), {_fmt_bytes(result['bytes_total'])} -> {result['path']}; "
+            f"{_fmt_bytes(result['bytes_downloaded'])} transferred, {cached} file(s) from the cache or hard-linked, "
+            f"{time.monotonic() - started:.2f} s",
+        )
+    else:
+        _say(log, f"input {_location(reference)}: using {result['path']} in place ({result['files']} file(s), "
+                  f"{_fmt_bytes(result['bytes_total'])})")  # fmt: skip
+    return result
+
+
+def _resolve_local(store: Datastore, ref: DataReference, dest: str) -> dict[str, Any]:
+    source = store.url_of(ref.path)
+    if not os.path.exists(source):
+        where = f" (path {ref.path!r})" if ref.path else ""
+        raise DataError(f"{store.describe()}{where}: {source} does not exist", datastore=store.name or None)
+    files = [(source, os.path.basename(source))] if os.path.isfile(source) else list(_walk(source))
+    total = sum(os.path.getsize(p) for p, _ in files)
+    if ref.mode == "mount":
+        return {
+            "path": source,
+            "mode": "mount",
+            "files": len(files),
+            "bytes_downloaded": 0,
+            "bytes_total": total,
+        }
+    dest = os.path.abspath(dest)
+
+    def place(job: tuple[str, str]) -> tuple[int, bool]:
+        src, rel = job
+        target = os.path.join(dest, *rel.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _unlink(target)
+        try:
+            os.link(src, target)
+            return 0, True
+        except OSError:
+            _atomic_copy(src, target)
+            return os.path.getsize(target), False
+
+    placed = _parallel(place, files, lambda err, job: _as_data_error(err, store, ref.path))
+    path = os.path.join(dest, os.path.basename(source)) if os.path.isfile(source) else dest
+    os.makedirs(dest, exist_ok=True)
+    return {
+        "path": path, "mode": "download", "files": len(files), "bytes_downloaded": sum(b for b, _ in placed),
+        "bytes_total": total, "cached": sum(1 for _, linked in placed if linked),
+    }  # fmt: skip
+
+
+def _identity(store: Datastore, fs: Any, rpath: str, info: dict[str, Any]) -> list[Any] | None:
+    """What makes a remote object's content unique: its URL, ETag or checksum, size, modification
+    time. None when the filesystem tells neither a checksum nor a time (then it is not cached)."""
+    tag = None
+    for key in ("ETag", "etag", "checksum", "md5", "md5Hash", "sha256", "crc32c", "content_md5"):
+        if info.get(key):
+            tag = str(info[key]).strip('"')
+            break
+    mtime = None
+    for key in ("LastModified", "last_modified", "mtime", "updated", "modified", "created"):
+        if info.get(key):
+            value = info[key]
+            mtime = value.isoformat() if hasattr(value, "isoformat") else str(value)
+            break
+    if tag is None and mtime is None:
+        return None
+    protocol = _protocol(fs)
+    endpoint = store.options.get("endpoint_url")
+    if endpoint is None and protocol in ("s3", "s3a"):  # the same key on another S3 service is another object
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return [f"{protocol}://{rpath}", endpoint, tag, int(info.get("size") or 0), mtime]
+
+
+class _Cache:
+    """``<workspace>/datacache/objects/<k[:2]>/<k>``: read-only files named by the hash of their identity."""
+
+    def __init__(self, workspace_path: str) -> None:
+        self.root = os.path.join(workspace_path, "datacache", "objects")
+
+    def path(self, identity: list[Any]) -> str:
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return os.path.join(self.root, key[:2], key)
+
+
+def _resolve_remote(workspace_path: str, store: Datastore, ref: DataReference, dest: str) -> dict[str, Any]:
+    fs = store.filesystem()
+    root, files = store._find(fs, ref.path)
+    if not files:
+        raise DataError(
+            f"{store.describe()}: {store.url_of(ref.path)} does not exist (no objects there)",
+            datastore=store.name or None,
+        )
+    dest = os.path.abspath(dest)
+    single = list(files) == [root]
+    cache = _Cache(workspace_path)
+    jobs = []
+    for rpath, info in files.items():
+        rel = os.path.basename(rpath) if single else _relative(root, rpath)
+        jobs.append((rpath, info, os.path.join(dest, *rel.split("/"))))
+
+    def fetch(job: tuple[str, dict[str, Any], str]) -> tuple[int, int, bool]:
+        rpath, info, target = job
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        size = int(info.get("size") or 0)
+        identity = _identity(store, fs, rpath, info)
+        if identity is None:  # nothing to key a cache entry on: fetch every time
+            tmp = _tmp_name(target)
+            try:
+                fs.get_file(rpath, tmp)
+                os.replace(tmp, target)
+            finally:
+                _unlink(tmp)
+            got = os.path.getsize(target)
+            return got, got, False
+        cached = cache.path(identity)
+        try:
+            if os.path.getsize(cached) == size:
+                _place(cached, target)
+                return 0, size, True
+        except OSError:
+            pass
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = _tmp_name(cached)
+        try:
+            fs.get_file(rpath, tmp)
+            got = os.path.getsize(tmp)
+            if got != size:  # changed while we looked: use it, but do not cache it under the old identity
+                _unlink(target)
+                os.replace(tmp, target)
+                return got, got, False
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, cached)
+        finally:
+            _unlink(tmp)
+        _place(cached, target)
+        return size, size, False
+
+    results = _parallel(fetch, jobs, lambda err, job: _as_data_error(err, store, ref.path))
+    return {
+        "path": jobs[0][2] if single else dest,
+        "mode": "download",
+        "files": len(jobs),
+        "bytes_downloaded": sum(r[0] for r in results),
+        "bytes_total": sum(r[1] for r in results),
+        "cached": sum(1 for r in results if r[2]),
+    }
+
+
+def upload_output(
+    workspace_path: Any, ref: DataReference | dict[str, Any], src_dir: str, run_id: str, log: TextIO
+) -> dict[str, Any]:
+    """Upload the folder ``src_dir`` to the datastore path (or URL) of ``ref``, with ``{run_id}``
+    (or ``{run-id}``) replaced by ``run_id``. Returns ``{"url", "files", "bytes"}``."""
+    workspace_path = _workspace_path(workspace_path)
+    raw = ref.to_dict() if isinstance(ref, DataReference) else dict(ref)
+    for key in ("path", "url"):
+        if isinstance(raw.get(key), str):
+            raw[key] = raw[key].replace("{run_id}", run_id).replace("{run-id}", run_id)
+    try:
+        reference = DataReference.from_dict(raw)
+    except SpecError as err:
+        raise DataError(f"invalid output {ref!r}: {err}") from None
+    store = _store_for(workspace_path, reference)
+    src = os.path.abspath(src_dir)
+    if not os.path.isdir(src):
+        raise DataError(f"cannot upload outputs to {store.describe()}: {src} is not a folder")
+    started = time.monotonic()
+    files, size = store._upload_pairs(list(_walk(src)), reference.path, overwrite=True)
+    url = store.url_of(reference.path)
+    _say(
+        log, f"output {src} -> {url}: {files} file(s), {_fmt_bytes(size)}, {time.monotonic() - started:.2f} s"
+    )
+    return {"url": url, "files": files, "bytes": size}
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _protocol(fs: Any) -> str:
+    protocol = getattr(fs, "protocol", "")
+    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
+
+
+def _location(ref: DataReference) -> str:
+    return ref.url if ref.url is not None else f"{ref.datastore}:{ref.path or '/'}"
+
+
+def _say(log: TextIO | None, line: str) -> None:
+    if log is not None:
+        log.write(f"torchyard: {line}\n")
+        log.flush()
+
+
+def _relative(root: str, path: str) -> str:
+    root = root.rstrip("/")
+    if path == root:
+        return os.path.basename(path)
+    if root and path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path.lstrip("/") if not root else path
+
+
+def _walk(folder: str) -> Iterator[tuple[str, str]]:
+    """(absolute path, '/'-separated relative path) of every file under ``folder``, links followed."""
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path):
+                yield path, os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def _tmp_name(path: str) -> str:
+    return f"{path}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.part"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _atomic_copy(src: str, target: str) -> None:
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    tmp = _tmp_name(target)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+    finally:
+        _unlink(tmp)
+
+
+def _place(cached: str, target: str) -> None:
+    """Put a cached file at ``target``: a hard link, or a (writable) copy across filesystems."""
+    _unlink(target)
+    try:
+        os.link(cached, target)
+    except OSError:
+        _atomic_copy(cached, target)
+
+
+def _parallel(
+    fn: Callable[[Any], Any], jobs: builtins.list[Any], on_error: Callable[[BaseException, Any], DataError]
+) -> builtins.list[Any]:
+    """Run ``fn`` over ``jobs`` on a small thread pool; the first failure cancels the rest and is
+    raised as ``on_error(err, job)``."""
+    if not jobs:
+        return []
+    workers = min(_workers(), len(jobs))
+    if workers == 1:
+        out = []
+        for job in jobs:
+            try:
+                out.append(fn(job))
+            except Exception as err:
+                raise on_error(err, job) from None
+        return out
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="torchyard-data") as pool:
+        futures = {pool.submit(fn, job): job for job in jobs}
+        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in done:
+            failure = fut.exception()
+            if failure is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise on_error(failure, futures[fut]) from None
+        return [fut.result() for fut in futures]
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _error_code(err: BaseException) -> str | None:
+    for e in _chain(err):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+    return None
+
+
+def _as_data_error(err: BaseException, store: Datastore, path: str = "", writing: bool = False) -> DataError:
+    """One DataError that names the datastore/URL and says what is wrong."""
+    if isinstance(err, DataError):
+        return err
+    if isinstance(err, TorchyardError):
+        return DataError(f"{store.describe()}: {err}", datastore=store.name or None)
+    where = store.describe() + (f", path {path!r}" if path else "")
+    chain = list(_chain(err))
+    names = {type(e).__name__ for e in chain}
+    code = _error_code(err)
+    detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    endpoint = (
+        store.options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+    )
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        message = (f"{where}: no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or register "
+                   "the datastore with a profile")  # fmt: skip
+    elif "ProfileNotFound" in names:
+        message = (
+            f"{where}: AWS profile {store.options.get('profile')!r} is not in the AWS config files ({err})"
+        )
+    elif names & set(_UNREACHABLE) or any(
+        isinstance(e, ConnectionRefusedError | TimeoutError) for e in chain
+    ):
+        message = f"{where}: cannot reach the endpoint {endpoint} ({detail}); check the URL and that the server is up"
+    elif code in _CREDENTIAL_CODES or any(isinstance(e, PermissionError) for e in chain):
+        message = (f"{where}: access denied{f' ({code})' if code else ''}: the credentials are wrong or lack permission "
+                   f"to {'write' if writing else 'read'} here; torchyard uses AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                   f"or the datastore's profile [{detail}]")  # fmt: skip
+    elif code in ("NoSuchBucket",) or "bucket does not exist" in str(err):
+        message = f"{where}: the bucket does not exist ({detail})"
+    elif any(isinstance(e, FileNotFoundError) for e in chain) or code in ("NoSuchKey", "404"):
+        message = f"{where}: does not exist ({detail})"
+    else:
+        message = f"{where}: {detail}"
+    return DataError(message, datastore=store.name or None, url=store.url_of(path))
