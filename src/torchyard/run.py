@@ -228,8 +228,30 @@ class Run:
     def _artifacts(self) -> str:
         return self.experiment.workspace.artifacts_dir(self.id)
 
+    def _remote(self) -> tuple[Any, str] | None:
+        """(datastore, prefix) when this run's artifacts live in the workspace's remote artifact store."""
+        where = json.loads(self._row["details"] or "{}").get("artifact_store")
+        if not where:
+            return None
+        from torchyard.data.datastore import Datastore  # noqa: PLC0415
+
+        return Datastore.get(self.experiment.workspace, where["datastore"]), where["prefix"]
+
+    def _copy_artifact(self, name: str, dest: str) -> None:
+        remote = self._remote()
+        if remote is None:
+            shutil.copyfile(os.path.join(self._artifacts(), name), dest)
+            return
+        ds, prefix = remote
+        fs = ds.filesystem()
+        fs.get_file(ds._fs_path(fs, f"{prefix}/{name}"), dest)
+
     def get_file_names(self) -> list[str]:
         """Artifact paths, e.g. ``outputs/model.pt`` and ``logs/rank_0.txt`` (after Finalizing)."""
+        remote = self._remote()
+        if remote is not None:
+            ds, prefix = remote
+            return sorted(p[len(prefix) + 1 :] for p in ds.list(prefix) if p.startswith(prefix + "/"))
         root = self._artifacts()
         names = []
         for dirpath, _dirs, files in os.walk(root):
@@ -239,16 +261,16 @@ class Run:
 
     def download_file(self, name: str, output_file_path: str | None = None) -> str:
         """Copy artifact ``name`` to ``output_file_path`` (a file or folder; default: here)."""
-        src = os.path.join(self._artifacts(), os.path.normpath(name).lstrip("/"))
-        if not os.path.isfile(src):
-            names = self.get_file_names()
+        name = os.path.normpath(name).lstrip("/")
+        names = self.get_file_names()
+        if name not in names:
             hint = f"; it has {', '.join(names[:10])}" if names else "; it has no artifacts (yet)"
             raise NotFoundError(f"run {self.id} has no file {name!r}{hint}")
         dest = output_file_path or os.path.basename(name)
         if os.path.isdir(dest):
             dest = os.path.join(dest, os.path.basename(name))
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        shutil.copyfile(src, dest)
+        self._copy_artifact(name, dest)
         return dest
 
     def download_files(self, prefix: str = "", output_directory: str = ".") -> list[str]:
@@ -257,7 +279,7 @@ class Run:
             if name.startswith(prefix):
                 dest = os.path.join(output_directory, name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                shutil.copyfile(os.path.join(self._artifacts(), name), dest)
+                self._copy_artifact(name, dest)
                 out.append(dest)
         return out
 

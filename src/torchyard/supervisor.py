@@ -455,6 +455,22 @@ class Supervisor:
         if os.path.isfile(sup_log) and os.path.getsize(sup_log):
             os.makedirs(os.path.join(dest, "logs"), exist_ok=True)
             shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
+        self._move_artifacts(dest)
+
+    def _move_artifacts(self, dest: str) -> None:
+        """With a remote artifact store, the artifacts go there (and leave the workspace folder)."""
+        store = self.ws.artifact_store()
+        if store is None:
+            return
+        prefix = f"artifacts/{self.run_id}"
+        try:
+            store.upload(dest, prefix)
+        except Exception as err:  # keep them here: nothing is lost
+            print(f"torchyard supervisor: artifacts stay local: {err}", flush=True)
+            self.store.update_details(self.run_id, artifact_store_error=str(err))
+            return
+        self.store.update_details(self.run_id, artifact_store={"datastore": store.name, "prefix": prefix})
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 def _ref_only(ref: dict[str, Any]) -> dict[str, Any]:

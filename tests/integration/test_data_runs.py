@@ -152,3 +152,25 @@ def test_bad_inputs_fail_at_preparing(ws, s3_url, tmp_path, case):
     assert fragment in details["error"]["message"]
     assert not os.path.exists(os.path.join(run.workdir, "started"))
     assert ws.get_run(run.id).get_status() == "Failed"  # recorded, nothing lost
+
+
+def test_artifacts_in_an_s3_artifact_store(ws, s3_url, src, tmp_path):
+    from torchyard import ScriptRunConfig
+    from torchyard.data.datastore import Datastore
+
+    _bucket(s3_url)
+    store = Datastore.register_s3(ws, "artifacts", bucket=BUCKET, prefix="ws1", endpoint_url=s3_url)
+    ws.set_artifact_store(store)
+    assert ws.artifact_store().name == "artifacts"
+    run = Experiment(ws, "data").submit(ScriptRunConfig(str(src), script="ok.py"))
+    assert run.wait_for_completion(timeout=60)["status"] == "Completed"
+    assert not os.path.exists(ws.artifacts_dir(run.id))  # they live in the bucket, not here
+    names = run.get_file_names()
+    assert {"outputs/result.txt", "logs/rank_0.txt", "reports/extra.txt"} <= set(names)
+    assert f"ws1/artifacts/{run.id}/outputs/result.txt" in {p.split(BUCKET + "/")[-1] for p in store.list("")} or \
+        f"artifacts/{run.id}/outputs/result.txt" in store.list("artifacts")
+    got = run.download_file("outputs/result.txt", str(tmp_path / "r.txt"))
+    assert Path(got).read_text() == "42"
+    ws.set_artifact_store(None)
+    assert ws.artifact_store() is None
+    assert "outputs/result.txt" in ws.get_run(run.id).get_file_names()  # the run remembers where its files are

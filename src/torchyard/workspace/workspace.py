@@ -170,6 +170,27 @@ class Workspace:
 
         return default_datastore(self.path)
 
+    def set_artifact_store(self, datastore: Datastore | str | None) -> None:
+        """Keep run artifacts in ``datastore`` (e.g. an S3 bucket) instead of this folder; None: local."""
+        name = getattr(datastore, "name", datastore)
+        if name is not None:
+            self.datastores.get(str(name))  # must be registered
+        marker = os.path.join(self.path, "workspace.json")
+        settings = self._open_settings(None)
+        if name is None:
+            settings.pop("artifact_store", None)
+        else:
+            settings["artifact_store"] = str(name)
+        tmp = f"{marker}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"version": 1, **settings}, fh)
+        os.replace(tmp, marker)
+
+    def artifact_store(self) -> Datastore | None:
+        """The datastore that holds run artifacts, or None for this workspace folder."""
+        name = self._open_settings(None).get("artifact_store")
+        return self.datastores.get(name) if name else None
+
     @property
     def snapshots(self) -> SnapshotStore:
         from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
