@@ -78,6 +78,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     rows = []
+    # A normal install compiles torchyard's bytecode; an editable one under PYTHONDONTWRITEBYTECODE=1
+    # (set on these machines) never does, and every command would recompile it from source.
+    import torchyard
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(torchyard.__file__)], check=True)
     work = tempfile.mkdtemp(prefix="tybench_")
     env = {**os.environ, "TORCHYARD_WORKSPACE": os.path.join(work, ".torchyard")}
     src = os.path.join(work, "src")

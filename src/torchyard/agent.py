@@ -113,7 +113,7 @@ class Channel:
 # ---- the agent process ------------------------------------------------------------------------------
 
 
-def _handle(conn: socket.socket, workspace: str, db_url: str) -> int:
+def _handle(conn: socket.socket, workspace: str, db_url: str, warm: Any = None) -> int:
     from torchyard.errors import TorchyardError  # noqa: PLC0415
     from torchyard.spec.job import JobSpec  # noqa: PLC0415
     from torchyard.supervisor import supervise  # noqa: PLC0415
@@ -132,7 +132,8 @@ def _handle(conn: socket.socket, workspace: str, db_url: str) -> int:
     if isinstance(request.get("env"), dict):  # the run sees the submitter's environment, not the agent's
         os.environ.clear()
         os.environ.update(request["env"])
-    ws = Workspace(workspace, db_url=db_url)
+    # the agent's own Workspace (its engine's pool was emptied before the fork) saves opening one
+    ws = warm if warm is not None else Workspace(workspace, db_url=db_url)
     try:
         spec = JobSpec.from_json(request["spec"])
         run_id = ws.record_run(request["experiment"], spec, tags=request.get("tags") or None)
@@ -202,7 +203,7 @@ def serve(workspace: str, db_url: str) -> int:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.setsid()
                 conn.settimeout(None)
-                code = _handle(conn, workspace, db_url)
+                code = _handle(conn, workspace, db_url, ws)
             except BaseException:
                 import traceback  # noqa: PLC0415
 
