@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from torchyard.errors import TorchyardError
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
 
@@ -336,7 +337,7 @@ class Supervisor:
             self._freeze = subprocess.Popen(
                 freeze_argv(self.environment["python"]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
             )
-        except OSError:
+        except (OSError, TorchyardError):  # no uv: the run goes on, without its package list
             self._freeze = None
 
     def _environment_details(self) -> dict[str, Any]:
