@@ -20,6 +20,8 @@ import tempfile
 import textwrap
 import time
 
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCHYARD = os.path.join(os.path.dirname(sys.executable), "torchyard")
 
@@ -141,12 +143,8 @@ def main() -> None:
     rows.append(("last log call -> 1M values in store", f"{done - ty['end']:.2f} s", "", "", "<= 3 s"))
     rows.append(("get_metrics() of 1M values", f"{get_s:.2f} s", "", "", ""))
 
-    widths = [max(len(str(r[i])) for r in rows + [("what", "torchyard", "peer", "peer figure", "target")]) for i in range(5)]
     header = ("what", "torchyard", "peer", "peer figure", "target")
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
 
@@ -152,16 +154,11 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     header = ("what", "seconds", "MB/s", "bytes downloaded")
-    table = [(w, f"{s:.2f}", f"{total / 1e6 / s:.0f}", f"{b:,}") for w, s, b in rows]
-    widths = [max(len(r[i]) for r in [*table, header]) for i in range(4)]
     print(
         f"{args.files:,} files, {total / 2**20:.0f} MiB ({total / 1e6:.0f} MB) in a local moto S3 server "
         f"(one process on this machine); MB/s = 10^6 bytes/s; median of {args.repeat}"
     )
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in table:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(header, [(w, f"{s:.2f}", f"{total / 1e6 / s:.0f}", f"{b:,}") for w, s, b in rows])
     return 0
 
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 TORCHYARD = os.path.join(BIN, "torchyard")
@@ -114,11 +116,7 @@ def main() -> None:
                  f"{n} launchers, {cpu:.2f} s CPU over {wall:.1f} s (target < 1%)"))
     rows.append(("supervisor CPU, same run", f"{100 * sup_cpu / wall:.2f} % of a core", "", "", ""))
     header = ("what", "torchyard", "peer", "peer figure", "note")
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(5)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
 PACKAGES = ["tomli-w==1.2.0", "six==1.16.0", "packaging"]
 
 
@@ -58,11 +60,7 @@ def main() -> None:
     rows.append(("cache hit: resolve a built environment (median of 20)", f"{statistics.median(hits) * 1000:.1f} ms",
                  "", "", "target <= 50 ms"))
     header = ("what", "torchyard", "peer", "peer figure", "note")
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(5)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(header, rows)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
 from torchyard.workspace.snapshots import SnapshotStore
 
 
@@ -165,11 +167,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     header = ("what", "torchyard", "peer", "peer figure", "target")
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(5)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":
