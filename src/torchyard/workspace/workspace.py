@@ -91,11 +91,15 @@ class Workspace:
         if db_url:
             settings["db_url"] = db_url
         if not os.path.isfile(marker) or db_url:
-            tmp = f"{marker}.{os.getpid()}.tmp"
-            with open(tmp, "w") as fh:
-                json.dump({"version": 1, **settings}, fh)
-            os.replace(tmp, marker)
+            self._write_settings(settings)
         return settings
+
+    def _write_settings(self, settings: dict[str, Any]) -> None:
+        marker = os.path.join(self.path, "workspace.json")
+        tmp = f"{marker}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({**settings, "version": 1}, fh)
+        os.replace(tmp, marker)
 
     # ---- parts ----------------------------------------------------------------------------------
 
@@ -175,16 +179,12 @@ class Workspace:
         name = getattr(datastore, "name", datastore)
         if name is not None:
             self.datastores.get(str(name))  # must be registered
-        marker = os.path.join(self.path, "workspace.json")
         settings = self._open_settings(None)
         if name is None:
             settings.pop("artifact_store", None)
         else:
             settings["artifact_store"] = str(name)
-        tmp = f"{marker}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"version": 1, **settings}, fh)
-        os.replace(tmp, marker)
+        self._write_settings(settings)
 
     def artifact_store(self) -> Datastore | None:
         """The datastore that holds run artifacts, or None for this workspace folder."""
