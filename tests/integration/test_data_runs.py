@@ -16,6 +16,9 @@ from torchyard import Experiment, PyTorch
 BUCKET = "digits-bucket"
 
 
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
     reason = s3server.unavailable_reason()
@@ -24,18 +27,6 @@ def s3_url() -> Iterator[str]:
     with s3server.S3Server() as server:
         assert server.endpoint_url
         yield server.endpoint_url
-
-
-@pytest.fixture(autouse=True)
-def _aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 @pytest.fixture

@@ -34,6 +34,9 @@ TREE = {
 }
 
 
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
 @pytest.fixture(scope="session")
 def s3() -> Iterator[s3server.S3Server]:
     reason = s3server.unavailable_reason()
@@ -41,24 +44,6 @@ def s3() -> Iterator[s3server.S3Server]:
         pytest.skip(reason)
     with s3server.S3Server() as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 def _client(endpoint: str):

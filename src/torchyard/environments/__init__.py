@@ -267,16 +267,6 @@ def freeze_argv(python: str) -> list[str]:
     return [_uv(), "pip", "freeze", "--python", python]
 
 
-def freeze(python: str) -> list[str]:
-    """The exact package versions installed in the environment of ``python`` (its own, not the base's
-    when layered), as requirement lines."""
-    try:
-        out = subprocess.run(freeze_argv(python), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired, TorchyardError):
-        return []
-    return [line for line in out.stdout.splitlines() if line and not line.startswith("#")]
-
-
 def list_cached(workspace: str) -> list[dict[str, Any]]:
     root = os.path.join(workspace, "envs")
     out = []

@@ -227,9 +227,6 @@ class Workspace:
         store.materialize(snap.manifest_id, workdir)
         return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
 
-    def _with_registered_environment(self, spec: JobSpec) -> JobSpec:
-        return _registered(self, spec)
-
     def record_run(
         self,
         experiment: str,
@@ -244,7 +241,7 @@ class Workspace:
 
         check_name(experiment)
         tags = _str_dict(tags, "tags")
-        spec = self._with_registered_environment(spec)
+        spec = _registered(self, spec)
         target = get_target(spec.compute_target)
         target.check(spec)
         _check_supported(spec)
