@@ -285,14 +285,16 @@ class Run:
 
     # ---- control ------------------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Stop the run (SIGTERM, a grace period, SIGKILL to every rank) and mark it Canceled. Idempotent."""
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop the run (SIGTERM, a grace period, SIGKILL to every rank) and mark it Canceled. Idempotent.
+
+        ``reason`` becomes the Canceled status's detail and ``details["cancel_reason"]``."""
         from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
 
         row = self._refresh()
         if row["status"] in TERMINAL_VALUES:
             return
-        self._store.set_status(self.id, RunStatus.CANCEL_REQUESTED, "cancel requested")
+        self._store.set_status(self.id, RunStatus.CANCEL_REQUESTED, reason or "canceled by user")
         pid = row.get("supervisor_pid")
         if pid and row.get("supervisor_host") == HOSTNAME and _pid_alive(pid, time.time()):
             try:

@@ -27,6 +27,7 @@ from torchyard.tracking import journal as j
 
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 HEARTBEAT_SECONDS = 2.0
+USER_CANCEL = "canceled by user"
 INGEST_SECONDS = 0.25
 LAST_LINES = 20
 
@@ -143,7 +144,18 @@ class Supervisor:
 
     def _on_sigterm(self, _signum: int, _frame: Any) -> None:
         if self.cancel_reason is None:
-            self.cancel_reason = "canceled by user"
+            self.cancel_reason = USER_CANCEL  # the stored reason is read outside the signal handler
+
+    def _user_cancel_reason(self) -> str:
+        """The reason given to ``Run.cancel(reason)`` (a sweep policy names itself there)."""
+        try:
+            events = self.store.status_history(self.run_id)
+        except Exception:  # the store may be briefly unreachable; the generic reason will do
+            return USER_CANCEL
+        for event in reversed(events):
+            if event["status"] == RunStatus.CANCEL_REQUESTED.value:
+                return str(event.get("detail") or USER_CANCEL)
+        return USER_CANCEL
 
     def _heartbeat(self, now: float) -> None:
         if now < self.next_beat:
@@ -154,8 +166,8 @@ class Supervisor:
         except Exception as err:  # the store may be briefly unreachable; keep the run going
             print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
             return
-        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason is None:
-            self.cancel_reason = "canceled by user"
+        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason in (None, USER_CANCEL):
+            self.cancel_reason = self._user_cancel_reason()
         elif status == RunStatus.NOT_RESPONDING.value:
             self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
 
@@ -175,7 +187,7 @@ class Supervisor:
         from torchyard.compute.registry import get_target  # noqa: PLC0415
 
         if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED.value:
-            self.cancel_reason = "canceled by user"
+            self.cancel_reason = self._user_cancel_reason()
         spec = self.spec
         self._status(RunStatus.PREPARING)
         python = self._prepare_environment()
@@ -390,6 +402,8 @@ class Supervisor:
             )
             return
         if self.cancel_reason:
+            if self.cancel_reason == USER_CANCEL:
+                self.cancel_reason = self._user_cancel_reason()
             self._collect()
             self.store.set_status(
                 self.run_id,

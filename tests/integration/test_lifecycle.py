@@ -80,10 +80,12 @@ def test_cancel_stops_the_script(ws, src):
     run = submit(ws, src, "sleep.py")
     wait_until(lambda: run.get_metrics().get("tick"), timeout=30)
     started = time.time()
-    run.cancel()
+    run.cancel("stopped by BanditPolicy at interval 3")
     run.cancel()  # idempotent
     details = run.wait_for_completion(raise_on_error=False, timeout=30)
     assert details["status"] == "Canceled"
+    assert details["cancel_reason"] == "stopped by BanditPolicy at interval 3"
+    assert details["statusHistory"][-1]["detail"] == "stopped by BanditPolicy at interval 3"
     assert time.time() - started < 10
     assert "CancelRequested" in [h["status"] for h in details["statusHistory"]]
     wait_until(lambda: not run_processes(run.workdir), timeout=5)
