@@ -17,13 +17,16 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from torchyard.errors import TorchyardError
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
+
+if TYPE_CHECKING:
+    from torchyard.compute.base import Handle
 
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 HEARTBEAT_SECONDS = 2.0
@@ -131,6 +134,7 @@ class Supervisor:
         self.store = self.ws.store
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
+        self.fail_stage = ""
         self.environment: dict[str, Any] = {}
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
@@ -207,7 +211,7 @@ class Supervisor:
         if self.cancel_reason:
             self._finish(None)
             return
-        target = get_target(spec.compute_target)
+        target = get_target(spec.compute_target, self.ws.path)
         job = PreparedJob(
             run_id=self.run_id,
             experiment=self.info["experiment"],
@@ -219,10 +223,23 @@ class Supervisor:
         )
         plan = target.prepare(job)
         self._status(RunStatus.STARTING)
-        handle = target.submit(plan)
-        self._status(RunStatus.RUNNING)
-        self._start_freeze()
-        started = time.time()
+        try:
+            handle = target.submit(plan)
+        except TorchyardError as err:
+            self.fail_reason, self.fail_stage = f"compute target {target.name!r} could not start the job: {err}", "Starting"
+            self._finish(None)
+            return
+        try:
+            self._watch(handle)
+        finally:
+            handle.release()
+
+    def _watch(self, handle: Handle) -> None:
+        """Follow a submitted job to its end: queue wait, limits, hangs, cancel, ingest."""
+        spec = self.spec
+        queued_since = time.time()
+        queue_reason: str | None = None
+        started: float | None = None
         limit = spec.max_run_duration_seconds
         hang = spec.hang_timeout_seconds
         next_hang_check = 0.0
@@ -234,28 +251,70 @@ class Supervisor:
             now = time.time()
             if rc is not None:
                 break
-            if now >= next_ingest:
-                self.ingestor.ingest()
-                next_ingest = now + INGEST_SECONDS
-            if limit is not None and now - started > limit and self.cancel_reason is None:
-                self.cancel_reason = f"exceeded max_run_duration_seconds={limit:g}"
-            if hang is not None and now >= next_hang_check and self.fail_reason is None:
-                next_hang_check = now + 1.0
-                quiet = now - max(started, self._last_activity())
-                if quiet > hang:
+            if started is None:
+                reason = handle.queued()
+                if reason is None:
+                    started = now
+                    self._status(RunStatus.RUNNING)
+                    self._start_freeze()
+                elif reason != queue_reason:
+                    queue_reason = reason
+                    self._status(RunStatus.QUEUED, reason)
+                    self.store.update_details(self.run_id, queue_reason=reason)
+                if (
+                    reason is not None
+                    and spec.max_queue_seconds is not None
+                    and now - queued_since > spec.max_queue_seconds
+                    and self.fail_reason is None
+                ):
+                    self.fail_stage = "Queued"
                     self.fail_reason = (
-                        f"no rank wrote output or metrics for {quiet:.0f} s (hang_timeout_seconds={hang:g}): "
-                        "a hung collective or a stuck rank; every rank was stopped"
+                        f"gave up after {now - queued_since:.0f} s in the queue "
+                        f"(max_queue_seconds={spec.max_queue_seconds:g}): {reason}"
                     )
                     handle.cancel()
+            if now >= next_ingest:
+                handle.sync()
+                self.ingestor.ingest()
+                next_ingest = now + INGEST_SECONDS
+            if started is not None:
+                if limit is not None and now - started > limit and self.cancel_reason is None:
+                    self.cancel_reason = f"exceeded max_run_duration_seconds={limit:g}"
+                if hang is not None and now >= next_hang_check and self.fail_reason is None:
+                    next_hang_check = now + 1.0
+                    quiet = now - max(started, self._last_activity())
+                    if quiet > hang:
+                        self.fail_stage = "hang"
+                        self.fail_reason = (
+                            f"no rank wrote output or metrics for {quiet:.0f} s (hang_timeout_seconds={hang:g}): "
+                            "a hung collective or a stuck rank; every rank was stopped"
+                        )
+                        handle.cancel()
             if self.cancel_reason and not canceling:
                 canceling = True
+                if self.cancel_reason == USER_CANCEL:
+                    self.cancel_reason = self._user_cancel_reason()
                 self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
                 handle.cancel()
             self._heartbeat(now)
             # sleep until a launcher exits (SIGCHLD) or the next ingest is due
             signal.sigtimedwait({signal.SIGCHLD}, max(0.001, min(next_ingest, self.next_beat) - time.time()))
+        handle.sync()
         self.ingestor.ingest()
+        verdict = handle.ended_by()
+        if verdict is not None and not self.cancel_reason and not self.fail_reason:
+            if verdict[0] == RunStatus.CANCELED.value:
+                self.cancel_reason = verdict[1]
+            else:
+                self.fail_reason, self.fail_stage = verdict[1], "compute"
+        if started is None and self.fail_reason is None and self.cancel_reason is None:
+            self._status(RunStatus.RUNNING)  # it ran, faster than the first look
+            self._start_freeze()
+        try:
+            handle.collect()
+        except Exception as err:  # the outputs are lost, the rest of the run is not
+            print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)
+            self.store.update_details(self.run_id, collect_error=str(err))
         self._finish(rc, handle.node_statuses())
 
     def _prepare_environment(self) -> str | None:
@@ -397,7 +456,7 @@ class Supervisor:
                 self.run_id,
                 RunStatus.FAILED,
                 self.fail_reason,
-                details={"error": {"message": self.fail_reason, "hang": True}, **env},
+                details={"error": {"message": self.fail_reason, "stage": self.fail_stage, "hang": self.fail_stage == "hang"}, **env},
                 exit_code=rc,
             )
             return

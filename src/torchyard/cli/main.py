@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     from torchyard.cli import datastore as datastore_cli  # noqa: PLC0415
 
     datastore_cli.add_parser(sub)
+    from torchyard.cli import compute as compute_cli  # noqa: PLC0415
+
+    compute_cli.add_parser(sub)
 
     d = sub.add_parser("download", help="download a run's artifact")
     d.add_argument("run_id")
@@ -322,7 +325,7 @@ def _dry_run(spec: Any, experiment: str, args: argparse.Namespace) -> int:
     from torchyard.compute.base import PreparedJob  # noqa: PLC0415
     from torchyard.compute.registry import get_target  # noqa: PLC0415
 
-    target = get_target(spec.compute_target)
+    target = get_target(spec.compute_target, _workspace(args).path)
     target.check(spec)
     workdir = "<workspace>/runs/<run_id>"
     argv = [_sys.executable, spec.entry_script, *spec.arguments] if spec.entry_script else ["/bin/sh", "-c", spec.command]
@@ -590,6 +593,12 @@ def _datastore_command(args: argparse.Namespace) -> int:
     return datastore_cli.run(args, _workspace(args))
 
 
+def _compute_command(args: argparse.Namespace) -> int:
+    from torchyard.cli import compute as compute_cli  # noqa: PLC0415
+
+    return compute_cli.run(args, _workspace(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -604,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] | None
     if args.command == "datastore":
         handler = _datastore_command
+    elif args.command == "compute":
+        handler = _compute_command
     elif args.command == "env":
         handler = {"list": cmd_env_list, "show": cmd_env_show, "register": cmd_env_register,
                    "export": cmd_env_export, "prune": cmd_env_prune}.get(args.env_command or "")

@@ -78,13 +78,53 @@ class Handle(abc.ABC):
     def node_statuses(self) -> list[dict[str, Any]]:
         """What each node's launcher reported (see launcher.py), for the nodes that reported."""
 
+    def queued(self) -> str | None:
+        """While the target waits for resources: why ("waiting for 3 nodes ..."); None once placed."""
+        return None
+
+    def ended_by(self) -> tuple[str, str] | None:
+        """``("Failed" | "Canceled", reason)`` when the target itself ended the job (a Slurm TIMEOUT
+        or NODE_FAIL, an scancel from outside torchyard, a dead Ray node); None otherwise."""
+        return None
+
+    def sync(self) -> None:
+        """Bring what the nodes wrote since the last call (logs, metric journals) into the run's folder.
+
+        Called at every ingest tick; targets whose nodes write into the run's folder need nothing."""
+        return None
+
+    def collect(self) -> None:
+        """Bring the nodes' ``outputs/`` into the run's folder; called once, at Finalizing."""
+        return None
+
+    def release(self) -> None:
+        """Free whatever the job still holds on the target (placement groups, actors, allocations).
+
+        Called exactly once after the job ended, whatever the outcome. Must not raise."""
+        return None
+
 
 class ComputeTarget(abc.ABC):
+    """Where runs execute. Subclasses are configuration objects: ``to_config()`` is what
+    :meth:`attach` stores in the workspace and the constructor's keywords take it back."""
+
     kind: ClassVar[str]
     capabilities: Capabilities
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.kind
+
+    @staticmethod
+    def attach(workspace: Any, name: str, target: ComputeTarget) -> ComputeTarget:
+        """Register ``target`` under ``name`` in ``workspace`` (Azure ML's ``ComputeTarget.attach``).
+
+        Attaching a name again replaces its settings; runs already submitted keep theirs."""
+        registered: ComputeTarget = workspace.compute_targets.attach(name, target)
+        return registered
+
+    def to_config(self) -> dict[str, Any]:
+        """The constructor keywords that recreate this target (JSON-able)."""
+        return {}
 
     def check(self, spec: JobSpec) -> None:
         """Raise NotSupportedError naming the field when ``spec`` asks for what this target lacks."""
@@ -116,7 +156,7 @@ class ComputeTarget(abc.ABC):
     def submit(self, plan: LaunchPlan) -> Handle: ...
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind}
+        return {"name": self.name, "kind": self.kind, **self.to_config()}
 
 
 def launcher_argv(python: str, plan_path: str) -> list[str]:

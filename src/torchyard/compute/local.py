@@ -33,7 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalCompute(ComputeTarget):
     kind = "local"
 
-    def __init__(self, name: str = "local") -> None:
+    def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         backends = {"pytorch"}
         if shutil.which("mpirun"):

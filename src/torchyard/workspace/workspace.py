@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torchyard.errors import SpecError, WorkspaceError
 
 if TYPE_CHECKING:
+    from torchyard.compute.registry import ComputeRegistry
     from torchyard.data.datastore import Datastore, DatastoreRegistry
     from torchyard.environments.registry import EnvironmentRegistry
     from torchyard.run import Experiment, Run
@@ -192,6 +193,13 @@ class Workspace:
         return self.datastores.get(name) if name else None
 
     @property
+    def compute_targets(self) -> ComputeRegistry:
+        """The compute targets attached to this workspace (``ComputeTarget.attach``)."""
+        from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
+
+        return ComputeRegistry(self.path)
+
+    @property
     def snapshots(self) -> SnapshotStore:
         from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
 
@@ -242,7 +250,7 @@ class Workspace:
         check_name(experiment)
         tags = _str_dict(tags, "tags")
         spec = _registered(self, spec)
-        target = get_target(spec.compute_target)
+        target = get_target(spec.compute_target, self.path)
         target.check(spec)
         _check_supported(spec)
         run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
