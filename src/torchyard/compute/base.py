@@ -159,6 +159,38 @@ class ComputeTarget(abc.ABC):
         return {"name": self.name, "kind": self.kind, **self.to_config()}
 
 
+def launch_mode(spec: JobSpec) -> str:
+    """How a node's launcher starts ranks: ``direct``, ``mpi`` (node 0 runs mpirun) or ``torchrun``."""
+    if spec.distribution.backend == "mpi":
+        return "mpi"
+    return "torchrun" if spec.distribution.launcher == "torchrun" else "direct"
+
+
+def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir: str | None = None) -> dict[str, Any]:
+    """The launcher plan every node of ``job`` shares (see launcher.py); targets add ``node_rank``,
+    ``status_path`` and, under mpi, ``hosts``."""
+    spec = job.spec
+    dist = spec.distribution
+    mode = launch_mode(spec)
+    return {
+        "run_id": job.run_id,
+        "experiment": job.experiment,
+        "workspace": job.workspace,
+        "workdir": workdir or job.workdir,
+        "master_addr": master_addr,
+        "master_port": master_port,
+        "node_count": dist.node_count,
+        "nproc": dist.process_count_per_node,
+        "dist_backend": "mpi" if mode == "mpi" else dist.communication_backend,
+        "user_env": dict(spec.environment_variables),
+        "use_gpu": spec.use_gpu,
+        "argv": job.rank_argv,
+        "mode": mode,
+        "max_restarts": dist.max_restarts,
+        "grace_seconds": 3.0,
+    }
+
+
 def launcher_argv(python: str, plan_path: str) -> list[str]:
     return [python, "-m", "torchyard.launch.launcher", plan_path]
 

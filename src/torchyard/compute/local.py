@@ -18,6 +18,7 @@ from torchyard.compute.base import (
     LaunchPlan,
     NodeLaunch,
     PreparedJob,
+    common_plan,
     launcher_argv,
     status_path,
 )
@@ -56,32 +57,9 @@ class LocalCompute(ComputeTarget):
         return super().backend_hint(what)
 
     def prepare(self, job: PreparedJob) -> LaunchPlan:
-        spec = job.spec
-        dist = spec.distribution
-        mode = "direct"
-        if dist.backend == "mpi":
-            mode = "mpi"
-        elif dist.launcher == "torchrun":
-            mode = "torchrun"
-        port = free_port()
-        comm = "mpi" if dist.backend == "mpi" else dist.communication_backend
-        common: dict[str, Any] = {
-            "run_id": job.run_id,
-            "experiment": job.experiment,
-            "workspace": job.workspace,
-            "workdir": job.workdir,
-            "master_addr": "127.0.0.1",
-            "master_port": port,
-            "node_count": dist.node_count,
-            "nproc": dist.process_count_per_node,
-            "dist_backend": comm,
-            "user_env": dict(spec.environment_variables),
-            "use_gpu": spec.use_gpu,
-            "argv": job.rank_argv,
-            "mode": mode,
-            "max_restarts": dist.max_restarts,
-            "grace_seconds": 3.0,
-        }
+        dist = job.spec.distribution
+        common = common_plan(job, master_addr="127.0.0.1", master_port=free_port())
+        mode = common["mode"]
         # under mpi one mpirun (run by node 0's launcher) starts every simulated node's ranks
         node_ranks = [0] if mode == "mpi" else list(range(dist.node_count))
         if mode == "mpi":

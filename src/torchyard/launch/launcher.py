@@ -122,7 +122,12 @@ class Launcher:
         with open(hostfile, "w") as fh:
             for host, slots in plan["hosts"]:
                 fh.write(f"{host} slots={slots}\n")
+        # a rank started on another machine (Ray's remote shell sets TORCHYARD_NODE_DIR) writes there
         shim = (
+            f'D=${{TORCHYARD_NODE_DIR:-{shlex.quote(self.workdir)}}}; cd "$D" || exit 1; '
+            'export TORCHYARD_OUTPUT_DIR=$D/outputs TORCHYARD_LOG_DIR=$D/logs '
+            'TORCHYARD_JOURNAL_DIR=$D/.torchyard-run/journal TORCHYARD_UPLOAD_DIR=$D/.torchyard-run/uploads; '
+            'mkdir -p "$D/logs" "$D/outputs" "$D/.torchyard-run/journal" "$D/.torchyard-run/exit"; '
             'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
             'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R; '
         )
@@ -131,8 +136,8 @@ class Launcher:
             shim += 'while [ "$1" != "--" ]; do G="$G $1"; N=$((N+1)); shift; done; shift; '
             shim += 'I=0; for g in $G; do [ $I -eq $((LOCAL_RANK % N)) ] && export CUDA_VISIBLE_DEVICES=$g; I=$((I+1)); done; '
         shim += (
-            f'"$@" >> {shlex.quote(self.log_dir)}/rank_$R.txt 2>&1; rc=$?; '
-            f'echo "$rc $(date +%s.%N)" > {shlex.quote(self.exit_dir)}/rank_$R; exit $rc'
+            '"$@" >> "$D/logs/rank_$R.txt" 2>&1; rc=$?; '
+            'echo "$rc $(date +%s.%N)" > "$D/.torchyard-run/exit/rank_$R"; exit $rc'
         )
         exports = sorted(set(self.node) | {"PATH", "PYTHONPATH", "VIRTUAL_ENV"} & set(env))
         argv = [
