@@ -33,9 +33,15 @@ class Experiment:
         self.name = check_name(name)
 
     def submit(self, config: Any, tags: Mapping[str, Any] | None = None) -> Run:
-        """Submit a ``PyTorch`` estimator, a ``ScriptRunConfig`` or a ``JobSpec``; returns the Run."""
+        """Submit a ``PyTorch`` estimator, a ``ScriptRunConfig`` or a ``JobSpec``; returns the Run.
+        A ``HyperDriveConfig`` starts a sweep and returns its ``HyperDriveRun``."""
         from torchyard.spec.job import JobSpec  # noqa: PLC0415
 
+        if getattr(config, "__torchyard_sweep__", False):
+            from torchyard.sweeps.controller import start_sweep  # noqa: PLC0415
+            from torchyard.sweeps.run import HyperDriveRun  # noqa: PLC0415
+
+            return HyperDriveRun(self, start_sweep(self.workspace, self.name, config, dict(tags) if tags else None))
         spec = config if isinstance(config, JobSpec) else getattr(config, "to_job_spec", lambda: None)()
         if not isinstance(spec, JobSpec):
             raise SpecError("config", f"cannot submit {type(config).__name__}; pass a PyTorch estimator or ScriptRunConfig")
@@ -78,6 +84,11 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     if not gone and stale < STALE_SECONDS:
         return row
     run_id = row["id"]
+    if row.get("parent_id") is None and '"kind": "sweep"' in (row.get("spec") or ""):
+        from torchyard.sweeps.controller import is_sweep_row, revive  # noqa: PLC0415
+
+        if is_sweep_row(row):  # a sweep's controller is restarted, not given up on
+            return revive(store, row)
     if gone or stale >= DEAD_SECONDS:
         why = f"supervisor process {pid} is gone" if gone else f"no supervisor heartbeat for {stale:.0f} s"
         store.set_status(run_id, RunStatus.NOT_RESPONDING, why)

@@ -7,6 +7,11 @@ EXPECTED = {
     "ComputeError", "DataReference", "Datastore", "Environment", "Experiment", "Gloo", "JobSpec", "Mpi", "MpiConfiguration", "Nccl",
     "NotFoundError", "NotSupportedError", "PyTorch", "PyTorchConfiguration", "Run", "RunFailedError",
     "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "WorkspaceError", "__version__",
+    # sweeps (torchyard.hyperdrive)
+    "BanditPolicy", "BayesianParameterSampling", "GridParameterSampling", "HyperDriveConfig", "HyperDriveRun",
+    "MedianStoppingPolicy", "NoTerminationPolicy", "PrimaryMetricGoal", "RandomParameterSampling",
+    "TruncationSelectionPolicy", "choice", "loguniform", "lognormal", "normal", "qloguniform", "qlognormal",
+    "qnormal", "quniform", "randint", "uniform",
 }
 
 

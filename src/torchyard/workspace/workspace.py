@@ -153,9 +153,10 @@ class Workspace:
         *,
         tags: dict[str, str] | None = None,
         parent_id: str | None = None,
+        run_id: str | None = None,
     ) -> str:
         """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
-        run_id = self.record_run(experiment, spec, tags=tags, parent_id=parent_id)
+        run_id = self.record_run(experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
         from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
 
         pid = spawn_supervisor(self.run_dir(run_id))
@@ -242,8 +243,10 @@ class Workspace:
         *,
         tags: dict[str, str] | None = None,
         parent_id: str | None = None,
+        run_id: str | None = None,
     ) -> str:
-        """Validate, snapshot and record a run (NotStarted → Queued); starts nothing."""
+        """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
+        explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one."""
         from torchyard.compute.registry import get_target  # noqa: PLC0415
         from torchyard.status import RunStatus  # noqa: PLC0415
 
@@ -253,7 +256,10 @@ class Workspace:
         target = get_target(spec.compute_target, self.path)
         target.check(spec)
         _check_supported(spec)
-        run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+        if run_id is None:
+            run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+        else:
+            check_name(run_id, "run_id")
         workdir = self.run_dir(run_id)
         properties = self._snapshot(spec.source_directory, workdir)
         os.makedirs(os.path.join(workdir, ".torchyard-run", "journal"), exist_ok=True)

@@ -1,0 +1,445 @@
+"""The sweep controller: one detached process per sweep, ``python -m torchyard.sweeps.controller RUN_DIR``.
+
+It walks the parent run Queued → Running → Completed/Failed/Canceled. Every ``POLL_SECONDS`` it
+heart-beats into the store (so a dead controller is noticed as for any run), reads the children's
+primary metric, applies the early-termination policy at each new interval (a stopped trial is
+canceled with the policy's reason), and starts new trials (ordinary runs with ids ``<parent>_<i>``,
+each with its own supervisor) while fewer than ``max_concurrent_runs`` are active and fewer than
+``max_total_runs`` exist.
+
+Its whole state is in the store: the parent's ``spec`` holds the sweep's definition and seed, each
+child holds its index and hyperparameters (a tag, written with the child's row, and a property). A
+controller started again (``HyperDriveRun.resume()``, ``torchyard sweep resume ID``, or any reader that
+finds it gone) takes a lock, so only one runs, and carries on: finished trials are never rerun,
+running ones are watched again, and trial *i*'s values are the same as before (they depend only on
+the seed and *i*, and for Bayesian sampling on the trials finished before *i*).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunStatus
+
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 2.0
+USER_CANCEL = "canceled by user"
+INDEX_PROP = "torchyard.sweep.index"
+HYPER_KEY = "hyperparameters"
+
+
+def _info_path(run_dir: str) -> str:
+    return os.path.join(run_dir, ".torchyard-run", "controller.json")
+
+
+def _lock_path(run_dir: str) -> str:
+    return os.path.join(run_dir, ".torchyard-run", "controller.lock")
+
+
+def spawn_controller(run_dir: str, python: str | None = None) -> int:
+    """Start the controller of the sweep in ``run_dir``, detached (a shell starts it in the background
+    and exits, so it is nobody's child and outlives the submitter). Returns its pid."""
+    log = os.path.join(run_dir, "logs", "controller.txt")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    cmd = '"$2" -m torchyard.sweeps.controller "$3" </dev/null >>"$1" 2>&1 & echo $!'
+    proc = subprocess.run(
+        ["/bin/sh", "-c", cmd, "sh", log, python or sys.executable, run_dir],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        check=False,
+    )
+    try:
+        return int(proc.stdout.strip())
+    except ValueError:
+        raise RuntimeError(f"could not start the sweep controller (see {log})") from None
+
+
+def controller_alive(run_dir: str) -> bool:
+    """Whether a controller holds the sweep's lock (a dead one releases it with its last breath)."""
+    try:
+        fh = open(_lock_path(run_dir), "a")  # noqa: SIM115
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def _starting(run_dir: str) -> bool:
+    """Whether a controller started by ``resume`` is still on its way to taking the lock."""
+    import psutil  # noqa: PLC0415
+
+    try:
+        with open(os.path.join(run_dir, ".torchyard-run", "controller.spawned")) as fh:
+            pid, when = fh.read().split()
+        proc = psutil.Process(int(pid))
+        return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= float(when) + 5
+    except (OSError, ValueError, psutil.Error):
+        return False
+
+
+def resume(run_dir: str) -> int | None:
+    """Start the controller again unless one is running (or starting); returns the new pid, or None."""
+    if controller_alive(run_dir) or _starting(run_dir):
+        return None
+    python = None
+    try:
+        with open(_info_path(run_dir)) as fh:
+            python = json.load(fh).get("python")
+    except (OSError, ValueError):
+        pass
+    pid = spawn_controller(run_dir, python)
+    with open(os.path.join(run_dir, ".torchyard-run", "controller.spawned"), "w") as fh:
+        fh.write(f"{pid} {time.time()}")
+    return pid
+
+
+def is_sweep_row(row: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(row.get("spec") or "{}").get("kind") == "sweep")
+    except ValueError:
+        return False
+
+
+def revive(store: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """The reconcile path for a sweep whose controller is gone: start it again, instead of failing the
+    sweep (its trials run on in their own supervisors). Returns the row."""
+    try:
+        resume(str(row["run_dir"]))
+    except Exception as err:  # cannot restart here: say so, and let the run be judged as any other
+        print(f"torchyard: could not restart the controller of sweep {row['id']}: {err}", file=sys.stderr)
+    return dict(store.get_run(row["id"]))
+
+
+def start_sweep(ws: Any, experiment: str, config: Any, tags: dict[str, str] | None = None) -> str:
+    """Record the parent run (Queued) and start its controller; returns the parent's id."""
+    from torchyard.compute.registry import get_target  # noqa: PLC0415
+    from torchyard.workspace.workspace import _str_dict, check_name  # noqa: PLC0415
+
+    check_name(experiment)
+    spec = config.trial_spec
+    get_target(spec.compute_target).check(spec)
+    sampling = config.hyperparameter_sampling
+    seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
+    run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+    run_dir = ws.run_dir(run_id)
+    os.makedirs(os.path.join(run_dir, ".torchyard-run"), exist_ok=True)
+    os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+    with open(_info_path(run_dir), "w") as fh:
+        json.dump({"run_id": run_id, "workspace": ws.path, "db_url": ws.db_url, "python": sys.executable}, fh)
+    definition = config.to_dict(seed)
+    properties = {
+        "torchyard.sweep": "hyperdrive",
+        "primary_metric_config": json.dumps({"name": config.primary_metric_name, "goal": config.primary_metric_goal.value}),
+        "sampling": sampling.name,
+        "seed": str(seed),
+        "policy": config.policy.name,
+        "max_total_runs": str(config.max_total_runs),
+        "max_concurrent_runs": str(config.max_concurrent_runs),
+    }
+    store = ws.store
+    store.create_run(
+        run_id=run_id,
+        experiment=experiment,
+        spec_json=json.dumps(definition),
+        compute_target=spec.compute_target,
+        run_dir=run_dir,
+        tags={**config.tags, **_str_dict(tags, "tags")},
+        display_name=spec.display_name,
+        properties=properties,
+    )
+    store.set_status(run_id, RunStatus.QUEUED)
+    pid = spawn_controller(run_dir)
+    store.set_supervisor(run_id, pid)
+    return run_id
+
+
+def child_index(row: dict[str, Any], parent_id: str) -> int | None:
+    suffix = str(row["id"])[len(parent_id) + 1 :]
+    return int(suffix) if suffix.isdigit() else None
+
+
+class Controller:
+    def __init__(self, run_dir: str) -> None:
+        from torchyard.run import Experiment  # noqa: PLC0415
+        from torchyard.sweeps.config import HyperDriveConfig  # noqa: PLC0415
+        from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+
+        with open(_info_path(run_dir)) as fh:
+            info = json.load(fh)
+        self.run_dir = run_dir
+        self.run_id: str = info["run_id"]
+        self.ws = Workspace(info["workspace"], db_url=info["db_url"])
+        self.store = self.ws.store
+        row = self.store.get_run(self.run_id)
+        self.experiment = Experiment(self.ws, row["experiment"])
+        self.definition = json.loads(row["spec"])
+        self.config = HyperDriveConfig.from_dict(self.definition)
+        self.seed = int(self.definition["sampling"]["seed"])
+        self.metric = self.config.primary_metric_name
+        self.maximize = self.config.maximize
+        self.cancel_reason: str | None = None
+        self.stop_reason: str | None = None
+        self.histories: dict[str, list[float]] = {}
+        self.evaluated: dict[str, int] = {}
+        self.final: set[str] = set()
+        self.policy_stopped: dict[str, str] = {}
+        self.next_beat = 0.0
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    def _on_sigterm(self, _signum: int, _frame: Any) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = USER_CANCEL
+
+    def _requested_reason(self) -> str:
+        for event in reversed(self.store.status_history(self.run_id)):
+            if event["status"] == RunStatus.CANCEL_REQUESTED.value:
+                return str(event.get("detail") or USER_CANCEL)
+        return USER_CANCEL
+
+    def _heartbeat(self, now: float) -> None:
+        if now < self.next_beat:
+            return
+        self.next_beat = now + HEARTBEAT_SECONDS
+        try:
+            status = self.store.heartbeat(self.run_id)
+        except Exception as err:  # the store may be briefly unreachable: go on
+            self.log(f"heartbeat failed: {err}")
+            return
+        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason in (None, USER_CANCEL):
+            self.cancel_reason = self._requested_reason()
+        elif status == RunStatus.NOT_RESPONDING.value:
+            self.store.set_status(self.run_id, RunStatus.RUNNING, "sweep controller heartbeat resumed")
+
+    def _children(self) -> list[dict[str, Any]]:
+        from torchyard.run import reconcile  # noqa: PLC0415
+
+        rows = self.store.list_runs(parent_id=self.run_id)
+        rows = [reconcile(self.store, r) if r["status"] in ACTIVE_VALUES else r for r in rows]
+        return sorted(rows, key=lambda r: child_index(r, self.run_id) or 0)
+
+    def _update_histories(self, children: list[dict[str, Any]]) -> None:
+        for row in children:
+            cid = row["id"]
+            if cid in self.final:
+                continue
+            series = self.store.get_series(cid, rank=0, name=self.metric).get((0, self.metric))
+            self.histories[cid] = list(series[0]) if series else []
+            if row["status"] in TERMINAL_VALUES:
+                self.final.add(cid)
+
+    def _cancel_children(self, children: list[dict[str, Any]], reason: str) -> int:
+        from torchyard.run import Run  # noqa: PLC0415
+
+        active = 0
+        for row in children:
+            if row["status"] in TERMINAL_VALUES:
+                continue
+            active += 1
+            if row["status"] != RunStatus.CANCEL_REQUESTED.value:
+                Run(self.experiment, row["id"], _row=row).cancel(reason)
+        return active
+
+    # ---- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        os.makedirs(os.path.dirname(_lock_path(self.run_dir)), exist_ok=True)
+        lock = open(_lock_path(self.run_dir), "a")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.log("another controller is running this sweep; exiting")
+            return
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+        row = self.store.get_run(self.run_id)
+        if row["status"] in TERMINAL_VALUES:
+            self.log(f"sweep {self.run_id} already ended {row['status']}")
+            return
+        self.store.set_supervisor(self.run_id, os.getpid())
+        resumed = row["status"] not in (RunStatus.QUEUED.value, RunStatus.NOT_STARTED.value)
+        if row["status"] == RunStatus.CANCEL_REQUESTED.value:
+            self.cancel_reason = self._requested_reason()
+        else:
+            self.store.set_status(self.run_id, RunStatus.RUNNING,
+                                  "sweep controller resumed" if resumed else "sweep controller started")
+        started = self.store.get_run(self.run_id)["started_at"] or time.time()
+        self.log(f"{'resumed' if resumed else 'started'} sweep {self.run_id}: {self.config!r}")
+        deadline = started + self.config.max_duration_minutes * 60
+        while True:
+            now = time.time()
+            self._heartbeat(now)
+            children = self._children()
+            self._update_histories(children)
+            if self.cancel_reason:
+                if self._cancel_children(children, f"sweep {self.run_id} was canceled: {self.cancel_reason}") == 0:
+                    self._finish(children, RunStatus.CANCELED, self.cancel_reason)
+                    return
+            else:
+                if now > deadline and self.stop_reason is None:
+                    self.stop_reason = f"max_duration_minutes={self.config.max_duration_minutes:g} reached"
+                    self.log(self.stop_reason)
+                if self.stop_reason:
+                    if self._cancel_children(children, f"sweep {self.run_id}: {self.stop_reason}") == 0:
+                        self._finish(children, None, self.stop_reason)
+                        return
+                else:
+                    self._apply_policy(children)
+                    children = self._launch(children)
+                    if len(children) >= self.config.max_total_runs and all(
+                        r["status"] in TERMINAL_VALUES for r in children
+                    ):
+                        self._update_histories(children)
+                        self._finish(children, None, None)
+                        return
+            time.sleep(POLL_SECONDS)
+
+    def _apply_policy(self, children: list[dict[str, Any]]) -> None:
+        from torchyard.run import Run  # noqa: PLC0415
+
+        policy = self.config.policy
+        finished = {r["id"] for r in children if r["status"] in TERMINAL_VALUES}
+        for row in children:
+            cid = row["id"]
+            if row["status"] in TERMINAL_VALUES or row["status"] == RunStatus.CANCEL_REQUESTED.value:
+                continue
+            history = self.histories.get(cid, [])
+            done = self.evaluated.get(cid, 0)
+            for interval in range(done + 1, len(history) + 1):
+                self.evaluated[cid] = interval
+                reason = policy.evaluate(cid, interval, self.histories, self.maximize, finished)
+                if reason:
+                    self.log(f"{cid}: {reason}")
+                    self.policy_stopped[cid] = reason
+                    Run(self.experiment, cid, _row=row).cancel(reason)
+                    break
+
+    def _history_for_sampler(self, children: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+        out = []
+        for row in children:
+            values = self.histories.get(row["id"])
+            if row["status"] != RunStatus.COMPLETED.value or not values:
+                continue
+            params = self._hyperparameters(row)
+            if params is not None:
+                out.append((params, max(values) if self.maximize else min(values)))
+        return out
+
+    def _hyperparameters(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        raw = self.store.get_tags(row["id"]).get(HYPER_KEY)
+        try:
+            return dict(json.loads(raw)) if raw else None
+        except ValueError:
+            return None
+
+    def _launch(self, children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
+        from torchyard.sweeps.config import trial_arguments  # noqa: PLC0415
+
+        # a child recorded just before a crash, whose supervisor never started
+        for row in children:
+            if row["status"] == RunStatus.QUEUED.value and row.get("supervisor_pid") is None:
+                self.log(f"{row['id']}: starting its supervisor (recorded before the controller stopped)")
+                self.store.set_supervisor(row["id"], spawn_supervisor(str(row["run_dir"])))
+            if row["status"] not in TERMINAL_VALUES:
+                params = self._hyperparameters(row)
+                if params is not None and HYPER_KEY not in self.store.get_properties(row["id"]):
+                    self.store.add_properties(row["id"], {HYPER_KEY: json.dumps(params)})
+        active = sum(1 for r in children if r["status"] not in TERMINAL_VALUES)
+        taken = {child_index(r, self.run_id) for r in children}
+        launched = False
+        while active < self.config.max_concurrent_runs and len(taken) < self.config.max_total_runs:
+            index = min(i for i in range(self.config.max_total_runs + 1) if i not in taken)
+            values = self.config.hyperparameter_sampling.suggest(
+                index, self.seed, self._history_for_sampler(children), self.maximize
+            )
+            child_id = f"{self.run_id}_{index}"
+            leftover = self.ws.run_dir(child_id)
+            if os.path.exists(leftover):  # a folder without a row: a record interrupted by a crash
+                shutil.rmtree(leftover, ignore_errors=True)
+            spec = trial_arguments(self.config.trial_spec, values)
+            hyper = json.dumps(values)
+            try:
+                self.ws.submit(self.experiment.name, spec, tags={HYPER_KEY: hyper}, parent_id=self.run_id,
+                               run_id=child_id)
+            except Exception as err:
+                self.stop_reason = f"could not start trial {index}: {err}"
+                self.log(self.stop_reason)
+                return children
+            self.store.add_properties(child_id, {HYPER_KEY: hyper, INDEX_PROP: str(index)})
+            self.log(f"{child_id}: started with {hyper}")
+            taken.add(index)
+            active += 1
+            launched = True
+        return self._children() if launched else children
+
+    def _finish(self, children: list[dict[str, Any]], status: RunStatus | None, reason: str | None) -> None:
+        ranked = []
+        for row in children:
+            values = self.histories.get(row["id"]) or []
+            if values:
+                ranked.append((max(values) if self.maximize else min(values), row["id"]))
+        ranked.sort(reverse=self.maximize)
+        counts: dict[str, int] = {}
+        for row in children:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        summary: dict[str, Any] = {
+            "trials": len(children),
+            "statuses": counts,
+            "early_terminated": len(self.policy_stopped),
+            "best_run_id": ranked[0][1] if ranked else None,
+            "best_primary_metric": ranked[0][0] if ranked else None,
+        }
+        details: dict[str, Any] = {"sweep": summary}
+        if status is None:
+            completed = counts.get(RunStatus.COMPLETED.value, 0)
+            if completed or counts.get(RunStatus.CANCELED.value, 0) and ranked:
+                status = RunStatus.COMPLETED
+            else:
+                status = RunStatus.FAILED
+                reason = reason or f"no trial completed ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+                details["error"] = {"message": reason}
+        self.store.set_status(self.run_id, status, reason, details=details)
+        self.log(f"sweep {self.run_id} ended {status.value}" + (f": {reason}" if reason else "") +
+                 f"; best {summary['best_run_id']} ({summary['best_primary_metric']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ctl: Controller | None = None
+    try:
+        ctl = Controller(args[0])
+        ctl.run()
+        return 0
+    except BaseException as err:
+        traceback.print_exc()
+        if ctl is not None:
+            try:
+                ctl.store.set_status(ctl.run_id, RunStatus.FAILED, f"sweep controller error: {err}",
+                                     details={"error": {"message": f"sweep controller error: {type(err).__name__}: {err}"}})
+            except Exception:
+                traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""HyperDriveRun: the parent run of a sweep, as Azure ML's ``HyperDriveRun``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from torchyard.errors import NotFoundError
+from torchyard.run import Run
+from torchyard.status import TERMINAL_VALUES, RunStatus
+
+
+class HyperDriveRun(Run):
+    """A sweep's parent run; its children are ordinary runs (``<parent>_<i>``).
+
+    ``HyperDriveRun(experiment, run_id)`` opens an existing sweep; ``exp.submit(HyperDriveConfig(...))``
+    starts one. Everything ``Run`` offers works on the parent (status, details, wait_for_completion,
+    cancel); the methods below look at the trials."""
+
+    def __init__(self, experiment: Any, run_id: str, *, _row: dict[str, Any] | None = None) -> None:
+        super().__init__(experiment, run_id, _row=_row)
+        try:
+            definition = json.loads(self._row["spec"] or "{}")
+        except ValueError:
+            definition = {}
+        if definition.get("kind") != "sweep":
+            raise NotFoundError(f"run {run_id!r} is not a sweep (HyperDrive) run", run_id=run_id)
+        self._definition: dict[str, Any] = definition
+
+    # ---- the sweep's definition ----------------------------------------------------------------------
+
+    @property
+    def primary_metric_name(self) -> str:
+        return str(self._definition["primary_metric_name"])
+
+    @property
+    def maximize(self) -> bool:
+        return self._definition["primary_metric_goal"] == "MAXIMIZE"
+
+    @property
+    def hyperdrive_config(self) -> Any:
+        """The sweep's HyperDriveConfig, rebuilt from the store."""
+        from torchyard.sweeps.config import HyperDriveConfig  # noqa: PLC0415
+
+        return HyperDriveConfig.from_dict(self._definition)
+
+    def get_primary_metric_config(self) -> dict[str, str]:
+        return {"name": self.primary_metric_name, "goal": self._definition["primary_metric_goal"]}
+
+    # ---- trials -----------------------------------------------------------------------------------------
+
+    def _child_rows(self) -> list[dict[str, Any]]:
+        from torchyard.sweeps.controller import child_index  # noqa: PLC0415
+
+        rows = self._store.list_runs(parent_id=self.id)
+        return sorted(rows, key=lambda r: child_index(r, self.id) or 0)
+
+    def get_children(self) -> list[Run]:
+        """The trials, in the order they were started."""
+        return [Run(self.experiment, r["id"], _row=r) for r in self._child_rows()]
+
+    def get_hyperparameters(self) -> dict[str, dict[str, Any]]:
+        """``{child run id: {parameter: value}}`` for every trial."""
+        out = {}
+        for row in self._child_rows():
+            raw = self._store.get_tags(row["id"]).get("hyperparameters")
+            out[row["id"]] = json.loads(raw) if raw else {}
+        return out
+
+    def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[Any, Any]:
+        """``{child run id: that run's metrics}`` for every trial (Azure's HyperDriveRun.get_metrics)."""
+        return {child.id: child.get_metrics(name, rank) for child in self.get_children()}
+
+    def _best_values(self) -> list[dict[str, Any]]:
+        from torchyard.run import reconcile  # noqa: PLC0415
+
+        hyper = self.get_hyperparameters()
+        out = []
+        for row in self._child_rows():
+            row = reconcile(self._store, row) if row["status"] not in TERMINAL_VALUES else row
+            series = self._store.get_series(row["id"], rank=0, name=self.primary_metric_name).get(
+                (0, self.primary_metric_name)
+            )
+            values = series[0] if series else []
+            best = (max(values) if self.maximize else min(values)) if values else None
+            out.append({
+                "run_id": row["id"],
+                "hyperparameters": hyper.get(row["id"], {}),
+                "best_primary_metric": best,
+                "status": row["status"],
+                "intervals": len(values),
+            })
+        return out
+
+    def get_children_sorted_by_primary_metric(
+        self, top: int = 0, reverse: bool = False, discard_no_metric: bool = False
+    ) -> list[dict[str, Any]]:
+        """The trials best first, as dicts with ``run_id``, ``hyperparameters``, ``best_primary_metric``
+        (the best value the trial logged), ``status`` and ``intervals`` (values logged); trials without
+        the metric come last (or not at all with ``discard_no_metric``). ``top``: only the first N
+        (0: all); ``reverse``: worst first."""
+        rows = self._best_values()
+        with_metric = [r for r in rows if r["best_primary_metric"] is not None]
+        without = [] if discard_no_metric else [r for r in rows if r["best_primary_metric"] is None]
+        with_metric.sort(key=lambda r: r["best_primary_metric"], reverse=self.maximize != reverse)
+        ranked = with_metric + without if not reverse else without + with_metric
+        return ranked[:top] if top else ranked
+
+    def get_best_run_by_primary_metric(
+        self, include_failed: bool = True, include_canceled: bool = True
+    ) -> Run | None:
+        """The trial with the best primary metric (the best value each logged), or None."""
+        for entry in self.get_children_sorted_by_primary_metric(discard_no_metric=True):
+            if not include_failed and entry["status"] == RunStatus.FAILED.value:
+                continue
+            if not include_canceled and entry["status"] == RunStatus.CANCELED.value:
+                continue
+            return Run(self.experiment, entry["run_id"])
+        return None
+
+    # ---- control ------------------------------------------------------------------------------------------
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel the sweep and every trial still going. Idempotent."""
+        from torchyard.sweeps.controller import controller_alive  # noqa: PLC0415
+
+        row = self._store.get_run(self.id)
+        if row["status"] in TERMINAL_VALUES:
+            return
+        why = reason or "canceled by user"
+        self._store.set_status(self.id, RunStatus.CANCEL_REQUESTED, why)
+        for child in self._child_rows():
+            if child["status"] not in TERMINAL_VALUES:
+                Run(self.experiment, child["id"], _row=child).cancel(f"sweep {self.id} was canceled: {why}")
+        pid = row.get("supervisor_pid")
+        if controller_alive(self.workdir):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            return
+        # no controller to finish it: the trials were asked to stop, the sweep ends here
+        self._store.set_status(self.id, RunStatus.CANCELED, why, details={"cancel_reason": why})
+
+    def resume(self) -> bool:
+        """Start the sweep's controller again if it is not running (after a crash or a kill);
+        finished trials are not rerun. Returns whether a controller was started."""
+        from torchyard.sweeps.controller import resume  # noqa: PLC0415
+
+        row = self._store.get_run(self.id)
+        if row["status"] in TERMINAL_VALUES:
+            return False
+        started = resume(self.workdir) is not None
+        if started:
+            deadline = time.time() + 10
+            while time.time() < deadline and self._store.get_run(self.id)["supervisor_pid"] == row["supervisor_pid"]:
+                time.sleep(0.05)
+        return started
+
+    def __repr__(self) -> str:
+        return f"HyperDriveRun(experiment={self.experiment.name!r}, id={self.id!r}, status={self._row['status']!r})"
