@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     from torchyard.cli import datastore as datastore_cli  # noqa: PLC0415
 
     datastore_cli.add_parser(sub)
+    from torchyard.cli import sweep as sweep_cli  # noqa: PLC0415
+
+    sweep_cli.add_parser(sub)
     from torchyard.cli import compute as compute_cli  # noqa: PLC0415
 
     compute_cli.add_parser(sub)
@@ -302,6 +305,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     loaded = load_job_file(args.job_file)
     experiment = args.experiment or loaded.experiment or _default_experiment(loaded.spec.source_directory)
+    if hasattr(loaded, "config"):  # a sweep (type: sweep)
+        return _submit_sweep(loaded, experiment, args)
     if args.dry_run:
         return _dry_run(loaded.spec, experiment, args)
     ws = _workspace(args)
@@ -319,7 +324,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(spec: Any, experiment: str, args: argparse.Namespace) -> int:
+def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int:
+    from torchyard.cli import sweep as sweep_cli  # noqa: PLC0415
+    from torchyard.run import Experiment  # noqa: PLC0415
+
+    if args.dry_run:
+        config = loaded.config
+        trial = config.hyperparameter_sampling.suggest(0, config.hyperparameter_sampling.seed or 0, (), config.maximize)
+        from torchyard.sweeps.config import trial_arguments  # noqa: PLC0415
+
+        return _dry_run(trial_arguments(loaded.spec, trial), experiment, args, sweep=config)
+    hd = Experiment(_workspace(args), experiment).submit(loaded.config, tags=loaded.tags)
+    if args.json and not args.stream:
+        _print_json({"run_id": hd.id, "experiment": experiment, "status": hd.get_status(), "type": "sweep"})
+        return 0
+    print(f"torchyard: submitted sweep {hd.id} (experiment {experiment})", file=sys.stderr, flush=True)
+    if not args.stream:
+        print(hd.id)
+        return 0
+    code = _wait(hd, stream=False)
+    sweep_cli.show(hd, as_json=args.json)
+    return code
+
+
+def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = None) -> int:
     import sys as _sys  # noqa: PLC0415
 
     from torchyard.compute.base import PreparedJob  # noqa: PLC0415
@@ -341,9 +369,13 @@ def _dry_run(spec: Any, experiment: str, args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        _print_json({"experiment": experiment, "spec": spec.to_dict(), "plan": plan.describe()})
+        extra = {"sweep": sweep.to_dict(sweep.hyperparameter_sampling.seed)} if sweep is not None else {}
+        _print_json({"experiment": experiment, "spec": spec.to_dict(), "plan": plan.describe(), **extra})
     else:
         print(f"experiment: {experiment}")
+        if sweep is not None:
+            print(f"sweep: {sweep!r}")
+            print("first trial's job (sampled values as arguments):")
         print("job:")
         print(json.dumps(spec.to_dict(), indent=2))
         print(plan.describe())
@@ -599,6 +631,12 @@ def _compute_command(args: argparse.Namespace) -> int:
     return compute_cli.run(args, _workspace(args))
 
 
+def _sweep_command(args: argparse.Namespace) -> int:
+    from torchyard.cli import sweep as sweep_cli  # noqa: PLC0415
+
+    return sweep_cli.run(args, _workspace(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -613,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] | None
     if args.command == "datastore":
         handler = _datastore_command
+    elif args.command == "sweep":
+        handler = _sweep_command
     elif args.command == "compute":
         handler = _compute_command
     elif args.command == "env":

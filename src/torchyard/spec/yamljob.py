@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from torchyard.errors import SpecError
 from torchyard.spec.estimators import parse_backend
 from torchyard.spec.job import JobSpec, build_job_spec, convert_spec
+
+if TYPE_CHECKING:
+    from torchyard.sweeps.yamlsweep import LoadedSweep
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -96,8 +99,9 @@ class LoadedJob(msgspec.Struct, frozen=True):
     tags: dict[str, str]
 
 
-def load_job_file(path: str) -> LoadedJob:
-    """Read and validate a YAML job file; paths in it are relative to the file."""
+def load_job_file(path: str) -> LoadedJob | LoadedSweep:
+    """Read and validate a YAML job file; paths in it are relative to the file. A ``type: sweep`` file
+    gives a LoadedSweep (torchyard.sweeps.yamlsweep), whose ``config`` is a HyperDriveConfig."""
     import yaml  # noqa: PLC0415 - only the YAML path needs it
 
     if not os.path.isfile(path):
@@ -112,6 +116,10 @@ def load_job_file(path: str) -> LoadedJob:
         raise SpecError("job file", f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError("job file", f"{path}: expected a mapping of job fields at the top level")
+    if data.get("type") == "sweep":
+        from torchyard.sweeps.yamlsweep import compile_sweep  # noqa: PLC0415
+
+        return compile_sweep(data, base=os.path.dirname(os.path.abspath(path)))
     job: JobFile = convert_spec(data, JobFile)
     return compile_job_file(job, base=os.path.dirname(os.path.abspath(path)))
 
@@ -163,7 +171,7 @@ def _data_ref(value: dict[str, Any], base: str, field: str) -> dict[str, Any]:
 
 def compile_job_file(job: JobFile, base: str) -> LoadedJob:
     if job.type != "command":
-        raise SpecError("type", f"unsupported job type {job.type!r}; only 'command' jobs are supported here")
+        raise SpecError("type", f"unsupported job type {job.type!r}; use 'command' or 'sweep'")
     literals: dict[str, Any] = {}
     data_inputs: dict[str, Any] = {}
     for name, value in job.inputs.items():
