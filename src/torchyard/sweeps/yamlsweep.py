@@ -22,6 +22,7 @@ A search-space value not referenced as ``${{search_space.NAME}}`` is appended as
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -88,7 +89,10 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
     sampler_cls = SAMPLERS.get(str(algo).lower())
     if sampler_cls is None:
         raise SpecError("sampling_algorithm", f"unknown algorithm {algo!r}; use random, grid or bayesian")
-    sampling = sampler_cls({k: v for k, v in space.items()}, seed=seed)
+    try:
+        sampling = sampler_cls({k: v for k, v in space.items()}, seed=seed)
+    except SpecError as err:
+        raise _renamed(err, {}) from None
 
     objective = _mapping(data.get("objective") or {}, "objective")
     extra = sorted(set(objective) - {"goal", "primary_metric"})
@@ -98,7 +102,11 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
         raise SpecError("objective.primary_metric", "is required: the metric the script logs")
     if "goal" not in objective:
         raise SpecError("objective.goal", "is required: maximize or minimize")
-    policy = EarlyTerminationPolicy.from_dict(data.get("early_termination"), "early_termination")
+    try:
+        policy = EarlyTerminationPolicy.from_dict(data.get("early_termination"), "early_termination")
+    except SpecError as err:
+        at = str(getattr(err, "field", ""))
+        raise (err if at.startswith("early_termination") else _renamed(err, {at: f"early_termination.{at}"})) from None
     total = limits.get("max_total_trials")
     if total is None:
         raise SpecError("limits.max_total_trials", "is required")
@@ -115,15 +123,20 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
             run_config=loaded.spec,
         )
     except SpecError as err:
-        at = str(getattr(err, "field", ""))
-        field = {
+        raise _renamed(err, {
             "primary_metric_goal": "objective.goal",
             "primary_metric_name": "objective.primary_metric",
             "max_total_runs": "limits.max_total_trials",
             "max_concurrent_runs": "limits.max_concurrent_trials",
             "max_duration_minutes": "limits.timeout",
             "policy": "early_termination",
-        }.get(at, at.replace("parameter_space", "search_space"))
-        message = str(err).split(": ", 1)[1] if ": " in str(err) else str(err)
-        raise SpecError(field, message) from None
+        }) from None
     return LoadedSweep(spec=loaded.spec, experiment=loaded.experiment, tags=loaded.tags, config=config)
+
+
+def _renamed(err: SpecError, names: dict[str, str]) -> SpecError:
+    """The SDK's field names as the YAML file spells them."""
+    at = str(getattr(err, "field", ""))
+    field = names.get(at) or re.sub(r"^parameter_space\['([^']*)'\]", r"search_space.\1", at)
+    message = str(err)[len(at) + 2 :] if str(err).startswith(f"{at}: ") else str(err)
+    return SpecError(field, message)
