@@ -282,7 +282,10 @@ class Controller:
         else:
             self.store.set_status(self.run_id, RunStatus.RUNNING,
                                   "sweep controller resumed" if resumed else "sweep controller started")
-        started = self.store.get_run(self.run_id)["started_at"] or time.time()
+        row = self.store.get_run(self.run_id)
+        starts = int(json.loads(row["details"] or "{}").get("controller_starts", 0)) + 1
+        self.store.update_details(self.run_id, controller_starts=starts)
+        started = row["started_at"] or time.time()
         self.log(f"{'resumed' if resumed else 'started'} sweep {self.run_id}: {self.config!r}")
         deadline = started + self.config.max_duration_minutes * 60
         while True:
