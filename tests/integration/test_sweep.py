@@ -12,8 +12,8 @@ import time
 
 import psutil
 import pytest
-
 from tests.conftest import EXAMPLES, run_processes, wait_until, write_script
+
 from torchyard import (
     BanditPolicy,
     Experiment,
