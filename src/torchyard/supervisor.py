@@ -220,6 +220,7 @@ class Supervisor:
             spec=spec,
             rank_argv=argv,
             launcher_python=sys.executable,
+            rank_python=python,
         )
         plan = target.prepare(job)
         self._status(RunStatus.STARTING)

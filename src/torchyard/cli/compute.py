@@ -41,6 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="placement-group strategy for the job's nodes (default: STRICT_SPREAD, one node per Ray node)",
     )
     ray.add_argument("--cpus-per-process", type=float, default=1.0, help="CPUs reserved per rank (default: 1)")
+    ray.add_argument(
+        "--all-outputs", action="store_true", help="also collect other nodes' outputs/ (as outputs/node_K/)"
+    )
 
     slurm = kinds.add_parser("slurm", help="a Slurm cluster reachable with sbatch/squeue/scontrol/scancel")
     slurm.add_argument("name")
@@ -69,7 +72,12 @@ def _target(args: argparse.Namespace) -> Any:
     if kind == "ray":
         from torchyard.compute.ray import RayCompute  # noqa: PLC0415  (imports no ray)
 
-        return RayCompute(address=args.address, placement=args.placement, cpus_per_process=args.cpus_per_process)
+        return RayCompute(
+            address=args.address,
+            placement=args.placement,
+            cpus_per_process=args.cpus_per_process,
+            collect_all_outputs=args.all_outputs,
+        )
     from torchyard.compute.slurm import SlurmCompute  # noqa: PLC0415
 
     return SlurmCompute(

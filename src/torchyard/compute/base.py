@@ -36,6 +36,7 @@ class PreparedJob:
     spec: JobSpec
     rank_argv: list[str]
     launcher_python: str
+    rank_python: str = ""  # the interpreter in rank_argv (targets whose nodes have their own swap it)
 
 
 @dataclass(frozen=True, kw_only=True)

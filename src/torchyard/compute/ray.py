@@ -22,7 +22,8 @@ class RayCompute(ComputeTarget):
     ``"ray://HOST:10001"`` (Ray Client). ``placement``: the placement-group strategy for the job's
     nodes; ``STRICT_SPREAD`` (default) puts each node of the job on its own Ray node, ``PACK`` or
     ``SPREAD`` let a small cluster hold more nodes than it has. ``cpus_per_process``: CPUs reserved
-    per rank in each node's bundle (GPUs: one per rank with ``use_gpu``).
+    per rank in each node's bundle (GPUs: one per rank with ``use_gpu``). ``collect_all_outputs``:
+    also bring back the ``outputs/`` of nodes other than node 0 (as ``outputs/node_K/``).
     """
 
     kind = "ray"
@@ -32,6 +33,7 @@ class RayCompute(ComputeTarget):
         address: str = "auto",
         placement: str = "STRICT_SPREAD",
         cpus_per_process: float = 1.0,
+        collect_all_outputs: bool = False,
         *,
         name: str | None = None,
     ) -> None:
@@ -45,12 +47,18 @@ class RayCompute(ComputeTarget):
         self.address = address
         self.placement = placement
         self.cpus_per_process = float(cpus_per_process)
+        self.collect_all_outputs = bool(collect_all_outputs)
         self.capabilities = Capabilities(
             max_nodes=None, gpu=True, backends=frozenset({"pytorch", "mpi"}), launchers=frozenset({"torchyard"})
         )
 
     def to_config(self) -> dict[str, Any]:
-        return {"address": self.address, "placement": self.placement, "cpus_per_process": self.cpus_per_process}
+        return {
+            "address": self.address,
+            "placement": self.placement,
+            "cpus_per_process": self.cpus_per_process,
+            "collect_all_outputs": self.collect_all_outputs,
+        }
 
     def check(self, spec: Any) -> None:
         super().check(spec)

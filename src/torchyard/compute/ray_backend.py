@@ -1,0 +1,405 @@
+"""The supervisor's side of a Ray job: a placement group, one NodeAgent actor per bundle, and a
+non-blocking :class:`RayHandle` the supervisor's loop drives.
+
+The handle is a small state machine advanced by ``poll()`` without ever blocking on Ray:
+placing (the placement group waits for resources: ``queued()`` says why) → setting up (each actor
+unpacks the snapshot and builds the environment on its node) → running (each actor's launcher) →
+done. Logs and journals stream back through ``sync()``; ``collect()`` brings ``outputs/`` home;
+``release()`` kills the actors, removes the placement group and disconnects, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
+from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, unpack
+from torchyard.errors import ComputeError
+
+#: what of a run's folder is its code (everything else is made by the run)
+NOT_CODE = ("logs", "outputs", ".torchyard-run")
+REASON_EVERY = 2.0
+NODE_CHECK_EVERY = 1.0
+
+
+def bundles(target: Any, job: PreparedJob) -> list[dict[str, float]]:
+    dist = job.spec.distribution
+    bundle: dict[str, float] = {"CPU": target.cpus_per_process * dist.process_count_per_node}
+    if job.spec.use_gpu:
+        bundle["GPU"] = float(dist.process_count_per_node)
+    if not any(bundle.values()):
+        bundle = {"CPU": 0.001}  # a bundle needs some resource; this still pins one node per bundle
+    return [dict(bundle) for _ in range(dist.node_count)]
+
+
+def prepare(target: Any, job: PreparedJob) -> LaunchPlan:
+    """Node plans with what only Ray can tell (node 0's address, each node's folder) left open."""
+    dist = job.spec.distribution
+    common = common_plan(job, master_addr="<node 0's Ray address>", master_port=0, workdir="<node folder>")
+    nodes = []
+    for node_rank in range(dist.node_count):
+        plan = dict(common, node_rank=node_rank, status_path=f"<node folder>/{WHOLE_PREFIX}{node_rank}.json")
+        if common["mode"] == "mpi":
+            plan["hosts"] = [[f"ray-node-{k}", dist.process_count_per_node] for k in range(dist.node_count)]
+        nodes.append(NodeLaunch(node_rank=node_rank, plan=plan, argv=["<NodeAgent actor>", "launcher", f"node {node_rank}"]))
+    placement = {
+        "address": target.address,
+        "strategy": target.placement,
+        "bundles": bundles(target, job),
+        "workdir": job.workdir,
+        "python": job.rank_python,
+        "environment": None if job.spec.environment.is_default or job.spec.environment.user_managed
+        else json.loads(job.spec.to_json())["environment"],
+    }
+    return LaunchPlan(target=target.name, nodes=nodes, files={"ray placement group": json.dumps(placement, indent=2)})
+
+
+def submit(target: Any, plan: LaunchPlan) -> RayHandle:
+    import ray  # noqa: PLC0415
+
+    placement = json.loads(plan.files["ray placement group"])
+    _check_reachable(target.address)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ray.init(
+            address=target.address,
+            namespace="torchyard",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    except Exception as err:  # ConnectionError and Ray's own: all mean "no cluster there"
+        raise ComputeError(
+            f"cannot connect to the Ray cluster at {target.address!r}: {err}; "
+            "is it running (`ray status`), and is the address right?"
+        ) from None
+    finally:
+        for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
+            signal.signal(sig, handler)
+    return RayHandle(target, plan, placement)
+
+
+class RayHandle(Handle):
+    def __init__(self, target: Any, plan: LaunchPlan, placement: dict[str, Any]) -> None:
+        import ray  # noqa: PLC0415
+        from ray.util.placement_group import placement_group  # noqa: PLC0415
+
+        self.ray = ray
+        self.target = target
+        self.plans = [n.plan for n in plan.nodes]
+        self.workdir: str = placement["workdir"]
+        self.local_python: str = placement["python"]
+        self.environment = placement["environment"]
+        self.bundles: list[dict[str, float]] = placement["bundles"]
+        self.strategy: str = placement["strategy"]
+        self.node_count = len(self.bundles)
+        self.mode = self.plans[0]["mode"]
+        self.pg = placement_group(self.bundles, strategy=self.strategy, name=f"torchyard-{self.plans[0]['run_id']}")
+        self.pg_ready = self.pg.ready()
+        self.state = "placing"
+        self.reason: str | None = "waiting for the Ray cluster's answer"
+        self.next_reason = 0.0
+        self.actors: list[Any] = []
+        self.setup_refs: list[Any] = []
+        self.setups: list[dict[str, Any]] = []
+        self.start_refs: list[Any] = []
+        self.wait_refs: list[Any] = []
+        self.codes: list[int | None] = []
+        self.pull_refs: list[Any] = []
+        self.offsets: list[dict[str, int]] = []
+        self.failure: tuple[str, str] | None = None
+        self.rc: int | None = None
+        self.canceled = False
+        self.next_node_check = 0.0
+        self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)
+
+    # ---- the state machine -----------------------------------------------------------------------
+
+    def _ready(self, refs: list[Any]) -> bool:
+        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        return len(done) == len(refs)
+
+    def poll(self) -> int | None:
+        try:
+            self._advance()
+        except self.ray.exceptions.RayActorError as err:
+            self._lost(err)
+        except self.ray.exceptions.RayTaskError as err:
+            self._fail(f"a node could not be set up: {_cause(err)}")
+        return self.rc
+
+    def _advance(self) -> None:
+        ray = self.ray
+        if self.rc is not None:
+            return
+        if self.state == "placing":
+            if self.canceled:
+                self.rc = 130
+                return
+            if not self._ready([self.pg_ready]):
+                return
+            self.reason = None
+            self._create_actors()
+            self.state = "setting up"
+        if self.state == "setting up":
+            if self.canceled:
+                self.rc = 130
+                return
+            if not self._ready(self.setup_refs):
+                return
+            self.setups = ray.get(self.setup_refs)
+            self._start()
+            self.state = "running"
+        if self.state == "running":
+            done, _ = ray.wait(self.wait_refs, num_returns=len(self.wait_refs), timeout=0)
+            for ref in done:
+                k = self.wait_refs.index(ref)
+                if self.codes[k] is None:
+                    self.codes[k] = int(ray.get(ref))
+            failed = [c for c in self.codes if c not in (None, 0)]
+            if failed and not self.canceled:
+                self.cancel()  # one node failed: stop the others now
+            if all(c is not None for c in self.codes):
+                self.rc = failed[0] if failed else 0
+                self.state = "done"
+                return
+            now = time.time()
+            if now >= self.next_node_check:
+                self.next_node_check = now + NODE_CHECK_EVERY
+                self._check_nodes()
+
+    def _create_actors(self) -> None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: PLC0415
+
+        agent: Any = self.ray.remote(NodeAgent)
+        run_id = self.plans[0]["run_id"]
+        snapshot = self.ray.put(self.snapshot)
+        for k, bundle in enumerate(self.bundles):
+            actor = agent.options(
+                name=f"torchyard-{run_id}-node-{k}",
+                num_cpus=bundle.get("CPU", 0),
+                num_gpus=bundle.get("GPU", 0),
+                max_concurrency=8,
+                max_restarts=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self.pg, placement_group_bundle_index=k
+                ),
+            ).remote(run_id, k)
+            self.actors.append(actor)
+            self.setup_refs.append(actor.setup.remote(snapshot, self.environment, k == 0))
+        self.offsets = [{} for _ in self.actors]
+        self.pull_refs = [None] * len(self.actors)
+        self.codes = [None] * len(self.actors)
+
+    def _start(self) -> None:
+        ray = self.ray
+        head = self.setups[0]
+        user_env: dict[str, str] = {}
+        if self.mode == "mpi":
+            table = ray.get([a.rsh_server.remote() for a in self.actors])
+            user_env["TORCHYARD_RAY_RSH"] = json.dumps({f"ray-node-{k}": entry for k, entry in enumerate(table)})
+        for k, (actor, setup) in enumerate(zip(self.actors, self.setups, strict=True)):
+            if self.mode == "mpi" and k > 0:
+                self.wait_refs.append(ray.put(0))  # node 0's mpirun starts this node's ranks
+                self.codes[k] = None
+                continue
+            plan = dict(self.plans[k])
+            plan.update(
+                workdir=setup["workdir"],
+                master_addr=head["ip"],
+                master_port=head["port"],
+                status_path=os.path.join(setup["workdir"], f"{WHOLE_PREFIX}{k}.json"),
+                argv=_node_argv(plan["argv"], self.local_python, setup["python"]),
+                user_env={**plan["user_env"], **user_env},
+            )
+            if self.mode == "mpi":
+                plan["mpi_args"] = ["--mca", "plm_rsh_agent", f"{setup['launcher_python']} -m torchyard.compute.ray_rsh"]
+            self.start_refs.append(actor.start.remote(plan))
+            self.wait_refs.append(actor.wait.remote())
+
+    def _check_nodes(self) -> None:
+        """A Ray node that died takes its ranks with it: fail the run naming the node."""
+        alive = {n["NodeID"]: n for n in self.ray.nodes() if n.get("Alive")}
+        for k, setup in enumerate(self.setups):
+            if setup["node_id"] not in alive and self.codes[k] is None:
+                self._fail(f"Ray node {setup['ip']} ({setup['node_id'][:12]}) holding node {k} of the job died")
+                return
+
+    def _lost(self, err: Exception) -> None:
+        which = next((k for k, a in enumerate(self.actors) if _actor_id(a) in str(err)), None)
+        where = f"node {which} of the job" if which is not None else "a node of the job"
+        if which is not None and which < len(self.setups):
+            where += f" on Ray node {self.setups[which]['ip']} ({self.setups[which]['node_id'][:12]})"
+        self._fail(f"the Ray actor running {where} died: {_cause(err)}")
+
+    def _fail(self, message: str) -> None:
+        if self.failure is None and not self.canceled:
+            self.failure = ("Failed", message)
+        self.cancel()
+        self.rc = self.rc if self.rc is not None else 1
+        self.state = "done"
+
+    # ---- what the supervisor asks ----------------------------------------------------------------
+
+    def queued(self) -> str | None:
+        if self.state != "placing":
+            return None
+        now = time.time()
+        if now >= self.next_reason:
+            self.next_reason = now + REASON_EVERY
+            self.reason = self._why_waiting()
+        return self.reason
+
+    def _why_waiting(self) -> str:
+        want = self.bundles[0]
+        what = " and ".join(f"{v:g} {k}" for k, v in want.items())
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        fitting = sum(1 for n in nodes if all(n.get("Resources", {}).get(k, 0) >= v for k, v in want.items()))
+        return (
+            f"waiting for {self.node_count} node(s) with {what} each ({self.strategy}); "
+            f"the Ray cluster has {len(nodes)} node(s), {fitting} of them big enough"
+        )
+
+    def cancel(self) -> None:
+        self.canceled = True
+        for actor in self.actors:
+            try:
+                actor.stop.remote()
+            except Exception:  # an actor already gone has nothing left to stop
+                pass
+
+    def ended_by(self) -> tuple[str, str] | None:
+        return self.failure
+
+    def sync(self) -> None:
+        ray = self.ray
+        for k, actor in enumerate(self.actors[: len(self.setups)]):
+            ref = self.pull_refs[k]
+            if ref is None:
+                self.pull_refs[k] = actor.pull.remote(self.offsets[k])
+                continue
+            done, _ = ray.wait([ref], timeout=0)
+            if not done:
+                continue
+            self.pull_refs[k] = None
+            try:
+                chunks = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # a dead actor: poll() reports it
+            self._apply(k, chunks)
+            if chunks:
+                self.pull_refs[k] = actor.pull.remote(self.offsets[k])
+
+    def _apply(self, k: int, chunks: dict[str, Any]) -> None:
+        for rel, (offset, data) in chunks.items():
+            path = os.path.join(self.workdir, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if offset < 0:  # a whole file, rewritten in place on the node
+                tmp = f"{path}.tmp"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+                self.offsets[k][rel] = len(data)
+                continue
+            with open(path, "ab") as fh:
+                if fh.tell() != offset:
+                    fh.truncate(offset)
+                    fh.seek(offset)
+                fh.write(data)
+            self.offsets[k][rel] = offset + len(data)
+
+    def _drain(self) -> None:
+        """Everything the nodes wrote, to the last byte (called once the launchers are done)."""
+        ray = self.ray
+        for k, actor in enumerate(self.actors[: len(self.setups)]):
+            ref = self.pull_refs[k]
+            self.pull_refs[k] = None
+            try:
+                if ref is not None:
+                    self._apply(k, ray.get(ref, timeout=10))
+                while chunks := ray.get(actor.pull.remote(self.offsets[k]), timeout=10):
+                    self._apply(k, chunks)
+            except ray.exceptions.RayError:
+                continue
+
+    def collect(self) -> None:
+        self._drain()
+        ray = self.ray
+        wanted = ["outputs", os.path.join(".torchyard-run", "uploads")]
+        every = getattr(self.target, "collect_all_outputs", False)
+        for k, actor in enumerate(self.actors[: len(self.setups)]):
+            if k > 0 and not every:
+                break
+            try:
+                data = ray.get(actor.outputs.remote(wanted), timeout=120)
+            except ray.exceptions.RayError as err:
+                raise ComputeError(f"node {k}'s outputs could not be fetched: {_cause(err)}") from None
+            dest = self.workdir if k == 0 else os.path.join(self.workdir, "outputs", f"node_{k}")
+            unpack(data, dest)
+
+    def node_statuses(self) -> list[dict[str, Any]]:
+        out = []
+        for k in range(self.node_count):
+            try:
+                with open(status_path(self.workdir, k)) as fh:
+                    out.append(json.load(fh))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def release(self) -> None:
+        ray = self.ray
+        try:
+            if self.actors:
+                cleanups = [a.cleanup.remote() for a in self.actors]
+                ray.wait(cleanups, num_returns=len(cleanups), timeout=15)
+                for actor in self.actors:
+                    ray.kill(actor, no_restart=True)
+            from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
+
+            remove_placement_group(self.pg)
+        except Exception as err:  # the job is over either way; say what may be left behind
+            print(f"torchyard ray: cleanup incomplete: {err}", flush=True)
+        finally:
+            ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a HOST:PORT address."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ComputeError(
+            f"cannot connect to the Ray cluster at {address!r}: {err}; "
+            "is it running (`ray status`), and is the address right?"
+        ) from None
+
+
+def _node_argv(argv: list[str], local_python: str, node_python: str) -> list[str]:
+    """The rank command with this machine's interpreter replaced by the node's."""
+    if not local_python or local_python == node_python:
+        return list(argv)
+    local_dir, node_dir = os.path.dirname(local_python), os.path.dirname(node_python)
+    return [node_python if a == local_python else a.replace(local_dir, node_dir) for a in argv]
+
+
+def _actor_id(actor: Any) -> str:
+    try:
+        return str(actor._actor_id.hex())
+    except AttributeError:
+        return "?"
+
+
+def _cause(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__

@@ -1,0 +1,274 @@
+"""What runs on each Ray node of a job: the :class:`NodeAgent` actor (one per placement-group bundle).
+
+It unpacks the run's code snapshot into a node-local folder (no shared filesystem needed), builds the
+environment in a node-local, content-keyed cache, starts torchyard's per-node launcher as a
+subprocess, serves the new bytes of the node's logs and metric journals to the supervisor, hands
+back ``outputs/`` at the end and removes everything it made. Under the mpi backend it also serves as
+the remote shell ``mpirun`` uses to start its daemons on this node (see :mod:`ray_rsh`).
+
+The class is plain Python; :mod:`ray_backend` wraps it with ``ray.remote``. Nodes need torchyard
+installed (``pip install torchyard[ray]``), as they need ray.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from typing import Any
+
+#: files served incrementally (append-only) and whole (rewritten in place)
+APPEND_DIRS = ("logs", os.path.join(".torchyard-run", "journal"))
+WHOLE_PREFIX = os.path.join(".torchyard-run", "launcher_node_")
+CHUNK = 4 << 20
+
+
+def node_root() -> str:
+    """Where a node keeps runs and built environments (``TORCHYARD_RAY_NODE_DIR`` to change it)."""
+    return os.environ.get("TORCHYARD_RAY_NODE_DIR") or os.path.join(tempfile.gettempdir(), "torchyard-ray")
+
+
+def pack(folder: str, include: list[str] | None = None, exclude_top: tuple[str, ...] = ()) -> bytes:
+    """A gzip-less tar of ``folder`` (only the ``include`` entries if given); hard links kept."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        names = include if include is not None else sorted(os.listdir(folder))
+        for name in names:
+            if name in exclude_top or not os.path.lexists(os.path.join(folder, name)):
+                continue
+            tar.add(os.path.join(folder, name), arcname=name)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, dest: str) -> None:
+    os.makedirs(dest, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _preexec() -> None:
+    # the launcher dies (SIGTERM: it stops its ranks) when this actor's worker process dies
+    import ctypes  # noqa: PLC0415
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
+class NodeAgent:
+    """One node of one run. Methods are called by the run's supervisor through Ray."""
+
+    def __init__(self, run_id: str, node_rank: int) -> None:
+        self.run_id = run_id
+        self.node_rank = node_rank
+        self.dir = os.path.join(node_root(), "runs", run_id, f"node_{node_rank}")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rsh_token = ""
+        self._rsh: socket.socket | None = None
+        self._rsh_procs: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._started = threading.Event()  # calls to a threaded actor may run out of order
+
+    # ---- setting up ----------------------------------------------------------------------------
+
+    def setup(self, snapshot: bytes, environment: dict[str, Any] | None, want_port: bool) -> dict[str, Any]:
+        """Unpack the code, build the environment; returns this node's address, python and a free port."""
+        import ray  # noqa: PLC0415
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+        unpack(snapshot, self.dir)
+        for sub in ("logs", "outputs", os.path.join(".torchyard-run", "journal")):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        python = sys.executable
+        if environment is not None:
+            import msgspec  # noqa: PLC0415
+
+            from torchyard.environments import resolve  # noqa: PLC0415
+            from torchyard.spec.job import EnvironmentSpec  # noqa: PLC0415
+
+            spec = msgspec.convert(environment, EnvironmentSpec)
+            log = os.path.join(self.dir, "logs", f"environment_node_{self.node_rank}.txt")
+            python = resolve(node_root(), spec, log).python
+        ip = ray.util.get_node_ip_address()
+        port = 0
+        if want_port:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("", 0))
+                port = int(sock.getsockname()[1])
+        return {
+            "ip": ip,
+            "hostname": socket.gethostname(),
+            "python": python,
+            "launcher_python": sys.executable,
+            "port": port,
+            "workdir": self.dir,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    def start(self, plan: dict[str, Any]) -> int:
+        """Start the launcher for ``plan``; returns its pid."""
+        plan_path = os.path.join(self.dir, ".torchyard-run", f"plan_node_{self.node_rank}.json")
+        with open(plan_path, "w") as fh:
+            json.dump(plan, fh)
+        with open(os.path.join(self.dir, ".torchyard-run", f"launcher_node_{self.node_rank}.log"), "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "torchyard.launch.launcher", plan_path],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_preexec,  # noqa: PLW1509  (prctl only)
+            )
+        self._started.set()
+        return self.proc.pid
+
+    def wait(self) -> int:
+        """Block until the launcher exits; its exit code (128+N for a signal)."""
+        self._started.wait()
+        assert self.proc is not None
+        rc = self.proc.wait()
+        return 128 - rc if rc < 0 else rc
+
+    # ---- streaming back ------------------------------------------------------------------------
+
+    def pull(self, offsets: dict[str, int]) -> dict[str, Any]:
+        """New bytes of logs and journals past ``offsets`` (relative path → size already had), and the
+        launcher status file whole: ``{path: [offset, bytes]}``, at most about 4 MiB per call."""
+        out: dict[str, Any] = {}
+        budget = CHUNK
+        for sub in APPEND_DIRS:
+            folder = os.path.join(self.dir, sub)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                rel = os.path.join(sub, entry.name)
+                have = offsets.get(rel, 0)
+                try:
+                    size = entry.stat().st_size
+                except OSError:
+                    continue
+                if rel not in offsets and size == 0:
+                    out[rel] = [0, b""]  # an empty log still exists
+                    continue
+                if size <= have or budget <= 0 or not entry.is_file():
+                    continue
+                with open(entry.path, "rb") as fh:
+                    fh.seek(have)
+                    data = fh.read(min(size - have, budget))
+                budget -= len(data)
+                out[rel] = [have, data]
+        status = f"{WHOLE_PREFIX}{self.node_rank}.json"
+        try:
+            with open(os.path.join(self.dir, status), "rb") as fh:
+                data = fh.read()
+            if len(data) != offsets.get(status, -1):
+                out[status] = [-1, data]
+        except OSError:
+            pass
+        return out
+
+    def outputs(self, what: list[str]) -> bytes:
+        return pack(self.dir, include=what)
+
+    # ---- stopping ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """SIGTERM to the launcher: it stops its ranks (a grace period, then SIGKILL). Idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self._rsh_procs:
+            if proc.poll() is None:
+                _killpg(proc.pid, signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        """Kill whatever is left of the run on this node and remove its folder."""
+        for proc in [p for p in (self.proc, *self._rsh_procs) if p is not None]:
+            _killpg(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._rsh is not None:
+            self._rsh.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(self.dir))
+        except OSError:
+            pass
+
+    # ---- remote shell for mpirun ---------------------------------------------------------------
+
+    def rsh_server(self) -> list[Any]:
+        """Listen for commands from ``mpirun`` (through :mod:`ray_rsh`) to run on this node;
+        returns ``[address, port, token]``."""
+        import ray  # noqa: PLC0415
+
+        self.rsh_token = secrets.token_hex(16)
+        self._rsh = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._rsh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._rsh.bind(("", 0))
+        self._rsh.listen(8)
+        threading.Thread(target=self._serve_rsh, daemon=True).start()
+        return [ray.util.get_node_ip_address(), int(self._rsh.getsockname()[1]), self.rsh_token]
+
+    def _serve_rsh(self) -> None:
+        assert self._rsh is not None
+        while True:
+            try:
+                conn, _ = self._rsh.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._rsh_session, args=(conn,), daemon=True).start()
+
+    def _rsh_session(self, conn: socket.socket) -> None:
+        from torchyard.compute.ray_rsh import recv_request, send_frame  # noqa: PLC0415
+
+        with conn:
+            request = recv_request(conn)
+            if request is None or not secrets.compare_digest(str(request.get("token", "")), self.rsh_token):
+                return
+            env = dict(os.environ)
+            env.update(request.get("env", {}))
+            env["TORCHYARD_NODE_DIR"] = self.dir
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", request["command"]],
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_preexec,  # noqa: PLW1509
+            )
+            with self._lock:
+                self._rsh_procs.append(proc)
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            try:
+                for chunk in iter(lambda: os.read(fd, 65536), b""):
+                    send_frame(conn, b"o" + chunk)
+                rc = proc.wait()
+                send_frame(conn, b"x" + str(128 - rc if rc < 0 else rc).encode())
+            except OSError:  # mpirun went away: so does its daemon
+                _killpg(proc.pid, signal.SIGTERM)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
