@@ -6,6 +6,8 @@ The public API is exactly ``__all__``; everything else is internal.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torchyard.compute.base import ComputeTarget
+    from torchyard.compute.ray import RayCompute
     from torchyard.data.datastore import DataReference, Datastore
     from torchyard.errors import (
         ComputeError,
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 
 # Loaded on first use, so `import torchyard` (and the CLI) stays fast.
 _LAZY = {
+    "ComputeTarget": "torchyard.compute.base",
+    "RayCompute": "torchyard.compute.ray",
     "DataReference": "torchyard.data.datastore",
     "Datastore": "torchyard.data.datastore",
     "ComputeError": "torchyard.errors",
@@ -121,6 +125,7 @@ __all__ = [
     "BanditPolicy",
     "BayesianParameterSampling",
     "ComputeError",
+    "ComputeTarget",
     "DataReference",
     "Datastore",
     "Environment",
@@ -140,6 +145,7 @@ __all__ = [
     "PrimaryMetricGoal",
     "PyTorch",
     "PyTorchConfiguration",
+    "RayCompute",
     "RandomParameterSampling",
     "Run",
     "RunFailedError",

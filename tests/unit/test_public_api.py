@@ -7,6 +7,8 @@ EXPECTED = {
     "ComputeError", "DataReference", "Datastore", "Environment", "Experiment", "Gloo", "JobSpec", "Mpi", "MpiConfiguration", "Nccl",
     "NotFoundError", "NotSupportedError", "PyTorch", "PyTorchConfiguration", "Run", "RunFailedError",
     "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "WorkspaceError", "__version__",
+    # compute targets
+    "ComputeTarget", "RayCompute",
     # sweeps (torchyard.hyperdrive)
     "BanditPolicy", "BayesianParameterSampling", "GridParameterSampling", "HyperDriveConfig", "HyperDriveRun",
     "MedianStoppingPolicy", "NoTerminationPolicy", "PrimaryMetricGoal", "RandomParameterSampling",
