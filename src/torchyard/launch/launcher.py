@@ -7,6 +7,11 @@ group, a grace period, then SIGKILL. It writes what happened to the plan's ``sta
 with the first failure's code. Modes: ``direct`` (spawn the ranks itself), ``mpi`` (node 0 runs
 ``mpirun`` for every node), ``torchrun`` (delegate to ``torch.distributed.run`` for elastic restarts).
 
+A plan value may name what only the node knows when it starts, as ``${NAME}`` in ``node_rank``,
+``master_addr``, ``master_port``, ``status_path`` and ``hosts`` (e.g. ``"node_rank": "${SLURM_NODEID}"``):
+the launcher fills it from its environment. ``hosts`` given as a string is a whitespace-separated list
+of host addresses, each with ``nproc`` slots (repeats add up).
+
 Stdlib only, no torch: the launcher must cost nothing next to the script's own imports.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -42,6 +48,35 @@ def _die_with_parent(sig: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITED)
 
 
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+RESOLVED_KEYS = ("node_rank", "master_addr", "master_port", "status_path", "hosts")
+
+
+def resolve_plan(plan: dict[str, Any], environ: Any = None) -> dict[str, Any]:
+    """``plan`` with its ``${NAME}`` values filled from ``environ`` (this process's environment)."""
+    env = os.environ if environ is None else environ
+    out = dict(plan)
+    for key in RESOLVED_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or "${" not in value:
+            continue
+
+        def fill(match: re.Match[str], key: str = key) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise SystemExit(f"torchyard launcher: the plan's {key!r} needs ${name}, which is not set on this node")
+            return str(env[name])
+
+        out[key] = _REF.sub(fill, value)
+    hosts = out.get("hosts")
+    if isinstance(hosts, str):
+        slots: dict[str, int] = {}
+        for host in hosts.split():
+            slots[host] = slots.get(host, 0) + int(out["nproc"])
+        out["hosts"] = [[host, n] for host, n in slots.items()]
+    return out
+
+
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -51,7 +86,7 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 class Launcher:
     def __init__(self, plan: dict[str, Any]) -> None:
-        self.plan = plan
+        plan = self.plan = resolve_plan(plan)
         self.workdir: str = plan["workdir"]
         self.log_dir = os.path.join(self.workdir, "logs")
         self.exit_dir = os.path.join(self.workdir, ".torchyard-run", "exit")

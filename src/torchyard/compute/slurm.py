@@ -1,0 +1,551 @@
+"""Slurm compute target: one sbatch job per run, one torchyard launcher per node through ``srun``.
+
+``prepare()`` renders the sbatch script (pure: :func:`render_sbatch`; ``torchyard submit --dry-run``
+prints it); ``submit()`` writes it and the launcher plan into the run's folder on the shared
+filesystem and calls ``sbatch``; the :class:`SlurmHandle` follows the job with ``scontrol`` (no
+accounting needed), cancels with ``scancel`` and reads the launchers' status files.
+
+What only the allocation knows is left to the node: each launcher's node rank is ``$SLURM_NODEID``
+and the rendezvous address is the first node's ``NodeAddr`` (node names need not resolve), both
+filled in by the launcher from its environment (``${NAME}`` values in its plan).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from torchyard.compute.base import (
+    Capabilities,
+    ComputeTarget,
+    Handle,
+    LaunchPlan,
+    NodeLaunch,
+    PreparedJob,
+    common_plan,
+    launcher_argv,
+)
+from torchyard.errors import ComputeError, SpecError
+
+CLIENTS = ("sbatch", "squeue", "scontrol", "scancel")
+INSTALL_HINT = (
+    "run torchyard where the Slurm client commands work (a login node), "
+    "or install them: apt-get install slurm-client (Debian/Ubuntu; slurm-wlm for a whole cluster)"
+)
+#: sbatch options torchyard sets from the job itself; extra_sbatch_args may not repeat them
+MANAGED = (
+    "--job-name", "-J", "--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--chdir", "-D",
+    "--output", "-o", "--error", "-e", "--open-mode", "--requeue", "--no-requeue", "--parsable",
+)  # fmt: skip
+_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$")
+_WORD = re.compile(r"^[A-Za-z0-9_.,:+=@%-]+$")
+#: Slurm states after which nothing of the job runs any more
+TERMINAL = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+})  # fmt: skip
+#: states in which the job waits for (or gets back) its allocation
+WAITING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
+#: Slurm ended the job itself: the run fails naming the state, whatever the ranks did when killed
+SLURM_FAILURES = frozenset({"TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+POLL_EVERY = 0.5
+#: how long a job may show COMPLETING (its processes being killed) before the handle stops waiting
+COMPLETING_WAIT = 60.0
+#: mpirun takes the hostfile of node addresses as it is (not Slurm's node names) and reaches other
+#: nodes with its ssh launcher; nodes whose address is this machine's are started locally
+MPI_ARGS = ["--mca", "ras", "^slurm", "--mca", "plm", "rsh"]
+NODE_ADDR = "scontrol show node \"$1\" -o | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p'"
+
+
+class SlurmCompute(ComputeTarget):
+    """A Slurm cluster reached through ``sbatch``/``squeue``/``scontrol``/``scancel`` on this machine.
+
+    ``partition``, ``account``, ``qos``: sbatch's options of those names (None: the cluster's default).
+    ``time_limit``: sbatch ``--time`` (e.g. ``"01:00:00"``) for jobs that set no
+    ``max_run_duration_seconds``. ``extra_sbatch_args``: more ``#SBATCH`` lines, e.g.
+    ``["--mem=8G", "--constraint=a100"]``. ``shared_dir``: a folder every node sees, where each run's
+    folder is placed (default: the workspace folder, which must then be on the shared filesystem).
+    ``python``: the interpreter with torchyard on the nodes (default: the submitting one).
+    """
+
+    kind = "slurm"
+
+    def __init__(
+        self,
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        time_limit: str | None = None,
+        extra_sbatch_args: list[str] | tuple[str, ...] | None = None,
+        shared_dir: str | None = None,
+        python: str | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        for field_name, value in (("partition", partition), ("account", account), ("qos", qos)):
+            if value is not None and (not isinstance(value, str) or not _WORD.match(value)):
+                raise SpecError(field_name, f"expected a Slurm {field_name} name, got {value!r}")
+        if time_limit is not None and (not isinstance(time_limit, str) or not _TIME.match(time_limit)):
+            raise SpecError(
+                "time_limit",
+                f"expected a Slurm time such as 90 (minutes), 01:30:00 or 2-00:00:00, got {time_limit!r}",
+            )
+        extra = list(extra_sbatch_args or [])
+        for arg in extra:
+            if not isinstance(arg, str) or not arg.startswith("-") or "\n" in arg:
+                raise SpecError("extra_sbatch_args", f"each entry must be one sbatch option such as --mem=8G, got {arg!r}")
+            option = arg.split("=", 1)[0]
+            if option in MANAGED or (len(option) > 2 and option[:2] in MANAGED and not option.startswith("--")):
+                raise SpecError(
+                    "extra_sbatch_args", f"{option} is set by torchyard from the job (nodes, name, folder, output); remove it"
+                )
+        if shared_dir is not None:
+            if not isinstance(shared_dir, str) or not shared_dir:
+                raise SpecError("shared_dir", f"expected a folder path, got {shared_dir!r}")
+            shared_dir = os.path.abspath(os.path.expanduser(shared_dir))
+        if python is not None and (not isinstance(python, str) or not python or "\n" in python):
+            raise SpecError("python", f"expected the path of a Python interpreter on the nodes, got {python!r}")
+        self.partition = partition
+        self.account = account
+        self.qos = qos
+        self.time_limit = time_limit
+        self.extra_sbatch_args = extra
+        self.shared_dir = shared_dir
+        self.python = python
+        self.capabilities = Capabilities(
+            max_nodes=None, gpu=True, backends=frozenset({"pytorch", "mpi"}), launchers=frozenset({"torchyard"})
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "time_limit": self.time_limit,
+            "extra_sbatch_args": list(self.extra_sbatch_args),
+            "shared_dir": self.shared_dir,
+            "python": self.python,
+        }
+
+    def check(self, spec: Any) -> None:
+        super().check(spec)
+        missing = [c for c in CLIENTS if shutil.which(c) is None]
+        if missing:
+            raise ComputeError(f"compute target {self.name!r}: {', '.join(missing)} not found on PATH; {INSTALL_HINT}")
+
+    # ---- prepare: pure ---------------------------------------------------------------------------
+
+    def node_workdir(self, job: PreparedJob) -> str:
+        """Where the run's folder is for the nodes: the run's own folder when the workspace is the
+        shared folder, else ``<shared_dir>/runs/<run_id>``."""
+        if self.shared_dir is None or _same_path(self.shared_dir, job.workspace):
+            return job.workdir
+        return os.path.join(self.shared_dir, "runs", job.run_id)
+
+    def prepare(self, job: PreparedJob) -> SlurmLaunchPlan:
+        dist = job.spec.distribution
+        workdir = self.node_workdir(job)
+        python = self.python or job.launcher_python
+        rank_argv = list(job.rank_argv)
+        if self.python and rank_argv and rank_argv[0] == job.launcher_python:
+            rank_argv[0] = self.python  # the default environment: the nodes' interpreter
+        job = PreparedJob(
+            run_id=job.run_id, experiment=job.experiment, workspace=job.workspace, workdir=job.workdir,
+            spec=job.spec, rank_argv=rank_argv, launcher_python=python,
+        )  # fmt: skip
+        plan = common_plan(job, master_addr="${TORCHYARD_MASTER_ADDR}", master_port=0, workdir=workdir)
+        plan["master_port"] = "${TORCHYARD_MASTER_PORT}"
+        run_dir = os.path.join(workdir, ".torchyard-run")
+        plan_path = os.path.join(run_dir, "plan_slurm.json")
+        script_path = os.path.join(run_dir, "job.sbatch")
+        mpi = plan["mode"] == "mpi"
+        if mpi:  # node 0's launcher runs mpirun over every node's address
+            plan.update(node_rank=0, status_path=os.path.join(run_dir, "launcher_node_0.json"),
+                        hosts="${TORCHYARD_HOSTS}", mpi_args=list(MPI_ARGS))
+        else:
+            plan.update(node_rank="${SLURM_NODEID}", status_path=os.path.join(run_dir, "launcher_node_${SLURM_NODEID}.json"))
+        script = render_sbatch(self, job, workdir=workdir, plan_path=plan_path, python=python, mode=plan["mode"])
+        argv = launcher_argv(python, plan_path)
+        node_ranks = [0] if mpi else list(range(dist.node_count))
+        nodes = [
+            NodeLaunch(node_rank=k, plan=plan, argv=argv if mpi else ["srun", f"(task on node {k})", *argv])
+            for k in node_ranks
+        ]
+        return SlurmLaunchPlan(
+            target=self.name, nodes=nodes, files={script_path: script}, script_path=script_path,
+            plan_path=plan_path, local_workdir=job.workdir, node_workdir=workdir, node_count=dist.node_count,
+        )  # fmt: skip
+
+    # ---- submit ----------------------------------------------------------------------------------
+
+    def submit(self, plan: LaunchPlan) -> SlurmHandle:
+        if not isinstance(plan, SlurmLaunchPlan):
+            raise ComputeError(f"compute target {self.name!r} was given a plan it did not prepare")
+        sbatch = shutil.which("sbatch")
+        if sbatch is None:
+            raise ComputeError(f"sbatch not found on PATH; {INSTALL_HINT}")
+        if plan.node_workdir != plan.local_workdir:
+            _copy_run_folder(plan.local_workdir, plan.node_workdir)
+        for sub in ("logs", "outputs", ".torchyard-run"):
+            os.makedirs(os.path.join(plan.node_workdir, sub), exist_ok=True)
+        with open(plan.plan_path, "w") as fh:
+            json.dump(plan.nodes[0].plan, fh, indent=2)
+        for path, content in plan.files.items():
+            with open(path, "w") as fh:
+                fh.write(content)
+        try:
+            proc = subprocess.run([sbatch, "--parsable", plan.script_path], cwd=plan.node_workdir,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            raise ComputeError("sbatch did not answer within 120 s: is slurmctld reachable (`sinfo`)?") from None
+        if proc.returncode != 0:
+            message = " ".join(line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.splitlines() if line.strip())
+            hint = ""
+            if "partition" in message.lower():
+                hint = " (`sinfo -s` lists the partitions; set it with --partition)"
+            elif "account" in message.lower() or "qos" in message.lower():
+                hint = " (`sacctmgr show assoc user=$USER` lists your accounts and QOS)"
+            raise ComputeError(f"sbatch refused the job: {message or f'exit code {proc.returncode}'}{hint}")
+        job_id = proc.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise ComputeError(f"sbatch answered {proc.stdout.strip()!r}, not a job id")
+        with open(os.path.join(plan.node_workdir, ".torchyard-run", "slurm_job_id"), "w") as fh:
+            fh.write(job_id + "\n")
+        return SlurmHandle(job_id, plan)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmLaunchPlan(LaunchPlan):
+    script_path: str
+    plan_path: str
+    local_workdir: str
+    node_workdir: str
+    node_count: int
+
+
+def slurm_time(seconds: float) -> str:
+    """sbatch ``--time`` for a run limited to ``seconds``: whole minutes, rounded up, plus one, so
+    torchyard's own limit ends the run first (Canceled, as on local) and Slurm's is the backstop."""
+    return str(math.ceil(seconds / 60) + 1)
+
+
+def render_sbatch(target: SlurmCompute, job: PreparedJob, *, workdir: str, plan_path: str, python: str, mode: str) -> str:
+    """The sbatch script of ``job`` (pure: the golden files pin it)."""
+    spec = job.spec
+    dist = spec.distribution
+    q = shlex.quote
+    opts = [
+        f"--job-name={job.run_id}",
+        f"--nodes={dist.node_count}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={dist.process_count_per_node}",
+    ]
+    if spec.use_gpu:
+        opts.append(f"--gpus-per-node={dist.process_count_per_node}")
+    if spec.max_run_duration_seconds:
+        opts.append(f"--time={slurm_time(spec.max_run_duration_seconds)}")
+    elif target.time_limit:
+        opts.append(f"--time={target.time_limit}")
+    for option, value in (("partition", target.partition), ("account", target.account), ("qos", target.qos)):
+        if value:
+            opts.append(f"--{option}={value}")
+    opts += [
+        f"--chdir={workdir}",
+        f"--output={os.path.join(workdir, 'logs', 'slurm.txt')}",
+        "--open-mode=append",
+        "--no-requeue",
+        *target.extra_sbatch_args,
+    ]
+    lines = [
+        "#!/bin/bash",
+        f"# torchyard run {job.run_id} (experiment {job.experiment}), compute target {target.name!r}",
+        *(f"#SBATCH {q(o)}" for o in opts),
+        "set -eu",
+        f"node_addr() {{ {NODE_ADDR}; }}",
+        "# the rendezvous address: the first node's NodeAddr (node names need not resolve)",
+        'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'addr=$(node_addr "$first")',
+        'export TORCHYARD_MASTER_ADDR="${addr:-$first}"',
+        "export TORCHYARD_MASTER_PORT=$("
+        + q(python)
+        + " -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
+    ]
+    launcher = f"{q(python)} -m torchyard.launch.launcher {q(plan_path)}"
+    if mode == "mpi":
+        lines += [
+            "# mpirun's hostfile: every node's address",
+            'TORCHYARD_HOSTS=""',
+            'for node in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do',
+            '  addr=$(node_addr "$node")',
+            '  TORCHYARD_HOSTS="$TORCHYARD_HOSTS ${addr:-$node}"',
+            "done",
+            "export TORCHYARD_HOSTS",
+            'echo "torchyard: Slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST (addresses:$TORCHYARD_HOSTS)"',
+            "# node 0's launcher starts every rank with mpirun",
+            f"exec {launcher}",
+        ]
+    else:
+        gpus = f" --gpus-per-node={dist.process_count_per_node}" if spec.use_gpu else ""
+        lines += [
+            'echo "torchyard: Slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, master $TORCHYARD_MASTER_ADDR:$TORCHYARD_MASTER_PORT"',
+            "# one launcher per node; it starts the node's ranks. One failing task ends every task",
+            f"exec srun --nodes={dist.node_count} --ntasks={dist.node_count} --ntasks-per-node=1 "
+            f'--cpus-per-task="${{SLURM_CPUS_PER_TASK:-{dist.process_count_per_node}}}"{gpus} '
+            f"--kill-on-bad-exit=1 {launcher}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _copy_run_folder(src: str, dest: str) -> None:
+    """The run's folder (its code and run.json) into the shared folder; hard links where possible."""
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dest, symlinks=True, copy_function=link, dirs_exist_ok=True)
+
+
+# ---- following the job ---------------------------------------------------------------------------
+
+_FIELD = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_]*)=(\S*)")
+
+
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """``scontrol show job ID -o`` → its fields (the first line; values without spaces are enough)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return {m.group(1): m.group(2) for m in _FIELD.finditer(line)}
+
+
+def exit_code(field: str) -> int:
+    """Slurm's ``ExitCode=E:S`` → a shell-style code (128 + S when a signal ended it)."""
+    try:
+        code, _, sig = field.partition(":")
+        return 128 + int(sig) if sig and int(sig) else int(code)
+    except ValueError:
+        return 1
+
+
+def queue_reason(state: str, reason: str) -> str:
+    """``PENDING`` + ``ReqNodeNotAvail,_UnavailableNodes:n3`` → ``Slurm: PENDING (ReqNodeNotAvail, UnavailableNodes:n3)``."""
+    if not reason or reason == "None":
+        return f"Slurm: {state}"
+    return f"Slurm: {state} ({reason.replace('_', ' ')})"
+
+
+class SlurmHandle(Handle):
+    """A submitted sbatch job, followed with ``scontrol show job`` (at most every 0.5 s)."""
+
+    def __init__(self, job_id: str, plan: SlurmLaunchPlan) -> None:
+        self.job_id = job_id
+        self.node_workdir = plan.node_workdir
+        self.local_workdir = plan.local_workdir
+        self.node_count = plan.node_count
+        self.mpi = plan.nodes[0].plan.get("mode") == "mpi"
+        self.state = "PENDING"
+        self.reason = "submitted"
+        self.fields: dict[str, str] = {}
+        self.rc: int | None = None
+        self.gone = False  # the job left slurmctld's memory (MinJobAge) before we saw its end
+        self.canceled = False
+        self.released = False
+        self.next_poll = 0.0
+        self.completing_since: float | None = None
+        self.offsets: dict[str, int] = {}
+
+    # ---- Slurm's view ----------------------------------------------------------------------------
+
+    def _scontrol(self) -> dict[str, str] | None:
+        """The job's fields; ``{}`` when Slurm no longer knows it; None when scontrol failed."""
+        try:
+            proc = subprocess.run(["scontrol", "show", "job", self.job_id, "-o"], capture_output=True, text=True,
+                                  timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode != 0:
+            return {} if "Invalid job id" in proc.stderr else None
+        return parse_scontrol_job(proc.stdout)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.time()
+        if self.rc is not None or (not force and now < self.next_poll):
+            return
+        self.next_poll = now + POLL_EVERY
+        fields = self._scontrol()
+        if fields is None:
+            return  # slurmctld busy or briefly unreachable: ask again next time
+        if not fields:
+            self._resolve_gone()
+            return
+        self.fields = fields
+        state = fields.get("JobState", "UNKNOWN")
+        self.reason = fields.get("Reason", "")
+        if state == "COMPLETING":  # ended; its processes are being killed: wait for that, within bounds
+            if self.completing_since is None:
+                self.completing_since = now
+            if now - self.completing_since < COMPLETING_WAIT:
+                return
+            self._resolve_gone()
+            return
+        self.state = state
+        if state in TERMINAL:
+            self.rc = exit_code(fields.get("ExitCode", "0:0"))
+            if state == "COMPLETED":
+                self.rc = 0
+            elif self.rc == 0:
+                self.rc = 1
+
+    def _resolve_gone(self) -> None:
+        """Slurm forgot the job (or it hangs in COMPLETING): decide from the launchers' reports."""
+        self.gone = True
+        statuses = self.node_statuses()
+        expected = 1 if self.mpi else self.node_count
+        failures = [s for s in statuses if s.get("exit_code")]
+        if failures:
+            self.state = "FAILED"
+            self.rc = int(failures[0]["exit_code"])
+        elif len(statuses) >= expected and all(s.get("reason") == "completed" for s in statuses):
+            self.state, self.rc = "COMPLETED", 0
+        elif self.canceled:
+            self.state, self.rc = "CANCELLED", 143
+        else:
+            self.rc = 1  # self.state keeps the last state seen
+
+    # ---- the Handle interface --------------------------------------------------------------------
+
+    def poll(self) -> int | None:
+        self._refresh()
+        return self.rc
+
+    def queued(self) -> str | None:
+        self._refresh()
+        if self.rc is None and self.state in WAITING:
+            return queue_reason(self.state, self.reason)
+        return None
+
+    def cancel(self) -> None:
+        self.canceled = True
+        if self.rc is not None:
+            return
+        try:
+            subprocess.run(["scancel", self.job_id], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # release() tries again
+
+    def ended_by(self) -> tuple[str, str] | None:
+        if self.rc is None:
+            return None
+        state = self.state
+        if state == "CANCELLED":
+            if self.canceled:
+                return None
+            return ("Canceled", f"Slurm job {self.job_id} was cancelled outside torchyard (scancel)")
+        if state in SLURM_FAILURES:
+            what = {
+                "TIMEOUT": f"reached its time limit ({self.fields.get('TimeLimit', '?')})",
+                "NODE_FAIL": "lost a node",
+                "OUT_OF_MEMORY": "ran out of memory",
+                "PREEMPTED": "was preempted",
+                "BOOT_FAIL": "could not boot its nodes",
+                "DEADLINE": "missed its deadline",
+            }[state]
+            return ("Failed", f"Slurm job {self.job_id} ended {state}: it {what}")
+        if self.rc != 0 and not any(s.get("first_failure") for s in self.node_statuses()):
+            if self.gone and state not in TERMINAL:
+                return ("Failed", f"Slurm job {self.job_id} left the queue (last seen {state}) without its "
+                                  "launchers reporting; see logs/slurm.txt")
+            return ("Failed", f"Slurm job {self.job_id} ended {state} (exit code {self.rc}) before any rank "
+                              f"reported{self._slurm_log_hint()}")
+        return None
+
+    def _slurm_log_hint(self) -> str:
+        path = os.path.join(self.node_workdir, "logs", "slurm.txt")
+        try:
+            with open(path, errors="replace") as fh:
+                last = [line.strip() for line in fh.readlines()[-20:] if line.strip()]
+        except OSError:
+            return ""
+        return f": {last[-1]}" if last else ""
+
+    def node_statuses(self) -> list[dict[str, Any]]:
+        folder = os.path.join(self.node_workdir, ".torchyard-run")
+        out = []
+        for k in range(self.node_count):
+            try:
+                with open(os.path.join(folder, f"launcher_node_{k}.json")) as fh:
+                    out.append(json.load(fh))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    # ---- files (only when the nodes' folder is not the run's own) --------------------------------
+
+    def sync(self) -> None:
+        if self.node_workdir == self.local_workdir:
+            return
+        for sub in ("logs", os.path.join(".torchyard-run", "journal")):
+            src = os.path.join(self.node_workdir, sub)
+            try:
+                names = os.listdir(src)
+            except OSError:
+                continue
+            for name in names:
+                self._append_new(os.path.join(src, name), os.path.join(self.local_workdir, sub, name))
+
+    def _append_new(self, src: str, dest: str) -> None:
+        """Copy the bytes of ``src`` not copied yet (logs and journals only grow)."""
+        try:
+            size = os.path.getsize(src)
+        except OSError:
+            return
+        done = self.offsets.get(src, 0)
+        if size <= done:
+            return
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(src, "rb") as fin, open(dest, "ab") as fout:
+            fin.seek(done)
+            data = fin.read(size - done)
+            fout.write(data)
+        self.offsets[src] = done + len(data)
+
+    def collect(self) -> None:
+        if self.node_workdir == self.local_workdir:
+            return
+        self.sync()
+        for sub in ("outputs", os.path.join(".torchyard-run", "uploads")):
+            src = os.path.join(self.node_workdir, sub)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(self.local_workdir, sub), dirs_exist_ok=True)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            if self.rc is None:  # the supervisor stops following a job that still runs: end it
+                subprocess.run(["scancel", self.job_id], capture_output=True, timeout=30, check=False)
+            if self.node_workdir != self.local_workdir:
+                self._remove_node_folder()
+        except Exception as err:  # release must not raise
+            print(f"torchyard: releasing Slurm job {self.job_id}: {err}", flush=True)
+
+    def _remove_node_folder(self) -> None:
+        # the job's processes are gone once Slurm reports its end; keep the folder if it may still run
+        if self.rc is None:
+            return
+        shutil.rmtree(self.node_workdir, ignore_errors=True)
+
