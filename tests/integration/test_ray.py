@@ -199,3 +199,19 @@ def test_unreachable_cluster_fails_the_run_with_a_clear_message(ws, cluster):
     details = Experiment(ws, "ray").submit(est).wait_for_completion(raise_on_error=False, timeout=120)
     assert details["status"] == "Failed"
     assert "cannot connect to the Ray cluster at '127.0.0.1:9'" in details["error"]["message"]
+
+
+def test_a_dead_node_agent_fails_the_run_naming_the_node(ray_ws, cluster, sleepy):
+    run = _submit(ray_ws, sleepy, "sleepy.py")
+    wait_until(lambda: len(run.get_metrics(rank="all")) == 2, timeout=120, interval=0.2)
+    launchers = [p for p in _run_procs(run.id)
+                 if "torchyard.launch.launcher" in " ".join(p.cmdline()) and "node_1" in p.cwd()]
+    assert len(launchers) == 1
+    agent = launchers[0].parent()  # the NodeAgent actor's worker process: as good as the node dying
+    killed = time.time()
+    agent.send_signal(signal.SIGKILL)
+    details = run.wait_for_completion(raise_on_error=False, timeout=60)
+    assert details["status"] == "Failed"
+    assert time.time() - killed < 10
+    assert "node 1 of the job" in details["error"]["message"]
+    wait_until(lambda: not _run_procs(run.id), timeout=15)

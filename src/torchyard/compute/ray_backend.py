@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
-from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, unpack
+from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, remove_node_folder, unpack
 from torchyard.errors import ComputeError
 
 #: what of a run's folder is its code (everything else is made by the run)
@@ -359,6 +359,7 @@ class RayHandle(Handle):
             if self.actors:
                 cleanups = [a.cleanup.remote() for a in self.actors]
                 ray.wait(cleanups, num_returns=len(cleanups), timeout=15)
+                _clean_after(ray, self.setups, cleanups)
                 for actor in self.actors:
                     ray.kill(actor, no_restart=True)
             from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
@@ -368,6 +369,27 @@ class RayHandle(Handle):
             print(f"torchyard ray: cleanup incomplete: {err}", flush=True)
         finally:
             ray.shutdown()
+
+
+def _clean_after(ray: Any, setups: list[dict[str, Any]], cleanups: list[Any]) -> None:
+    """Where a node's actor died before cleaning up, a task pinned to that node removes its folder."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    refs = []
+    for setup, ref in zip(setups, cleanups, strict=False):
+        try:
+            ray.get(ref, timeout=0)
+            continue
+        except Exception:  # noqa: S112  (died, or still busy: clean from outside)
+            pass
+        if setup["node_id"] in alive:
+            task = ray.remote(remove_node_folder).options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(setup["node_id"], soft=False)
+            )
+            refs.append(task.remote(setup["workdir"]))
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=15)
 
 
 def _check_reachable(address: str) -> None:

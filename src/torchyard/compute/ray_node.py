@@ -267,6 +267,15 @@ class NodeAgent:
                 _killpg(proc.pid, signal.SIGTERM)
 
 
+def remove_node_folder(folder: str) -> None:
+    """Run as a Ray task on a node whose actor died: remove what the run left there."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(folder))
+    except OSError:
+        pass
+
+
 def _killpg(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
