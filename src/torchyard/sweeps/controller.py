@@ -199,6 +199,7 @@ class Controller:
         self.evaluated: dict[str, int] = {}
         self.final: set[str] = set()
         self.policy_stopped: dict[str, str] = {}
+        self.error: str | None = None
         self.next_beat = 0.0
 
     # ---- helpers -------------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ class Controller:
                 self.ws.submit(self.experiment.name, spec, tags={HYPER_KEY: hyper}, parent_id=self.run_id,
                                run_id=child_id)
             except Exception as err:
-                self.stop_reason = f"could not start trial {index}: {err}"
+                self.stop_reason = self.error = f"could not start trial {index}: {err}"
                 self.log(self.stop_reason)
                 return children
             self.store.add_properties(child_id, {HYPER_KEY: hyper, INDEX_PROP: str(index)})
@@ -413,6 +414,9 @@ class Controller:
             "best_primary_metric": ranked[0][0] if ranked else None,
         }
         details: dict[str, Any] = {"sweep": summary}
+        if status is None and self.error:
+            status = RunStatus.FAILED
+            details["error"] = {"message": self.error}
         if status is None:
             completed = counts.get(RunStatus.COMPLETED.value, 0)
             if completed or counts.get(RunStatus.CANCELED.value, 0) and ranked:
@@ -439,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ctl.store.set_status(ctl.run_id, RunStatus.FAILED, f"sweep controller error: {err}",
                                      details={"error": {"message": f"sweep controller error: {type(err).__name__}: {err}"}})
+                ctl._cancel_children(ctl.store.list_runs(parent_id=ctl.run_id),
+                                     f"sweep {ctl.run_id} failed: sweep controller error")
             except Exception:
                 traceback.print_exc()
         return 1
