@@ -224,6 +224,12 @@ class SlurmCluster:
     def stop(self) -> None:
         if not self.started:
             return
+        if self.jobs():  # end what the tests left running, so no job step outlives its slurmd
+            subprocess.run([_which("scancel") or "scancel", "--full", *self.jobs()], env=self.env,
+                           capture_output=True, timeout=30, check=False)
+            deadline = time.time() + 15
+            while self.jobs() and time.time() < deadline:
+                time.sleep(0.2)
         procs = []
         for p in self.procs:
             try:

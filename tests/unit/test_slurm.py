@@ -158,3 +158,51 @@ def test_scontrol_fields_and_codes():
     assert queue_reason("PENDING", "None") == "Slurm: PENDING"
     assert exit_code("0:0") == 0 and exit_code("3:0") == 3 and exit_code("0:15") == 143 and exit_code("x") == 1
     assert slurm_time(3600) == "61" and slurm_time(1) == "2"
+
+
+def _handle(srcdir, tmp_path, state: str, rc: int, canceled: bool = False, gone: bool = False):
+    from torchyard.compute.slurm import SlurmHandle  # noqa: PLC0415
+
+    job = _job(srcdir, node_count=2, distributed_backend="pytorch")
+    job = PreparedJob(**{**job.__dict__, "workdir": str(tmp_path / "run")})
+    handle = SlurmHandle("12", SlurmCompute(name="hpc").prepare(job))
+    handle.state, handle.rc, handle.canceled, handle.gone = state, rc, canceled, gone
+    handle.fields = {"TimeLimit": "00:02:00"}
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("state", "canceled", "gone", "verdict"),
+    [
+        ("TIMEOUT", False, False, ("Failed", "Slurm job 12 ended TIMEOUT: it reached its time limit (00:02:00)")),
+        ("NODE_FAIL", False, False, ("Failed", "Slurm job 12 ended NODE_FAIL: it lost a node")),
+        ("OUT_OF_MEMORY", False, False, ("Failed", "Slurm job 12 ended OUT_OF_MEMORY: it ran out of memory")),
+        ("CANCELLED", False, False, ("Canceled", "Slurm job 12 was cancelled outside torchyard (scancel)")),
+        ("CANCELLED", True, False, None),  # torchyard's own cancel: the run says why itself
+        ("FAILED", False, False, ("Failed", "Slurm job 12 ended FAILED (exit code 1) before any rank reported")),
+        ("RUNNING", False, True, ("Failed", "Slurm job 12 left the queue (last seen RUNNING) without its launchers "
+                                            "reporting; see logs/slurm.txt")),
+    ],
+)
+def test_slurm_states_become_the_runs_verdict(srcdir, tmp_path, state, canceled, gone, verdict):
+    assert _handle(srcdir, tmp_path, state, 1, canceled, gone).ended_by() == verdict
+
+
+def test_a_rank_failure_is_left_to_the_launchers_report(srcdir, tmp_path):
+    handle = _handle(srcdir, tmp_path, "FAILED", 1)
+    folder = tmp_path / "run" / ".torchyard-run"
+    folder.mkdir(parents=True)
+    (folder / "launcher_node_1.json").write_text(json.dumps(
+        {"node_rank": 1, "reason": "rank_failed", "exit_code": 1, "first_failure": {"rank": 1, "node_rank": 1}}))
+    assert handle.ended_by() is None
+    assert [s["node_rank"] for s in handle.node_statuses()] == [1]
+
+
+def test_a_job_slurm_forgot_resolves_from_the_launchers_reports(srcdir, tmp_path):
+    handle = _handle(srcdir, tmp_path, "RUNNING", None)
+    handle._scontrol = lambda: {}  # what `scontrol show job` answers after MinJobAge: "Invalid job id"
+    folder = tmp_path / "run" / ".torchyard-run"
+    folder.mkdir(parents=True)
+    for k in range(2):
+        (folder / f"launcher_node_{k}.json").write_text(json.dumps({"node_rank": k, "reason": "completed", "exit_code": 0}))
+    assert handle.poll() == 0 and handle.state == "COMPLETED" and handle.ended_by() is None

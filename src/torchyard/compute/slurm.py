@@ -512,9 +512,10 @@ class SlurmHandle(Handle):
             size = os.path.getsize(src)
         except OSError:
             return
-        done = self.offsets.get(src, 0)
+        done = self.offsets.get(src, -1)
         if size <= done:
             return
+        done = max(done, 0)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(src, "rb") as fin, open(dest, "ab") as fout:
             fin.seek(done)
