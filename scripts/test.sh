@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+{ command -v sbatch && command -v slurmctld && command -v munged; } >/dev/null 2>&1 || need+=(slurm-wlm munge)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   apt-get update -qq
