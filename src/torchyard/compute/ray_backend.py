@@ -116,6 +116,7 @@ class RayHandle(Handle):
         self.failure: tuple[str, str] | None = None
         self.rc: int | None = None
         self.canceled = False
+        self.drained = False
         self.next_node_check = 0.0
         self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)
 
@@ -279,6 +280,9 @@ class RayHandle(Handle):
 
     def sync(self) -> None:
         ray = self.ray
+        if self.rc is not None:
+            self._drain()  # the job is over: everything, to the last byte, before the final ingest
+            return
         for k, actor in enumerate(self.actors[: len(self.setups)]):
             ref = self.pull_refs[k]
             if ref is None:
@@ -317,6 +321,9 @@ class RayHandle(Handle):
     def _drain(self) -> None:
         """Everything the nodes wrote, to the last byte (called once the launchers are done)."""
         ray = self.ray
+        if self.drained:
+            return
+        self.drained = True
         for k, actor in enumerate(self.actors[: len(self.setups)]):
             ref = self.pull_refs[k]
             self.pull_refs[k] = None

@@ -1,0 +1,128 @@
+"""Ray compute target benchmarks (issue: Ray). Prints one table; figures go to BENCHMARKS.md.
+
+Starts its own two-node Ray cluster on this machine (tests/integration/raycluster.py), then:
+1. submit → every rank's script running, 2 nodes x 1 process, default environment (nothing to build):
+   on Ray vs on local compute (simulated 2 nodes), median of --repeat runs (target on Ray <= 1 s).
+2. DDP digits 2x1 for --epochs epochs, submit → Completed: Ray vs local compute, same run: ratio.
+3. Peak memory (RSS) of the run's supervisor and of each node's NodeAgent actor while digits trains.
+
+Usage: python bench/bench_ray.py [--repeat N] [--epochs E]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import psutil
+from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as a script
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+DIGITS = os.path.join(REPO, "examples", "digits")
+
+UP = """
+import time
+t = time.time()
+import os
+from torchyard import Run
+Run.get_context().log("t_up", t)
+"""
+
+
+def submit(ws, target: str, folder: str, script: str, args: dict | None = None):
+    from torchyard import Experiment, PyTorch
+
+    est = PyTorch(folder, entry_script=script, node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", script_params=args, compute_target=target)
+    return Experiment(ws, "bench").submit(est)
+
+
+def time_to_ranks(ws, target: str, folder: str) -> float:
+    t0 = time.time()
+    run = submit(ws, target, folder, "up.py")
+    run.wait_for_completion(timeout=300)
+    every = run.get_metrics(rank="all")
+    return max(m["t_up"] for m in every.values()) - t0
+
+
+def wall(ws, target: str, epochs: int) -> tuple[float, object]:
+    t0 = time.time()
+    run = submit(ws, target, DIGITS, "train.py", {"--epochs": epochs})
+    run.wait_for_completion(timeout=600)
+    return time.time() - t0, run
+
+
+def memory_during(ws, epochs: int) -> tuple[float, list[float]]:
+    """Peak RSS (MiB) of the supervisor and of each NodeAgent worker while a digits run trains."""
+    run = submit(ws, "ray", DIGITS, "train.py", {"--epochs": epochs, "--epoch-sleep": 0.2})
+    peak_sup = 0.0
+    peak_agents: dict[int, float] = {}
+    while run.get_status() not in ("Completed", "Failed", "Canceled"):
+        row = ws.store.get_run(run.id)
+        try:
+            if row["supervisor_pid"]:
+                peak_sup = max(peak_sup, psutil.Process(row["supervisor_pid"]).memory_info().rss / 2**20)
+            for proc in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(proc.info.get("cmdline") or [])
+                if "torchyard.launch.launcher" in cmd and run.id in cmd:
+                    agent = proc.parent()
+                    if agent is not None:
+                        rss = agent.memory_info().rss / 2**20
+                        peak_agents[agent.pid] = max(peak_agents.get(agent.pid, 0.0), rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    return peak_sup, sorted(peak_agents.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+
+    import raycluster
+
+    from torchyard import ComputeTarget, RayCompute, Workspace
+
+    tmp = tempfile.mkdtemp(prefix="bench-ray-")
+    os.environ["TORCHYARD_RAY_NODE_DIR"] = os.path.join(tmp, "nodes")
+    os.environ["TORCHYARD_AGENT"] = "0"
+    folder = os.path.join(tmp, "up")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "up.py"), "w") as fh:
+        fh.write(UP)
+    with raycluster.RayCluster(nodes=2) as cluster:
+        ws = Workspace(os.path.join(tmp, "ws"))
+        ComputeTarget.attach(ws, "ray", RayCompute(address=cluster.address))
+        time_to_ranks(ws, "ray", folder)  # warm: imports, worker processes
+        time_to_ranks(ws, "local", folder)
+        ray_up = [time_to_ranks(ws, "ray", folder) for _ in range(args.repeat)]
+        local_up = [time_to_ranks(ws, "local", folder) for _ in range(args.repeat)]
+        ray_wall, ray_run = wall(ws, "ray", args.epochs)
+        local_wall, local_run = wall(ws, "local", args.epochs)
+        acc = (ray_run.get_metrics()["accuracy"][-1], local_run.get_metrics()["accuracy"][-1])
+        sup, agents = memory_during(ws, args.epochs)
+        state = cluster.state()
+    rows = [
+        ["submit -> every rank running, 2x1 (median)", f"{statistics.median(ray_up):.2f} s",
+         f"{statistics.median(local_up):.2f} s", f"{statistics.median(ray_up) / statistics.median(local_up):.2f}x"],
+        [f"DDP digits 2x1, {args.epochs} epochs, submit -> Completed", f"{ray_wall:.2f} s", f"{local_wall:.2f} s",
+         f"{ray_wall / local_wall:.2f}x"],
+        ["final accuracy (same seed)", f"{acc[0]:.4f}", f"{acc[1]:.4f}", ""],
+        ["peak RSS: supervisor", f"{sup:.0f} MiB", "", ""],
+        ["peak RSS: NodeAgent actors", ", ".join(f"{a:.0f} MiB" for a in agents), "", ""],
+        ["left on the cluster afterwards", f"{len(state['placement_groups'])} placement groups, "
+         f"{len(state['actors'])} actors", "", ""],
+    ]
+    print_table(["measure", "Ray (2 nodes)", "local compute", "ratio"], rows)
+    print(f"all figures: Ray {[round(x, 2) for x in ray_up]}, local {[round(x, 2) for x in local_up]}")
+
+
+if __name__ == "__main__":
+    main()
