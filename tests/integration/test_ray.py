@@ -141,11 +141,16 @@ def test_mpi_backend_across_two_ray_nodes_through_the_cli(ray_ws, cluster, sleep
 def test_cancel_stops_every_rank_on_every_node(ray_ws, cluster, sleepy):
     run = _submit(ray_ws, sleepy, "sleepy.py")
     wait_until(lambda: len(run.get_metrics(rank="all")) == 2, timeout=120, interval=0.2)
+    # `torchyard logs --follow` streams node 1's rank live, as on local compute
+    follow = subprocess.Popen([sys.executable, "-m", "torchyard", "-w", ray_ws.path, "logs", run.id, "--follow",
+                               "--rank", "all"], stdout=subprocess.PIPE, text=True)
     started = time.time()
     run.cancel()
     details = run.wait_for_completion(raise_on_error=False, timeout=60)
     assert details["status"] == "Canceled"
     assert time.time() - started < 15
+    followed, _ = follow.communicate(timeout=30)
+    assert "rank 1 up in" in followed and "node_1" in followed
     wait_until(lambda: not _run_procs(run.id), timeout=15)
 
 
