@@ -56,7 +56,10 @@ TERMINAL = frozenset({
 WAITING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
 #: Slurm ended the job itself: the run fails naming the state, whatever the ranks did when killed
 SLURM_FAILURES = frozenset({"TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
-POLL_EVERY = 0.5
+#: scontrol is asked every POLL_MIN s after a change, backing off to POLL_MAX s while nothing changes
+#: (back to POLL_MIN once a launcher has reported its end): many runs must not flood slurmctld
+POLL_MIN = 0.5
+POLL_MAX = 5.0
 #: how long a job may show COMPLETING (its processes being killed) before the handle stops waiting
 COMPLETING_WAIT = 60.0
 #: mpirun takes the hostfile of node addresses as it is (not Slurm's node names) and reaches other
@@ -348,7 +351,7 @@ def queue_reason(state: str, reason: str) -> str:
 
 
 class SlurmHandle(Handle):
-    """A submitted sbatch job, followed with ``scontrol show job`` (at most every 0.5 s)."""
+    """A submitted sbatch job, followed with ``scontrol show job`` (every 0.5 to 5 s, see POLL_MIN)."""
 
     def __init__(self, job_id: str, plan: SlurmLaunchPlan) -> None:
         self.job_id = job_id
@@ -364,6 +367,8 @@ class SlurmHandle(Handle):
         self.canceled = False
         self.released = False
         self.next_poll = 0.0
+        self.last_poll = 0.0
+        self.interval = POLL_MIN
         self.completing_since: float | None = None
         self.offsets: dict[str, int] = {}
 
@@ -380,11 +385,28 @@ class SlurmHandle(Handle):
             return {} if "Invalid job id" in proc.stderr else None
         return parse_scontrol_job(proc.stdout)
 
+    def _launcher_ended(self) -> bool:
+        folder = os.path.join(self.node_workdir, ".torchyard-run")
+        return any(os.path.exists(os.path.join(folder, f"launcher_node_{k}.json"))
+                   for k in range(1 if self.mpi else self.node_count))
+
     def _refresh(self, force: bool = False) -> None:
         now = time.time()
-        if self.rc is not None or (not force and now < self.next_poll):
+        if self.rc is not None:
             return
-        self.next_poll = now + POLL_EVERY
+        if not force and now < self.next_poll:
+            soon = self.state == "RUNNING" and now >= self.last_poll + POLL_MIN and self._launcher_ended()
+            if not soon:
+                return
+        self.last_poll = now
+        before = (self.state, self.reason)
+        self._ask()
+        changed = (self.state, self.reason) != before or self.completing_since is not None
+        self.interval = POLL_MIN if changed else min(POLL_MAX, self.interval * 1.5)
+        self.next_poll = now + self.interval
+
+    def _ask(self) -> None:
+        now = time.time()
         fields = self._scontrol()
         if fields is None:
             return  # slurmctld busy or briefly unreachable: ask again next time
@@ -445,6 +467,7 @@ class SlurmHandle(Handle):
             subprocess.run(["scancel", self.job_id], capture_output=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
             pass  # release() tries again
+        self.interval, self.next_poll = POLL_MIN, time.time() + POLL_MIN
 
     def ended_by(self) -> tuple[str, str] | None:
         if self.rc is None:
