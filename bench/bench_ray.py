@@ -42,12 +42,27 @@ def submit(ws, target: str, folder: str, script: str, args: dict | None = None):
     return Experiment(ws, "bench").submit(est)
 
 
+PHASES: dict[str, list[float]] = {}
+
+
 def time_to_ranks(ws, target: str, folder: str) -> float:
     t0 = time.time()
     run = submit(ws, target, folder, "up.py")
-    run.wait_for_completion(timeout=300)
-    every = run.get_metrics(rank="all")
-    return max(m["t_up"] for m in every.values()) - t0
+    details = run.wait_for_completion(timeout=300)
+    last_up = max(m["t_up"] for m in run.get_metrics(rank="all").values())
+    if target == "ray":
+        starting = next(h["time"] for h in details["statusHistory"] if h["status"] == "Starting")
+        t = details["compute"]["timings"]
+        for name, a, b in (
+            ("  submit -> Starting (supervisor process, Preparing)", t0, starting),
+            ("  Starting -> connected (import ray, ray.init)", starting, t["connected"]),
+            ("  connected -> placement group ready", t["connected"], t["placed"]),
+            ("  -> actors up, code unpacked (Ray worker start)", t["placed"], t["set_up"]),
+            ("  -> launchers started", t["set_up"], t["started"]),
+            ("  -> last rank's first line (Python start)", t["started"], last_up),
+        ):
+            PHASES.setdefault(name, []).append(b - a)
+    return last_up - t0
 
 
 def wall(ws, target: str, epochs: int) -> tuple[float, object]:
@@ -102,6 +117,7 @@ def main() -> None:
         ComputeTarget.attach(ws, "ray", RayCompute(address=cluster.address))
         time_to_ranks(ws, "ray", folder)  # warm: imports, worker processes
         time_to_ranks(ws, "local", folder)
+        PHASES.clear()
         ray_up = [time_to_ranks(ws, "ray", folder) for _ in range(args.repeat)]
         local_up = [time_to_ranks(ws, "local", folder) for _ in range(args.repeat)]
         ray_wall, ray_run = wall(ws, "ray", args.epochs)
@@ -112,6 +128,7 @@ def main() -> None:
     rows = [
         ["submit -> every rank running, 2x1 (median)", f"{statistics.median(ray_up):.2f} s",
          f"{statistics.median(local_up):.2f} s", f"{statistics.median(ray_up) / statistics.median(local_up):.2f}x"],
+        *[[name, f"{statistics.median(v):.2f} s", "", ""] for name, v in PHASES.items()],
         [f"DDP digits 2x1, {args.epochs} epochs, submit -> Completed", f"{ray_wall:.2f} s", f"{local_wall:.2f} s",
          f"{ray_wall / local_wall:.2f}x"],
         ["final accuracy (same seed)", f"{acc[0]:.4f}", f"{acc[1]:.4f}", ""],

@@ -312,6 +312,11 @@ class Supervisor:
             self._status(RunStatus.RUNNING)  # it ran, faster than the first look
             self._start_freeze()
         try:
+            if compute := handle.details():
+                self.store.update_details(self.run_id, compute=compute)
+        except Exception as err:  # noqa: BLE001  (a record, never a reason to lose the run)
+            print(f"torchyard supervisor: no compute details: {err}", flush=True)
+        try:
             handle.collect()
         except Exception as err:  # the outputs are lost, the rest of the run is not
             print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)

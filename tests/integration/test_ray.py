@@ -114,8 +114,9 @@ def test_ddp_digits_on_two_ray_nodes(ray_ws, cluster):
     assert len(every[1]["loss"]) == 4
     names = run.get_file_names()
     assert {"logs/rank_0.txt", "logs/rank_1.txt", "outputs/model.pt"} <= set(names)
-    placement = run.get_details()["properties"]
-    assert placement is not None
+    compute = details["compute"]
+    assert compute["strategy"] == "STRICT_SPREAD"
+    assert len({n["ray_node_id"] for n in compute["nodes"]}) == 2  # one job node per Ray node
 
 
 def test_mpi_backend_across_two_ray_nodes_through_the_cli(ray_ws, cluster, sleepy, tmp_path):

@@ -88,6 +88,10 @@ class Handle(abc.ABC):
         or NODE_FAIL, an scancel from outside torchyard, a dead Ray node); None otherwise."""
         return None
 
+    def details(self) -> dict[str, Any]:
+        """What the target wants recorded with the run (``get_details()["compute"]``)."""
+        return {}
+
     def sync(self) -> None:
         """Bring what the nodes wrote since the last call (logs, metric journals) into the run's folder.
 

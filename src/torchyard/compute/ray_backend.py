@@ -118,7 +118,9 @@ class RayHandle(Handle):
         self.canceled = False
         self.drained = False
         self.next_node_check = 0.0
+        self.timings: dict[str, float] = {"connected": time.time()}
         self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)
+        self._create_actors()  # Ray schedules them as soon as the placement group is ready
 
     # ---- the state machine -----------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class RayHandle(Handle):
             if not self._ready([self.pg_ready]):
                 return
             self.reason = None
-            self._create_actors()
+            self.timings["placed"] = time.time()
             self.state = "setting up"
         if self.state == "setting up":
             if self.canceled:
@@ -155,7 +157,9 @@ class RayHandle(Handle):
             if not self._ready(self.setup_refs):
                 return
             self.setups = ray.get(self.setup_refs)
+            self.timings["set_up"] = time.time()
             self._start()
+            self.timings["started"] = time.time()
             self.state = "running"
         if self.state == "running":
             done, _ = ray.wait(self.wait_refs, num_returns=len(self.wait_refs), timeout=0)
@@ -275,6 +279,15 @@ class RayHandle(Handle):
             except Exception:  # an actor already gone has nothing left to stop
                 pass
 
+    def details(self) -> dict[str, Any]:
+        nodes = [{"node": k, "ip": s["ip"], "ray_node_id": s["node_id"]} for k, s in enumerate(self.setups)]
+        return {
+            "placement_group": self.pg.id.hex(),
+            "strategy": self.strategy,
+            "nodes": nodes,
+            "timings": dict(self.timings),  # epoch seconds: connected, placed, set_up, started
+        }
+
     def ended_by(self) -> tuple[str, str] | None:
         return self.failure
 
@@ -363,12 +376,12 @@ class RayHandle(Handle):
     def release(self) -> None:
         ray = self.ray
         try:
-            if self.actors:
+            if self.actors and self.state != "placing":  # placed actors clean their node folders
                 cleanups = [a.cleanup.remote() for a in self.actors]
                 ray.wait(cleanups, num_returns=len(cleanups), timeout=15)
                 _clean_after(ray, self.setups, cleanups)
-                for actor in self.actors:
-                    ray.kill(actor, no_restart=True)
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
             from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
 
             remove_placement_group(self.pg)
