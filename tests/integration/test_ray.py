@@ -221,3 +221,20 @@ def test_a_dead_node_agent_fails_the_run_naming_the_node(ray_ws, cluster, sleepy
     assert time.time() - killed < 10
     assert "node 1 of the job" in details["error"]["message"]
     wait_until(lambda: not _run_procs(run.id), timeout=15)
+
+
+def test_each_node_builds_the_environment_in_its_own_cache(ray_ws, cluster, tmp_path):
+    folder = tmp_path / "envjob"
+    write_script(folder, "use_pkg.py", """
+        import os, sys
+        import tomli_w
+        from torchyard import Run
+        Run.get_context().log("in_node_env", int(sys.executable.startswith(os.environ["TORCHYARD_RAY_NODE_DIR"])))
+    """)
+    run = _submit(ray_ws, folder, "use_pkg.py", pip_packages=["tomli-w==1.2.0"])
+    assert run.wait_for_completion(timeout=240)["status"] == "Completed"
+    every = run.get_metrics(rank="all")
+    assert every[0]["in_node_env"] == every[1]["in_node_env"] == 1
+    assert {"logs/environment_node_0.txt", "logs/environment_node_1.txt"} <= set(run.get_file_names())
+    envs = cluster.node_dir / "envs"
+    assert [p.name for p in envs.iterdir() if (p / ".ready").exists()]  # the node cache keeps the build
