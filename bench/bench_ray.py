@@ -1,8 +1,9 @@
 """Ray compute target benchmarks (issue: Ray). Prints one table; figures go to BENCHMARKS.md.
 
 Starts its own two-node Ray cluster on this machine (tests/integration/raycluster.py), then:
-1. submit → every rank's script running, 2 nodes x 1 process, default environment (nothing to build):
-   on Ray vs on local compute (simulated 2 nodes), median of --repeat runs (target on Ray <= 1 s).
+1. `torchyard submit job.yml` (warm local agent) → every rank's script running, 2 nodes x 1 process,
+   default environment (nothing to build): on Ray vs on local compute (simulated 2 nodes), median of
+   --repeat runs (target on Ray <= 1 s), with the Ray run's phases.
 2. DDP digits 2x1 for --epochs epochs, submit → Completed: Ray vs local compute, same run: ratio.
 3. Peak memory (RSS) of the run's supervisor and of each node's NodeAgent actor while digits trains.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +26,7 @@ from _table import print_table  # noqa: E402 - bench/ is on sys.path when run as
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 DIGITS = os.path.join(REPO, "examples", "digits")
+TORCHYARD = os.path.join(os.path.dirname(sys.executable), "torchyard")
 
 UP = """
 import time
@@ -45,9 +48,19 @@ def submit(ws, target: str, folder: str, script: str, args: dict | None = None):
 PHASES: dict[str, list[float]] = {}
 
 
+def cli_submit(ws, target: str, folder: str):
+    """`torchyard submit job.yml` as a user types it (through the warm local agent)."""
+    job = os.path.join(folder, f"job-{target}.yml")
+    with open(job, "w") as fh:
+        fh.write(f"command: python up.py\ncode: .\ncompute: {target}\nexperiment_name: bench\n"
+                 "distribution: {type: pytorch, process_count_per_instance: 1}\nresources: {instance_count: 2}\n")
+    out = subprocess.run([TORCHYARD, "-w", ws.path, "submit", job], capture_output=True, text=True, check=True)
+    return ws.get_run(out.stdout.strip().splitlines()[-1])
+
+
 def time_to_ranks(ws, target: str, folder: str) -> float:
     t0 = time.time()
-    run = submit(ws, target, folder, "up.py")
+    run = cli_submit(ws, target, folder)
     details = run.wait_for_completion(timeout=300)
     last_up = max(m["t_up"] for m in run.get_metrics(rank="all").values())
     if target == "ray":
@@ -107,7 +120,7 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bench-ray-")
     os.environ["TORCHYARD_RAY_NODE_DIR"] = os.path.join(tmp, "nodes")
-    os.environ["TORCHYARD_AGENT"] = "0"
+    os.environ["TORCHYARD_AGENT_IDLE"] = "120"
     folder = os.path.join(tmp, "up")
     os.makedirs(folder)
     with open(os.path.join(folder, "up.py"), "w") as fh:

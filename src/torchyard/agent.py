@@ -165,6 +165,20 @@ def _handle(conn: socket.socket, workspace: str, db_url: str, warm: Any = None) 
     return 0
 
 
+def _warm_engines(ws: Any) -> None:
+    """With a Ray target attached, import ray once here (it starts no thread at import, so it is safe
+    to fork): every run's supervisor inherits it instead of paying about a second to import it."""
+    import importlib.util  # noqa: PLC0415
+
+    kinds = {r.get("kind") for r in ws.compute_targets.list()}
+    if "ray" in kinds and importlib.util.find_spec("ray") is not None:
+        import ray  # noqa: F401, PLC0415
+        import ray.util.placement_group  # noqa: F401, PLC0415
+        import ray.util.scheduling_strategies  # noqa: F401, PLC0415
+
+        from torchyard.compute import ray_backend  # noqa: F401, PLC0415
+
+
 def serve(workspace: str, db_url: str) -> int:
     idle = float(os.environ.get("TORCHYARD_AGENT_IDLE", "600"))
     from torchyard import (
@@ -185,6 +199,7 @@ def serve(workspace: str, db_url: str) -> int:
         return 0  # another agent serves this workspace
     sock.listen(128)
     sock.settimeout(idle)
+    _warm_engines(ws)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
     print(f"torchyard agent {os.getpid()} serving {workspace}", flush=True)
     while True:
