@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torchyard.compute.base import ComputeTarget
     from torchyard.compute.ray import RayCompute
+    from torchyard.compute.slurm import SlurmCompute
     from torchyard.data.datastore import DataReference, Datastore
     from torchyard.errors import (
         ComputeError,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "ComputeTarget": "torchyard.compute.base",
     "RayCompute": "torchyard.compute.ray",
+    "SlurmCompute": "torchyard.compute.slurm",
     "DataReference": "torchyard.data.datastore",
     "Datastore": "torchyard.data.datastore",
     "ComputeError": "torchyard.errors",
@@ -151,6 +153,7 @@ __all__ = [
     "RunFailedError",
     "RunStatus",
     "ScriptRunConfig",
+    "SlurmCompute",
     "SpecError",
     "TorchyardError",
     "TruncationSelectionPolicy",

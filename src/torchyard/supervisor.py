@@ -230,6 +230,7 @@ class Supervisor:
             self.fail_reason, self.fail_stage = f"compute target {target.name!r} could not start the job: {err}", "Starting"
             self._finish(None)
             return
+        self._record_compute(handle)
         try:
             self._watch(handle)
         finally:
@@ -311,17 +312,21 @@ class Supervisor:
         if started is None and self.fail_reason is None and self.cancel_reason is None:
             self._status(RunStatus.RUNNING)  # it ran, faster than the first look
             self._start_freeze()
-        try:
-            if compute := handle.details():
-                self.store.update_details(self.run_id, compute=compute)
-        except Exception as err:  # noqa: BLE001  (a record, never a reason to lose the run)
-            print(f"torchyard supervisor: no compute details: {err}", flush=True)
+        self._record_compute(handle)
         try:
             handle.collect()
         except Exception as err:  # the outputs are lost, the rest of the run is not
             print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)
             self.store.update_details(self.run_id, collect_error=str(err))
         self._finish(rc, handle.node_statuses())
+
+    def _record_compute(self, handle: Handle) -> None:
+        """What the target says of the job (its Slurm job id, its Ray nodes) → details["compute"]."""
+        try:
+            if compute := handle.details():
+                self.store.update_details(self.run_id, compute=compute)
+        except Exception as err:  # noqa: BLE001  (a record, never a reason to lose the run)
+            print(f"torchyard supervisor: no compute details: {err}", flush=True)
 
     def _prepare_environment(self) -> str | None:
         """The interpreter the ranks use; builds the environment if need be. None: the run ended."""

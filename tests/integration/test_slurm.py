@@ -99,6 +99,8 @@ def test_ddp_digits_1x2_and_2x1_give_identical_parameters(hpc, cluster):
         details = run.wait_for_completion(raise_on_error=False, timeout=240)
         assert details["status"] == "Completed", details.get("error")
         assert "Running" in _statuses(run)
+        assert details["compute"]["slurm_job_id"].isdigit()
+        assert details["compute"]["slurm_state"] == "COMPLETED"
     params = [torch.load(os.path.join(r.workdir, "outputs", f"params_rank{k}.pt")) for r in (one_node, two_nodes)
               for k in range(2)]
     for p in params[1:]:

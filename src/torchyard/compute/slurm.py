@@ -372,6 +372,12 @@ class SlurmHandle(Handle):
         self.completing_since: float | None = None
         self.offsets: dict[str, int] = {}
 
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"slurm_job_id": self.job_id, "slurm_state": self.state}
+        if self.fields.get("NodeList"):
+            out["slurm_nodes"] = self.fields["NodeList"]
+        return out
+
     # ---- Slurm's view ----------------------------------------------------------------------------
 
     def _scontrol(self) -> dict[str, str] | None:
