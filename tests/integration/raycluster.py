@@ -55,6 +55,7 @@ class RayCluster:
         self.nodes = nodes
         self.cpus = cpus_per_node
         self.port = _free_port()
+        self.client_port = _free_port()  # Ray Client server on the head: ray://IP:client_port
         self.temp_dir = tempfile.mkdtemp(prefix="tyray-", dir="/tmp")  # short: unix socket paths
         self.ip = ""
         self.address = ""
@@ -72,7 +73,8 @@ class RayCluster:
 
     def start(self) -> RayCluster:
         self.started = True
-        self._ray("--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
+        self._ray("--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
+                  f"--ray-client-server-port={self.client_port}")
         self.ip = subprocess.run(
             [sys.executable, "-c", "import ray._private.services as s; print(s.get_node_ip_address())"],
             capture_output=True, text=True, env=self.env, check=True,
@@ -105,7 +107,7 @@ class RayCluster:
 
     def processes(self) -> list[psutil.Process]:
         """This cluster's processes (matched by GCS port or temp dir) and their descendants."""
-        marks = (f":{self.port}", self.temp_dir)
+        marks = (f":{self.port}", self.temp_dir, f"--port={self.client_port}")
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
             cmd = " ".join(proc.info.get("cmdline") or [])

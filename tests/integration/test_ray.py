@@ -238,3 +238,16 @@ def test_each_node_builds_the_environment_in_its_own_cache(ray_ws, cluster, tmp_
     assert {"logs/environment_node_0.txt", "logs/environment_node_1.txt"} <= set(run.get_file_names())
     envs = cluster.node_dir / "envs"
     assert [p.name for p in envs.iterdir() if (p / ".ready").exists()]  # the node cache keeps the build
+
+
+def test_ray_client_address_from_outside_the_cluster(ws, cluster, sleepy, monkeypatch):
+    monkeypatch.setenv("TORCHYARD_RAY_NODE_DIR", str(cluster.node_dir))
+    ComputeTarget.attach(ws, "ray-client", RayCompute(address=f"ray://{cluster.ip}:{cluster.client_port}"))
+    est = PyTorch(str(sleepy), entry_script="where.py", node_count=2, distributed_backend="pytorch",
+                  compute_target="ray-client")
+    run = Experiment(ws, "ray").submit(est)
+    details = run.wait_for_completion(raise_on_error=False, timeout=180)
+    assert details["status"] == "Completed", details.get("error")
+    every = run.get_metrics(rank="all")
+    assert every[0]["own_node_folder"] == every[1]["own_node_folder"] == 1
+    _assert_nothing_left(cluster)
