@@ -150,6 +150,12 @@ def test_sweep_yaml_compiles(tmp_path, code):
         (("timeout: 600", "timeout: 0"), "limits.timeout"),
         (("trial_timeout: 120", "trial_time: 120"), "limits.trial_time"),
         (("--lr ${{search_space.lr}}", "--lr ${{search_space.rate}}"), "search_space"),
+        (("type: bandit, slack_factor: 0.1", "type: truncation_selection"), "early_termination.truncation_percentage"),
+        (("type: bandit, slack_factor: 0.1", "type: truncation_selection, truncation_percentage: 10, "
+                                              "exclude_finished_jobs: 'no'"), "early_termination.exclude_finished_jobs"),
+        (("seed: 7", "seed: x"), "sampling_algorithm.seed"),
+        (("trial_timeout: 120", "trial_timeout: -1"), "limits.trial_timeout"),
+        (("timeout: 600", "timeout: true"), "limits.timeout"),
     ],
 )
 def test_bad_sweep_yaml_names_the_field(tmp_path, code, change, field):

@@ -172,3 +172,12 @@ def test_policies_round_trip_and_bad_dicts():
     with pytest.raises(SpecError) as info:
         BanditPolicy(evaluation_interval=0, slack_factor=0.1)
     assert info.value.field == "evaluation_interval"
+    with pytest.raises(SpecError) as info:
+        EarlyTerminationPolicy.from_dict({"type": "truncation_selection"}, "early_termination")
+    assert info.value.field == "early_termination.truncation_percentage"
+    with pytest.raises(SpecError) as info:
+        TruncationSelectionPolicy(10, exclude_finished_jobs="no")
+    assert info.value.field == "exclude_finished_jobs"
+    with pytest.raises(SpecError) as info:
+        BanditPolicy(slack_factor=float("nan"))
+    assert info.value.field == "slack_factor"

@@ -243,6 +243,8 @@ class HyperParameterSampling:
         self, parameter_space: Mapping[str, Any], properties: Mapping[str, Any] | None = None, *, seed: int | None = None
     ) -> None:
         self.parameter_space = _space(parameter_space, "parameter_space")
+        if properties is not None and not isinstance(properties, Mapping):
+            raise SpecError("properties", f"must be a dict, got {type(properties).__name__}")
         self.properties = dict(properties or {})
         if seed is None and "seed" in self.properties:
             seed = self.properties["seed"]

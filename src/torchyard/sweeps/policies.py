@@ -96,9 +96,13 @@ class EarlyTerminationPolicy:
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise SpecError(f"{field}.{unknown[0]}", f"unknown field for a {kind} policy")
+        for name in cls.REQUIRED:
+            if kwargs.get(name) is None:
+                raise SpecError(f"{field}.{name}", f"is required for a {kind} policy")
         return cls(**{k: v for k, v in kwargs.items() if v is not None})
 
     FIELDS: tuple[str, ...] = ("evaluation_interval", "delay_evaluation")
+    REQUIRED: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
@@ -150,8 +154,10 @@ class BanditPolicy(EarlyTerminationPolicy):
         if (slack_factor is None) == (slack_amount is None):
             raise SpecError("slack_factor", "give exactly one of slack_factor and slack_amount")
         for field, value in (("slack_factor", slack_factor), ("slack_amount", slack_amount)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                raise SpecError(field, f"must be a number of at least 0, got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf")
+            ):
+                raise SpecError(field, f"must be a finite number of at least 0, got {value!r}")
         self.slack_factor = None if slack_factor is None else float(slack_factor)
         self.slack_amount = None if slack_amount is None else float(slack_amount)
 
@@ -229,6 +235,7 @@ class TruncationSelectionPolicy(EarlyTerminationPolicy):
 
     name = "truncation_selection"
     FIELDS = ("truncation_percentage", "evaluation_interval", "delay_evaluation", "exclude_finished_jobs")
+    REQUIRED = ("truncation_percentage",)
 
     def __init__(
         self,
@@ -242,7 +249,9 @@ class TruncationSelectionPolicy(EarlyTerminationPolicy):
         if isinstance(pct, bool) or not isinstance(pct, int) or not 1 <= pct <= 99:
             raise SpecError("truncation_percentage", f"must be an integer from 1 to 99, got {pct!r}")
         self.truncation_percentage = pct
-        self.exclude_finished_jobs = bool(exclude_finished_jobs)
+        if not isinstance(exclude_finished_jobs, bool):
+            raise SpecError("exclude_finished_jobs", f"must be true or false, got {exclude_finished_jobs!r}")
+        self.exclude_finished_jobs = exclude_finished_jobs
 
     def _evaluate(
         self, run_id: str, interval: int, histories: Histories, maximize: bool, finished: Collection[str]

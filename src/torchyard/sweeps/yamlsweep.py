@@ -66,6 +66,10 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
     unknown = sorted(set(limits) - _SWEEP_LIMITS)
     if unknown:
         raise SpecError(f"limits.{unknown[0]}", f"unknown field; a sweep takes {', '.join(sorted(_SWEEP_LIMITS))}")
+    for name in ("timeout", "trial_timeout"):
+        value = limits.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+            raise SpecError(f"limits.{name}", f"must be a positive number of seconds, got {value!r}")
     if limits.get("trial_timeout") is not None:
         job["limits"] = {**_mapping(job.get("limits") or {}, "trial.limits"), "timeout": limits["trial_timeout"]}
     loaded = compile_job_file(convert_spec({**job, "type": "command"}, JobFile), base)
@@ -92,7 +96,7 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
     try:
         sampling = sampler_cls({k: v for k, v in space.items()}, seed=seed)
     except SpecError as err:
-        raise _renamed(err, {}) from None
+        raise _renamed(err, {"seed": "sampling_algorithm.seed", "properties": "sampling_algorithm"}) from None
 
     objective = _mapping(data.get("objective") or {}, "objective")
     extra = sorted(set(objective) - {"goal", "primary_metric"})
@@ -118,7 +122,7 @@ def compile_sweep(data: dict[str, Any], base: str) -> LoadedSweep:
             primary_metric_goal=objective["goal"],
             max_total_runs=total,
             max_concurrent_runs=limits.get("max_concurrent_trials"),
-            max_duration_minutes=10080 if timeout is None else timeout / 60 if isinstance(timeout, int | float) else timeout,
+            max_duration_minutes=10080 if timeout is None else timeout / 60,
             policy=policy,
             run_config=loaded.spec,
         )
