@@ -227,3 +227,47 @@ limits: {{max_total_trials: 3, max_concurrent_trials: 2}}
     assert [by_id[f"{sweep_id}_{i}"] for i in range(3)] == expected
     bad = subprocess.run([*cli, "sweep", "show", "nope"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_trials_that_fail_or_log_no_metric(ws, tmp_path):
+    failing = tmp_path / "failing"
+    write_script(failing, "fake.py", "import sys\nsys.exit(3)\n")
+    hd = Experiment(ws, "sweep-fail").submit(grid_sweep(failing, total=2, concurrent=2))
+    details = hd.wait_for_completion(raise_on_error=False, timeout=60)
+    assert details["status"] == "Failed" and "no trial completed" in details["error"]["message"]
+    assert [c.get_status() for c in hd.get_children()] == ["Failed", "Failed"]
+    assert hd.get_best_run_by_primary_metric() is None
+    silent = tmp_path / "silent"
+    write_script(silent, "fake.py", "print('no metric')\n")
+    hd = Experiment(ws, "sweep-nometric").submit(grid_sweep(silent, total=2, concurrent=2))
+    details = hd.wait_for_completion(timeout=60)
+    assert details["status"] == "Completed" and details["sweep"]["best_run_id"] is None
+    assert "no trial logged the primary metric 'accuracy'" in details["statusHistory"][-1]["detail"]
+    no_leftovers(hd)
+
+
+def test_a_trial_recorded_but_never_started_runs_once_after_resume(ws, fake):
+    """A controller killed between recording a trial (still NotStarted) and starting its supervisor: the
+    resumed controller starts it (once); it is neither lost nor run twice, and the sweep ends."""
+    hd = Experiment(ws, "sweep-orphan").submit(grid_sweep(fake, total=3, concurrent=1, epochs=4, sleep=0.25))
+    wait_until(lambda: ws.store.list_runs(parent_id=hd.id), timeout=30)
+    pid = ws.store.get_run(hd.id)["supervisor_pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=5)
+    config = hd.hyperdrive_config
+    values = config.hyperparameter_sampling.suggest(1, 0)
+    from torchyard.sweeps.config import trial_arguments
+
+    orphan = ws.record_run("sweep-orphan", trial_arguments(config.trial_spec, values), parent_id=hd.id,
+                           run_id=f"{hd.id}_1", tags={"hyperparameters": json.dumps(values)})
+    from torchyard.status import RunStatus
+
+    ws.store.set_status(orphan, RunStatus.NOT_STARTED)  # killed before record_run moved it to Queued
+    assert ws.store.get_run(orphan)["supervisor_pid"] is None
+    assert hd.resume() is True
+    details = hd.wait_for_completion(timeout=90)
+    assert details["status"] == "Completed" and len(hd.get_children()) == 3
+    history = [h["status"] for h in ws.store.status_history(orphan)]
+    assert history.count("Running") == 1 and history[-1] == "Completed"
+    assert hd.get_hyperparameters()[orphan] == values
+    no_leftovers(hd)

@@ -169,6 +169,18 @@ def start_sweep(ws: Any, experiment: str, config: Any, tags: dict[str, str] | No
     return run_id
 
 
+def _supervisor_process(run_dir: str) -> bool:
+    """Whether a supervisor of the run in ``run_dir`` was spawned and is on its way (it records its pid
+    only once started): a crash between the spawn and the record must not start a second one."""
+    import psutil  # noqa: PLC0415
+
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if run_dir in cmdline and any("torchyard.supervisor" in part for part in cmdline):
+            return True
+    return False
+
+
 def child_index(row: dict[str, Any], parent_id: str) -> int | None:
     suffix = str(row["id"])[len(parent_id) + 1 :]
     return int(suffix) if suffix.isdigit() else None
@@ -228,8 +240,12 @@ class Controller:
             return
         if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason in (None, USER_CANCEL):
             self.cancel_reason = self._requested_reason()
+        elif status in TERMINAL_VALUES and self.cancel_reason is None:
+            # ended by someone else (HyperDriveRun.cancel found no controller yet): start nothing more
+            self.cancel_reason = f"the sweep ended {status}"
         elif status == RunStatus.NOT_RESPONDING.value:
-            self.store.set_status(self.run_id, RunStatus.RUNNING, "sweep controller heartbeat resumed")
+            self.store.set_status(self.run_id, RunStatus.RUNNING, "sweep controller heartbeat resumed",
+                                  unless=(RunStatus.CANCEL_REQUESTED,))
 
     def _children(self) -> list[dict[str, Any]]:
         from torchyard.run import reconcile  # noqa: PLC0415
@@ -282,7 +298,8 @@ class Controller:
             self.cancel_reason = self._requested_reason()
         else:
             self.store.set_status(self.run_id, RunStatus.RUNNING,
-                                  "sweep controller resumed" if resumed else "sweep controller started")
+                                  "sweep controller resumed" if resumed else "sweep controller started",
+                                  unless=(RunStatus.CANCEL_REQUESTED,))
         row = self.store.get_run(self.run_id)
         starts = int(json.loads(row["details"] or "{}").get("controller_starts", 0)) + 1
         self.store.update_details(self.run_id, controller_starts=starts)
@@ -361,8 +378,10 @@ class Controller:
 
         # a child recorded just before a crash, whose supervisor never started
         for row in children:
-            if row["status"] == RunStatus.QUEUED.value and row.get("supervisor_pid") is None:
+            if row["status"] in (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value) \
+                    and row.get("supervisor_pid") is None and not _supervisor_process(str(row["run_dir"])):
                 self.log(f"{row['id']}: starting its supervisor (recorded before the controller stopped)")
+                self.store.set_status(row["id"], RunStatus.QUEUED, "recorded before the sweep controller stopped")
                 self.store.set_supervisor(row["id"], spawn_supervisor(str(row["run_dir"])))
             if row["status"] not in TERMINAL_VALUES:
                 params = self._hyperparameters(row)
@@ -396,6 +415,16 @@ class Controller:
             launched = True
         return self._children() if launched else children
 
+    def _stopped_by_policy(self, row: dict[str, Any]) -> bool:
+        """Whether the trial ended Canceled by the policy (not one that completed while being stopped)."""
+        if row["status"] != RunStatus.CANCELED.value:
+            return False
+        try:
+            reason = json.loads(row.get("details") or "{}").get("cancel_reason")
+        except ValueError:
+            reason = None
+        return str(reason or self.policy_stopped.get(row["id"], "")).startswith("early terminated by ")
+
     def _finish(self, children: list[dict[str, Any]], status: RunStatus | None, reason: str | None) -> None:
         ranked = []
         for row in children:
@@ -409,7 +438,7 @@ class Controller:
         summary: dict[str, Any] = {
             "trials": len(children),
             "statuses": counts,
-            "early_terminated": len(self.policy_stopped),
+            "early_terminated": sum(1 for row in children if self._stopped_by_policy(row)),
             "best_run_id": ranked[0][1] if ranked else None,
             "best_primary_metric": ranked[0][0] if ranked else None,
         }
@@ -421,6 +450,8 @@ class Controller:
             completed = counts.get(RunStatus.COMPLETED.value, 0)
             if completed or counts.get(RunStatus.CANCELED.value, 0) and ranked:
                 status = RunStatus.COMPLETED
+                if not ranked:
+                    reason = reason or f"no trial logged the primary metric {self.metric!r}"
             else:
                 status = RunStatus.FAILED
                 reason = reason or f"no trial completed ({', '.join(f'{n} {s}' for s, n in counts.items())})"
