@@ -55,8 +55,19 @@ def no_leftovers(hd):
     """No process of the sweep or of any trial is left, and none is a child of this test."""
     folders = [hd.workdir] + [c.workdir for c in hd.get_children()]
     wait_until(lambda: not any(run_processes(f) for f in folders), timeout=15)
-    wait_until(lambda: not [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE],
-               timeout=15)
+    since = hd._store.get_run(hd.id)["created_at"] - 1  # servers other tests started before are not ours
+
+    def ours() -> list[psutil.Process]:
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.create_time() >= since and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+    wait_until(lambda: not ours(), timeout=15)
     pid = hd._store.get_run(hd.id)["supervisor_pid"]
     assert pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
