@@ -596,8 +596,29 @@ def _link_tree(src: str, dest: str) -> None:
                 shutil.copy2(os.path.join(root, name), target)
 
 
+def _run_lock(workdir: str) -> int | None:
+    """An exclusive lock on the run (held until this process and its forks are gone); None if taken."""
+    import fcntl  # noqa: PLC0415
+
+    path = os.path.join(workdir, ".torchyard-run", "supervisor.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def supervise(workdir: str, ws: Any = None) -> bool:
-    """Run the supervisor of the run in ``workdir`` to its end; any error of its own fails the run."""
+    """Run the supervisor of the run in ``workdir`` to its end; any error of its own fails the run.
+
+    One supervisor per run: a second one (a sweep controller resuming a trial whose supervisor had
+    just started, say) finds the run's lock taken and leaves at once."""
+    lock = _run_lock(workdir)
+    if lock is None:
+        print(f"torchyard supervisor: {workdir} already has a supervisor; leaving it alone", flush=True)
+        return True
     sup: Supervisor | None = None
     try:
         sup = Supervisor(workdir, ws)

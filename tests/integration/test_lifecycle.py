@@ -202,3 +202,16 @@ def test_hang_timeout_fails_a_silent_run(ws, tmp_path):
     assert "hang_timeout_seconds=2" in details["error"]["message"]
     assert time.time() - started < 20
     wait_until(lambda: not run_processes(run.workdir), timeout=5)
+
+
+def test_a_second_supervisor_for_the_same_run_leaves_at_once(ws, src):
+    run = submit(ws, src, "sleep.py")
+    wait_until(lambda: run.get_metrics().get("tick"), timeout=30)
+    pid = ws.store.get_run(run.id)["supervisor_pid"]
+    second = subprocess.run([sys.executable, "-m", "torchyard.supervisor", run.workdir],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 0 and "already has a supervisor" in second.stdout
+    assert ws.store.get_run(run.id)["supervisor_pid"] == pid
+    assert run.get_status() == "Running"
+    run.cancel()
+    assert run.wait_for_completion(raise_on_error=False, timeout=30)["status"] == "Canceled"
