@@ -153,13 +153,9 @@ class Supervisor:
     def _user_cancel_reason(self) -> str:
         """The reason given to ``Run.cancel(reason)`` (a sweep policy names itself there)."""
         try:
-            events = self.store.status_history(self.run_id)
+            return self.store.cancel_reason(self.run_id) or USER_CANCEL
         except Exception:  # the store may be briefly unreachable; the generic reason will do
             return USER_CANCEL
-        for event in reversed(events):
-            if event["status"] == RunStatus.CANCEL_REQUESTED.value:
-                return str(event.get("detail") or USER_CANCEL)
-        return USER_CANCEL
 
     def _heartbeat(self, now: float) -> None:
         if now < self.next_beat:

@@ -224,10 +224,7 @@ class Controller:
             self.cancel_reason = USER_CANCEL
 
     def _requested_reason(self) -> str:
-        for event in reversed(self.store.status_history(self.run_id)):
-            if event["status"] == RunStatus.CANCEL_REQUESTED.value:
-                return str(event.get("detail") or USER_CANCEL)
-        return USER_CANCEL
+        return self.store.cancel_reason(self.run_id) or USER_CANCEL
 
     def _heartbeat(self, now: float) -> None:
         if now < self.next_beat:

@@ -158,7 +158,10 @@ class Store:
         display_name: str | None = None,
         parent_id: str | None = None,
         properties: dict[str, str] | None = None,
+        queued: bool = False,
     ) -> None:
+        """Record a new run, NotStarted (or, with ``queued``, NotStarted then Queued in the same
+        transaction, so that no reader ever sees a recorded run nobody will start)."""
         now = _now()
         with self.engine.begin() as conn:
             conn.execute(
@@ -171,7 +174,7 @@ class Store:
                     id=run_id,
                     experiment=experiment,
                     parent_id=parent_id,
-                    status=RunStatus.NOT_STARTED.value,
+                    status=(RunStatus.QUEUED if queued else RunStatus.NOT_STARTED).value,
                     display_name=display_name,
                     compute_target=compute_target,
                     created_at=now,
@@ -181,6 +184,8 @@ class Store:
                 )
             )
             conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))
+            if queued:
+                conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.QUEUED.value, ts=now))
             if tags:
                 conn.execute(insert(run_tags), [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()])
             if properties:
@@ -296,6 +301,18 @@ class Store:
                 {"status": r.status, "time": r.ts, "detail": r.detail}
                 for r in conn.execute(query)
             ]
+
+    def cancel_reason(self, run_id: str) -> str | None:
+        """The detail of the run's latest CancelRequested (the reason given to ``Run.cancel``)."""
+        query = (
+            select(status_events.c.detail)
+            .where(status_events.c.run_id == run_id, status_events.c.status == RunStatus.CANCEL_REQUESTED.value)
+            .order_by(status_events.c.id.desc())
+            .limit(1)
+        )
+        with self.read_engine.connect() as conn:
+            detail = conn.execute(query).scalar()
+        return None if detail is None else str(detail)
 
     # ---- tags and properties --------------------------------------------------------------------
 

@@ -248,7 +248,6 @@ class Workspace:
         """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
         explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one."""
         from torchyard.compute.registry import get_target  # noqa: PLC0415
-        from torchyard.status import RunStatus  # noqa: PLC0415
 
         check_name(experiment)
         tags = _str_dict(tags, "tags")
@@ -284,8 +283,8 @@ class Workspace:
             display_name=spec.display_name,
             parent_id=parent_id,
             properties=properties,
+            queued=True,
         )
-        store.set_status(run_id, RunStatus.QUEUED)
         return run_id
 
 
