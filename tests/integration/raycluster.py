@@ -14,6 +14,7 @@ stop every Ray on the machine).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -73,6 +74,7 @@ class RayCluster:
 
     def start(self) -> RayCluster:
         self.started = True
+        atexit.register(self.stop)  # also when a test session ends without its fixtures' teardown
         self._ray("--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
                   f"--ray-client-server-port={self.client_port}")
         self.ip = subprocess.run(
