@@ -209,6 +209,7 @@ class Controller:
         self.stop_reason: str | None = None
         self.histories: dict[str, list[float]] = {}
         self.evaluated: dict[str, int] = {}
+        self.judge_from_latest = False
         self.final: set[str] = set()
         self.policy_stopped: dict[str, str] = {}
         self.error: str | None = None
@@ -291,6 +292,7 @@ class Controller:
             return
         self.store.set_supervisor(self.run_id, os.getpid())
         resumed = row["status"] not in (RunStatus.QUEUED.value, RunStatus.NOT_STARTED.value)
+        self.judge_from_latest = resumed
         if row["status"] == RunStatus.CANCEL_REQUESTED.value:
             self.cancel_reason = self._requested_reason()
         else:
@@ -336,6 +338,13 @@ class Controller:
 
         policy = self.config.policy
         finished = {r["id"] for r in children if r["status"] in TERMINAL_VALUES}
+        if self.judge_from_latest:
+            # a resumed controller judges running trials from their latest interval on: the earlier
+            # ones were judged by the controller before it, with what was known then
+            self.judge_from_latest = False
+            for row in children:
+                if row["status"] not in TERMINAL_VALUES:
+                    self.evaluated[row["id"]] = max(len(self.histories.get(row["id"], [])) - 1, 0)
         for row in children:
             cid = row["id"]
             if row["status"] in TERMINAL_VALUES or row["status"] == RunStatus.CANCEL_REQUESTED.value:
