@@ -272,31 +272,7 @@ class Launcher:
 
     def _first_from_exit_files(self) -> dict[str, Any] | None:
         """Under mpirun the launcher sees one process; each rank's shim left its exit code and time."""
-        best: tuple[float, int, int] | None = None
-        try:
-            names = os.listdir(self.exit_dir)
-        except OSError:
-            return None
-        for name in names:
-            try:
-                with open(os.path.join(self.exit_dir, name)) as fh:
-                    rc_s, ts_s = fh.read().split()
-                rc, ts, rank = int(rc_s), float(ts_s), int(name.split("_")[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if rc != 0 and (best is None or ts < best[0]):
-                best = (ts, rank, rc)
-        if best is None:
-            return None
-        ts, rank, rc = best
-        nproc = int(self.plan["nproc"])
-        info: dict[str, Any] = {"rank": rank, "node_rank": rank // nproc, "time": ts, "exit_code": rc}
-        if rc > 128:
-            try:
-                info["signal"] = signal.Signals(rc - 128).name
-            except ValueError:
-                pass
-        return info
+        return first_failure_in(self.exit_dir, int(self.plan["nproc"]))
 
     def _stop_all(self) -> None:
         live = [p for p in self.procs.values() if p.poll() is None]
@@ -311,6 +287,34 @@ class Launcher:
             _kill_group(p, signal.SIGKILL)  # the group may hold children even if the rank exited
         for p in self.procs.values():
             p.wait()
+
+
+def first_failure_in(exit_dir: str, nproc: int) -> dict[str, Any] | None:
+    """The earliest non-zero exit among the ``rank_N`` files the mpi shim leaves in ``exit_dir``."""
+    best: tuple[float, int, int] | None = None
+    try:
+        names = os.listdir(exit_dir)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open(os.path.join(exit_dir, name)) as fh:
+                rc_s, ts_s = fh.read().split()
+            rc, ts, rank = int(rc_s), float(ts_s), int(name.split("_")[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if rc != 0 and (best is None or ts < best[0]):
+            best = (ts, rank, rc)
+    if best is None:
+        return None
+    ts, rank, rc = best
+    info: dict[str, Any] = {"rank": rank, "node_rank": rank // max(nproc, 1), "time": ts, "exit_code": rc}
+    if rc > 128:
+        try:
+            info["signal"] = signal.Signals(rc - 128).name
+        except ValueError:
+            pass
+    return info
 
 
 def fork_launcher(plan: dict[str, Any], parent_death_signal: int = signal.SIGTERM) -> int:
