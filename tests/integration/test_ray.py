@@ -251,3 +251,32 @@ def test_ray_client_address_from_outside_the_cluster(ws, cluster, sleepy, monkey
     every = run.get_metrics(rank="all")
     assert every[0]["own_node_folder"] == every[1]["own_node_folder"] == 1
     _assert_nothing_left(cluster)
+
+
+def test_release_cleans_nodes_set_up_behind_the_handles_back(cluster, sleepy, tmp_path, monkeypatch):
+    """Cancel while the handle still says "placing" though Ray already placed the group and the actors
+    set up their node folders: release() must still clean them (and leave no group or actor)."""
+    import shutil
+
+    from torchyard.compute.base import PreparedJob
+    from torchyard.spec.job import build_job_spec
+
+    monkeypatch.setenv("TORCHYARD_RAY_NODE_DIR", str(cluster.node_dir))
+    workdir = tmp_path / "wd"
+    shutil.copytree(sleepy, workdir)
+    target = RayCompute(address=cluster.address)
+    spec = build_job_spec(source_directory=str(workdir), entry_script="sleepy.py", compute_target="r",
+                          distribution={"backend": "pytorch", "node_count": 2, "process_count_per_node": 1})
+    job = PreparedJob(run_id="behindtheback", experiment="e", workspace="w", workdir=str(workdir), spec=spec,
+                      rank_argv=[sys.executable, "sleepy.py"], launcher_python=sys.executable,
+                      rank_python=sys.executable)
+    handle = target.submit(target.prepare(job))
+    folders = [cluster.node_dir / "runs" / "behindtheback" / f"node_{k}" for k in range(2)]
+    try:
+        wait_until(lambda: all((f / "sleepy.py").exists() for f in folders), timeout=60, interval=0.2)
+        assert handle.state == "placing"  # never polled: it has not looked
+        handle.cancel()
+        assert handle.poll() == 130
+    finally:
+        handle.release()
+    _assert_nothing_left(cluster)

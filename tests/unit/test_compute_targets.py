@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import struct
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -98,3 +102,96 @@ def test_core_and_cli_never_import_ray(ws):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- the Ray NodeAgent and the supervisor's mirror of its files, without a cluster ----------------
+
+
+@pytest.fixture
+def agent(tmp_path, monkeypatch):
+    from torchyard.compute import ray_node
+
+    monkeypatch.setenv("TORCHYARD_RAY_NODE_DIR", str(tmp_path / "nodes"))
+    node = ray_node.NodeAgent("run1", 0)
+    for sub in ("logs", ".torchyard-run/journal", "outputs"):
+        os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
+    yield node
+    node.cleanup()
+
+
+def test_a_stop_that_overtakes_start_leaves_nothing_running(agent):
+    # a threaded actor may run stop() before start(): start then starts nothing and wait() ends
+    agent.stop()
+    assert agent.start({"argv": ["never"]}) == 0
+    assert agent.proc is None
+    assert agent.wait() == 130
+
+
+def test_a_start_that_fails_does_not_leave_wait_blocked(agent):
+    import shutil
+
+    shutil.rmtree(os.path.join(agent.dir, ".torchyard-run"))  # the plan cannot be written
+    with pytest.raises(OSError):
+        agent.start({})
+    assert agent.wait() == 1
+
+
+def test_cleanup_removes_the_node_folder_and_its_empty_run_folder(agent):
+    run_dir = os.path.dirname(agent.dir)
+    agent.cleanup()
+    assert not os.path.exists(run_dir)
+    assert agent.start({}) == 0  # nothing starts once cleaned up
+
+
+def test_pull_and_apply_mirror_appends_and_the_rewritten_status_file(agent, tmp_path):
+    from torchyard.compute.ray_backend import RayHandle
+    from torchyard.compute.ray_node import WHOLE_PREFIX
+
+    mirror = types.SimpleNamespace(workdir=str(tmp_path / "mirror"), offsets=[{}])
+    log = os.path.join(agent.dir, "logs", "rank_0.txt")
+    status = os.path.join(agent.dir, f"{WHOLE_PREFIX}0.json")
+    Path(os.path.join(agent.dir, "logs", "empty.txt")).write_text("")
+
+    def sync() -> None:
+        while chunks := agent.pull(mirror.offsets[0]):
+            RayHandle._apply(mirror, 0, chunks)  # type: ignore[arg-type]
+
+    Path(log).write_text("one\n")
+    Path(status).write_text('{"state": "starting ranks"}')
+    sync()
+    Path(log).write_text("one\ntwo\n")
+    Path(status).write_text('{"state": "ok"}')  # rewritten in place, shorter
+    sync()
+    local = Path(mirror.workdir)
+    assert (local / "logs" / "rank_0.txt").read_text() == "one\ntwo\n"
+    assert (local / "logs" / "empty.txt").read_text() == ""
+    assert json.loads((local / f"{WHOLE_PREFIX}0.json").read_text()) == {"state": "ok"}
+    assert not agent.pull(mirror.offsets[0])  # nothing new: nothing sent
+
+
+def _rsh_request(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return sock.recv(100)
+
+
+def test_rsh_server_runs_only_what_carries_the_token(agent, monkeypatch, capfd):
+    pytest.importorskip("ray")
+    from torchyard.compute import ray_node, ray_rsh
+
+    monkeypatch.setattr(ray_node, "RSH_REQUEST_SECONDS", 0.5)
+    _, port, token = agent.rsh_server()
+    marker = os.path.join(agent.dir, "ran")
+    bad = json.dumps({"token": "0" * 32, "command": f"touch {marker}"}).encode()
+    assert _rsh_request(port, struct.pack("!I", len(bad)) + bad) == b""  # closed, nothing run
+    assert _rsh_request(port, struct.pack("!I", 1 << 30)) == b""  # an oversized request is refused
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:  # says nothing: dropped
+        assert silent.recv(1) == b""
+    assert not os.path.exists(marker)
+    monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": ["127.0.0.1", port, token]}))
+    assert ray_rsh.main(["ray-node-0", "echo", "hello;", "exit", "3"]) == 3
+    assert "hello" in capfd.readouterr().out
+    monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": ["127.0.0.1", 9, token]}))
+    assert ray_rsh.main(["ray-node-0", "true"]) == 255  # nobody there: a message, no traceback
+    assert "cannot reach ray-node-0" in capfd.readouterr().err

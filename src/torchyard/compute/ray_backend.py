@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
-from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, remove_node_folder, unpack
+from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, remove_run_folder, unpack
 from torchyard.errors import ComputeError
 
 #: what of a run's folder is its code (everything else is made by the run)
@@ -82,7 +82,11 @@ def submit(target: Any, plan: LaunchPlan) -> RayHandle:
     finally:
         for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
             signal.signal(sig, handler)
-    return RayHandle(target, plan, placement)
+    try:
+        return RayHandle(target, plan, placement)
+    except Exception as err:  # an unreadable code folder, a snapshot too big for the object store, ...
+        ray.shutdown()  # also removes what this driver made (its placement group, its actors)
+        raise ComputeError(f"could not place the job on the Ray cluster at {target.address!r}: {_cause(err)}") from None
 
 
 class RayHandle(Handle):
@@ -100,6 +104,7 @@ class RayHandle(Handle):
         self.strategy: str = placement["strategy"]
         self.node_count = len(self.bundles)
         self.mode = self.plans[0]["mode"]
+        self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)  # before anything is made on the cluster
         self.pg = placement_group(self.bundles, strategy=self.strategy, name=f"torchyard-{self.plans[0]['run_id']}")
         self.pg_ready = self.pg.ready()
         self.state = "placing"
@@ -119,7 +124,6 @@ class RayHandle(Handle):
         self.drained = False
         self.next_node_check = 0.0
         self.timings: dict[str, float] = {"connected": time.time()}
-        self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)
         self._create_actors()  # Ray schedules them as soon as the placement group is ready
 
     # ---- the state machine -----------------------------------------------------------------------
@@ -135,6 +139,10 @@ class RayHandle(Handle):
             self._lost(err)
         except self.ray.exceptions.RayTaskError as err:
             self._fail(f"a node could not be set up: {_cause(err)}")
+        except self.ray.exceptions.RayError as err:  # an object lost with its node, Ray's own failures
+            self._fail(f"Ray failed the job: {_cause(err)}")
+        except ConnectionError as err:  # a Ray Client connection that broke
+            self._fail(f"lost the connection to the Ray cluster at {self.target.address!r}: {err}")
         return self.rc
 
     def _advance(self) -> None:
@@ -154,7 +162,10 @@ class RayHandle(Handle):
             if self.canceled:
                 self.rc = 130
                 return
-            if not self._ready(self.setup_refs):
+            done, _ = ray.wait(self.setup_refs, num_returns=len(self.setup_refs), timeout=0)
+            for ref in done:
+                ray.get(ref)  # a node whose setup failed fails the run now, not once every node is done
+            if len(done) < len(self.setup_refs):
                 return
             self.setups = ray.get(self.setup_refs)
             self.timings["set_up"] = time.time()
@@ -162,6 +173,11 @@ class RayHandle(Handle):
             self.timings["started"] = time.time()
             self.state = "running"
         if self.state == "running":
+            if self.start_refs:
+                started, _ = ray.wait(self.start_refs, num_returns=len(self.start_refs), timeout=0)
+                for ref in started:
+                    ray.get(ref)  # a launcher that could not start fails the run (RayTaskError)
+                    self.start_refs.remove(ref)
             done, _ = ray.wait(self.wait_refs, num_returns=len(self.wait_refs), timeout=0)
             for ref in done:
                 k = self.wait_refs.index(ref)
@@ -264,7 +280,10 @@ class RayHandle(Handle):
     def _why_waiting(self) -> str:
         want = self.bundles[0]
         what = " and ".join(f"{v:g} {k}" for k, v in want.items())
-        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001  (the cluster did not answer this time: say so, ask again later)
+            return f"waiting for {self.node_count} node(s) with {what} each ({self.strategy})"
         fitting = sum(1 for n in nodes if all(n.get("Resources", {}).get(k, 0) >= v for k, v in want.items()))
         return (
             f"waiting for {self.node_count} node(s) with {what} each ({self.strategy}); "
@@ -376,12 +395,17 @@ class RayHandle(Handle):
     def release(self) -> None:
         ray = self.ray
         try:
-            if self.actors and self.state != "placing":  # placed actors clean their node folders
+            # Whether this handle saw it or not, a placed group's actors may have set up (or be setting
+            # up) their node folders: placed actors clean up; where one could not, a task does after it.
+            placed = self.state != "placing" or self._ready([self.pg_ready])
+            cleanups: list[Any] = []
+            if self.actors and placed:
                 cleanups = [a.cleanup.remote() for a in self.actors]
                 ray.wait(cleanups, num_returns=len(cleanups), timeout=15)
-                _clean_after(ray, self.setups, cleanups)
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
+            if cleanups:
+                _clean_after(ray, self.pg, self.plans[0]["run_id"], cleanups)
             from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
 
             remove_placement_group(self.pg)
@@ -391,23 +415,27 @@ class RayHandle(Handle):
             ray.shutdown()
 
 
-def _clean_after(ray: Any, setups: list[dict[str, Any]], cleanups: list[Any]) -> None:
-    """Where a node's actor died before cleaning up, a task pinned to that node removes its folder."""
+def _clean_after(ray: Any, pg: Any, run_id: str, cleanups: list[Any]) -> None:
+    """Where a node's actor did not clean up (it died, or was killed while still setting up), a task
+    pinned to that bundle's Ray node removes the node's folder."""
+    from ray.util.placement_group import placement_group_table  # noqa: PLC0415
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
     alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    where = placement_group_table(pg).get("bundles_to_node_id", {})
     refs = []
-    for setup, ref in zip(setups, cleanups, strict=False):
+    for k, ref in enumerate(cleanups):
         try:
             ray.get(ref, timeout=0)
             continue
         except Exception:  # noqa: S112  (died, or still busy: clean from outside)
             pass
-        if setup["node_id"] in alive:
-            task = ray.remote(remove_node_folder).options(
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(setup["node_id"], soft=False)
+        node_id = where.get(k)
+        if node_id in alive:
+            task = ray.remote(remove_run_folder).options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
             )
-            refs.append(task.remote(setup["workdir"]))
+            refs.append(task.remote(run_id, k))
     if refs:
         ray.wait(refs, num_returns=len(refs), timeout=15)
 

@@ -30,6 +30,8 @@ from typing import Any
 APPEND_DIRS = ("logs", os.path.join(".torchyard-run", "journal"))
 WHOLE_PREFIX = os.path.join(".torchyard-run", "launcher_node_")
 CHUNK = 4 << 20
+RSH_REQUEST_SECONDS = 10.0
+RSH_MAX_REQUEST = 1 << 20
 
 
 def node_root() -> str:
@@ -68,13 +70,16 @@ class NodeAgent:
     def __init__(self, run_id: str, node_rank: int) -> None:
         self.run_id = run_id
         self.node_rank = node_rank
-        self.dir = os.path.join(node_root(), "runs", run_id, f"node_{node_rank}")
+        self.dir = node_folder(run_id, node_rank)
         self.proc: subprocess.Popen[bytes] | None = None
         self.rsh_token = ""
         self._rsh: socket.socket | None = None
         self._rsh_procs: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
         self._started = threading.Event()  # calls to a threaded actor may run out of order
+        self._stopped = False  # stop() came (perhaps before start(): then start() starts nothing)
+        self._closed = False  # cleanup() came: a setup() still running removes what it made
+        self._start_failed = False
 
     # ---- setting up ----------------------------------------------------------------------------
 
@@ -82,10 +87,13 @@ class NodeAgent:
         """Unpack the code, build the environment; returns this node's address, python and a free port."""
         import ray  # noqa: PLC0415
 
-        shutil.rmtree(self.dir, ignore_errors=True)
-        unpack(snapshot, self.dir)
-        for sub in ("logs", "outputs", os.path.join(".torchyard-run", "journal")):
-            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the run ended before this node was set up")
+            shutil.rmtree(self.dir, ignore_errors=True)
+            unpack(snapshot, self.dir)
+            for sub in ("logs", "outputs", os.path.join(".torchyard-run", "journal")):
+                os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         python = sys.executable
         if environment is not None:
             import msgspec  # noqa: PLC0415
@@ -102,6 +110,10 @@ class NodeAgent:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("", 0))
                 port = int(sock.getsockname()[1])
+        with self._lock:
+            if self._closed:  # cleanup() ran while the environment was being built: undo what it rebuilt
+                remove_node_folder(self.dir)
+                raise RuntimeError("the run ended while this node was being set up")
         return {
             "ip": ip,
             "hostname": socket.gethostname(),
@@ -114,27 +126,39 @@ class NodeAgent:
         }
 
     def start(self, plan: dict[str, Any]) -> int:
-        """Start the launcher for ``plan``; returns its pid."""
-        plan_path = os.path.join(self.dir, ".torchyard-run", f"plan_node_{self.node_rank}.json")
-        with open(plan_path, "w") as fh:
-            json.dump(plan, fh)
-        with open(os.path.join(self.dir, ".torchyard-run", f"launcher_node_{self.node_rank}.log"), "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "torchyard.launch.launcher", plan_path],
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_preexec,  # noqa: PLW1509  (prctl only)
-            )
-        self._started.set()
-        return self.proc.pid
+        """Start the launcher for ``plan``; returns its pid (0: the run was stopped first, nothing started)."""
+        try:
+            with self._lock:  # stop() may have come first (a threaded actor's calls run in any order)
+                if self._stopped or self._closed:
+                    return 0
+                plan_path = os.path.join(self.dir, ".torchyard-run", f"plan_node_{self.node_rank}.json")
+                # the plan holds the rsh token (TORCHYARD_RAY_RSH): readable by this user only
+                fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(plan, fh)
+                log_path = os.path.join(self.dir, ".torchyard-run", f"launcher_node_{self.node_rank}.log")
+                with open(log_path, "ab") as log:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-m", "torchyard.launch.launcher", plan_path],
+                        cwd=self.dir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_preexec,  # noqa: PLW1509  (prctl only)
+                    )
+                return self.proc.pid
+        except BaseException:
+            self._start_failed = True
+            raise
+        finally:
+            self._started.set()  # wait() never blocks on a start() that started nothing
 
     def wait(self) -> int:
         """Block until the launcher exits; its exit code (128+N for a signal)."""
         self._started.wait()
-        assert self.proc is not None
+        if self.proc is None:  # stopped before it started (130), or start() failed (1: start's error says why)
+            return 1 if self._start_failed else 130
         rc = self.proc.wait()
         return 128 - rc if rc < 0 else rc
 
@@ -185,6 +209,8 @@ class NodeAgent:
 
     def stop(self) -> None:
         """SIGTERM to the launcher: it stops its ranks (a grace period, then SIGKILL). Idempotent."""
+        with self._lock:
+            self._stopped = True
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGTERM)
@@ -196,6 +222,8 @@ class NodeAgent:
 
     def cleanup(self) -> None:
         """Kill whatever is left of the run on this node and remove its folder."""
+        with self._lock:  # waits for a setup() unpacking or a start() starting; later ones do nothing
+            self._closed = self._stopped = True
         for proc in [p for p in (self.proc, *self._rsh_procs) if p is not None]:
             _killpg(proc.pid, signal.SIGKILL)
             try:
@@ -204,11 +232,7 @@ class NodeAgent:
                 pass
         if self._rsh is not None:
             self._rsh.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            os.rmdir(os.path.dirname(self.dir))
-        except OSError:
-            pass
+        remove_node_folder(self.dir)
 
     # ---- remote shell for mpirun ---------------------------------------------------------------
 
@@ -238,12 +262,25 @@ class NodeAgent:
         from torchyard.compute.ray_rsh import recv_request, send_frame  # noqa: PLC0415
 
         with conn:
-            request = recv_request(conn)
-            if request is None or not secrets.compare_digest(str(request.get("token", "")), self.rsh_token):
+            conn.settimeout(RSH_REQUEST_SECONDS)  # a peer that connects and says nothing holds no thread
+            try:
+                request = recv_request(conn, limit=RSH_MAX_REQUEST)
+            except OSError:
                 return
+            if (
+                request is None
+                or not self.rsh_token
+                or not secrets.compare_digest(str(request.get("token", "")).encode(), self.rsh_token.encode())
+                or not isinstance(request.get("command"), str)
+            ):
+                return
+            conn.settimeout(None)
             env = dict(os.environ)
-            env.update(request.get("env", {}))
+            env.update({str(k): str(v) for k, v in dict(request.get("env") or {}).items()})
             env["TORCHYARD_NODE_DIR"] = self.dir
+            with self._lock:
+                if self._stopped:
+                    return
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", request["command"]],
                 cwd=self.dir,
@@ -267,8 +304,17 @@ class NodeAgent:
                 _killpg(proc.pid, signal.SIGTERM)
 
 
+def node_folder(run_id: str, node_rank: int) -> str:
+    return os.path.join(node_root(), "runs", run_id, f"node_{node_rank}")
+
+
+def remove_run_folder(run_id: str, node_rank: int) -> None:
+    """Run as a Ray task on a node whose actor did not clean up: remove what the run left there."""
+    remove_node_folder(node_folder(run_id, node_rank))
+
+
 def remove_node_folder(folder: str) -> None:
-    """Run as a Ray task on a node whose actor died: remove what the run left there."""
+    """A node folder and, once empty, its run's folder."""
     shutil.rmtree(folder, ignore_errors=True)
     try:
         os.rmdir(os.path.dirname(folder))

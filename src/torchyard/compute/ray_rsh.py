@@ -33,22 +33,26 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return buf
 
 
-def recv_frame(sock: socket.socket) -> bytes | None:
+def recv_frame(sock: socket.socket, limit: int | None = None) -> bytes | None:
+    """One frame; None at end of stream (or, with ``limit``, for a frame longer than that)."""
     head = _recv_exact(sock, 4)
     if head is None:
         return None
-    return _recv_exact(sock, struct.unpack("!I", head)[0])
+    size = struct.unpack("!I", head)[0]
+    if limit is not None and size > limit:
+        return None
+    return _recv_exact(sock, size)
 
 
-def recv_request(sock: socket.socket) -> dict[str, Any] | None:
-    frame = recv_frame(sock)
+def recv_request(sock: socket.socket, limit: int | None = None) -> dict[str, Any] | None:
+    frame = recv_frame(sock, limit)
     if frame is None:
         return None
     try:
-        request: dict[str, Any] = json.loads(frame)
+        request = json.loads(frame)
     except ValueError:
         return None
-    return request
+    return request if isinstance(request, dict) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,20 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:
         print(f"torchyard ray_rsh: no Ray node called {host!r} in this run ({err})", file=sys.stderr)
         return 255
-    with socket.create_connection((addr, int(port)), timeout=30) as sock:
-        sock.settimeout(None)
-        send_frame(sock, json.dumps({"token": token, "command": command}).encode())
-        out = sys.stdout.buffer
-        while True:
-            frame = recv_frame(sock)
-            if frame is None:
-                print(f"torchyard ray_rsh: lost the connection to {host}", file=sys.stderr)
-                return 255
-            if frame[:1] == b"o":
-                out.write(frame[1:])
-                out.flush()
-            else:
-                return int(frame[1:])
+    try:
+        with socket.create_connection((addr, int(port)), timeout=30) as sock:
+            sock.settimeout(None)
+            send_frame(sock, json.dumps({"token": token, "command": command}).encode())
+            out = sys.stdout.buffer
+            while True:
+                frame = recv_frame(sock)
+                if frame is None:
+                    print(f"torchyard ray_rsh: lost the connection to {host}", file=sys.stderr)
+                    return 255
+                if frame[:1] == b"o":
+                    out.write(frame[1:])
+                    out.flush()
+                else:
+                    return int(frame[1:])
+    except OSError as err:
+        print(f"torchyard ray_rsh: cannot reach {host} at {addr}:{port}: {err}", file=sys.stderr)
+        return 255
 
 
 if __name__ == "__main__":
