@@ -134,7 +134,11 @@ def test_mpi_backend_across_two_ray_nodes_through_the_cli(ray_ws, cluster, sleep
     every = run.get_metrics(rank="all")
     assert set(every) == {0, 1}
     assert every[0]["own_node_folder"] == every[1]["own_node_folder"] == 1  # rank 1 ran in node 1's folder
-    if "allreduce" in every[0]:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pass
+    else:  # where mpi4py is there, the ranks must have used it (not skipped the check silently)
         assert every[0]["allreduce"] == every[1]["allreduce"] == 3
     assert "logs/rank_1.txt" in run.get_file_names()
 
