@@ -169,8 +169,8 @@ def test_pull_and_apply_mirror_appends_and_the_rewritten_status_file(agent, tmp_
     assert not agent.pull(mirror.offsets[0])  # nothing new: nothing sent
 
 
-def _rsh_request(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def _rsh_request(addr: str, port: int, payload: bytes) -> bytes:
+    with socket.create_connection((addr, port), timeout=10) as sock:
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
         return sock.recv(100)
@@ -181,15 +181,15 @@ def test_rsh_server_runs_only_what_carries_the_token(agent, monkeypatch, capfd):
     from torchyard.compute import ray_node, ray_rsh
 
     monkeypatch.setattr(ray_node, "RSH_REQUEST_SECONDS", 0.5)
-    _, port, token = agent.rsh_server()
+    addr, port, token = agent.rsh_server()
     marker = os.path.join(agent.dir, "ran")
     bad = json.dumps({"token": "0" * 32, "command": f"touch {marker}"}).encode()
-    assert _rsh_request(port, struct.pack("!I", len(bad)) + bad) == b""  # closed, nothing run
-    assert _rsh_request(port, struct.pack("!I", 1 << 30)) == b""  # an oversized request is refused
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:  # says nothing: dropped
+    assert _rsh_request(addr, port, struct.pack("!I", len(bad)) + bad) == b""  # closed, nothing run
+    assert _rsh_request(addr, port, struct.pack("!I", 1 << 30)) == b""  # an oversized request is refused
+    with socket.create_connection((addr, port), timeout=10) as silent:  # says nothing: dropped
         assert silent.recv(1) == b""
     assert not os.path.exists(marker)
-    monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": ["127.0.0.1", port, token]}))
+    monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": [addr, port, token]}))
     assert ray_rsh.main(["ray-node-0", "echo", "hello;", "exit", "3"]) == 3
     assert "hello" in capfd.readouterr().out
     monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": ["127.0.0.1", 9, token]}))

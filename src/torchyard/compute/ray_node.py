@@ -241,13 +241,14 @@ class NodeAgent:
         returns ``[address, port, token]``."""
         import ray  # noqa: PLC0415
 
+        ip = ray.util.get_node_ip_address()
         self.rsh_token = secrets.token_hex(16)
         self._rsh = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._rsh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._rsh.bind(("", 0))
+        self._rsh.bind((ip, 0))  # the address Ray's nodes reach each other on, not every interface
         self._rsh.listen(8)
         threading.Thread(target=self._serve_rsh, daemon=True).start()
-        return [ray.util.get_node_ip_address(), int(self._rsh.getsockname()[1]), self.rsh_token]
+        return [ip, int(self._rsh.getsockname()[1]), self.rsh_token]
 
     def _serve_rsh(self) -> None:
         assert self._rsh is not None
