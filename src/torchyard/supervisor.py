@@ -499,13 +499,13 @@ class Supervisor:
 
     def _error(self, rc: int | None, nodes: list[dict[str, Any]]) -> dict[str, Any]:
         failures = [n["first_failure"] for n in nodes if n.get("first_failure")]
-        if not failures:  # mpi ranks on other machines: their exit files, brought back by the target
+        if all(f["rank"] < 0 for f in failures):  # mpirun failed: a rank's exit file may say which
             from torchyard.launch.launcher import first_failure_in  # noqa: PLC0415
 
             found = first_failure_in(
                 os.path.join(self.workdir, ".torchyard-run", "exit"), self.spec.distribution.process_count_per_node
             )
-            failures = [found] if found else []
+            failures = [found] if found else failures
         if not failures:
             return {"message": f"the job exited with code {rc}", "exit_code": rc}
         first = min(failures, key=lambda f: f["time"])

@@ -284,3 +284,19 @@ def test_release_cleans_nodes_set_up_behind_the_handles_back(cluster, sleepy, tm
     finally:
         handle.release()
     _assert_nothing_left(cluster)
+
+
+def test_mpi_rank_failing_on_the_second_node_is_named(ray_ws, cluster, tmp_path):
+    folder = tmp_path / "mpifail"
+    write_script(folder, "fail1.py", """
+        import os, sys, time
+        if os.environ["RANK"] == "1":
+            print("rank 1 gives up", flush=True)
+            sys.exit(3)
+        time.sleep(60)
+    """)
+    run = _submit(ray_ws, folder, "fail1.py", backend="mpi")
+    details = run.wait_for_completion(raise_on_error=False, timeout=120)
+    assert details["status"] == "Failed"
+    assert details["error"]["rank"] == 1 and details["error"]["exit_code"] == 3
+    assert "rank 1 gives up" in details["error"]["message"]

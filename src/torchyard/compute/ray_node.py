@@ -27,7 +27,7 @@ import threading
 from typing import Any
 
 #: files served incrementally (append-only) and whole (rewritten in place)
-APPEND_DIRS = ("logs", os.path.join(".torchyard-run", "journal"))
+APPEND_DIRS = ("logs", os.path.join(".torchyard-run", "journal"), os.path.join(".torchyard-run", "exit"))
 WHOLE_PREFIX = os.path.join(".torchyard-run", "launcher_node_")
 CHUNK = 4 << 20
 RSH_REQUEST_SECONDS = 10.0
