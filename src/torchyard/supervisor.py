@@ -40,9 +40,15 @@ def spawn_supervisor(workdir: str) -> int:
     and exits, so the supervisor is nobody's child here (no zombie, and it outlives the submitter).
     Returns its pid."""
     log = os.path.join(workdir, ".torchyard-run", "supervisor.log")
-    cmd = '"$2" -m torchyard.supervisor "$3" </dev/null >>"$1" 2>&1 & echo $!'
+    return spawn_detached("torchyard.supervisor", workdir, log, what="the run supervisor")
+
+
+def spawn_detached(module: str, arg: str, log: str, python: str | None = None, what: str = "it") -> int:
+    """``python -m MODULE ARG`` in the background, output appended to ``log``: a shell starts it and
+    exits, so it is nobody's child and outlives its starter. Returns its pid."""
+    cmd = '"$2" -m "$4" "$3" </dev/null >>"$1" 2>&1 & echo $!'
     proc = subprocess.run(
-        ["/bin/sh", "-c", cmd, "sh", log, sys.executable, workdir],
+        ["/bin/sh", "-c", cmd, "sh", log, python or sys.executable, arg, module],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         start_new_session=True,
@@ -51,7 +57,7 @@ def spawn_supervisor(workdir: str) -> int:
     try:
         return int(proc.stdout.strip())
     except ValueError:
-        raise RuntimeError(f"could not start the run supervisor (see {log})") from None
+        raise RuntimeError(f"could not start {what} (see {log})") from None
 
 
 def tail_lines(path: str, n: int = LAST_LINES) -> list[str]:

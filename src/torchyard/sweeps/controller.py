@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -51,18 +50,9 @@ def spawn_controller(run_dir: str, python: str | None = None) -> int:
     and exits, so it is nobody's child and outlives the submitter). Returns its pid."""
     log = os.path.join(run_dir, "logs", "controller.txt")
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    cmd = '"$2" -m torchyard.sweeps.controller "$3" </dev/null >>"$1" 2>&1 & echo $!'
-    proc = subprocess.run(
-        ["/bin/sh", "-c", cmd, "sh", log, python or sys.executable, run_dir],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        check=False,
-    )
-    try:
-        return int(proc.stdout.strip())
-    except ValueError:
-        raise RuntimeError(f"could not start the sweep controller (see {log})") from None
+    from torchyard.supervisor import spawn_detached  # noqa: PLC0415
+
+    return spawn_detached("torchyard.sweeps.controller", run_dir, log, python, what="the sweep controller")
 
 
 def controller_alive(run_dir: str) -> bool:
