@@ -5,6 +5,7 @@ Starts its own two-node Ray cluster on this machine (tests/integration/raycluste
    default environment (nothing to build): on Ray vs on local compute (simulated 2 nodes), median of
    --repeat runs (target on Ray <= 1 s), with the Ray run's phases.
 2. DDP digits 2x1 for --epochs epochs, submit → Completed: Ray vs local compute, same run: ratio.
+   Also Ray's own floor: an empty actor (num_cpus=0, no placement group) from a fresh driver.
 3. Peak memory (RSS) of the run's supervisor and of each node's NodeAgent actor while digits trains.
 
 Usage: python bench/bench_ray.py [--repeat N] [--epochs E]
@@ -78,6 +79,25 @@ def time_to_ranks(ws, target: str, folder: str) -> float:
     return last_up - t0
 
 
+EMPTY_ACTOR = """
+import logging, sys, time
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level=logging.WARNING)
+@ray.remote
+class Empty:
+    pass
+t = time.time()
+ray.get(Empty.options(num_cpus=0).remote().__ray_ready__.remote())
+print(time.time() - t)
+"""
+
+
+def empty_actor(address: str) -> float:
+    """Ray's own floor: an empty actor (no resources, no placement group) from a fresh driver."""
+    out = subprocess.run([sys.executable, "-c", EMPTY_ACTOR, address], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def wall(ws, target: str, epochs: int) -> tuple[float, object]:
     t0 = time.time()
     run = submit(ws, target, DIGITS, "train.py", {"--epochs": epochs})
@@ -137,11 +157,13 @@ def main() -> None:
         local_wall, local_run = wall(ws, "local", args.epochs)
         acc = (ray_run.get_metrics()["accuracy"][-1], local_run.get_metrics()["accuracy"][-1])
         sup, agents = memory_during(ws, args.epochs)
+        empty = [empty_actor(cluster.address) for _ in range(args.repeat)]
         state = cluster.state()
     rows = [
         ["submit -> every rank running, 2x1 (median)", f"{statistics.median(ray_up):.2f} s",
          f"{statistics.median(local_up):.2f} s", f"{statistics.median(ray_up) / statistics.median(local_up):.2f}x"],
         *[[name, f"{statistics.median(v):.2f} s", "", ""] for name, v in PHASES.items()],
+        ["  (Ray's floor: an empty actor from a fresh driver)", f"{statistics.median(empty):.2f} s", "", ""],
         [f"DDP digits 2x1, {args.epochs} epochs, submit -> Completed", f"{ray_wall:.2f} s", f"{local_wall:.2f} s",
          f"{ray_wall / local_wall:.2f}x"],
         ["final accuracy (same seed)", f"{acc[0]:.4f}", f"{acc[1]:.4f}", ""],
