@@ -167,6 +167,20 @@ def test_pull_and_apply_mirror_appends_and_the_rewritten_status_file(agent, tmp_
     assert (local / "logs" / "empty.txt").read_text() == ""
     assert json.loads((local / f"{WHOLE_PREFIX}0.json").read_text()) == {"state": "ok"}
     assert not agent.pull(mirror.offsets[0])  # nothing new: nothing sent
+    Path(status).write_text('{"state": "no"}')  # rewritten again at the same length
+    sync()
+    assert json.loads((local / f"{WHOLE_PREFIX}0.json").read_text()) == {"state": "no"}
+
+
+def test_node_argv_swaps_the_interpreter_only():
+    from torchyard.compute.ray_backend import _node_argv
+
+    local, node = "/ws/envs/k/bin/python", "/tmp/ray/envs/k/bin/python"
+    assert _node_argv([local, "train.py", "--out", "/ws/envs/k/bin"], local, node) == \
+        [node, "train.py", "--out", "/ws/envs/k/bin"]
+    assert _node_argv(["/bin/sh", "-c", 'PATH="/ws/envs/k/bin:$PATH"; python t.py /ws/envs/k/bin'], local, node) == \
+        ["/bin/sh", "-c", 'PATH="/tmp/ray/envs/k/bin:$PATH"; python t.py /ws/envs/k/bin']
+    assert _node_argv([local, "t.py"], local, local) == [local, "t.py"]
 
 
 def _rsh_request(addr: str, port: int, payload: bytes) -> bytes:

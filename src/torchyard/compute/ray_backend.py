@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+import zlib
 from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
@@ -75,10 +76,7 @@ def submit(target: Any, plan: LaunchPlan) -> RayHandle:
             configure_logging=True,
         )
     except Exception as err:  # ConnectionError and Ray's own: all mean "no cluster there"
-        raise ComputeError(
-            f"cannot connect to the Ray cluster at {target.address!r}: {err}; "
-            "is it running (`ray status`), and is the address right?"
-        ) from None
+        raise _unreachable(target.address, err) from None
     finally:
         for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
             signal.signal(sig, handler)
@@ -228,7 +226,6 @@ class RayHandle(Handle):
         for k, (actor, setup) in enumerate(zip(self.actors, self.setups, strict=True)):
             if self.mode == "mpi" and k > 0:
                 self.wait_refs.append(ray.put(0))  # node 0's mpirun starts this node's ranks
-                self.codes[k] = None
                 continue
             plan = dict(self.plans[k])
             plan.update(
@@ -240,7 +237,13 @@ class RayHandle(Handle):
                 user_env={**plan["user_env"], **user_env},
             )
             if self.mode == "mpi":
-                plan["mpi_args"] = ["--mca", "plm_rsh_agent", f"{setup['launcher_python']} -m torchyard.compute.ray_rsh"]
+                plan["mpi_args"] = [
+                    "--mca", "plm_rsh_agent", f"{setup['launcher_python']} -m torchyard.compute.ray_rsh",
+                    # no shared-memory topology: orted daemons started from Ray's workers could crash
+                    # writing it (a segfault in hwloc_shmem_topology_write, seen here with two nodes on
+                    # one machine); binding is off anyway (--bind-to none)
+                    "--mca", "rtc_hwloc_vmhole", "none",
+                ]
             self.start_refs.append(actor.start.remote(plan))
             self.wait_refs.append(actor.wait.remote())
 
@@ -341,7 +344,7 @@ class RayHandle(Handle):
                 with open(tmp, "wb") as fh:
                     fh.write(data)
                 os.replace(tmp, path)
-                self.offsets[k][rel] = len(data)
+                self.offsets[k][rel] = zlib.crc32(data)  # what the node compares with
                 continue
             with open(path, "ab") as fh:
                 if fh.tell() != offset:
@@ -449,18 +452,26 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
-        raise ComputeError(
-            f"cannot connect to the Ray cluster at {address!r}: {err}; "
-            "is it running (`ray status`), and is the address right?"
-        ) from None
+        raise _unreachable(address, err) from None
+
+
+def _unreachable(address: str, err: Exception) -> ComputeError:
+    return ComputeError(
+        f"cannot connect to the Ray cluster at {address!r}: {err}; "
+        "is it running (`ray status`), and is the address right?"
+    )
 
 
 def _node_argv(argv: list[str], local_python: str, node_python: str) -> list[str]:
     """The rank command with this machine's interpreter replaced by the node's."""
     if not local_python or local_python == node_python:
         return list(argv)
-    local_dir, node_dir = os.path.dirname(local_python), os.path.dirname(node_python)
-    return [node_python if a == local_python else a.replace(local_dir, node_dir) for a in argv]
+    if argv and argv[0] == local_python:  # python SCRIPT ARGS...
+        return [node_python, *argv[1:]]
+    # /bin/sh -c 'PATH="<python's folder>:$PATH"; COMMAND': only that PATH prefix names the interpreter
+    local_path = f'PATH="{os.path.dirname(local_python)}:'
+    node_path = f'PATH="{os.path.dirname(node_python)}:'
+    return [a.replace(local_path, node_path, 1) if a.startswith(local_path) else a for a in argv]
 
 
 def _actor_id(actor: Any) -> str:

@@ -24,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import zlib
 from typing import Any
 
 #: files served incrementally (append-only) and whole (rewritten in place)
@@ -166,7 +167,8 @@ class NodeAgent:
 
     def pull(self, offsets: dict[str, int]) -> dict[str, Any]:
         """New bytes of logs and journals past ``offsets`` (relative path → size already had), and the
-        launcher status file whole: ``{path: [offset, bytes]}``, at most about 4 MiB per call."""
+        launcher status file whole when its CRC-32 differs from ``offsets``' (offset -1):
+        ``{path: [offset, bytes]}``, at most about 4 MiB per call."""
         out: dict[str, Any] = {}
         budget = CHUNK
         for sub in APPEND_DIRS:
@@ -196,7 +198,7 @@ class NodeAgent:
         try:
             with open(os.path.join(self.dir, status), "rb") as fh:
                 data = fh.read()
-            if len(data) != offsets.get(status, -1):
+            if zlib.crc32(data) != offsets.get(status, -1):  # rewritten in place, maybe at the same length
                 out[status] = [-1, data]
         except OSError:
             pass
