@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -11,6 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 EXIT_USAGE = 2
+
+#: command groups that live in their own module ``torchyard.cli.<name>``: each has
+#: ``register(subparsers)``, which adds its parsers with ``set_defaults(func=handler)``.
+COMMAND_GROUPS: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     from torchyard.cli import compute as compute_cli  # noqa: PLC0415
 
     compute_cli.add_parser(sub)
+    for module in COMMAND_GROUPS:
+        importlib.import_module(f"torchyard.cli.{module}").register(sub)
 
     d = sub.add_parser("download", help="download a run's artifact")
     d.add_argument("run_id")
@@ -649,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
         "download": cmd_download,
     }
     handler: Callable[[argparse.Namespace], int] | None
-    if args.command == "datastore":
+    if getattr(args, "func", None) is not None:
+        handler = args.func
+    elif args.command == "datastore":
         handler = _datastore_command
     elif args.command == "sweep":
         handler = _sweep_command
@@ -666,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         if handler is None:
             parser.parse_args(["runs", "--help"])
             return EXIT_USAGE
-    elif args.command is None:
+    elif args.command is None or args.command not in handlers:
         parser.print_help()
         return EXIT_USAGE
     else:
