@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian 12 machine, then lint, type-check and test.
+# The suite runs from a virtual environment (.venv, the way users install torchyard); torchyard is
+# also installed into the system interpreter, which one e2e test uses (tests/e2e/test_system_python.py).
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-python -m pip install -q --disable-pip-version-check -e ".[test]"
-ruff check src tests
-mypy src
-python -m pytest -p no:cacheprovider "$@"
+PY="${PYTHON:-python3}"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+export TORCHYARD_SYSTEM_PYTHON="$(command -v "$PY")"
+export PATH="$PWD/.venv/bin:$PATH"
+.venv/bin/ruff check src tests
+.venv/bin/mypy src
+.venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         TorchyardError,
         WorkspaceError,
     )
+    from torchyard.experiment import Experiment
     from torchyard.hyperdrive import (
         BanditPolicy,
         BayesianParameterSampling,
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
         randint,
         uniform,
     )
-    from torchyard.run import Experiment, Run
+    from torchyard.run import Run
+    from torchyard.sdk import Workspace
     from torchyard.spec import (
         Environment,
         Gloo,
@@ -54,7 +56,6 @@ if TYPE_CHECKING:
         ScriptRunConfig,
     )
     from torchyard.status import RunStatus
-    from torchyard.workspace.workspace import Workspace
 
 # Loaded on first use, so `import torchyard` (and the CLI) stays fast.
 _LAZY = {
@@ -70,7 +71,7 @@ _LAZY = {
     "SpecError": "torchyard.errors",
     "TorchyardError": "torchyard.errors",
     "WorkspaceError": "torchyard.errors",
-    "Experiment": "torchyard.run",
+    "Experiment": "torchyard.experiment",
     "Run": "torchyard.run",
     "Environment": "torchyard.spec",
     "Gloo": "torchyard.spec",
@@ -82,7 +83,7 @@ _LAZY = {
     "PyTorchConfiguration": "torchyard.spec",
     "ScriptRunConfig": "torchyard.spec",
     "RunStatus": "torchyard.status",
-    "Workspace": "torchyard.workspace.workspace",
+    "Workspace": "torchyard.sdk",
     "BanditPolicy": "torchyard.hyperdrive",
     "BayesianParameterSampling": "torchyard.hyperdrive",
     "GridParameterSampling": "torchyard.hyperdrive",

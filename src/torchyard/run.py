@@ -1,127 +1,33 @@
-"""Experiment and Run: the SDK's view of runs in a workspace (Azure ML's shapes)."""
+"""Run: the SDK's view of one run in a workspace (Azure ML's shape)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from torchyard.errors import NotFoundError, RunFailedError, SpecError
-from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunStatus
+from torchyard.runtime.liveness import reconcile
+from torchyard.runtime.summary import execution_summary, metrics_by_rank
+from torchyard.status import TERMINAL_VALUES, RunStatus
 
 if TYPE_CHECKING:
     from torchyard.tracking.context import LiveRun, OfflineRun
-    from torchyard.workspace.workspace import Workspace
-
-#: a supervisor silent this long is NotResponding; this long again and the run is Failed
-STALE_SECONDS = 30.0
-DEAD_SECONDS = 300.0
+    from torchyard.workspace.workspace import WorkspaceFolder
 
 
-class Experiment:
-    """A named group of runs in a workspace."""
+class Experiment(Protocol):
+    """What a Run needs of its experiment (``torchyard.Experiment`` is one)."""
 
-    def __init__(self, workspace: Workspace, name: str) -> None:
-        from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+    @property
+    def name(self) -> str: ...
 
-        self.workspace = workspace
-        self.name = check_name(name)
-
-    def submit(self, config: Any, tags: Mapping[str, Any] | None = None) -> Run:
-        """Submit a ``PyTorch`` estimator, a ``ScriptRunConfig`` or a ``JobSpec``; returns the Run.
-        A ``HyperDriveConfig`` starts a sweep and returns its ``HyperDriveRun``."""
-        from torchyard.spec.job import JobSpec  # noqa: PLC0415
-
-        if getattr(config, "__torchyard_sweep__", False):
-            from torchyard.sweeps.controller import start_sweep  # noqa: PLC0415
-            from torchyard.sweeps.run import HyperDriveRun  # noqa: PLC0415
-
-            return HyperDriveRun(self, start_sweep(self.workspace, self.name, config, dict(tags) if tags else None))
-        spec = config if isinstance(config, JobSpec) else getattr(config, "to_job_spec", lambda: None)()
-        if not isinstance(spec, JobSpec):
-            raise SpecError("config", f"cannot submit {type(config).__name__}; pass a PyTorch estimator or ScriptRunConfig")
-        run_id = self.workspace.submit(self.name, spec, tags=dict(tags) if tags else None)
-        return Run(self, run_id)
-
-    def get_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
-        """This experiment's runs, newest first."""
-        rows = self.workspace.store.list_runs(experiment=self.name, status=status, limit=limit)
-        return [Run(self, r["id"], _row=r) for r in rows]
-
-    def __repr__(self) -> str:
-        return f"Experiment(name={self.name!r}, workspace={self.workspace.path!r})"
-
-
-def _pid_alive(pid: int, since: float) -> bool:
-    import psutil  # noqa: PLC0415
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return proc.create_time() <= since + 5
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """Notice a run whose supervisor died: NotResponding, then Failed. Returns the fresh row."""
-    from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
-
-    if row["status"] not in ACTIVE_VALUES or row["status"] == RunStatus.NOT_STARTED.value:
-        return row
-    pid, beat = row.get("supervisor_pid"), row.get("heartbeat_at")
-    if pid is None or beat is None:
-        return row
-    now = time.time()
-    gone = row.get("supervisor_host") == HOSTNAME and not _pid_alive(pid, now)
-    stale = now - beat
-    if not gone and stale < STALE_SECONDS:
-        return row
-    run_id = row["id"]
-    if row.get("parent_id") is None and '"kind": "sweep"' in (row.get("spec") or ""):
-        from torchyard.sweeps.controller import is_sweep_row, revive  # noqa: PLC0415
-
-        if is_sweep_row(row):  # a sweep's controller is restarted, not given up on
-            return revive(store, row)
-    if gone or stale >= DEAD_SECONDS:
-        why = f"supervisor process {pid} is gone" if gone else f"no supervisor heartbeat for {stale:.0f} s"
-        store.set_status(run_id, RunStatus.NOT_RESPONDING, why)
-        store.set_status(
-            run_id, RunStatus.FAILED, why, details={"error": {"message": f"{why}; the run was not completed"}}
-        )
-    else:
-        store.set_status(run_id, RunStatus.NOT_RESPONDING, f"no supervisor heartbeat for {stale:.0f} s")
-    return dict(store.get_run(run_id))
-
-
-def shape_metrics(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Azure's shapes: a scalar for a metric logged once, a list for one logged more often;
-    rows accumulate into ``{column: [values]}``; tables are ``{column: [values]}``."""
-    values: dict[str, list[Any]] = {}
-    kinds: dict[str, int] = {}
-    for name, _rank, _step, value, payload, kind, _ts in rows:
-        kinds[name] = kind
-        values.setdefault(name, []).append(value if kind == 0 else json.loads(payload))
-    out: dict[str, Any] = {}
-    for name, vals in values.items():
-        kind = kinds[name]
-        if kind == 2:  # rows
-            table: dict[str, list[Any]] = {}
-            for row in vals:
-                for col, v in row.items():
-                    table.setdefault(col, []).append(v)
-            out[name] = table
-        elif kind in (1, 3):  # list, table: the last one logged
-            out[name] = vals[-1] if len(vals) == 1 else vals
-        else:
-            out[name] = vals[0] if len(vals) == 1 else vals
-    return out
+    @property
+    def workspace(self) -> WorkspaceFolder: ...
 
 
 class Run:
@@ -200,14 +106,7 @@ class Run:
         if not every and not isinstance(rank, int):
             raise SpecError("rank", f"must be a rank number or 'all', got {rank!r}")
         want = None if every else int(rank)  # type: ignore[arg-type]
-        by_rank: dict[int, dict[str, Any]] = {}
-        for (r, metric), (values, _steps, _ts) in self._store.get_series(self.id, rank=want, name=name).items():
-            by_rank.setdefault(r, {})[metric] = values[0] if len(values) == 1 else values
-        rows_by_rank: dict[int, list[tuple[Any, ...]]] = {}
-        for row in self._store.get_metric_rows(self.id, rank=want, name=name):
-            rows_by_rank.setdefault(row[1], []).append(row)
-        for r, rows in rows_by_rank.items():
-            by_rank.setdefault(r, {}).update(shape_metrics(rows))
+        by_rank = metrics_by_rank(self._store, self.id, want, name)
         if every:
             return dict(sorted(by_rank.items()))  # rank → metrics
         return by_rank.get(int(rank), {})  # type: ignore[arg-type]
@@ -300,18 +199,9 @@ class Run:
         """Stop the run (SIGTERM, a grace period, SIGKILL to every rank) and mark it Canceled. Idempotent.
 
         ``reason`` becomes the Canceled status's detail and ``details["cancel_reason"]``."""
-        from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
+        from torchyard.runtime.cancel import cancel_run  # noqa: PLC0415
 
-        row = self._refresh()
-        if row["status"] in TERMINAL_VALUES:
-            return
-        self._store.set_status(self.id, RunStatus.CANCEL_REQUESTED, reason or "canceled by user")
-        pid = row.get("supervisor_pid")
-        if pid and row.get("supervisor_host") == HOSTNAME and _pid_alive(pid, time.time()):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        cancel_run(self._store, self._refresh(), reason)
 
     def wait_for_completion(
         self,
@@ -356,21 +246,7 @@ class Run:
         return details
 
     def _summary(self) -> str:
-        row = self._row
-        dur = (row["ended_at"] or time.time()) - (row["started_at"] or row["created_at"])
-        lines = ["", "Execution Summary", "=================", f"RunId: {self.id}", f"Status: {row['status']}"]
-        lines.append(f"Duration: {dur:.1f} s")
-        metrics = self.get_metrics()
-        if metrics:
-            parts = []
-            for k, v in metrics.items():
-                last = v[-1] if isinstance(v, list) and v else v
-                parts.append(f"{k}={last:.4g}" if isinstance(last, float) else f"{k}={last}")
-            lines.append("Metrics: " + ", ".join(parts))
-        details = json.loads(row["details"] or "{}")
-        if "error" in details:
-            lines.append(f"Error: {details['error'].get('message')}")
-        return "\n".join(lines) + "\n"
+        return execution_summary(self._store, self._row)
 
     def restore_snapshot(self, path: str | None = None) -> str:
         """Write the exact code this run executed into ``path`` (default ``./<run_id>_code``)."""

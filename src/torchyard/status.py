@@ -26,3 +26,11 @@ class RunStatus(enum.StrEnum):
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - TERMINAL_VALUES
+
+
+class RunKind(enum.StrEnum):
+    """What a run row is: an ordinary run, a sweep's parent, or one of its trials."""
+
+    RUN = "run"
+    SWEEP = "sweep"
+    TRIAL = "trial"

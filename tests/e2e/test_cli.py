@@ -115,7 +115,7 @@ def _agent_procs(ws_path: str) -> list:
     out = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "torchyard.agent" in cmd and ws_path in cmd:
+        if "torchyard.runtime.agent" in cmd and ws_path in cmd:
             out.append(proc)
     return out
 
@@ -124,7 +124,7 @@ def test_agent_serves_later_submissions_and_reports_errors(tmp_path, src, monkey
     ws_path = str(tmp_path / ".torchyard")
     ty("run", "--source-dir", str(src), "--entry", "noop.py", "--wait", cwd=tmp_path, check=True)  # starts an agent
     wait_until(lambda: _agent_procs(ws_path), timeout=30)
-    from torchyard import agent
+    from torchyard.runtime import agent
 
     def agent_answers() -> bool:
         sock = agent.connect(ws_path, f"sqlite:///{ws_path}/store.db")

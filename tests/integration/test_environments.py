@@ -28,6 +28,7 @@ PKG = "tomli-w==1.2.0"  # tiny, pure Python, not in the base interpreter
 SCRIPT = """
 import json, os, sys
 import tomli_w
+import torch  # the layered environment sees the packages of the venv torchyard is installed in
 from torchyard import Run
 run = Run.get_context()
 names = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHYARD_RUN_ID", "TORCHYARD_OUTPUT_DIR",
@@ -151,7 +152,7 @@ def test_registry_versions_and_use_in_a_job(ws, envsrc, tmp_path):
         reg.get("nope")
     job = tmp_path / "job.yml"
     job.write_text(f"code: {envsrc}\nentry_script: use_pkg.py\nenvironment: tools:1\n")
-    from torchyard.spec.yamljob import load_job_file
+    from torchyard.spec.jobfile import load_job_file
 
     run = Experiment(ws, "env").submit(load_job_file(str(job)).spec)
     assert run.wait_for_completion(timeout=180)["status"] == "Completed"

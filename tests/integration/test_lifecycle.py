@@ -92,6 +92,19 @@ def test_cancel_stops_the_script(ws, src):
     run.cancel()  # after the end: still fine
 
 
+def test_cancel_right_after_submit_ends_canceled_every_time(ws, src):
+    """Bug: a cancel within ~0.3 s of submit killed the supervisor during its imports (it had no
+    SIGTERM handler yet), and the run ended Failed ("supervisor process ... is gone")."""
+    for delay in (0.0, 0.0, 0.05, 0.1, 0.2):
+        run = submit(ws, src, "sleep.py")
+        time.sleep(delay)
+        run.cancel()
+        details = run.wait_for_completion(raise_on_error=False, timeout=60)
+        assert details["status"] == "Canceled", details.get("error")
+        assert details["cancel_reason"] == "canceled by user"
+        wait_until(lambda run=run: not run_processes(run.workdir), timeout=10)
+
+
 def test_max_run_duration_cancels(ws, src):
     run = submit(ws, src, "sleep.py", max_run_duration_seconds=1.5)
     details = run.wait_for_completion(raise_on_error=False, timeout=30)
@@ -208,7 +221,7 @@ def test_a_second_supervisor_for_the_same_run_leaves_at_once(ws, src):
     run = submit(ws, src, "sleep.py")
     wait_until(lambda: run.get_metrics().get("tick"), timeout=30)
     pid = ws.store.get_run(run.id)["supervisor_pid"]
-    second = subprocess.run([sys.executable, "-m", "torchyard.supervisor", run.workdir],
+    second = subprocess.run([sys.executable, "-m", "torchyard.runtime.supervisor", run.workdir],
                             capture_output=True, text=True, timeout=30)
     assert second.returncode == 0 and "already has a supervisor" in second.stdout
     assert ws.store.get_run(run.id)["supervisor_pid"] == pid

@@ -190,7 +190,7 @@ def test_max_queue_seconds_gives_up_cleanly(ray_ws, cluster, sleepy, tmp_path):
         f"command: python sleepy.py\ncode: {sleepy}\ncompute: ray-a\n"
         "distribution:\n  type: pytorch\nresources:\n  instance_count: 3\nlimits:\n  max_queue_seconds: 4\n"
     )
-    from torchyard.spec.yamljob import load_job_file  # noqa: PLC0415
+    from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
 
     loaded = load_job_file(str(job))
     run = Experiment(ray_ws, "ray").submit(loaded.spec)
@@ -300,3 +300,25 @@ def test_mpi_rank_failing_on_the_second_node_is_named(ray_ws, cluster, tmp_path)
     assert details["status"] == "Failed"
     assert details["error"]["rank"] == 1 and details["error"]["exit_code"] == 3
     assert "rank 1 gives up" in details["error"]["message"]
+
+
+def test_a_sweep_runs_its_trials_on_the_attached_ray_target(ray_ws, cluster, tmp_path):
+    """Bug: a sweep on an attached target could not start ("unknown compute target 'ray-a'")."""
+    from torchyard import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    write_script(tmp_path / "sw", "t.py", """
+        import sys
+        from torchyard import Run
+        x = float(sys.argv[sys.argv.index("--x") + 1])
+        Run.get_context().log("score", x)
+    """)
+    est = PyTorch(str(tmp_path / "sw"), entry_script="t.py", compute_target="ray-a", script_params={"--x": 0})
+    hd = HyperDriveConfig(run_config=est, hyperparameter_sampling=GridParameterSampling({"--x": choice(1, 2)}),
+                          primary_metric_name="score", primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                          max_total_runs=2, max_concurrent_runs=1)
+    sweep = Experiment(ray_ws, "ray-sweep").submit(hd)
+    sweep.wait_for_completion(timeout=180)
+    children = sweep.get_children()
+    assert sorted(c.get_status() for c in children) == ["Completed", "Completed"]
+    assert all(c.get_details()["compute"].get("placement_group") or c.get_details()["compute"] for c in children)
+    assert sweep.get_best_run_by_primary_metric().get_metrics()["score"] == 2

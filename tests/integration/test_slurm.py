@@ -189,7 +189,7 @@ def test_three_nodes_wait_queued_with_slurms_reason_then_give_up(hpc, cluster, s
         f"command: python sleepy.py\ncode: {scripts}\ncompute: hpc\n"
         "distribution:\n  type: pytorch\nresources:\n  instance_count: 3\nlimits:\n  max_queue_seconds: 6\n"
     )
-    from torchyard.spec.yamljob import load_job_file  # noqa: PLC0415
+    from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
 
     run = Experiment(hpc, "slurm").submit(load_job_file(str(job)).spec)
     wait_until(lambda: run.get_status() == "Queued" and run.get_details().get("queue_reason"), timeout=30)
@@ -241,3 +241,27 @@ def test_cli_compute_add_slurm_then_dry_run_shows_the_sbatch_script(tmp_path, sc
     assert not (tmp_path / ".torchyard" / "runs").exists() or not any((tmp_path / ".torchyard" / "runs").iterdir())
     bad = ty("compute", "add", "slurm", "bad", "--sbatch-arg=--nodes=5")
     assert bad.returncode == 2 and "--nodes is set by torchyard" in bad.stderr
+
+
+def test_a_sweep_runs_its_trials_on_the_attached_slurm_target(hpc, cluster, tmp_path):
+    """Bug: a sweep on an attached target could not start (the target was looked up without the
+    workspace: "unknown compute target 'hpc'")."""
+    from torchyard import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    write_script(tmp_path / "sw", "t.py", """
+        import sys
+        from torchyard import Run
+        x = float(sys.argv[sys.argv.index("--x") + 1])
+        Run.get_context().log("score", x)
+    """)
+    est = PyTorch(str(tmp_path / "sw"), entry_script="t.py", compute_target="hpc", script_params={"--x": 0})
+    hd = HyperDriveConfig(run_config=est, hyperparameter_sampling=GridParameterSampling({"--x": choice(1, 2)}),
+                          primary_metric_name="score", primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                          max_total_runs=2, max_concurrent_runs=2)
+    sweep = Experiment(hpc, "slurm-sweep").submit(hd)
+    sweep.wait_for_completion(timeout=120)
+    children = sweep.get_children()
+    assert sorted(c.get_status() for c in children) == ["Completed", "Completed"]
+    assert {c.get_details()["target"] for c in children} == {"hpc"}
+    assert all(c.get_details().get("compute") for c in children)  # each trial was a Slurm job
+    assert sweep.get_best_run_by_primary_metric().get_metrics()["score"] == 2

@@ -1,6 +1,6 @@
 import json
 
-from torchyard.run import shape_metrics
+from torchyard.runtime.summary import shape_metrics
 
 
 def row(name, value=None, payload=None, kind=0, rank=0, step=None):

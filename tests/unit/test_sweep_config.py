@@ -19,7 +19,7 @@ from torchyard.hyperdrive import (
     choice,
     uniform,
 )
-from torchyard.spec.yamljob import load_job_file
+from torchyard.spec.jobfile import load_job_file
 from torchyard.sweeps.config import trial_arguments
 
 

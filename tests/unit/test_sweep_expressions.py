@@ -222,7 +222,7 @@ def test_missing_optuna_says_how_to_install(monkeypatch):
 
 
 def test_importing_the_sweep_api_imports_no_optimizer():
-    code = "import torchyard.hyperdrive, torchyard.sweeps.controller, torchyard.cli.sweep\nimport sys\n" \
+    code = "import torchyard.hyperdrive, torchyard.runtime.sweep_controller, torchyard.cli.sweep\nimport sys\n" \
            "print(' '.join(sorted(sys.modules)))"
     mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert not {"optuna", "torch", "numpy"} & mods

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from torchyard import SpecError
-from torchyard.spec.yamljob import load_job_file
+from torchyard.spec.jobfile import load_job_file
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the script")
     r.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run")
     r.add_argument("--max-run-duration", type=float, help="cancel the run after this many seconds")
+    r.add_argument("--max-queue", type=float, metavar="S", help="fail the run when it waits longer than this in the target's queue")
     r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
     r.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -124,7 +125,7 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
 
 
 def _workspace(args: argparse.Namespace) -> Any:
-    from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+    from torchyard.sdk import Workspace  # noqa: PLC0415
 
     return Workspace(args.workspace)
 
@@ -186,7 +187,7 @@ def _wait(run: Any, stream: bool, ranks: int | str = 0) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from torchyard.run import Experiment  # noqa: PLC0415
+    from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.spec.estimators import PyTorch  # noqa: PLC0415
 
     script_args = list(args.args)
@@ -205,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         environment_variables=_kv(args.env, "--env"),
         max_run_duration_seconds=args.max_run_duration,
         hang_timeout_seconds=args.hang_timeout,
+        max_queue_seconds=args.max_queue,
     )
     # script arguments pass through verbatim (script_params would reorder bare flags)
     import msgspec  # noqa: PLC0415
@@ -233,8 +235,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _via_agent(
     ws: Any, experiment: str, spec: Any, tags: dict[str, str], *, wait: bool, stream: bool, json_out: bool
 ) -> int | None:
-    """Submit through the warm local agent (see torchyard.agent); None when there is none yet."""
-    from torchyard import agent  # noqa: PLC0415
+    """Submit through the warm local agent (see torchyard.runtime.agent); None when there is none yet."""
+    from torchyard.runtime import agent  # noqa: PLC0415
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     if not agent.enabled() or (wait and json_out):
@@ -307,8 +309,8 @@ def _default_experiment(src: str) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from torchyard.run import Experiment  # noqa: PLC0415
-    from torchyard.spec.yamljob import load_job_file  # noqa: PLC0415
+    from torchyard.experiment import Experiment  # noqa: PLC0415
+    from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
 
     loaded = load_job_file(args.job_file)
     experiment = args.experiment or loaded.experiment or _default_experiment(loaded.spec.source_directory)
@@ -333,7 +335,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int:
     from torchyard.cli import sweep as sweep_cli  # noqa: PLC0415
-    from torchyard.run import Experiment  # noqa: PLC0415
+    from torchyard.experiment import Experiment  # noqa: PLC0415
 
     if args.dry_run:
         config = loaded.config
@@ -355,42 +357,22 @@ def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int
 
 
 def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = None) -> int:
-    import sys as _sys  # noqa: PLC0415
+    """What the run would execute, from the same plan the supervisor makes (runtime.submit.plan)."""
+    from torchyard.runtime.submit import plan  # noqa: PLC0415
 
-    from torchyard.compute.base import PreparedJob  # noqa: PLC0415
-    from torchyard.compute.registry import get_target  # noqa: PLC0415
-
-    target = get_target(spec.compute_target, _workspace(args).path)
-    target.check(spec)
-    workdir = "<workspace>/runs/<run_id>"
-    argv = [_sys.executable, spec.entry_script, *spec.arguments] if spec.entry_script else ["/bin/sh", "-c", spec.command]
-    plan = target.prepare(
-        PreparedJob(
-            run_id="<run_id>",
-            experiment=experiment,
-            workspace="<workspace>",
-            workdir=workdir,
-            spec=spec,
-            rank_argv=argv,
-            launcher_python=_sys.executable,
-        )
-    )
+    dry = plan(_workspace(args), experiment, spec)
     if args.json:
         extra = {"sweep": sweep.to_dict(sweep.hyperparameter_sampling.seed)} if sweep is not None else {}
-        _print_json({"experiment": experiment, "spec": spec.to_dict(), "plan": plan.describe(), **extra})
+        _print_json({**dry.to_dict(), **extra})
     else:
-        print(f"experiment: {experiment}")
         if sweep is not None:
             print(f"sweep: {sweep!r}")
             print("first trial's job (sampled values as arguments):")
-        print("job:")
-        print(json.dumps(spec.to_dict(), indent=2))
-        print(plan.describe())
+        print(dry.describe())
     return 0
 
-
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from torchyard.run import reconcile  # noqa: PLC0415
+    from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
 
     ws = _workspace(args)
     rows = ws.store.list_runs(experiment=args.experiment, status=args.status, limit=args.limit)

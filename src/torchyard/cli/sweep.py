@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _open(ws: Any, run_id: str) -> Any:
-    from torchyard.run import Experiment  # noqa: PLC0415
+    from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.sweeps.run import HyperDriveRun  # noqa: PLC0415
 
     row = ws.store.get_run(run_id)

@@ -10,11 +10,21 @@ import abc
 import json
 import os
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from torchyard.errors import NotSupportedError
+from torchyard.errors import NotSupportedError, SpecError
+from torchyard.records import JsonRecords
 from torchyard.spec.job import JobSpec
+
+#: targets that exist in every workspace without being attached
+BUILTIN_TARGETS = ("local",)
+
+
+def attached_records(workspace_path: str) -> JsonRecords:
+    """The attached targets' records: ``<workspace>/computes/NAME.json`` (kind and settings)."""
+    return JsonRecords(os.path.join(workspace_path, "computes"), "compute target")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,8 +134,14 @@ class ComputeTarget(abc.ABC):
         """Register ``target`` under ``name`` in ``workspace`` (Azure ML's ``ComputeTarget.attach``).
 
         Attaching a name again replaces its settings; runs already submitted keep theirs."""
-        registered: ComputeTarget = workspace.compute_targets.attach(name, target)
-        return registered
+        if name in BUILTIN_TARGETS:
+            raise SpecError("name", f"{name!r} is built in; attach the target under another name")
+        if not isinstance(target, ComputeTarget):
+            raise SpecError("target", f"expected a compute target such as RayCompute(...), got {type(target).__name__}")
+        path = workspace if isinstance(workspace, str) else workspace.path
+        attached_records(path).put(name, {"name": name, "kind": target.kind, "config": target.to_config(),
+                                          "attached": time.time()})
+        return type(target)(name=name, **target.to_config())
 
     def to_config(self) -> dict[str, Any]:
         """The constructor keywords that recreate this target (JSON-able)."""

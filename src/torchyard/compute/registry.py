@@ -9,26 +9,18 @@ the core never imports ray. Unknown names list the known ones.
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import re
-import time
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from torchyard.compute.base import BUILTIN_TARGETS, ComputeTarget, attached_records
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
-
-if TYPE_CHECKING:
-    from torchyard.compute.base import ComputeTarget
 
 KINDS = {
     "local": "torchyard.compute.local:LocalCompute",
     "ray": "torchyard.compute.ray:RayCompute",
     "slurm": "torchyard.compute.slurm:SlurmCompute",
 }
-BUILTIN_TARGETS = ("local",)
 ENTRY_POINT_GROUP = "torchyard.compute"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _load(ref: str) -> type[ComputeTarget]:
@@ -53,51 +45,27 @@ class ComputeRegistry:
     """The compute targets attached to a workspace (``ws.compute_targets``)."""
 
     def __init__(self, workspace_path: str) -> None:
-        self.root = os.path.join(workspace_path, "computes")
-
-    def _file(self, name: str) -> str:
-        return os.path.join(self.root, f"{name}.json")
+        self.workspace_path = workspace_path
+        self.records = attached_records(workspace_path)
+        self.root = self.records.root
 
     def attach(self, name: str, target: ComputeTarget) -> ComputeTarget:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise SpecError("name", f"invalid compute target name {name!r}: use letters, digits, '_', '-' or '.'")
-        if name in BUILTIN_TARGETS:
-            raise SpecError("name", f"{name!r} is built in; attach the target under another name")
-        from torchyard.compute.base import ComputeTarget  # noqa: PLC0415
-
-        if not isinstance(target, ComputeTarget):
-            raise SpecError("target", f"expected a compute target such as RayCompute(...), got {type(target).__name__}")
-        record = {"name": name, "kind": target.kind, "config": target.to_config(), "attached": time.time()}
-        os.makedirs(self.root, exist_ok=True)
-        path = self._file(name)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(record, fh, indent=2)
-        os.replace(tmp, path)
-        return self.get(name)
+        return ComputeTarget.attach(self.workspace_path, name, target)
 
     def names(self) -> list[str]:
-        try:
-            return sorted(f[:-5] for f in os.listdir(self.root) if f.endswith(".json"))
-        except FileNotFoundError:
-            return []
+        return self.records.names()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(_NAME.match(name)) and os.path.isfile(self._file(name))
+        return self.records.exists(name)
 
     def record(self, name: str) -> dict[str, Any]:
         if name not in self:
             known = ", ".join([*BUILTIN_TARGETS, *self.names()])
             raise NotFoundError(
                 f"no compute target {name!r} in this workspace (known: {known}); "
-                "attach one with `torchyard compute add ray|slurm NAME ...`"
+                "attach one with `torchyard compute add KIND NAME ...`"
             )
-        try:
-            with open(self._file(name)) as fh:
-                record: dict[str, Any] = json.load(fh)
-        except (OSError, ValueError) as err:
-            raise WorkspaceError(f"compute target {name!r}: {self._file(name)} is unreadable ({err}); attach it again") from None
-        return record
+        return self.records.get(name)
 
     def get(self, name: str) -> ComputeTarget:
         record = self.record(name)
@@ -109,7 +77,7 @@ class ComputeRegistry:
 
     def remove(self, name: str) -> None:
         self.record(name)
-        os.unlink(self._file(name))
+        self.records.remove(name)
 
     def list(self) -> list[dict[str, Any]]:
         out = [{"name": n, "kind": "local", "config": {}} for n in BUILTIN_TARGETS]

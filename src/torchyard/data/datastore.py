@@ -41,7 +41,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TextIO
 
-from torchyard.errors import NotFoundError, SpecError, TorchyardError
+from torchyard.errors import NotFoundError, SpecError, TorchyardError, WorkspaceError
+from torchyard.records import JsonRecords
 
 KINDS = ("local", "s3", "fsspec")
 MODES = ("mount", "download")
@@ -483,53 +484,31 @@ class DatastoreRegistry:
 
     def __init__(self, workspace: Any) -> None:
         self.workspace = _workspace_path(workspace)
-        self.root = os.path.join(self.workspace, "datastores")
-
-    def _file(self, name: str) -> str:
-        return os.path.join(self.root, f"{name}.json")
+        self.records = JsonRecords(os.path.join(self.workspace, "datastores"), "datastore")
+        self.root = self.records.root
 
     def register(self, store: Datastore) -> Datastore:
-        if not isinstance(store.name, str) or not _NAME.match(store.name):
-            raise SpecError(
-                "name", f"invalid datastore name {store.name!r}: use letters, digits, '_', '-' or '.'"
-            )
-        os.makedirs(self.root, exist_ok=True)
-        path = self._file(store.name)
-        tmp = _tmp_name(path)
-        with open(tmp, "w") as fh:
-            json.dump({**store.to_dict(), "registered": time.time()}, fh, indent=2)
-        os.replace(tmp, path)
+        self.records.put(self.records.check_name(store.name), {**store.to_dict(), "registered": time.time()})
         return self.get(store.name)
 
     def get(self, name: str) -> Datastore:
-        if not isinstance(name, str) or not _NAME.match(name) or not os.path.isfile(self._file(name)):
+        if not self.records.exists(name):
             if name == DEFAULT_DATASTORE:
                 return default_datastore(self.workspace)
             known = ", ".join(self.names()) or "none"
-            raise NotFoundError(
-                f"no datastore {name!r} is registered in this workspace (registered: {known})"
-            )
+            raise NotFoundError(f"no datastore {name!r} is registered in this workspace (registered: {known})")
         try:
-            with open(self._file(name)) as fh:
-                return Datastore.from_dict(json.load(fh))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataError(
-                f"datastore {name!r}: {self._file(name)} is unreadable ({err}); register it again"
-            ) from None
+            return Datastore.from_dict(self.records.get(name))
+        except (WorkspaceError, KeyError, TypeError) as err:
+            raise DataError(f"datastore {name!r}: {self.records.path(name)} is unreadable ({err}); register it again") from None
 
     def remove(self, name: str) -> None:
-        try:
-            os.unlink(self._file(name))
-        except FileNotFoundError:
-            raise NotFoundError(f"no datastore {name!r} is registered in this workspace") from None
+        if not self.records.exists(name):
+            raise NotFoundError(f"no datastore {name!r} is registered in this workspace")
+        self.records.remove(name)
 
     def names(self) -> list[str]:
-        try:
-            return sorted(
-                n[:-5] for n in os.listdir(self.root) if n.endswith(".json") and _NAME.match(n[:-5])
-            )
-        except OSError:
-            return []
+        return self.records.names()
 
     def list(self) -> builtins.list[Datastore]:
         return [self.get(n) for n in self.names()]
@@ -538,7 +517,7 @@ class DatastoreRegistry:
         return self.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(_NAME.match(name)) and os.path.isfile(self._file(name))
+        return self.records.exists(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

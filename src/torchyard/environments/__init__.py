@@ -108,6 +108,8 @@ def environment_key(env: EnvironmentSpec, base_python: str | None = None) -> str
     h = hashlib.sha256()
     parts: dict[str, Any] = {
         "base": base,
+        # a virtual environment's interpreter is a link to its base one: the venv itself counts
+        "prefix": sys.prefix if base_python is None else os.path.dirname(os.path.dirname(base_python)),
         "version": sys.version,
         "pip": sorted(env.pip_packages),
         "conda": sorted(env.conda_packages),
@@ -154,6 +156,17 @@ def _tail(path: str, n: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def planned_python(workspace: str, env: EnvironmentSpec) -> dict[str, Any]:
+    """Where ``env``'s interpreter is (or will be once built): ``{"python", "key", "cached"}``; the
+    submitting interpreter (key None) for the default environment. Builds nothing."""
+    if env.user_managed or env.is_default:
+        return {"python": sys.executable, "key": None, "cached": True}
+    key = environment_key(env)
+    path = os.path.join(workspace, "envs", key)
+    return {"python": os.path.join(path, "bin", "python"), "key": key,
+            "cached": os.path.exists(os.path.join(path, READY))}
 
 
 def resolve(
@@ -228,6 +241,8 @@ def _build(env: EnvironmentSpec, path: str, log: Any, tick: Callable[[], None]) 
             raise EnvironmentBuildError(f"conda could not create the environment:\n{_tail(log.name)}")
     elif _run_logged([uv, "venv", "--quiet", "--system-site-packages", "--python", sys.executable, path], log, tick):
         raise EnvironmentBuildError(f"uv could not create the virtual environment:\n{_tail(log.name)}")
+    else:
+        _see_base_venv(path)
     install = [*env.pip_packages]
     if env.pip_requirements_file:
         install += ["-r", env.pip_requirements_file]
@@ -235,6 +250,22 @@ def _build(env: EnvironmentSpec, path: str, log: Any, tick: Callable[[], None]) 
         argv = [uv, "pip", "install", "--python", python, *index_options(), *install]
         if _run_logged(argv, log, tick):
             raise EnvironmentBuildError(f"installing {' '.join(install)} failed:\n{_tail(log.name)}")
+
+
+def _see_base_venv(path: str) -> None:
+    """When torchyard runs from a virtual environment, ``--system-site-packages`` shows the layered
+    environment the *base* interpreter's packages, not the venv's (where torch and torchyard are).
+    A ``.pth`` file adds the submitting venv's site folders (with their own ``.pth`` files, so
+    editable installs work) after the layered environment's own packages and before the system's."""
+    if sys.prefix == sys.base_prefix:
+        return
+    import site  # noqa: PLC0415
+
+    base_sites = [p for p in site.getsitepackages() if p.startswith(sys.prefix + os.sep)]
+    for own in _site_dirs(os.path.join(path, "bin", "python")):
+        if os.path.isdir(own):
+            with open(os.path.join(own, "_torchyard_base_venv.pth"), "w") as fh:
+                fh.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in base_sites) + "\n")
 
 
 def _site_dirs(python: str) -> list[str]:

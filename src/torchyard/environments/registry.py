@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from torchyard.errors import NotFoundError, SpecError
+from torchyard.records import JsonRecords, valid_name
 from torchyard.spec.estimators import Environment
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def _content(env: Environment) -> dict[str, Any]:
@@ -26,23 +23,16 @@ class EnvironmentRegistry:
     ``list()``, and dict-style access by name (latest version)."""
 
     def __init__(self, workspace: str) -> None:
-        self.root = os.path.join(workspace, "environments")
+        self.records = JsonRecords(os.path.join(workspace, "environments"), "environment")
+        self.root = self.records.root
 
     def _versions(self, name: str) -> list[str]:
-        try:
-            names = os.listdir(os.path.join(self.root, name))
-        except OSError:
-            return []
-        versions = [n[:-5] for n in names if n.endswith(".json")]
-        return sorted(versions, key=lambda v: (0, int(v)) if v.isdigit() else (1, v))
+        return self.records.versions(name) if valid_name(name) else []
 
     def register(self, env: Environment) -> Environment:
         """Store ``env``; without a version it gets the next number, unless its content equals the
         latest version's, which is returned instead. A version, once registered, never changes."""
-        if not _NAME.match(env.name or ""):
-            raise SpecError("name", f"invalid environment name {env.name!r}")
-        folder = os.path.join(self.root, env.name)
-        os.makedirs(folder, exist_ok=True)
+        self.records.check_name(env.name)
         versions = self._versions(env.name)
         if env.version is None:
             if versions and _content(self.get(env.name, versions[-1])) == _content(env):
@@ -57,16 +47,8 @@ class EnvironmentRegistry:
                                                "content; versions are immutable, register a new one")
                 return self.get(env.name, version)
         data = {**env.to_spec_dict(), "version": version, "registered": time.time()}
-        path = os.path.join(folder, f"{version}.json")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2)
-        try:
-            os.link(tmp, path)  # fails if another process registered this version meanwhile
-        except FileExistsError:
-            os.unlink(tmp)
+        if not self.records.put(env.name, data, version, exclusive=True):  # registered meanwhile by another process
             return self.register(env)
-        os.unlink(tmp)
         return self.get(env.name, version)
 
     def get(self, name: str, version: str | None = None) -> Environment:
@@ -77,8 +59,7 @@ class EnvironmentRegistry:
         version = versions[-1] if version in (None, "latest") else str(version)
         if version not in versions:
             raise NotFoundError(f"environment {name!r} has no version {version!r} (versions: {', '.join(versions)})")
-        with open(os.path.join(self.root, name, f"{version}.json")) as fh:
-            data = json.load(fh)
+        data = self.records.get(name, version)
         return Environment(
             data["name"],
             data["version"],
@@ -91,10 +72,7 @@ class EnvironmentRegistry:
         )
 
     def names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.root) if self._versions(n))
-        except OSError:
-            return []
+        return [n for n in self.records.names() if self._versions(n)]
 
     def list(self) -> list[Environment]:
         return [self.get(n, v) for n in self.names() for v in self._versions(n)]

@@ -387,6 +387,7 @@ class PyTorch(_JobDescription):
         hang_timeout_seconds: float | None = None,
         launcher: str = "torchyard",
         max_restarts: int = 0,
+        max_queue_seconds: float | None = None,
     ) -> None:
         if entry_script is None:
             raise SpecError("entry_script", "no entry script given; name the script to run, e.g. train.py")
@@ -438,6 +439,7 @@ class PyTorch(_JobDescription):
             outputs=collect_outputs(outputs),
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
+            max_queue_seconds=max_queue_seconds,
         )
 
 
@@ -462,6 +464,7 @@ class ScriptRunConfig(_JobDescription):
         launcher: str = "torchyard",
         hang_timeout_seconds: float | None = None,
         outputs: Mapping[str, Any] | None = None,
+        max_queue_seconds: float | None = None,
     ) -> None:
         collected: dict[str, Any] = {}
         dist = distributed_job_config
@@ -492,4 +495,5 @@ class ScriptRunConfig(_JobDescription):
             environment_variables=_str_map(environment_variables, "environment_variables"),
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
+            max_queue_seconds=max_queue_seconds,
         )

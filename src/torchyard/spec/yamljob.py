@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from torchyard.errors import SpecError
 from torchyard.spec.estimators import parse_backend
 from torchyard.spec.job import JobSpec, build_job_spec, convert_spec
-
-if TYPE_CHECKING:
-    from torchyard.sweeps.yamlsweep import LoadedSweep
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -99,9 +96,8 @@ class LoadedJob(msgspec.Struct, frozen=True):
     tags: dict[str, str]
 
 
-def load_job_file(path: str) -> LoadedJob | LoadedSweep:
-    """Read and validate a YAML job file; paths in it are relative to the file. A ``type: sweep`` file
-    gives a LoadedSweep (torchyard.sweeps.yamlsweep), whose ``config`` is a HyperDriveConfig."""
+def read_yaml(path: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; SpecError naming the file (and line) otherwise."""
     import yaml  # noqa: PLC0415 - only the YAML path needs it
 
     if not os.path.isfile(path):
@@ -116,12 +112,13 @@ def load_job_file(path: str) -> LoadedJob | LoadedSweep:
         raise SpecError("job file", f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError("job file", f"{path}: expected a mapping of job fields at the top level")
-    if data.get("type") == "sweep":
-        from torchyard.sweeps.yamlsweep import compile_sweep  # noqa: PLC0415
+    return data
 
-        return compile_sweep(data, base=os.path.dirname(os.path.abspath(path)))
+
+def compile_command_job(data: dict[str, Any], base: str) -> LoadedJob:
+    """A command job's fields (a YAML file's mapping) → its JobSpec; paths relative to ``base``."""
     job: JobFile = convert_spec(data, JobFile)
-    return compile_job_file(job, base=os.path.dirname(os.path.abspath(path)))
+    return compile_job_file(job, base=base)
 
 
 def _substitute(text: str, literals: dict[str, Any], field: str) -> str:

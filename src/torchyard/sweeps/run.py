@@ -53,7 +53,7 @@ class HyperDriveRun(Run):
     # ---- trials -----------------------------------------------------------------------------------------
 
     def _child_rows(self) -> list[dict[str, Any]]:
-        from torchyard.sweeps.controller import child_index  # noqa: PLC0415
+        from torchyard.runtime.sweep_process import child_index  # noqa: PLC0415
 
         rows = self._store.list_runs(parent_id=self.id)
         return sorted(rows, key=lambda r: child_index(r, self.id) or 0)
@@ -75,7 +75,7 @@ class HyperDriveRun(Run):
         return {child.id: child.get_metrics(name, rank) for child in self.get_children()}
 
     def _best_values(self) -> list[dict[str, Any]]:
-        from torchyard.run import reconcile  # noqa: PLC0415
+        from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
 
         hyper = self.get_hyperparameters()
         out = []
@@ -125,7 +125,7 @@ class HyperDriveRun(Run):
 
     def cancel(self, reason: str | None = None) -> None:
         """Cancel the sweep and every trial still going. Idempotent."""
-        from torchyard.sweeps.controller import controller_alive  # noqa: PLC0415
+        from torchyard.runtime.sweep_process import controller_alive  # noqa: PLC0415
 
         row = self._store.get_run(self.id)
         if row["status"] in TERMINAL_VALUES:
@@ -149,7 +149,7 @@ class HyperDriveRun(Run):
     def resume(self) -> bool:
         """Start the sweep's controller again if it is not running (after a crash or a kill);
         finished trials are not rerun. Returns whether a controller was started."""
-        from torchyard.sweeps.controller import resume  # noqa: PLC0415
+        from torchyard.runtime.sweep_process import resume  # noqa: PLC0415
 
         row = self._store.get_run(self.id)
         if row["status"] in TERMINAL_VALUES:

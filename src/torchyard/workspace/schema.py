@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -33,6 +33,7 @@ runs = Table(
     Column("id", String(200), primary_key=True),
     Column("experiment", String(128), nullable=False, index=True),
     Column("parent_id", String(200), nullable=True, index=True),
+    Column("kind", String(16), nullable=False, server_default="run"),  # RunKind: run, sweep, trial
     Column("status", String(32), nullable=False),
     Column("display_name", String(256), nullable=True),
     Column("compute_target", String(128), nullable=False),

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from torchyard.errors import NotFoundError, WorkspaceError
-from torchyard.status import TERMINAL_VALUES, RunStatus
+from torchyard.status import TERMINAL_VALUES, RunKind, RunStatus
 from torchyard.workspace.schema import (
     NO_STEP,
     SCHEMA_REVISION,
@@ -159,6 +159,7 @@ class Store:
         parent_id: str | None = None,
         properties: dict[str, str] | None = None,
         queued: bool = False,
+        kind: str = "run",
     ) -> None:
         """Record a new run, NotStarted (or, with ``queued``, NotStarted then Queued in the same
         transaction, so that no reader ever sees a recorded run nobody will start)."""
@@ -174,6 +175,7 @@ class Store:
                     id=run_id,
                     experiment=experiment,
                     parent_id=parent_id,
+                    kind=RunKind(kind).value,
                     status=(RunStatus.QUEUED if queued else RunStatus.NOT_STARTED).value,
                     display_name=display_name,
                     compute_target=compute_target,

@@ -13,19 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from torchyard.errors import SpecError, WorkspaceError
 
 if TYPE_CHECKING:
-    from torchyard.compute.registry import ComputeRegistry
     from torchyard.data.datastore import Datastore, DatastoreRegistry
     from torchyard.environments.registry import EnvironmentRegistry
-    from torchyard.run import Experiment, Run
-    from torchyard.spec.job import JobSpec
     from torchyard.workspace.snapshots import SnapshotStore
     from torchyard.workspace.store import Store
 
@@ -54,8 +48,9 @@ def check_name(name: str, what: str = "experiment") -> str:
     return name
 
 
-class Workspace:
-    """Where runs, metrics and artifacts live.
+class WorkspaceFolder:
+    """Where runs, metrics and artifacts live: the folder, its settings, its store and registries
+    (L2, persistence only; the SDK's :class:`torchyard.Workspace` adds runs and experiments).
 
     ``Workspace()`` finds ``./.torchyard`` (or a parent's), else creates it in the working directory.
     ``Workspace(path=...)`` or ``TORCHYARD_WORKSPACE`` choose the folder; ``db_url=...`` or
@@ -129,39 +124,8 @@ class Workspace:
 
         return EnvironmentRegistry(self.path)
 
-    @property
-    def experiments(self) -> dict[str, Experiment]:
-        from torchyard.run import Experiment  # noqa: PLC0415
-
-        return {name: Experiment(self, name) for name in self.store.list_experiments()}
-
-    def get_run(self, run_id: str) -> Run:
-        from torchyard.run import Experiment, Run  # noqa: PLC0415
-
-        row = self.store.get_run(run_id)
-        return Run(Experiment(self, row["experiment"]), run_id)
-
     def __repr__(self) -> str:
-        return f"Workspace(path={self.path!r})"
-
-    # ---- submit ---------------------------------------------------------------------------------
-
-    def submit(
-        self,
-        experiment: str,
-        spec: JobSpec,
-        *,
-        tags: dict[str, str] | None = None,
-        parent_id: str | None = None,
-        run_id: str | None = None,
-    ) -> str:
-        """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
-        run_id = self.record_run(experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
-        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
-
-        pid = spawn_supervisor(self.run_dir(run_id))
-        self.store.set_supervisor(run_id, pid)
-        return run_id
+        return f"{type(self).__name__}(path={self.path!r})"
 
     @property
     def datastores(self) -> DatastoreRegistry:
@@ -194,13 +158,6 @@ class Workspace:
         return self.datastores.get(name) if name else None
 
     @property
-    def compute_targets(self) -> ComputeRegistry:
-        """The compute targets attached to this workspace (``ComputeTarget.attach``)."""
-        from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
-
-        return ComputeRegistry(self.path)
-
-    @property
     def snapshots(self) -> SnapshotStore:
         from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
 
@@ -223,97 +180,3 @@ class Workspace:
             except (TypeError, ValueError):
                 raise SpecError(f"snapshot_{name}", f"must be an integer, got {raw!r}") from None
         return limits[0], limits[1]
-
-    def _snapshot(self, source: str, workdir: str) -> dict[str, str]:
-        """Store ``source`` content-addressed and materialize it as the run's working folder; returns
-        the run properties that record it (snapshot id, and git commit/dirty/branch if any)."""
-        from torchyard.workspace.snapshots import git_info  # noqa: PLC0415
-
-        max_bytes, max_files = self.snapshot_limits()
-        store = self.snapshots
-        snap = store.take(source, max_bytes=max_bytes, max_files=max_files)
-        os.makedirs(workdir, exist_ok=True)
-        store.materialize(snap.manifest_id, workdir)
-        return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
-
-    def record_run(
-        self,
-        experiment: str,
-        spec: JobSpec,
-        *,
-        tags: dict[str, str] | None = None,
-        parent_id: str | None = None,
-        run_id: str | None = None,
-    ) -> str:
-        """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
-        explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one."""
-        from torchyard.compute.registry import get_target  # noqa: PLC0415
-
-        check_name(experiment)
-        tags = _str_dict(tags, "tags")
-        spec = _registered(self, spec)
-        target = get_target(spec.compute_target, self.path)
-        target.check(spec)
-        _check_supported(spec)
-        if run_id is None:
-            run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
-        else:
-            check_name(run_id, "run_id")
-        workdir = self.run_dir(run_id)
-        properties = self._snapshot(spec.source_directory, workdir)
-        os.makedirs(os.path.join(workdir, ".torchyard-run", "journal"), exist_ok=True)
-        info = {
-            "run_id": run_id,
-            "experiment": experiment,
-            "workspace": self.path,
-            "db_url": self.db_url,
-            "python": sys.executable,
-            "spec": spec.to_dict(),
-        }
-        with open(os.path.join(workdir, ".torchyard-run", "run.json"), "w") as fh:
-            json.dump(info, fh)
-        store = self.store
-        store.create_run(
-            run_id=run_id,
-            experiment=experiment,
-            spec_json=spec.to_json().decode(),
-            compute_target=spec.compute_target,
-            run_dir=workdir,
-            tags=tags,
-            display_name=spec.display_name,
-            parent_id=parent_id,
-            properties=properties,
-            queued=True,
-        )
-        return run_id
-
-
-def _registered(ws: Workspace, spec: JobSpec) -> JobSpec:
-    env = spec.environment
-    if not env.name or not env.is_default or env.user_managed or env.name == "default" and env.version is None:
-        return spec
-    if env.version is None and env.name not in ws.environments:
-        return spec  # a name alone is only a label
-    import msgspec  # noqa: PLC0415
-
-    found = ws.environments.get(env.name, env.version)
-    return msgspec.structs.replace(spec, environment=msgspec.convert(found.to_spec_dict(), type(env)))
-
-
-def _str_dict(value: Any, field: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(field, f"must be a dict of strings, got {type(value).__name__}")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _check_supported(spec: JobSpec) -> None:
-    from torchyard.environments import check_supported  # noqa: PLC0415
-    from torchyard.errors import NotSupportedError  # noqa: PLC0415
-
-    check_supported(spec.environment)
-    for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
-        for name, ref in entries.items():
-            if not isinstance(ref, dict) or not (ref.get("datastore") or ref.get("url")):
-                raise NotSupportedError(f"{kind}.{name}", "needs a datastore path or a URL")

@@ -1,4 +1,4 @@
-"""One detached supervisor per run: ``python -m torchyard.supervisor RUN_DIR``.
+"""One detached supervisor per run: ``python -m torchyard.runtime.supervisor RUN_DIR``.
 
 It walks the run through Preparing → Starting → Running → Finalizing → Completed/Failed/Canceled,
 heart-beats into the store, moves the ranks' journals into the store in batches while the run goes,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,45 +18,19 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from torchyard.errors import TorchyardError
+from torchyard.paths import RunPaths
+from torchyard.runtime.submit import prepared_job
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
 
 if TYPE_CHECKING:
     from torchyard.compute.base import Handle
 
-_PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 HEARTBEAT_SECONDS = 2.0
 USER_CANCEL = "canceled by user"
 INGEST_SECONDS = 0.25
 LAST_LINES = 20
-
-
-def spawn_supervisor(workdir: str) -> int:
-    """Start the supervisor of the run in ``workdir``, detached: a shell starts it in the background
-    and exits, so the supervisor is nobody's child here (no zombie, and it outlives the submitter).
-    Returns its pid."""
-    log = os.path.join(workdir, ".torchyard-run", "supervisor.log")
-    return spawn_detached("torchyard.supervisor", workdir, log, what="the run supervisor")
-
-
-def spawn_detached(module: str, arg: str, log: str, python: str | None = None, what: str = "it") -> int:
-    """``python -m MODULE ARG`` in the background, output appended to ``log``: a shell starts it and
-    exits, so it is nobody's child and outlives its starter. Returns its pid."""
-    cmd = '"$2" -m "$4" "$3" </dev/null >>"$1" 2>&1 & echo $!'
-    proc = subprocess.run(
-        ["/bin/sh", "-c", cmd, "sh", log, python or sys.executable, arg, module],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        check=False,
-    )
-    try:
-        return int(proc.stdout.strip())
-    except ValueError:
-        raise RuntimeError(f"could not start {what} (see {log})") from None
 
 
 def tail_lines(path: str, n: int = LAST_LINES) -> list[str]:
@@ -128,15 +101,16 @@ class _Canceled(Exception):
 
 class Supervisor:
     def __init__(self, workdir: str, ws: Any = None) -> None:
-        with open(os.path.join(workdir, ".torchyard-run", "run.json")) as fh:
+        self.paths = RunPaths(workdir)
+        with open(self.paths.run_info) as fh:
             self.info = json.load(fh)
         from torchyard.spec.job import JobSpec  # noqa: PLC0415
-        from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+        from torchyard.workspace.workspace import WorkspaceFolder  # noqa: PLC0415
 
         self.workdir = workdir
         self.run_id: str = self.info["run_id"]
         self.spec = JobSpec.from_json(json.dumps(self.info["spec"]))
-        self.ws = ws if ws is not None else Workspace(self.info["workspace"], db_url=self.info["db_url"])
+        self.ws = ws if ws is not None else WorkspaceFolder(self.info["workspace"], db_url=self.info["db_url"])
         self.store = self.ws.store
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
@@ -145,7 +119,7 @@ class Supervisor:
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
         self.next_beat = 0.0
-        self.ingestor = Ingestor(self.store, self.run_id, os.path.join(workdir, ".torchyard-run", "journal"))
+        self.ingestor = Ingestor(self.store, self.run_id, self.paths.journal)
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -189,7 +163,6 @@ class Supervisor:
         self._lifecycle()
 
     def _lifecycle(self) -> None:
-        from torchyard.compute.base import PreparedJob  # noqa: PLC0415
         from torchyard.compute.registry import get_target  # noqa: PLC0415
 
         if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED.value:
@@ -202,28 +175,12 @@ class Supervisor:
         paths = self._prepare_data()
         if paths is None:
             return
-        if paths:
-            spec = self.spec = msgspec.structs.replace(
-                spec, environment_variables={**spec.environment_variables, **_data_env(paths)}
-            )
-        if spec.entry_script:
-            argv = [python, spec.entry_script, *(_fill(a, paths) for a in spec.arguments)]
-        else:
-            argv = ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {_fill(spec.command or "", paths)}']
         if self.cancel_reason:
             self._finish(None)
             return
         target = get_target(spec.compute_target, self.ws.path)
-        job = PreparedJob(
-            run_id=self.run_id,
-            experiment=self.info["experiment"],
-            workspace=self.info["workspace"],
-            workdir=self.workdir,
-            spec=spec,
-            rank_argv=argv,
-            launcher_python=sys.executable,
-            rank_python=python,
-        )
+        job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python, paths)
+        spec = self.spec = job.spec
         plan = target.prepare(job)
         self._status(RunStatus.STARTING)
         try:
@@ -344,7 +301,7 @@ class Supervisor:
             if self.cancel_reason:
                 raise _Canceled
 
-        log = os.path.join(self.workdir, "logs", "environment.txt")
+        log = self.paths.log("environment.txt")
         try:
             resolved = resolve(self.info["workspace"], env, log, tick)
         except _Canceled:
@@ -369,11 +326,11 @@ class Supervisor:
             return paths
         from torchyard.data.datastore import DataError, resolve_input  # noqa: PLC0415
 
-        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
+        os.makedirs(self.paths.logs, exist_ok=True)
         results: dict[str, Any] = {}
-        with open(os.path.join(self.workdir, "logs", "inputs.txt"), "a") as log:
+        with open(self.paths.log("inputs.txt"), "a") as log:
             for name, ref in spec.inputs.items():
-                dest = os.path.join(self.workdir, "inputs", ref.get("path_on_compute") or name)
+                dest = self.paths.input(ref.get("path_on_compute") or name)
                 try:
                     result = resolve_input(self.info["workspace"], _ref_only(ref), dest, log)
                 except DataError as err:
@@ -385,7 +342,7 @@ class Supervisor:
                 results[name] = result
                 paths[("inputs", name)] = result["path"]
         for name in spec.outputs:
-            folder = os.path.join(self.workdir, "named_outputs", name)
+            folder = self.paths.named_output(name)
             os.makedirs(folder, exist_ok=True)
             paths[("outputs", name)] = folder
         self.store.update_details(self.run_id, inputs=results)
@@ -399,9 +356,9 @@ class Supervisor:
 
         results: dict[str, Any] = {}
         error = None
-        with open(os.path.join(self.workdir, "logs", "outputs.txt"), "a") as log:
+        with open(self.paths.log("outputs.txt"), "a") as log:
             for name, ref in self.spec.outputs.items():
-                src = os.path.join(self.workdir, "named_outputs", name)
+                src = self.paths.named_output(name)
                 try:
                     results[name] = upload_output(self.info["workspace"], _ref_only(ref), src, self.run_id, log)
                 except DataError as err:
@@ -452,7 +409,7 @@ class Supervisor:
     def _last_activity(self) -> float:
         """The newest write to any rank's log or journal."""
         latest = 0.0
-        for folder in (os.path.join(self.workdir, "logs"), os.path.join(self.workdir, ".torchyard-run", "journal")):
+        for folder in (self.paths.logs, self.paths.journal):
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
@@ -508,18 +465,14 @@ class Supervisor:
         if all(f["rank"] < 0 for f in failures):  # mpirun failed: a rank's exit file may say which
             from torchyard.launch.launcher import first_failure_in  # noqa: PLC0415
 
-            found = first_failure_in(
-                os.path.join(self.workdir, ".torchyard-run", "exit"), self.spec.distribution.process_count_per_node
-            )
+            found = first_failure_in(self.paths.exit, self.spec.distribution.process_count_per_node)
             failures = [found] if found else failures
         if not failures:
             return {"message": f"the job exited with code {rc}", "exit_code": rc}
         first = min(failures, key=lambda f: f["time"])
         how = f"was killed by {first['signal']}" if first.get("signal") else f"exited with code {first['exit_code']}"
         rank = first["rank"]
-        log = os.path.join(self.workdir, "logs", f"rank_{rank}.txt")
-        if rank < 0:
-            log = os.path.join(self.workdir, "logs", f"torchrun_node_{first['node_rank']}.txt")
+        log = self.paths.rank_log(rank) if rank >= 0 else self.paths.torchrun_log(first["node_rank"])
         last = tail_lines(log)
         message = f"rank {rank} on node {first['node_rank']} {how}"
         if last:
@@ -540,12 +493,12 @@ class Supervisor:
         for sub, target in (
             ("outputs", "outputs"),
             ("logs", "logs"),
-            (os.path.join(".torchyard-run", "uploads"), ""),
+            (RunPaths.relative().uploads, ""),
         ):
             src = os.path.join(self.workdir, sub)
             if os.path.isdir(src):
                 _link_tree(src, os.path.join(dest, target) if target else dest)
-        sup_log = os.path.join(self.workdir, ".torchyard-run", "supervisor.log")
+        sup_log = self.paths.supervisor_log
         if os.path.isfile(sup_log) and os.path.getsize(sup_log):
             os.makedirs(os.path.join(dest, "logs"), exist_ok=True)
             shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
@@ -571,26 +524,6 @@ def _ref_only(ref: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ref.items() if k not in ("type", "description")}
 
 
-def _fill(text: str, paths: dict[tuple[str, str], str]) -> str:
-    """Replace ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` with the local paths."""
-    if "${{" not in text:
-        return text
-    return _PLACEHOLDER.sub(lambda m: paths.get((m.group(1), m.group(2)), m.group(0)), text)
-
-
-def _data_env(paths: dict[tuple[str, str], str]) -> dict[str, str]:
-    """Each input's path as TORCHYARD_INPUT_<NAME> (and Azure's AZUREML_DATAREFERENCE_<name>); each
-    named output's folder as TORCHYARD_OUTPUT_<NAME>."""
-    env = {}
-    for (kind, name), path in paths.items():
-        if kind == "inputs":
-            env[f"TORCHYARD_INPUT_{name.upper()}"] = path
-            env[f"AZUREML_DATAREFERENCE_{name}"] = path
-        else:
-            env[f"TORCHYARD_OUTPUT_{name.upper()}"] = path
-    return env
-
-
 def _link_tree(src: str, dest: str) -> None:
     for root, _dirs, files in os.walk(src):
         out = os.path.join(dest, os.path.relpath(root, src))
@@ -609,7 +542,7 @@ def _run_lock(workdir: str) -> int | None:
     """An exclusive lock on the run (held until this process and its forks are gone); None if taken."""
     import fcntl  # noqa: PLC0415
 
-    path = os.path.join(workdir, ".torchyard-run", "supervisor.lock")
+    path = RunPaths(workdir).supervisor_lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

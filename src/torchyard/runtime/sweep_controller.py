@@ -1,4 +1,4 @@
-"""The sweep controller: one detached process per sweep, ``python -m torchyard.sweeps.controller RUN_DIR``.
+"""The sweep controller: one detached process per sweep, ``python -m torchyard.runtime.sweep_controller RUN_DIR``.
 
 It walks the parent run Queued → Running → Completed/Failed/Canceled. Every ``POLL_SECONDS`` it
 heart-beats into the store (so a dead controller is noticed as for any run), reads the children's
@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -28,6 +27,9 @@ import time
 import traceback
 from typing import Any
 
+from torchyard.runtime.liveness import reconcile
+from torchyard.runtime.submit import spawn_supervisor, submit_run
+from torchyard.runtime.sweep_process import _info_path, _lock_path, child_index
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunStatus
 
 POLL_SECONDS = 0.25
@@ -37,128 +39,6 @@ INDEX_PROP = "torchyard.sweep.index"
 HYPER_KEY = "hyperparameters"
 
 
-def _info_path(run_dir: str) -> str:
-    return os.path.join(run_dir, ".torchyard-run", "controller.json")
-
-
-def _lock_path(run_dir: str) -> str:
-    return os.path.join(run_dir, ".torchyard-run", "controller.lock")
-
-
-def spawn_controller(run_dir: str, python: str | None = None) -> int:
-    """Start the controller of the sweep in ``run_dir``, detached (a shell starts it in the background
-    and exits, so it is nobody's child and outlives the submitter). Returns its pid."""
-    log = os.path.join(run_dir, "logs", "controller.txt")
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    from torchyard.supervisor import spawn_detached  # noqa: PLC0415
-
-    return spawn_detached("torchyard.sweeps.controller", run_dir, log, python, what="the sweep controller")
-
-
-def controller_alive(run_dir: str) -> bool:
-    """Whether a controller holds the sweep's lock (a dead one releases it with its last breath)."""
-    try:
-        fh = open(_lock_path(run_dir), "a")  # noqa: SIM115
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
-
-def _starting(run_dir: str) -> bool:
-    """Whether a controller started by ``resume`` is still on its way to taking the lock."""
-    import psutil  # noqa: PLC0415
-
-    try:
-        with open(os.path.join(run_dir, ".torchyard-run", "controller.spawned")) as fh:
-            pid, when = fh.read().split()
-        proc = psutil.Process(int(pid))
-        return proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= float(when) + 5
-    except (OSError, ValueError, psutil.Error):
-        return False
-
-
-def resume(run_dir: str) -> int | None:
-    """Start the controller again unless one is running (or starting); returns the new pid, or None."""
-    if controller_alive(run_dir) or _starting(run_dir):
-        return None
-    python = None
-    try:
-        with open(_info_path(run_dir)) as fh:
-            python = json.load(fh).get("python")
-    except (OSError, ValueError):
-        pass
-    pid = spawn_controller(run_dir, python)
-    with open(os.path.join(run_dir, ".torchyard-run", "controller.spawned"), "w") as fh:
-        fh.write(f"{pid} {time.time()}")
-    return pid
-
-
-def is_sweep_row(row: dict[str, Any]) -> bool:
-    try:
-        return bool(json.loads(row.get("spec") or "{}").get("kind") == "sweep")
-    except ValueError:
-        return False
-
-
-def revive(store: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """The reconcile path for a sweep whose controller is gone: start it again, instead of failing the
-    sweep (its trials run on in their own supervisors). Returns the row."""
-    try:
-        resume(str(row["run_dir"]))
-    except Exception as err:  # cannot restart here: say so, and let the run be judged as any other
-        print(f"torchyard: could not restart the controller of sweep {row['id']}: {err}", file=sys.stderr)
-    return dict(store.get_run(row["id"]))
-
-
-def start_sweep(ws: Any, experiment: str, config: Any, tags: dict[str, str] | None = None) -> str:
-    """Record the parent run (Queued) and start its controller; returns the parent's id."""
-    from torchyard.compute.registry import get_target  # noqa: PLC0415
-    from torchyard.workspace.workspace import _str_dict, check_name  # noqa: PLC0415
-
-    check_name(experiment)
-    spec = config.trial_spec
-    get_target(spec.compute_target).check(spec)
-    sampling = config.hyperparameter_sampling
-    seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
-    run_id = f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
-    run_dir = ws.run_dir(run_id)
-    os.makedirs(os.path.join(run_dir, ".torchyard-run"), exist_ok=True)
-    os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
-    with open(_info_path(run_dir), "w") as fh:
-        json.dump({"run_id": run_id, "workspace": ws.path, "db_url": ws.db_url, "python": sys.executable}, fh)
-    definition = config.to_dict(seed)
-    properties = {
-        "torchyard.sweep": "hyperdrive",
-        "primary_metric_config": json.dumps({"name": config.primary_metric_name, "goal": config.primary_metric_goal.value}),
-        "sampling": sampling.name,
-        "seed": str(seed),
-        "policy": config.policy.name,
-        "max_total_runs": str(config.max_total_runs),
-        "max_concurrent_runs": str(config.max_concurrent_runs),
-    }
-    store = ws.store
-    store.create_run(
-        run_id=run_id,
-        experiment=experiment,
-        spec_json=json.dumps(definition),
-        compute_target=spec.compute_target,
-        run_dir=run_dir,
-        tags={**config.tags, **_str_dict(tags, "tags")},
-        display_name=spec.display_name,
-        properties=properties,
-    )
-    store.set_status(run_id, RunStatus.QUEUED)
-    pid = spawn_controller(run_dir)
-    store.set_supervisor(run_id, pid)
-    return run_id
-
-
 def _supervisor_process(run_dir: str) -> bool:
     """Whether a supervisor of the run in ``run_dir`` was spawned and is on its way (it records its pid
     only once started): a crash between the spawn and the record must not start a second one."""
@@ -166,30 +46,24 @@ def _supervisor_process(run_dir: str) -> bool:
 
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info.get("cmdline") or []
-        if run_dir in cmdline and any("torchyard.supervisor" in part for part in cmdline):
+        if run_dir in cmdline and any("torchyard.runtime.supervisor" in part for part in cmdline):
             return True
     return False
 
 
-def child_index(row: dict[str, Any], parent_id: str) -> int | None:
-    suffix = str(row["id"])[len(parent_id) + 1 :]
-    return int(suffix) if suffix.isdigit() else None
-
-
 class Controller:
     def __init__(self, run_dir: str) -> None:
-        from torchyard.run import Experiment  # noqa: PLC0415
         from torchyard.sweeps.config import HyperDriveConfig  # noqa: PLC0415
-        from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+        from torchyard.workspace.workspace import WorkspaceFolder  # noqa: PLC0415
 
         with open(_info_path(run_dir)) as fh:
             info = json.load(fh)
         self.run_dir = run_dir
         self.run_id: str = info["run_id"]
-        self.ws = Workspace(info["workspace"], db_url=info["db_url"])
+        self.ws = WorkspaceFolder(info["workspace"], db_url=info["db_url"])
         self.store = self.ws.store
         row = self.store.get_run(self.run_id)
-        self.experiment = Experiment(self.ws, row["experiment"])
+        self.experiment: str = row["experiment"]
         self.definition = json.loads(row["spec"])
         self.config = HyperDriveConfig.from_dict(self.definition)
         self.seed = int(self.definition["sampling"]["seed"])
@@ -236,8 +110,6 @@ class Controller:
                                   unless=(RunStatus.CANCEL_REQUESTED,))
 
     def _children(self) -> list[dict[str, Any]]:
-        from torchyard.run import reconcile  # noqa: PLC0415
-
         rows = self.store.list_runs(parent_id=self.run_id)
         rows = [reconcile(self.store, r) if r["status"] in ACTIVE_VALUES else r for r in rows]
         return sorted(rows, key=lambda r: child_index(r, self.run_id) or 0)
@@ -253,7 +125,7 @@ class Controller:
                 self.final.add(cid)
 
     def _cancel_children(self, children: list[dict[str, Any]], reason: str) -> int:
-        from torchyard.run import Run  # noqa: PLC0415
+        from torchyard.runtime.cancel import cancel_run  # noqa: PLC0415
 
         active = 0
         for row in children:
@@ -261,7 +133,7 @@ class Controller:
                 continue
             active += 1
             if row["status"] != RunStatus.CANCEL_REQUESTED.value:
-                Run(self.experiment, row["id"], _row=row).cancel(reason)
+                cancel_run(self.store, row, reason)
         return active
 
     # ---- the loop ------------------------------------------------------------------------------------
@@ -324,7 +196,7 @@ class Controller:
             time.sleep(POLL_SECONDS)
 
     def _apply_policy(self, children: list[dict[str, Any]]) -> None:
-        from torchyard.run import Run  # noqa: PLC0415
+        from torchyard.runtime.cancel import cancel_run  # noqa: PLC0415
 
         policy = self.config.policy
         finished = {r["id"] for r in children if r["status"] in TERMINAL_VALUES}
@@ -347,7 +219,9 @@ class Controller:
                 if reason:
                     self.log(f"{cid}: {reason}")
                     self.policy_stopped[cid] = reason
-                    Run(self.experiment, cid, _row=row).cancel(reason)
+                    self.store.update_details(cid, early_terminated={"policy": policy.name, "interval": interval,
+                                                                     "reason": reason})
+                    cancel_run(self.store, row, reason)
                     break
 
     def _history_for_sampler(self, children: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
@@ -369,7 +243,6 @@ class Controller:
             return None
 
     def _launch(self, children: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from torchyard.supervisor import spawn_supervisor  # noqa: PLC0415
         from torchyard.sweeps.config import trial_arguments  # noqa: PLC0415
 
         # a child recorded just before a crash, whose supervisor never started
@@ -398,8 +271,8 @@ class Controller:
             spec = trial_arguments(self.config.trial_spec, values)
             hyper = json.dumps(values)
             try:
-                self.ws.submit(self.experiment.name, spec, tags={HYPER_KEY: hyper}, parent_id=self.run_id,
-                               run_id=child_id)
+                submit_run(self.ws, self.experiment, spec, tags={HYPER_KEY: hyper}, parent_id=self.run_id,
+                           run_id=child_id)
             except Exception as err:
                 self.stop_reason = self.error = f"could not start trial {index}: {err}"
                 self.log(self.stop_reason)
@@ -416,10 +289,10 @@ class Controller:
         if row["status"] != RunStatus.CANCELED.value:
             return False
         try:
-            reason = json.loads(row.get("details") or "{}").get("cancel_reason")
+            stopped = json.loads(row.get("details") or "{}").get("early_terminated")
         except ValueError:
-            reason = None
-        return str(reason or self.policy_stopped.get(row["id"], "")).startswith("early terminated by ")
+            stopped = None
+        return bool(stopped) or row["id"] in self.policy_stopped
 
     def _finish(self, children: list[dict[str, Any]], status: RunStatus | None, reason: str | None) -> None:
         ranked = []

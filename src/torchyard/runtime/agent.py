@@ -24,12 +24,14 @@ import subprocess
 import sys
 from typing import Any
 
+from torchyard.paths import RunPaths
+
 PROTOCOL = 1
 
 
 def _fingerprint() -> str:
     """Changes whenever torchyard's code does, so a stale agent is never used."""
-    root = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha1(str(PROTOCOL).encode())
     for dirpath, dirnames, files in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -66,7 +68,7 @@ def connect(workspace: str, db_url: str) -> socket.socket | None:
 def start(workspace: str, db_url: str) -> None:
     """Start an agent in the background, detached; it dies quietly if another already serves."""
     log = os.path.join(workspace, "agent.log")
-    cmd = '"$2" -m torchyard.agent "$3" "$4" </dev/null >>"$1" 2>&1 &'
+    cmd = '"$2" -m torchyard.runtime.agent "$3" "$4" </dev/null >>"$1" 2>&1 &'
     subprocess.run(
         ["/bin/sh", "-c", cmd, "sh", log, sys.executable, workspace, db_url],
         stdin=subprocess.DEVNULL,
@@ -115,9 +117,11 @@ class Channel:
 
 def _handle(conn: socket.socket, workspace: str, db_url: str, warm: Any = None) -> int:
     from torchyard.errors import TorchyardError  # noqa: PLC0415
+    from torchyard.runtime.submit import record_run  # noqa: PLC0415
+    from torchyard.runtime.summary import execution_summary  # noqa: PLC0415
+    from torchyard.runtime.supervisor import supervise  # noqa: PLC0415
     from torchyard.spec.job import JobSpec  # noqa: PLC0415
-    from torchyard.supervisor import supervise  # noqa: PLC0415
-    from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+    from torchyard.workspace.workspace import WorkspaceFolder  # noqa: PLC0415
 
     chan = Channel(conn)
     request = chan.recv()
@@ -133,30 +137,28 @@ def _handle(conn: socket.socket, workspace: str, db_url: str, warm: Any = None) 
         os.environ.clear()
         os.environ.update(request["env"])
     # the agent's own Workspace (its engine's pool was emptied before the fork) saves opening one
-    ws = warm if warm is not None else Workspace(workspace, db_url=db_url)
+    ws = warm if warm is not None else WorkspaceFolder(workspace, db_url=db_url)
     try:
         spec = JobSpec.from_json(request["spec"])
-        run_id = ws.record_run(request["experiment"], spec, tags=request.get("tags") or None)
+        run_id = record_run(ws, request["experiment"], spec, tags=request.get("tags") or None)
     except TorchyardError as err:
         chan.send({"error": str(err)})
         return 0
     workdir = ws.run_dir(run_id)
     chan.send({"run_id": run_id, "run_dir": workdir})
-    log_fd = os.open(os.path.join(workdir, ".torchyard-run", "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log_fd = os.open(RunPaths(workdir).supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     supervise(workdir, ws)
     if request.get("wait"):
-        from torchyard.run import Experiment, Run  # noqa: PLC0415
-
-        run = Run(Experiment(ws, request["experiment"]), run_id)
-        details = run.get_details()
+        row = ws.store.get_run(run_id)
+        details = json.loads(row["details"] or "{}")
         try:
             chan.send(
                 {
-                    "status": details["status"],
-                    "summary": run._summary(),
+                    "status": row["status"],
+                    "summary": execution_summary(ws.store, row),
                     "reason": (details.get("error") or {}).get("message") or details.get("cancel_reason"),
                 }
             )
@@ -170,7 +172,9 @@ def _warm_engines(ws: Any) -> None:
     to fork): every run's supervisor inherits it instead of paying about a second to import it."""
     import importlib.util  # noqa: PLC0415
 
-    kinds = {r.get("kind") for r in ws.compute_targets.list()}
+    from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
+
+    kinds = {r.get("kind") for r in ComputeRegistry(ws.path).list()}
     if "ray" in kinds and importlib.util.find_spec("ray") is not None:
         import ray  # noqa: F401, PLC0415
         import ray.util.placement_group  # noqa: F401, PLC0415
@@ -181,16 +185,13 @@ def _warm_engines(ws: Any) -> None:
 
 def serve(workspace: str, db_url: str) -> int:
     idle = float(os.environ.get("TORCHYARD_AGENT_IDLE", "600"))
-    from torchyard import (
-        environments,  # noqa: F401, PLC0415
-        supervisor,  # noqa: F401, PLC0415 - warm: imported once, inherited by every fork
-    )
+    from torchyard import environments  # noqa: F401, PLC0415 - warm: imported once, inherited by every fork
     from torchyard.compute import local, registry  # noqa: F401, PLC0415
     from torchyard.launch import launcher  # noqa: F401, PLC0415
-    from torchyard.run import Run  # noqa: F401, PLC0415
-    from torchyard.workspace.workspace import Workspace  # noqa: PLC0415
+    from torchyard.runtime import supervisor  # noqa: F401, PLC0415
+    from torchyard.workspace.workspace import WorkspaceFolder  # noqa: PLC0415
 
-    ws = Workspace(workspace, db_url=db_url)
+    ws = WorkspaceFolder(workspace, db_url=db_url)
     ws.store.dispose()  # migrated; no connection may cross a fork
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

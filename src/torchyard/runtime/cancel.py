@@ -1,0 +1,34 @@
+"""Canceling a run: one path for the SDK, the CLI and the sweep controller."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from torchyard.runtime.liveness import pid_alive
+from torchyard.status import TERMINAL_VALUES, RunStatus
+
+USER_CANCEL = "canceled by user"
+
+
+def cancel_run(store: Any, row: dict[str, Any], reason: str | None = None) -> None:
+    """Ask the run in ``row`` to stop: CancelRequested (with ``reason``) in the store first, then
+    SIGTERM to its supervisor when it runs on this host. Idempotent; a terminal run is left alone.
+
+    The order matters: a supervisor that is still starting ignores SIGTERM until its handler is in
+    place, then reads the status, so the request is never lost."""
+    if row["status"] in TERMINAL_VALUES:
+        return
+    from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
+
+    store.set_status(row["id"], RunStatus.CANCEL_REQUESTED, reason or USER_CANCEL)
+    pid = row.get("supervisor_pid")
+    if pid is None:  # recorded by the submitter just now: read it again
+        pid = store.get_run(row["id"]).get("supervisor_pid")
+    if pid and row.get("supervisor_host") in (None, HOSTNAME) and pid_alive(pid, time.time()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

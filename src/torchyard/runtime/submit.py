@@ -1,0 +1,305 @@
+"""The one submit path: the SDK, the CLI (with or without the agent), a sweep's trials and
+``--dry-run`` all go through here.
+
+``check_job`` validates a JobSpec against the workspace and its target; ``record_run`` snapshots and
+records it (NotStarted → Queued, nothing started); ``submit_run`` records it and starts its
+supervisor. ``plan`` is the pure half: what each node would run, built by the same functions the
+supervisor uses (``rank_argv``, the target's ``prepare``), which is what ``--dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from torchyard.errors import NotSupportedError, SpecError
+from torchyard.paths import RunPaths
+from torchyard.status import RunStatus
+
+if TYPE_CHECKING:
+    from torchyard.compute.base import ComputeTarget, LaunchPlan
+    from torchyard.spec.job import JobSpec
+    from torchyard.sweeps.config import HyperDriveConfig
+    from torchyard.workspace.workspace import WorkspaceFolder
+
+_PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def new_run_id(experiment: str) -> str:
+    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def str_dict(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(field, f"must be a dict of strings, got {type(value).__name__}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def registered_environment(ws: WorkspaceFolder, spec: JobSpec) -> JobSpec:
+    """``spec`` with a registered environment (by name and version) filled in."""
+    env = spec.environment
+    if not env.name or not env.is_default or env.user_managed or env.name == "default" and env.version is None:
+        return spec
+    if env.version is None and env.name not in ws.environments:
+        return spec  # a name alone is only a label
+    found = ws.environments.get(env.name, env.version)
+    return msgspec.structs.replace(spec, environment=msgspec.convert(found.to_spec_dict(), type(env)))
+
+
+def check_job(ws: WorkspaceFolder, spec: JobSpec) -> tuple[JobSpec, ComputeTarget]:
+    """The spec as it will run (registered environment filled in) and its target, checked: an
+    unknown target (attached ones included), a feature the target lacks, an environment this
+    machine cannot build, a data reference without a datastore. Raises SpecError naming the field."""
+    from torchyard.compute.registry import get_target  # noqa: PLC0415 - targets load lazily
+    from torchyard.environments import check_supported  # noqa: PLC0415
+
+    spec = registered_environment(ws, spec)
+    target = get_target(spec.compute_target, ws.path)
+    target.check(spec)
+    check_supported(spec.environment)
+    for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        for name, ref in entries.items():
+            if not isinstance(ref, dict) or not (ref.get("datastore") or ref.get("url")):
+                raise NotSupportedError(f"{kind}.{name}", "needs a datastore path or a URL")
+    return spec, target
+
+
+def _snapshot(ws: WorkspaceFolder, source: str, workdir: str) -> dict[str, str]:
+    """Store ``source`` content-addressed and materialize it as the run's folder; the run properties
+    that record it (snapshot id, and git commit/dirty/branch if any)."""
+    from torchyard.workspace.snapshots import git_info  # noqa: PLC0415
+
+    max_bytes, max_files = ws.snapshot_limits()
+    store = ws.snapshots
+    snap = store.take(source, max_bytes=max_bytes, max_files=max_files)
+    os.makedirs(workdir, exist_ok=True)
+    store.materialize(snap.manifest_id, workdir)
+    return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
+
+
+def record_run(
+    ws: WorkspaceFolder,
+    experiment: str,
+    spec: JobSpec,
+    *,
+    tags: dict[str, str] | None = None,
+    parent_id: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
+    explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one."""
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    check_name(experiment)
+    tags = str_dict(tags, "tags")
+    spec, _target = check_job(ws, spec)
+    if run_id is None:
+        run_id = new_run_id(experiment)
+    else:
+        check_name(run_id, "run_id")
+    workdir = ws.run_dir(run_id)
+    properties = _snapshot(ws, spec.source_directory, workdir)
+    paths = RunPaths(workdir)
+    os.makedirs(paths.journal, exist_ok=True)
+    info = {
+        "run_id": run_id,
+        "experiment": experiment,
+        "workspace": ws.path,
+        "db_url": ws.db_url,
+        "python": sys.executable,
+        "spec": spec.to_dict(),
+    }
+    with open(paths.run_info, "w") as fh:
+        json.dump(info, fh)
+    ws.store.create_run(
+        run_id=run_id,
+        experiment=experiment,
+        spec_json=spec.to_json().decode(),
+        compute_target=spec.compute_target,
+        run_dir=workdir,
+        tags=tags,
+        display_name=spec.display_name,
+        parent_id=parent_id,
+        properties=properties,
+        queued=True,
+        kind="trial" if parent_id else "run",
+    )
+    return run_id
+
+
+def spawn_supervisor(workdir: str) -> int:
+    """Start the supervisor of the run in ``workdir``, detached (it outlives the submitter). Its pid."""
+    from torchyard.runtime.spawn import spawn_detached  # noqa: PLC0415
+
+    return spawn_detached("torchyard.runtime.supervisor", workdir, RunPaths(workdir).supervisor_log,
+                          what="the run supervisor")
+
+
+def submit_run(
+    ws: WorkspaceFolder,
+    experiment: str,
+    spec: JobSpec,
+    *,
+    tags: dict[str, str] | None = None,
+    parent_id: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
+    run_id = record_run(ws, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
+    ws.store.set_supervisor(run_id, spawn_supervisor(ws.run_dir(run_id)))
+    return run_id
+
+
+def start_sweep(ws: WorkspaceFolder, experiment: str, config: HyperDriveConfig,
+                tags: dict[str, str] | None = None) -> str:
+    """Record a sweep's parent run (Queued) and start its controller; returns the parent's id.
+
+    Its trials are checked exactly as a run would be (attached targets included), before anything
+    is recorded."""
+    from torchyard.runtime.sweep_process import spawn_controller  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    check_name(experiment)
+    tags = str_dict(tags, "tags")
+    spec, _target = check_job(ws, config.trial_spec)
+    sampling = config.hyperparameter_sampling
+    seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
+    run_id = new_run_id(experiment)
+    run_dir = ws.run_dir(run_id)
+    paths = RunPaths(run_dir)
+    os.makedirs(paths.internal, exist_ok=True)
+    os.makedirs(paths.logs, exist_ok=True)
+    with open(paths.controller_info, "w") as fh:
+        json.dump({"run_id": run_id, "workspace": ws.path, "db_url": ws.db_url, "python": sys.executable}, fh)
+    properties = {
+        "torchyard.sweep": "hyperdrive",
+        "primary_metric_config": json.dumps({"name": config.primary_metric_name, "goal": config.primary_metric_goal.value}),
+        "sampling": sampling.name,
+        "seed": str(seed),
+        "policy": config.policy.name,
+        "max_total_runs": str(config.max_total_runs),
+        "max_concurrent_runs": str(config.max_concurrent_runs),
+    }
+    store = ws.store
+    store.create_run(
+        run_id=run_id,
+        experiment=experiment,
+        spec_json=json.dumps(config.to_dict(seed)),
+        compute_target=spec.compute_target,
+        run_dir=run_dir,
+        tags={**config.tags, **tags},
+        display_name=spec.display_name,
+        properties=properties,
+        kind="sweep",
+    )
+    store.set_status(run_id, RunStatus.QUEUED)
+    store.set_supervisor(run_id, spawn_controller(run_dir))
+    return run_id
+
+
+# ---- what a node runs -------------------------------------------------------------------------------
+
+
+def fill_placeholders(text: str, paths: dict[tuple[str, str], str]) -> str:
+    """Replace ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` with the local paths."""
+    if "${{" not in text:
+        return text
+    return _PLACEHOLDER.sub(lambda m: paths.get((m.group(1), m.group(2)), m.group(0)), text)
+
+
+def data_env(paths: dict[tuple[str, str], str]) -> dict[str, str]:
+    """Each input's path as TORCHYARD_INPUT_<NAME> (and Azure's AZUREML_DATAREFERENCE_<name>); each
+    named output's folder as TORCHYARD_OUTPUT_<NAME>."""
+    env = {}
+    for (kind, name), path in paths.items():
+        if kind == "inputs":
+            env[f"TORCHYARD_INPUT_{name.upper()}"] = path
+            env[f"AZUREML_DATAREFERENCE_{name}"] = path
+        else:
+            env[f"TORCHYARD_OUTPUT_{name.upper()}"] = path
+    return env
+
+
+def rank_argv(spec: JobSpec, python: str, paths: dict[tuple[str, str], str]) -> list[str]:
+    """The command every rank runs: the entry script under the run's interpreter, or the command
+    under a shell with that interpreter first on PATH; data placeholders filled in."""
+    if spec.entry_script:
+        return [python, spec.entry_script, *(fill_placeholders(a, paths) for a in spec.arguments)]
+    return ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {fill_placeholders(spec.command or "", paths)}']
+
+
+def with_data(spec: JobSpec, paths: dict[tuple[str, str], str]) -> JobSpec:
+    if not paths:
+        return spec
+    return msgspec.structs.replace(spec, environment_variables={**spec.environment_variables, **data_env(paths)})
+
+
+def prepared_job(run_id: str, experiment: str, workspace: str, workdir: str, spec: JobSpec, python: str,
+                 paths: dict[tuple[str, str], str]) -> Any:
+    """The PreparedJob a target's ``prepare`` gets: the same for a real run and a dry run."""
+    from torchyard.compute.base import PreparedJob  # noqa: PLC0415
+
+    spec = with_data(spec, paths)
+    return PreparedJob(
+        run_id=run_id,
+        experiment=experiment,
+        workspace=workspace,
+        workdir=workdir,
+        spec=spec,
+        rank_argv=rank_argv(spec, python, paths),
+        launcher_python=sys.executable,
+        rank_python=python,
+    )
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a submit would do: the compiled job and the target's launch plan (per node)."""
+
+    experiment: str
+    spec: JobSpec
+    plan: LaunchPlan
+    environment: dict[str, Any]
+
+    def describe(self) -> str:
+        lines = [f"experiment: {self.experiment}", "job:", json.dumps(self.spec.to_dict(), indent=2)]
+        env = self.environment
+        if env.get("key"):
+            state = "cached" if env["cached"] else "built at Preparing"
+            lines.append(f"environment: {env['key']} ({state}): {env['python']}")
+        lines.append(self.plan.describe())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "spec": self.spec.to_dict(), "environment": self.environment,
+                "plan": self.plan.describe()}
+
+
+def plan(ws: WorkspaceFolder, experiment: str, spec: JobSpec) -> DryRun:
+    """The pure half of a submit: what each node would run, with the run id and folder left as
+    ``<run_id>`` and ``<workspace>/runs/<run_id>``. Nothing is recorded, built or started."""
+    from torchyard.environments import planned_python  # noqa: PLC0415
+
+    spec, target = check_job(ws, spec)
+    env = planned_python(ws.path, spec.environment)
+    python = env["python"] if env["key"] else sys.executable
+    workdir = os.path.join("<workspace>", "runs", "<run_id>")
+    rp = RunPaths(workdir)
+    paths: dict[tuple[str, str], str] = {}
+    for name, ref in spec.inputs.items():
+        paths[("inputs", name)] = rp.input(ref.get("path_on_compute") or name)
+    for name in spec.outputs:
+        paths[("outputs", name)] = rp.named_output(name)
+    job = prepared_job("<run_id>", experiment, "<workspace>", workdir, spec, python, paths)
+    return DryRun(experiment=experiment, spec=job.spec, plan=target.prepare(job),
+                  environment={**env, "python": python})

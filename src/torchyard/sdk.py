@@ -1,0 +1,58 @@
+"""The SDK's :class:`Workspace` (L5): the workspace folder (persistence, L2) plus the views the SDK
+hangs on it — experiments, runs, compute targets — and submit, which goes through the runtime's one
+submit path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torchyard.workspace.workspace import WorkspaceFolder
+
+if TYPE_CHECKING:
+    from torchyard.compute.registry import ComputeRegistry
+    from torchyard.experiment import Experiment
+    from torchyard.run import Run
+    from torchyard.spec.job import JobSpec
+
+
+class Workspace(WorkspaceFolder):
+    """Where runs, metrics and artifacts live.
+
+    ``Workspace()`` finds ``./.torchyard`` (or a parent's), else creates it in the working directory.
+    ``Workspace(path=...)`` or ``TORCHYARD_WORKSPACE`` choose the folder; ``db_url=...`` or
+    ``TORCHYARD_DB_URL`` put the metadata store in PostgreSQL (or any SQLAlchemy URL) instead of SQLite.
+    """
+
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        from torchyard.experiment import Experiment  # noqa: PLC0415
+
+        return {name: Experiment(self, name) for name in self.store.list_experiments()}
+
+    def get_run(self, run_id: str) -> Run:
+        from torchyard.experiment import Experiment  # noqa: PLC0415
+        from torchyard.run import Run  # noqa: PLC0415
+
+        row = self.store.get_run(run_id)
+        return Run(Experiment(self, row["experiment"]), run_id)
+
+    @property
+    def compute_targets(self) -> ComputeRegistry:
+        """The compute targets attached to this workspace (``ComputeTarget.attach``)."""
+        from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415 - targets load lazily
+
+        return ComputeRegistry(self.path)
+
+    def submit(self, experiment: str, spec: JobSpec, *, tags: dict[str, str] | None = None,
+               parent_id: str | None = None, run_id: str | None = None) -> str:
+        """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor; its id."""
+        from torchyard.runtime.submit import submit_run  # noqa: PLC0415
+
+        return submit_run(self, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
+
+    def record_run(self, experiment: str, spec: JobSpec, *, tags: dict[str, str] | None = None,
+                   parent_id: str | None = None, run_id: str | None = None) -> str:
+        """Validate, snapshot and record a run without starting it (a test's or a tool's step)."""
+        from torchyard.runtime.submit import record_run  # noqa: PLC0415
+
+        return record_run(self, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
