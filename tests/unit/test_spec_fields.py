@@ -12,8 +12,8 @@ import pytest
 
 from torchyard.cli.main import _parser
 from torchyard.spec.estimators import PyTorch, ScriptRunConfig
-from torchyard.spec.jobfile import load_job_file
 from torchyard.spec.job import JobSpec
+from torchyard.spec.jobfile import load_job_file
 
 # field: (PyTorch keyword, ScriptRunConfig keyword, YAML key, `torchyard run` flag); None = not offered there
 REACH: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
