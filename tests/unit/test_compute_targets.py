@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -144,17 +143,17 @@ def test_cleanup_removes_the_node_folder_and_its_empty_run_folder(agent):
 
 
 def test_pull_and_apply_mirror_appends_and_the_rewritten_status_file(agent, tmp_path):
-    from torchyard.compute.ray_backend import RayHandle
+    from torchyard.compute.mirror import Mirror
     from torchyard.compute.ray_node import WHOLE_PREFIX
 
-    mirror = types.SimpleNamespace(workdir=str(tmp_path / "mirror"), offsets=[{}])
+    mirror = Mirror(str(tmp_path / "mirror"), 1)
     log = os.path.join(agent.dir, "logs", "rank_0.txt")
     status = os.path.join(agent.dir, f"{WHOLE_PREFIX}0.json")
     Path(os.path.join(agent.dir, "logs", "empty.txt")).write_text("")
 
     def sync() -> None:
         while chunks := agent.pull(mirror.offsets[0]):
-            RayHandle._apply(mirror, 0, chunks)  # type: ignore[arg-type]
+            mirror.apply(0, chunks)
 
     Path(log).write_text("one\n")
     Path(status).write_text('{"state": "starting ranks"}')

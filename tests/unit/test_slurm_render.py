@@ -24,6 +24,7 @@ from torchyard.compute.slurm import (
 )
 from torchyard.errors import SpecError
 from torchyard.launch.launcher import resolve_plan
+from torchyard.launch.plan import NodeFill, NodePlan
 
 GOLDEN = Path(__file__).parent / "golden"
 PY = "/opt/venv/bin/python"
@@ -73,15 +74,15 @@ def test_rendered_sbatch_matches_golden(srcdir, case):
 def test_plan_leaves_node_rank_and_master_to_the_node(srcdir):
     plan = SlurmCompute(name="hpc").prepare(_job(srcdir, node_count=2, distributed_backend="pytorch"))
     node = plan.nodes[0].plan
-    assert node["node_rank"] == "${SLURM_NODEID}"
-    assert node["master_addr"] == "${TORCHYARD_MASTER_ADDR}"
-    assert node["status_path"].endswith("launcher_node_${SLURM_NODEID}.json")
+    assert node.fill == NodeFill(node_rank="SLURM_NODEID", master_addr="TORCHYARD_MASTER_ADDR",
+                                 master_port="TORCHYARD_MASTER_PORT")
     assert len(plan.nodes) == 2
     described = plan.describe()
     assert "#SBATCH --nodes=2" in described and "srun" in described  # the dry run shows the script
     resolved = resolve_plan(node, {"SLURM_NODEID": "1", "TORCHYARD_MASTER_ADDR": "10.0.0.5", "TORCHYARD_MASTER_PORT": "2345"})
-    assert (resolved["node_rank"], resolved["master_addr"], resolved["master_port"]) == ("1", "10.0.0.5", "2345")
-    assert resolved["status_path"].endswith("launcher_node_1.json")
+    assert (resolved.node_rank, resolved.master_addr, resolved.master_port) == (1, "10.0.0.5", 2345)
+    assert resolved.status_path.endswith("launcher_node_1.json")
+    assert resolved.fill == NodeFill()
 
 
 def test_mpi_plan_runs_one_launcher_with_hosts_from_the_allocation(srcdir):
@@ -90,18 +91,20 @@ def test_mpi_plan_runs_one_launcher_with_hosts_from_the_allocation(srcdir):
     node = plan.nodes[0].plan
     resolved = resolve_plan(node, {"TORCHYARD_HOSTS": " 10.0.0.5 10.0.0.6", "TORCHYARD_MASTER_ADDR": "10.0.0.5",
                                    "TORCHYARD_MASTER_PORT": "1"})
-    assert resolved["hosts"] == [["10.0.0.5", 2], ["10.0.0.6", 2]]
+    assert resolved.hosts == [("10.0.0.5", 2), ("10.0.0.6", 2)]
     # on one machine every node has the same address: its slots add up (Open MPI refuses repeats)
     same = resolve_plan(node, {"TORCHYARD_HOSTS": "127.0.0.1 127.0.0.1", "TORCHYARD_MASTER_ADDR": "127.0.0.1",
                                "TORCHYARD_MASTER_PORT": "1"})
-    assert same["hosts"] == [["127.0.0.1", 4]]
+    assert same.hosts == [("127.0.0.1", 4)]
 
 
 def test_a_missing_node_variable_is_named():
-    with pytest.raises(SystemExit, match=r"needs \$SLURM_NODEID"):
-        resolve_plan({"node_rank": "${SLURM_NODEID}"}, {})
-    plain = {"node_rank": 3, "master_addr": "127.0.0.1", "hosts": [["localhost", 2]]}
-    assert resolve_plan(plain, {}) == plain  # plans without ${...} are untouched
+    plan = NodePlan(run_id="r", experiment="e", workspace="/w", workdir="/w/r", fill=NodeFill(node_rank="SLURM_NODEID"))
+    with pytest.raises(SystemExit, match=r"from \$SLURM_NODEID"):
+        resolve_plan(plan, {})
+    plain = plan.replace(fill=NodeFill(), node_rank=3, hosts=[("localhost", 2)])
+    assert resolve_plan(plain, {}) == plain  # a plan with nothing to fill is untouched
+    assert NodePlan.from_json(plain.to_json()) == plain
 
 
 def test_shared_dir_other_than_the_workspace_moves_the_node_folder(srcdir):
@@ -112,7 +115,7 @@ def test_shared_dir_other_than_the_workspace_moves_the_node_folder(srcdir):
     assert other.node_workdir == "/scratch/me/runs/digits_1795680000_ab12cd34"
     assert "#SBATCH --chdir=/scratch/me/runs/digits_1795680000_ab12cd34" in other.files[other.script_path]
     nodes_python = SlurmCompute(python="/cluster/py/bin/python", name="hpc").prepare(job)
-    assert nodes_python.nodes[0].plan["argv"][0] == "/cluster/py/bin/python"
+    assert nodes_python.nodes[0].plan.argv[0] == "/cluster/py/bin/python"
     assert "/cluster/py/bin/python -m torchyard.launch.launcher" in nodes_python.files[nodes_python.script_path]
 
 

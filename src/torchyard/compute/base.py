@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torchyard.errors import NotSupportedError, SpecError
+from torchyard.launch.plan import NodeFill, NodePlan
+from torchyard.paths import RunPaths
 from torchyard.records import JsonRecords
 from torchyard.spec.job import JobSpec
 
@@ -52,7 +54,7 @@ class PreparedJob:
 @dataclass(frozen=True, kw_only=True)
 class NodeLaunch:
     node_rank: int
-    plan: dict[str, Any]
+    plan: NodePlan
     argv: list[str]
 
 
@@ -68,7 +70,7 @@ class LaunchPlan:
         lines = [f"compute target: {self.target}"]
         for node in self.nodes:
             lines.append(f"node {node.node_rank}: {shlex.join(node.argv)}")
-            lines.append(json.dumps(node.plan, indent=2, sort_keys=True))
+            lines.append(json.dumps(node.plan.to_dict(), indent=2, sort_keys=True))
         for path, content in self.files.items():
             lines.append(f"--- {path}\n{content}")
         return "\n".join(lines)
@@ -187,29 +189,30 @@ def launch_mode(spec: JobSpec) -> str:
     return "torchrun" if spec.distribution.launcher == "torchrun" else "direct"
 
 
-def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir: str | None = None) -> dict[str, Any]:
-    """The launcher plan every node of ``job`` shares (see launcher.py); targets add ``node_rank``,
-    ``status_path`` and, under mpi, ``hosts``."""
+def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir: str | None = None,
+                fill: NodeFill | None = None) -> NodePlan:
+    """The launcher plan every node of ``job`` shares (node 0's; see launch/plan.py). Targets set
+    ``node_rank`` per node (or name it in ``fill``) and, under mpi, ``hosts``."""
     spec = job.spec
     dist = spec.distribution
     mode = launch_mode(spec)
-    return {
-        "run_id": job.run_id,
-        "experiment": job.experiment,
-        "workspace": job.workspace,
-        "workdir": workdir or job.workdir,
-        "master_addr": master_addr,
-        "master_port": master_port,
-        "node_count": dist.node_count,
-        "nproc": dist.process_count_per_node,
-        "dist_backend": "mpi" if mode == "mpi" else dist.communication_backend,
-        "user_env": dict(spec.environment_variables),
-        "use_gpu": spec.use_gpu,
-        "argv": job.rank_argv,
-        "mode": mode,
-        "max_restarts": dist.max_restarts,
-        "grace_seconds": 3.0,
-    }
+    return NodePlan(
+        run_id=job.run_id,
+        experiment=job.experiment,
+        workspace=job.workspace,
+        workdir=workdir or job.workdir,
+        master_addr=master_addr,
+        master_port=master_port,
+        node_count=dist.node_count,
+        nproc=dist.process_count_per_node,
+        dist_backend="mpi" if mode == "mpi" else dist.communication_backend,
+        user_env=dict(spec.environment_variables),
+        use_gpu=spec.use_gpu,
+        argv=list(job.rank_argv),
+        mode=mode,  # type: ignore[arg-type]
+        max_restarts=dist.max_restarts,
+        fill=fill or NodeFill(),
+    )
 
 
 def launcher_argv(python: str, plan_path: str) -> list[str]:
@@ -217,4 +220,4 @@ def launcher_argv(python: str, plan_path: str) -> list[str]:
 
 
 def status_path(workdir: str, node_rank: int) -> str:
-    return os.path.join(workdir, ".torchyard-run", f"launcher_node_{node_rank}.json")
+    return RunPaths(workdir).node_report(node_rank)

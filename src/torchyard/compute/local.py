@@ -20,9 +20,9 @@ from torchyard.compute.base import (
     PreparedJob,
     common_plan,
     launcher_argv,
-    status_path,
 )
 from torchyard.launch.contract import node_gpus
+from torchyard.paths import RunPaths
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,15 +59,15 @@ class LocalCompute(ComputeTarget):
     def prepare(self, job: PreparedJob) -> LaunchPlan:
         dist = job.spec.distribution
         common = common_plan(job, master_addr="127.0.0.1", master_port=free_port())
-        mode = common["mode"]
+        mode = common.mode
         # under mpi one mpirun (run by node 0's launcher) starts every simulated node's ranks
         node_ranks = [0] if mode == "mpi" else list(range(dist.node_count))
         if mode == "mpi":
-            common["hosts"] = [["localhost", dist.world_size]]
+            common = common.replace(hosts=[("localhost", dist.world_size)])
         nodes = []
         for node_rank in node_ranks:
-            plan = dict(common, node_rank=node_rank, status_path=status_path(job.workdir, node_rank))
-            plan_path = os.path.join(job.workdir, ".torchyard-run", f"plan_node_{node_rank}.json")
+            plan = common.replace(node_rank=node_rank)
+            plan_path = RunPaths(job.workdir).plan(node_rank)
             nodes.append(
                 NodeLaunch(node_rank=node_rank, plan=plan, argv=launcher_argv(job.launcher_python, plan_path))
             )
@@ -78,10 +78,10 @@ class LocalCompute(ComputeTarget):
 
         pids = []
         for node in plan.nodes:
-            with open(node.argv[-1], "w") as fh:  # the plan, for the record (and for a by-hand rerun)
-                json.dump(node.plan, fh)
+            with open(node.argv[-1], "wb") as fh:  # the plan, for the record (and for a by-hand rerun)
+                fh.write(node.plan.to_json())
             pids.append(fork_launcher(node.plan))  # a launcher per node, forked: no Python start-up
-        return LocalHandle(pids, [n.plan["status_path"] for n in plan.nodes])
+        return LocalHandle(pids, [n.plan.status_path for n in plan.nodes])
 
 
 class LocalHandle(Handle):

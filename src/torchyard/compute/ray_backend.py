@@ -16,15 +16,16 @@ import os
 import signal
 import socket
 import time
-import zlib
 from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
-from torchyard.compute.ray_node import WHOLE_PREFIX, NodeAgent, pack, remove_run_folder, unpack
+from torchyard.compute.mirror import Mirror
+from torchyard.compute.ray_node import NodeAgent, pack, remove_run_folder, unpack
 from torchyard.errors import ComputeError
+from torchyard.paths import NOT_CODE as NOT_CODE_DIRS
+from torchyard.paths import RunPaths
 
-#: what of a run's folder is its code (everything else is made by the run)
-NOT_CODE = ("logs", "outputs", ".torchyard-run")
+NOT_CODE = NOT_CODE_DIRS
 REASON_EVERY = 2.0
 NODE_CHECK_EVERY = 1.0
 
@@ -45,9 +46,9 @@ def prepare(target: Any, job: PreparedJob) -> LaunchPlan:
     common = common_plan(job, master_addr="<node 0's Ray address>", master_port=0, workdir="<node folder>")
     nodes = []
     for node_rank in range(dist.node_count):
-        plan = dict(common, node_rank=node_rank, status_path=f"<node folder>/{WHOLE_PREFIX}{node_rank}.json")
-        if common["mode"] == "mpi":
-            plan["hosts"] = [[f"ray-node-{k}", dist.process_count_per_node] for k in range(dist.node_count)]
+        plan = common.replace(node_rank=node_rank)
+        if common.mode == "mpi":
+            plan = plan.replace(hosts=[(f"ray-node-{k}", dist.process_count_per_node) for k in range(dist.node_count)])
         nodes.append(NodeLaunch(node_rank=node_rank, plan=plan, argv=["<NodeAgent actor>", "launcher", f"node {node_rank}"]))
     placement = {
         "address": target.address,
@@ -101,9 +102,9 @@ class RayHandle(Handle):
         self.bundles: list[dict[str, float]] = placement["bundles"]
         self.strategy: str = placement["strategy"]
         self.node_count = len(self.bundles)
-        self.mode = self.plans[0]["mode"]
+        self.mode = self.plans[0].mode
         self.snapshot = pack(self.workdir, exclude_top=NOT_CODE)  # before anything is made on the cluster
-        self.pg = placement_group(self.bundles, strategy=self.strategy, name=f"torchyard-{self.plans[0]['run_id']}")
+        self.pg = placement_group(self.bundles, strategy=self.strategy, name=f"torchyard-{self.plans[0].run_id}")
         self.pg_ready = self.pg.ready()
         self.state = "placing"
         self.reason: str | None = "waiting for the Ray cluster's answer"
@@ -115,7 +116,7 @@ class RayHandle(Handle):
         self.wait_refs: list[Any] = []
         self.codes: list[int | None] = []
         self.pull_refs: list[Any] = []
-        self.offsets: list[dict[str, int]] = []
+        self.mirror = Mirror(self.workdir, self.node_count)
         self.failure: tuple[str, str] | None = None
         self.rc: int | None = None
         self.canceled = False
@@ -197,7 +198,7 @@ class RayHandle(Handle):
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: PLC0415
 
         agent: Any = self.ray.remote(NodeAgent)
-        run_id = self.plans[0]["run_id"]
+        run_id = self.plans[0].run_id
         snapshot = self.ray.put(self.snapshot)
         for k, bundle in enumerate(self.bundles):
             actor = agent.options(
@@ -212,7 +213,7 @@ class RayHandle(Handle):
             ).remote(run_id, k)
             self.actors.append(actor)
             self.setup_refs.append(actor.setup.remote(snapshot, self.environment, k == 0))
-        self.offsets = [{} for _ in self.actors]
+        self.mirror = Mirror(self.workdir, len(self.actors))
         self.pull_refs = [None] * len(self.actors)
         self.codes = [None] * len(self.actors)
 
@@ -227,24 +228,22 @@ class RayHandle(Handle):
             if self.mode == "mpi" and k > 0:
                 self.wait_refs.append(ray.put(0))  # node 0's mpirun starts this node's ranks
                 continue
-            plan = dict(self.plans[k])
-            plan.update(
+            plan = self.plans[k].replace(
                 workdir=setup["workdir"],
                 master_addr=head["ip"],
-                master_port=head["port"],
-                status_path=os.path.join(setup["workdir"], f"{WHOLE_PREFIX}{k}.json"),
-                argv=_node_argv(plan["argv"], self.local_python, setup["python"]),
-                user_env={**plan["user_env"], **user_env},
+                master_port=int(head["port"]),
+                argv=_node_argv(self.plans[k].argv, self.local_python, setup["python"]),
+                user_env={**self.plans[k].user_env, **user_env},
             )
             if self.mode == "mpi":
-                plan["mpi_args"] = [
+                plan = plan.replace(mpi_args=[
                     "--mca", "plm_rsh_agent", f"{setup['launcher_python']} -m torchyard.compute.ray_rsh",
                     # no shared-memory topology: orted daemons started from Ray's workers could crash
                     # writing it (a segfault in hwloc_shmem_topology_write, seen here with two nodes on
                     # one machine); binding is off anyway (--bind-to none)
                     "--mca", "rtc_hwloc_vmhole", "none",
-                ]
-            self.start_refs.append(actor.start.remote(plan))
+                ])
+            self.start_refs.append(actor.start.remote(plan.to_dict()))
             self.wait_refs.append(actor.wait.remote())
 
     def _check_nodes(self) -> None:
@@ -321,7 +320,7 @@ class RayHandle(Handle):
         for k, actor in enumerate(self.actors[: len(self.setups)]):
             ref = self.pull_refs[k]
             if ref is None:
-                self.pull_refs[k] = actor.pull.remote(self.offsets[k])
+                self.pull_refs[k] = actor.pull.remote(self.mirror.offsets[k])
                 continue
             done, _ = ray.wait([ref], timeout=0)
             if not done:
@@ -333,25 +332,10 @@ class RayHandle(Handle):
                 continue  # a dead actor: poll() reports it
             self._apply(k, chunks)
             if chunks:
-                self.pull_refs[k] = actor.pull.remote(self.offsets[k])
+                self.pull_refs[k] = actor.pull.remote(self.mirror.offsets[k])
 
     def _apply(self, k: int, chunks: dict[str, Any]) -> None:
-        for rel, (offset, data) in chunks.items():
-            path = os.path.join(self.workdir, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if offset < 0:  # a whole file, rewritten in place on the node
-                tmp = f"{path}.tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-                self.offsets[k][rel] = zlib.crc32(data)  # what the node compares with
-                continue
-            with open(path, "ab") as fh:
-                if fh.tell() != offset:
-                    fh.truncate(offset)
-                    fh.seek(offset)
-                fh.write(data)
-            self.offsets[k][rel] = offset + len(data)
+        self.mirror.apply(k, chunks)
 
     def _drain(self) -> None:
         """Everything the nodes wrote, to the last byte (called once the launchers are done)."""
@@ -365,7 +349,7 @@ class RayHandle(Handle):
             try:
                 if ref is not None:
                     self._apply(k, ray.get(ref, timeout=10))
-                while chunks := ray.get(actor.pull.remote(self.offsets[k]), timeout=10):
+                while chunks := ray.get(actor.pull.remote(self.mirror.offsets[k]), timeout=10):
                     self._apply(k, chunks)
             except ray.exceptions.RayError:
                 continue
@@ -373,7 +357,7 @@ class RayHandle(Handle):
     def collect(self) -> None:
         self._drain()
         ray = self.ray
-        wanted = ["outputs", os.path.join(".torchyard-run", "uploads")]
+        wanted = list(RunPaths.collected())
         every = getattr(self.target, "collect_all_outputs", False)
         for k, actor in enumerate(self.actors[: len(self.setups)]):
             if k > 0 and not every:
@@ -382,8 +366,7 @@ class RayHandle(Handle):
                 data = ray.get(actor.outputs.remote(wanted), timeout=120)
             except ray.exceptions.RayError as err:
                 raise ComputeError(f"node {k}'s outputs could not be fetched: {_cause(err)}") from None
-            dest = self.workdir if k == 0 else os.path.join(self.workdir, "outputs", f"node_{k}")
-            unpack(data, dest)
+            unpack(data, self.mirror.outputs_destination(k))
 
     def node_statuses(self) -> list[dict[str, Any]]:
         out = []
@@ -408,7 +391,7 @@ class RayHandle(Handle):
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
             if cleanups:
-                _clean_after(ray, self.pg, self.plans[0]["run_id"], cleanups)
+                _clean_after(ray, self.pg, self.plans[0].run_id, cleanups)
             from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
 
             remove_placement_group(self.pg)

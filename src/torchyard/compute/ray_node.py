@@ -24,13 +24,13 @@ import sys
 import tarfile
 import tempfile
 import threading
-import zlib
 from typing import Any
 
+from torchyard.compute.mirror import scan
+from torchyard.paths import RunPaths
+
 #: files served incrementally (append-only) and whole (rewritten in place)
-APPEND_DIRS = ("logs", os.path.join(".torchyard-run", "journal"), os.path.join(".torchyard-run", "exit"))
-WHOLE_PREFIX = os.path.join(".torchyard-run", "launcher_node_")
-CHUNK = 4 << 20
+WHOLE_PREFIX = RunPaths.reports_prefix()
 RSH_REQUEST_SECONDS = 10.0
 RSH_MAX_REQUEST = 1 << 20
 
@@ -93,8 +93,9 @@ class NodeAgent:
                 raise RuntimeError("the run ended before this node was set up")
             shutil.rmtree(self.dir, ignore_errors=True)
             unpack(snapshot, self.dir)
-            for sub in ("logs", "outputs", os.path.join(".torchyard-run", "journal")):
-                os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            paths = RunPaths(self.dir)
+            for folder in (paths.logs, paths.outputs, paths.journal):
+                os.makedirs(folder, exist_ok=True)
         python = sys.executable
         if environment is not None:
             import msgspec  # noqa: PLC0415
@@ -132,12 +133,12 @@ class NodeAgent:
             with self._lock:  # stop() may have come first (a threaded actor's calls run in any order)
                 if self._stopped or self._closed:
                     return 0
-                plan_path = os.path.join(self.dir, ".torchyard-run", f"plan_node_{self.node_rank}.json")
+                plan_path = RunPaths(self.dir).plan(self.node_rank)
                 # the plan holds the rsh token (TORCHYARD_RAY_RSH): readable by this user only
                 fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as fh:
                     json.dump(plan, fh)
-                log_path = os.path.join(self.dir, ".torchyard-run", f"launcher_node_{self.node_rank}.log")
+                log_path = RunPaths(self.dir).launcher_log(self.node_rank)
                 with open(log_path, "ab") as log:
                     self.proc = subprocess.Popen(
                         [sys.executable, "-m", "torchyard.launch.launcher", plan_path],
@@ -166,43 +167,8 @@ class NodeAgent:
     # ---- streaming back ------------------------------------------------------------------------
 
     def pull(self, offsets: dict[str, int]) -> dict[str, Any]:
-        """New bytes of logs and journals past ``offsets`` (relative path → size already had), and the
-        launcher status file whole when its CRC-32 differs from ``offsets``' (offset -1):
-        ``{path: [offset, bytes]}``, at most about 4 MiB per call."""
-        out: dict[str, Any] = {}
-        budget = CHUNK
-        for sub in APPEND_DIRS:
-            folder = os.path.join(self.dir, sub)
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
-                rel = os.path.join(sub, entry.name)
-                have = offsets.get(rel, 0)
-                try:
-                    size = entry.stat().st_size
-                except OSError:
-                    continue
-                if rel not in offsets and size == 0:
-                    out[rel] = [0, b""]  # an empty log still exists
-                    continue
-                if size <= have or budget <= 0 or not entry.is_file():
-                    continue
-                with open(entry.path, "rb") as fh:
-                    fh.seek(have)
-                    data = fh.read(min(size - have, budget))
-                budget -= len(data)
-                out[rel] = [have, data]
-        status = f"{WHOLE_PREFIX}{self.node_rank}.json"
-        try:
-            with open(os.path.join(self.dir, status), "rb") as fh:
-                data = fh.read()
-            if zlib.crc32(data) != offsets.get(status, -1):  # rewritten in place, maybe at the same length
-                out[status] = [-1, data]
-        except OSError:
-            pass
-        return out
+        """A mirror frame (compute/mirror.py): what of this node's folder the supervisor lacks."""
+        return scan(self.dir, offsets)
 
     def outputs(self, what: list[str]) -> bytes:
         return pack(self.dir, include=what)
@@ -305,6 +271,8 @@ class NodeAgent:
                 send_frame(conn, b"x" + str(128 - rc if rc < 0 else rc).encode())
             except OSError:  # mpirun went away: so does its daemon
                 _killpg(proc.pid, signal.SIGTERM)
+            finally:
+                proc.stdout.close()
 
 
 def node_folder(run_id: str, node_rank: int) -> str:

@@ -33,7 +33,10 @@ from torchyard.compute.base import (
     common_plan,
     launcher_argv,
 )
+from torchyard.compute.mirror import Mirror
 from torchyard.errors import ComputeError, SpecError
+from torchyard.launch.plan import NodeFill
+from torchyard.paths import RunPaths
 
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel")
 INSTALL_HINT = (
@@ -165,18 +168,22 @@ class SlurmCompute(ComputeTarget):
             run_id=job.run_id, experiment=job.experiment, workspace=job.workspace, workdir=job.workdir,
             spec=job.spec, rank_argv=rank_argv, launcher_python=python,
         )  # fmt: skip
-        plan = common_plan(job, master_addr="${TORCHYARD_MASTER_ADDR}", master_port=0, workdir=workdir)
-        plan["master_port"] = "${TORCHYARD_MASTER_PORT}"
-        run_dir = os.path.join(workdir, ".torchyard-run")
-        plan_path = os.path.join(run_dir, "plan_slurm.json")
-        script_path = os.path.join(run_dir, "job.sbatch")
-        mpi = plan["mode"] == "mpi"
-        if mpi:  # node 0's launcher runs mpirun over every node's address
-            plan.update(node_rank=0, status_path=os.path.join(run_dir, "launcher_node_0.json"),
-                        hosts="${TORCHYARD_HOSTS}", mpi_args=list(MPI_ARGS))
+        # node 0's address and a free port are found by the batch script; each task's node rank is
+        # Slurm's SLURM_NODEID; under mpi, node 0's launcher runs mpirun over every node's address
+        fill = NodeFill(master_addr="TORCHYARD_MASTER_ADDR", master_port="TORCHYARD_MASTER_PORT")
+        plan = common_plan(job, master_addr="", master_port=0, workdir=workdir, fill=fill)
+        paths = RunPaths(workdir)
+        plan_path = paths.target_file("plan_slurm.json")
+        script_path = paths.target_file("job.sbatch")
+        mpi = plan.mode == "mpi"
+        if mpi:
+            plan = plan.replace(node_rank=0, mpi_args=list(MPI_ARGS),
+                                fill=NodeFill(master_addr=fill.master_addr, master_port=fill.master_port,
+                                              hosts="TORCHYARD_HOSTS"))
         else:
-            plan.update(node_rank="${SLURM_NODEID}", status_path=os.path.join(run_dir, "launcher_node_${SLURM_NODEID}.json"))
-        script = render_sbatch(self, job, workdir=workdir, plan_path=plan_path, python=python, mode=plan["mode"])
+            plan = plan.replace(fill=NodeFill(master_addr=fill.master_addr, master_port=fill.master_port,
+                                              node_rank="SLURM_NODEID"))
+        script = render_sbatch(self, job, workdir=workdir, plan_path=plan_path, python=python, mode=plan.mode)
         argv = launcher_argv(python, plan_path)
         node_ranks = [0] if mpi else list(range(dist.node_count))
         nodes = [
@@ -198,10 +205,11 @@ class SlurmCompute(ComputeTarget):
             raise ComputeError(f"sbatch not found on PATH; {INSTALL_HINT}")
         if plan.node_workdir != plan.local_workdir:
             _copy_run_folder(plan.local_workdir, plan.node_workdir)
-        for sub in ("logs", "outputs", ".torchyard-run"):
-            os.makedirs(os.path.join(plan.node_workdir, sub), exist_ok=True)
+        node = RunPaths(plan.node_workdir)
+        for folder in (node.logs, node.outputs, node.internal):
+            os.makedirs(folder, exist_ok=True)
         with open(plan.plan_path, "w") as fh:
-            json.dump(plan.nodes[0].plan, fh, indent=2)
+            json.dump(plan.nodes[0].plan.to_dict(), fh, indent=2)
         for path, content in plan.files.items():
             with open(path, "w") as fh:
                 fh.write(content)
@@ -221,7 +229,7 @@ class SlurmCompute(ComputeTarget):
         job_id = proc.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise ComputeError(f"sbatch answered {proc.stdout.strip()!r}, not a job id")
-        with open(os.path.join(plan.node_workdir, ".torchyard-run", "slurm_job_id"), "w") as fh:
+        with open(node.target_file("slurm_job_id"), "w") as fh:
             fh.write(job_id + "\n")
         return SlurmHandle(job_id, plan)
 
@@ -358,7 +366,8 @@ class SlurmHandle(Handle):
         self.node_workdir = plan.node_workdir
         self.local_workdir = plan.local_workdir
         self.node_count = plan.node_count
-        self.mpi = plan.nodes[0].plan.get("mode") == "mpi"
+        self.mpi = plan.nodes[0].plan.mode == "mpi"
+        self.mirror = Mirror(plan.local_workdir, 1)
         self.state = "PENDING"
         self.reason = "submitted"
         self.fields: dict[str, str] = {}
@@ -370,7 +379,6 @@ class SlurmHandle(Handle):
         self.last_poll = 0.0
         self.interval = POLL_MIN
         self.completing_since: float | None = None
-        self.offsets: dict[str, int] = {}
 
     def details(self) -> dict[str, Any]:
         out: dict[str, Any] = {"slurm_job_id": self.job_id, "slurm_state": self.state}
@@ -392,9 +400,8 @@ class SlurmHandle(Handle):
         return parse_scontrol_job(proc.stdout)
 
     def _launcher_ended(self) -> bool:
-        folder = os.path.join(self.node_workdir, ".torchyard-run")
-        return any(os.path.exists(os.path.join(folder, f"launcher_node_{k}.json"))
-                   for k in range(1 if self.mpi else self.node_count))
+        paths = RunPaths(self.node_workdir)
+        return any(os.path.exists(paths.node_report(k)) for k in range(1 if self.mpi else self.node_count))
 
     def _refresh(self, force: bool = False) -> None:
         now = time.time()
@@ -511,11 +518,11 @@ class SlurmHandle(Handle):
         return f": {last[-1]}" if last else ""
 
     def node_statuses(self) -> list[dict[str, Any]]:
-        folder = os.path.join(self.node_workdir, ".torchyard-run")
+        paths = RunPaths(self.node_workdir)
         out = []
         for k in range(self.node_count):
             try:
-                with open(os.path.join(folder, f"launcher_node_{k}.json")) as fh:
+                with open(paths.node_report(k)) as fh:
                     out.append(json.load(fh))
             except (OSError, ValueError):
                 continue
@@ -524,42 +531,14 @@ class SlurmHandle(Handle):
     # ---- files (only when the nodes' folder is not the run's own) --------------------------------
 
     def sync(self) -> None:
-        if self.node_workdir == self.local_workdir:
-            return
-        for sub in ("logs", os.path.join(".torchyard-run", "journal")):
-            src = os.path.join(self.node_workdir, sub)
-            try:
-                names = os.listdir(src)
-            except OSError:
-                continue
-            for name in names:
-                self._append_new(os.path.join(src, name), os.path.join(self.local_workdir, sub, name))
-
-    def _append_new(self, src: str, dest: str) -> None:
-        """Copy the bytes of ``src`` not copied yet (logs and journals only grow)."""
-        try:
-            size = os.path.getsize(src)
-        except OSError:
-            return
-        done = self.offsets.get(src, -1)
-        if size <= done:
-            return
-        done = max(done, 0)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with open(src, "rb") as fin, open(dest, "ab") as fout:
-            fin.seek(done)
-            data = fin.read(size - done)
-            fout.write(data)
-        self.offsets[src] = done + len(data)
+        if self.node_workdir != self.local_workdir:  # every node writes into the one shared folder
+            self.mirror.pull_folder(0, self.node_workdir)
 
     def collect(self) -> None:
         if self.node_workdir == self.local_workdir:
             return
         self.sync()
-        for sub in ("outputs", os.path.join(".torchyard-run", "uploads")):
-            src = os.path.join(self.node_workdir, sub)
-            if os.path.isdir(src):
-                shutil.copytree(src, os.path.join(self.local_workdir, sub), dirs_exist_ok=True)
+        self.mirror.collect_folder(0, self.node_workdir)
 
     def release(self) -> None:
         if self.released:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from torchyard.paths import RunPaths
+
 TORCH_NAMES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK")
 AZURE_NAMES = (
     "AZ_BATCH_MASTER_NODE",
@@ -54,6 +56,7 @@ def node_env(
 ) -> dict[str, str]:
     """The variables shared by every rank of one node (ranks add :func:`rank_env`)."""
     world = node_count * process_count_per_node
+    paths = RunPaths(workdir)
     env = {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -68,10 +71,10 @@ def node_env(
         "TORCHYARD_RUN_ID": run_id,
         "TORCHYARD_EXPERIMENT": experiment,
         "TORCHYARD_WORKSPACE": workspace,
-        "TORCHYARD_OUTPUT_DIR": os.path.join(workdir, "outputs"),
-        "TORCHYARD_LOG_DIR": os.path.join(workdir, "logs"),
-        "TORCHYARD_JOURNAL_DIR": os.path.join(workdir, ".torchyard-run", "journal"),
-        "TORCHYARD_UPLOAD_DIR": os.path.join(workdir, ".torchyard-run", "uploads"),
+        "TORCHYARD_OUTPUT_DIR": paths.outputs,
+        "TORCHYARD_LOG_DIR": paths.logs,
+        "TORCHYARD_JOURNAL_DIR": paths.journal,
+        "TORCHYARD_UPLOAD_DIR": paths.uploads,
         "PYTHONUNBUFFERED": "1",
     }
     if dist_backend:

@@ -7,12 +7,10 @@ group, a grace period, then SIGKILL. It writes what happened to the plan's ``sta
 with the first failure's code. Modes: ``direct`` (spawn the ranks itself), ``mpi`` (node 0 runs
 ``mpirun`` for every node), ``torchrun`` (delegate to ``torch.distributed.run`` for elastic restarts).
 
-A plan value may name what only the node knows when it starts, as ``${NAME}`` in ``node_rank``,
-``master_addr``, ``master_port``, ``status_path`` and ``hosts`` (e.g. ``"node_rank": "${SLURM_NODEID}"``):
-the launcher fills it from its environment. ``hosts`` given as a string is a whitespace-separated list
-of host addresses, each with ``nproc`` slots (repeats add up).
+The plan is a typed :class:`~torchyard.launch.plan.NodePlan`; what only the node knows when it starts
+(its rank, node 0's address, the hosts) it reads from the variables the plan's ``fill`` names.
 
-Stdlib only, no torch: the launcher must cost nothing next to the script's own imports.
+Stdlib and msgspec only, no torch: the launcher must cost nothing next to the script's own imports.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -29,6 +26,8 @@ import time
 from typing import Any
 
 from torchyard.launch.contract import node_env, node_gpus, rank_env
+from torchyard.launch.plan import NodePlan
+from torchyard.paths import RunPaths
 
 POLL = 0.05
 
@@ -48,33 +47,10 @@ def _die_with_parent(sig: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITED)
 
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-RESOLVED_KEYS = ("node_rank", "master_addr", "master_port", "status_path", "hosts")
-
-
-def resolve_plan(plan: dict[str, Any], environ: Any = None) -> dict[str, Any]:
-    """``plan`` with its ``${NAME}`` values filled from ``environ`` (this process's environment)."""
-    env = os.environ if environ is None else environ
-    out = dict(plan)
-    for key in RESOLVED_KEYS:
-        value = out.get(key)
-        if not isinstance(value, str) or "${" not in value:
-            continue
-
-        def fill(match: re.Match[str], key: str = key) -> str:
-            name = match.group(1)
-            if name not in env:
-                raise SystemExit(f"torchyard launcher: the plan's {key!r} needs ${name}, which is not set on this node")
-            return str(env[name])
-
-        out[key] = _REF.sub(fill, value)
-    hosts = out.get("hosts")
-    if isinstance(hosts, str):
-        slots: dict[str, int] = {}
-        for host in hosts.split():
-            slots[host] = slots.get(host, 0) + int(out["nproc"])
-        out["hosts"] = [[host, n] for host, n in slots.items()]
-    return out
+def resolve_plan(plan: NodePlan | dict[str, Any], environ: Any = None) -> NodePlan:
+    """``plan`` as a NodePlan with its node-only facts filled from ``environ`` (this process's)."""
+    typed = plan if isinstance(plan, NodePlan) else NodePlan.from_dict(plan)
+    return typed.on_node(environ)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -85,32 +61,33 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class Launcher:
-    def __init__(self, plan: dict[str, Any]) -> None:
+    def __init__(self, plan: NodePlan | dict[str, Any]) -> None:
         plan = self.plan = resolve_plan(plan)
-        self.workdir: str = plan["workdir"]
-        self.log_dir = os.path.join(self.workdir, "logs")
-        self.exit_dir = os.path.join(self.workdir, ".torchyard-run", "exit")
-        self.grace: float = float(plan.get("grace_seconds", 3.0))
+        self.workdir: str = plan.workdir
+        self.paths = RunPaths(self.workdir)
+        self.log_dir = self.paths.logs
+        self.exit_dir = self.paths.exit
+        self.grace: float = plan.grace_seconds
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stop_signal: int | None = None
         self.parent = os.getppid()
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.exit_dir, exist_ok=True)
-        os.makedirs(os.path.join(self.workdir, "outputs"), exist_ok=True)
+        os.makedirs(self.paths.outputs, exist_ok=True)
         self.node = node_env(
-            run_id=plan["run_id"],
-            experiment=plan["experiment"],
-            workspace=plan["workspace"],
+            run_id=plan.run_id,
+            experiment=plan.experiment,
+            workspace=plan.workspace,
             workdir=self.workdir,
-            master_addr=plan["master_addr"],
-            master_port=int(plan["master_port"]),
-            node_rank=int(plan["node_rank"]),
-            node_count=int(plan["node_count"]),
-            process_count_per_node=int(plan["nproc"]),
-            dist_backend=plan.get("dist_backend"),
-            user_env=plan.get("user_env", {}),
+            master_addr=plan.master_addr,
+            master_port=plan.master_port,
+            node_rank=plan.node_rank,
+            node_count=plan.node_count,
+            process_count_per_node=plan.nproc,
+            dist_backend=plan.dist_backend,
+            user_env=plan.user_env,
         )
-        self.gpus = node_gpus(os.environ) if plan.get("use_gpu") else None
+        self.gpus = node_gpus(os.environ) if plan.use_gpu else None
 
     # ---- starting ranks ---------------------------------------------------------------------------
 
@@ -131,38 +108,39 @@ class Launcher:
             log.close()
 
     def _rank_argv(self) -> list[str]:
-        return list(self.plan["argv"])
+        return list(self.plan.argv)
 
     def start(self) -> None:
-        mode = self.plan.get("mode", "direct")
+        mode = self.plan.mode
         base = dict(os.environ)
         base.update(self.node)
         if mode == "direct":
-            nproc = int(self.plan["nproc"])
+            nproc = self.plan.nproc
             for local in range(nproc):
                 env = dict(base)
                 env.update(rank_env(self.node, local, self.gpus))
                 rank = int(env["RANK"])
                 self.procs[rank] = self._spawn(self._rank_argv(), env, f"rank_{rank}.txt")
         elif mode == "mpi":
-            self.procs[-1] = self._spawn(self._mpirun_argv(base), base, f"mpirun_node_{self.plan['node_rank']}.txt")
+            self.procs[-1] = self._spawn(self._mpirun_argv(base), base, f"mpirun_node_{self.plan.node_rank}.txt")
         elif mode == "torchrun":
-            self.procs[-1] = self._spawn(self._torchrun_argv(), base, f"torchrun_node_{self.plan['node_rank']}.txt")
+            self.procs[-1] = self._spawn(self._torchrun_argv(), base, f"torchrun_node_{self.plan.node_rank}.txt")
         else:
             raise SystemExit(f"torchyard launcher: unknown mode {mode!r}")
 
     def _mpirun_argv(self, env: dict[str, str]) -> list[str]:
         plan = self.plan
-        hostfile = os.path.join(self.workdir, ".torchyard-run", "hostfile")
+        hostfile = self.paths.hostfile
         with open(hostfile, "w") as fh:
-            for host, slots in plan["hosts"]:
+            for host, slots in plan.hosts:
                 fh.write(f"{host} slots={slots}\n")
         # a rank started on another machine (Ray's remote shell sets TORCHYARD_NODE_DIR) writes there
+        rel = RunPaths.relative()
         shim = (
             f'D=${{TORCHYARD_NODE_DIR:-{shlex.quote(self.workdir)}}}; cd "$D" || exit 1; '
-            'export TORCHYARD_OUTPUT_DIR=$D/outputs TORCHYARD_LOG_DIR=$D/logs '
-            'TORCHYARD_JOURNAL_DIR=$D/.torchyard-run/journal TORCHYARD_UPLOAD_DIR=$D/.torchyard-run/uploads; '
-            'mkdir -p "$D/logs" "$D/outputs" "$D/.torchyard-run/journal" "$D/.torchyard-run/exit"; '
+            f'export TORCHYARD_OUTPUT_DIR=$D/{rel.outputs} TORCHYARD_LOG_DIR=$D/{rel.logs} '
+            f'TORCHYARD_JOURNAL_DIR=$D/{rel.journal} TORCHYARD_UPLOAD_DIR=$D/{rel.uploads}; '
+            f'mkdir -p "$D/{rel.logs}" "$D/{rel.outputs}" "$D/{rel.journal}" "$D/{rel.exit}"; '
             'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
             'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R; '
         )
@@ -171,12 +149,12 @@ class Launcher:
             shim += 'while [ "$1" != "--" ]; do G="$G $1"; N=$((N+1)); shift; done; shift; '
             shim += 'I=0; for g in $G; do [ $I -eq $((LOCAL_RANK % N)) ] && export CUDA_VISIBLE_DEVICES=$g; I=$((I+1)); done; '
         shim += (
-            '"$@" >> "$D/logs/rank_$R.txt" 2>&1; rc=$?; '
-            'echo "$rc $(date +%s.%N)" > "$D/.torchyard-run/exit/rank_$R"; exit $rc'
+            f'"$@" >> "$D/{rel.logs}/rank_$R.txt" 2>&1; rc=$?; '
+            f'echo "$rc $(date +%s.%N)" > "$D/{rel.exit}/rank_$R"; exit $rc'
         )
         exports = sorted(set(self.node) | {"PATH", "PYTHONPATH", "VIRTUAL_ENV"} & set(env))
         argv = [
-            plan.get("mpirun", "mpirun"),
+            plan.mpirun,
             "--allow-run-as-root",
             "--oversubscribe",
             "--bind-to",
@@ -184,8 +162,8 @@ class Launcher:
             "--hostfile",
             hostfile,
             "-np",
-            str(int(plan["node_count"]) * int(plan["nproc"])),
-            *plan.get("mpi_args", []),
+            str(plan.node_count * plan.nproc),
+            *plan.mpi_args,
         ]
         for name in exports:
             argv += ["-x", name]
@@ -199,12 +177,12 @@ class Launcher:
             python,
             "-m",
             "torch.distributed.run",
-            f"--nnodes={plan['node_count']}",
-            f"--node-rank={plan['node_rank']}",
-            f"--nproc-per-node={plan['nproc']}",
-            f"--master-addr={plan['master_addr']}",
-            f"--master-port={plan['master_port']}",
-            f"--max-restarts={plan.get('max_restarts', 0)}",
+            f"--nnodes={plan.node_count}",
+            f"--node-rank={plan.node_rank}",
+            f"--nproc-per-node={plan.nproc}",
+            f"--master-addr={plan.master_addr}",
+            f"--master-port={plan.master_port}",
+            f"--max-restarts={plan.max_restarts}",
             *script_args,
         ]
 
@@ -247,7 +225,7 @@ class Launcher:
             first = self._first_from_exit_files() or first
         code = 0 if reason == "completed" else (first["exit_code"] if first else 128 + (self.stop_signal or 15))
         status = {
-            "node_rank": int(self.plan["node_rank"]),
+            "node_rank": self.plan.node_rank,
             "reason": reason,
             "exit_code": code,
             "first_failure": first,
@@ -255,14 +233,14 @@ class Launcher:
             "ended": time.time(),
             "ranks": {str(r): p.returncode for r, p in self.procs.items()},
         }
-        tmp = self.plan["status_path"] + ".tmp"
+        tmp = self.plan.status_path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(status, fh)
-        os.replace(tmp, self.plan["status_path"])
+        os.replace(tmp, self.plan.status_path)
         return int(code)
 
     def _failure(self, rank: int, rc: int) -> dict[str, Any]:
-        info: dict[str, Any] = {"rank": rank, "node_rank": int(self.plan["node_rank"]), "time": time.time()}
+        info: dict[str, Any] = {"rank": rank, "node_rank": self.plan.node_rank, "time": time.time()}
         if rc < 0:
             info["signal"] = signal.Signals(-rc).name
             info["exit_code"] = 128 - rc
@@ -272,7 +250,7 @@ class Launcher:
 
     def _first_from_exit_files(self) -> dict[str, Any] | None:
         """Under mpirun the launcher sees one process; each rank's shim left its exit code and time."""
-        return first_failure_in(self.exit_dir, int(self.plan["nproc"]))
+        return first_failure_in(self.exit_dir, self.plan.nproc)
 
     def _stop_all(self) -> None:
         live = [p for p in self.procs.values() if p.poll() is None]
@@ -317,7 +295,7 @@ def first_failure_in(exit_dir: str, nproc: int) -> dict[str, Any] | None:
     return info
 
 
-def fork_launcher(plan: dict[str, Any], parent_death_signal: int = signal.SIGTERM) -> int:
+def fork_launcher(plan: NodePlan, parent_death_signal: int = signal.SIGTERM) -> int:
     """Run a Launcher for ``plan`` in a forked child of this (single-threaded) process; returns its
     pid. Saves a Python start-up per node on local compute; ``main`` is the same thing as a program."""
     pid = os.fork()
@@ -343,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m torchyard.launch.launcher PLAN.json", file=sys.stderr)
         return 2
-    with open(args[0]) as fh:
-        plan = json.load(fh)
+    with open(args[0], "rb") as fh:
+        plan = NodePlan.from_json(fh.read())
     return Launcher(plan).run()
 
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchyard.paths import RunPaths
 from torchyard.tracking import journal as j
 
 FLUSH_INTERVAL = 0.5
@@ -113,7 +114,7 @@ class LiveRun(_RunLogging):
         self.experiment_name = env.get("TORCHYARD_EXPERIMENT", "")
         self.rank = int(env.get("RANK", "0"))
         self.output_dir = env.get("TORCHYARD_OUTPUT_DIR", os.path.abspath("outputs"))
-        self._upload_dir = env.get("TORCHYARD_UPLOAD_DIR") or os.path.join(os.getcwd(), ".torchyard-run", "uploads")
+        self._upload_dir = env.get("TORCHYARD_UPLOAD_DIR") or RunPaths(os.getcwd()).uploads
         path = j.journal_path(env["TORCHYARD_JOURNAL_DIR"], self.rank)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._fh = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
