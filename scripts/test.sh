@@ -19,7 +19,7 @@ fi
 PY="${PYTHON:-python3}"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" -e tests/plugins/toytarget-pkg
 export TORCHYARD_SYSTEM_PYTHON="$(command -v "$PY")"
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check src tests

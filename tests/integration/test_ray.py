@@ -274,7 +274,7 @@ def test_release_cleans_nodes_set_up_behind_the_handles_back(cluster, sleepy, tm
     job = PreparedJob(run_id="behindtheback", experiment="e", workspace="w", workdir=str(workdir), spec=spec,
                       rank_argv=[sys.executable, "sleepy.py"], launcher_python=sys.executable,
                       rank_python=sys.executable)
-    handle = target.submit(target.prepare(job))
+    handle = target.schedule(target.dryrun(job))
     folders = [cluster.node_dir / "runs" / "behindtheback" / f"node_{k}" for k in range(2)]
     try:
         wait_until(lambda: all((f / "sleepy.py").exists() for f in folders), timeout=60, interval=0.2)

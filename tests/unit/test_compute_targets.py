@@ -83,7 +83,7 @@ def test_dry_run_plan_names_the_placement_group(ws):
                           distribution={"backend": "mpi", "node_count": 2, "process_count_per_node": 2})
     job = PreparedJob(run_id="id", experiment="e", workspace="w", workdir="/wd", spec=spec,
                       rank_argv=["/py", "x.py"], launcher_python="/py", rank_python="/py")
-    text = target.prepare(job).describe()
+    text = target.dryrun(job).describe()
     placement = json.loads(text.split("--- ray placement group\n")[1])
     assert placement["strategy"] == "STRICT_SPREAD"
     assert placement["bundles"] == [{"CPU": 2.0}, {"CPU": 2.0}]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from torchyard import PyTorch
-from torchyard.compute.base import ComputeTarget, PreparedJob
+from torchyard.compute.base import ComputeTarget, Feature, PreparedJob
 from torchyard.compute.registry import get_target
 from torchyard.compute.slurm import (
     SlurmCompute,
@@ -62,7 +62,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_sbatch_matches_golden(srcdir, case):
     target, kw = CASES[case]
-    plan = target.prepare(_job(srcdir, **kw))
+    plan = target.dryrun(_job(srcdir, **kw))
     script = plan.files[plan.script_path]
     path = GOLDEN / f"slurm_{case}.sbatch"
     if os.environ.get("TORCHYARD_UPDATE_GOLDEN"):
@@ -72,7 +72,7 @@ def test_rendered_sbatch_matches_golden(srcdir, case):
 
 
 def test_plan_leaves_node_rank_and_master_to_the_node(srcdir):
-    plan = SlurmCompute(name="hpc").prepare(_job(srcdir, node_count=2, distributed_backend="pytorch"))
+    plan = SlurmCompute(name="hpc").dryrun(_job(srcdir, node_count=2, distributed_backend="pytorch"))
     node = plan.nodes[0].plan
     assert node.fill == NodeFill(node_rank="SLURM_NODEID", master_addr="TORCHYARD_MASTER_ADDR",
                                  master_port="TORCHYARD_MASTER_PORT")
@@ -86,7 +86,7 @@ def test_plan_leaves_node_rank_and_master_to_the_node(srcdir):
 
 
 def test_mpi_plan_runs_one_launcher_with_hosts_from_the_allocation(srcdir):
-    plan = SlurmCompute(name="hpc").prepare(_job(srcdir, node_count=2, process_count_per_node=2, distributed_backend="mpi"))
+    plan = SlurmCompute(name="hpc").dryrun(_job(srcdir, node_count=2, process_count_per_node=2, distributed_backend="mpi"))
     assert [n.node_rank for n in plan.nodes] == [0]
     node = plan.nodes[0].plan
     resolved = resolve_plan(node, {"TORCHYARD_HOSTS": " 10.0.0.5 10.0.0.6", "TORCHYARD_MASTER_ADDR": "10.0.0.5",
@@ -109,12 +109,12 @@ def test_a_missing_node_variable_is_named():
 
 def test_shared_dir_other_than_the_workspace_moves_the_node_folder(srcdir):
     job = _job(srcdir, node_count=2, distributed_backend="pytorch")
-    same = SlurmCompute(shared_dir="/shared/ws/.torchyard", name="hpc").prepare(job)
+    same = SlurmCompute(shared_dir="/shared/ws/.torchyard", name="hpc").dryrun(job)
     assert same.node_workdir == job.workdir
-    other = SlurmCompute(shared_dir="/scratch/me", name="hpc").prepare(job)
+    other = SlurmCompute(shared_dir="/scratch/me", name="hpc").dryrun(job)
     assert other.node_workdir == "/scratch/me/runs/digits_1795680000_ab12cd34"
     assert "#SBATCH --chdir=/scratch/me/runs/digits_1795680000_ab12cd34" in other.files[other.script_path]
-    nodes_python = SlurmCompute(python="/cluster/py/bin/python", name="hpc").prepare(job)
+    nodes_python = SlurmCompute(python="/cluster/py/bin/python", name="hpc").dryrun(job)
     assert nodes_python.nodes[0].plan.argv[0] == "/cluster/py/bin/python"
     assert "/cluster/py/bin/python -m torchyard.launch.launcher" in nodes_python.files[nodes_python.script_path]
 
@@ -149,7 +149,7 @@ def test_attach_round_trips_the_settings(ws, tmp_path):
     assert isinstance(again, SlurmCompute)
     assert again.name == "hpc"
     assert again.to_config() == target.to_config()
-    assert again.capabilities.gpu and again.capabilities.backends == {"pytorch", "mpi"}
+    assert Feature.GPU in again.features and Feature.MPI in again.features
 
 
 def test_scontrol_fields_and_codes():
@@ -168,7 +168,7 @@ def _handle(srcdir, tmp_path, state: str, rc: int, canceled: bool = False, gone:
 
     job = _job(srcdir, node_count=2, distributed_backend="pytorch")
     job = PreparedJob(**{**job.__dict__, "workdir": str(tmp_path / "run")})
-    handle = SlurmHandle("12", SlurmCompute(name="hpc").prepare(job))
+    handle = SlurmHandle("12", SlurmCompute(name="hpc").dryrun(job))
     handle.state, handle.rc, handle.canceled, handle.gone = state, rc, canceled, gone
     handle.fields = {"TimeLimit": "00:02:00"}
     return handle

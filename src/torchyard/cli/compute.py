@@ -1,7 +1,8 @@
-"""``torchyard compute ...``: attach Ray and Slurm clusters by name, list, show and remove them.
+"""``torchyard compute ...``: attach compute targets by name, list, show and remove them.
 
-Hooked into the main parser with ``add_parser(subparsers)``; ``run(args, workspace)`` runs the chosen
-subcommand. Attaching imports neither ray nor anything of Slurm: it only records settings.
+``compute add KIND NAME ...`` takes the flags the kind declares as its options (built-in kinds and
+third-party ones alike); the flags are built only when that command runs, so other commands start
+without importing any target. Attaching imports no engine (no ray, nothing of Slurm).
 """
 
 from __future__ import annotations
@@ -25,37 +26,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cp.set_defaults(compute_help=cp.format_help)
     sub = cp.add_subparsers(dest="compute_command", metavar="SUBCOMMAND")
 
-    add = sub.add_parser("add", help="attach (or re-attach) a compute target")
+    add = sub.add_parser(
+        "add", help="attach (or re-attach) a compute target: add KIND NAME [options]",
+        description="Attach a compute target. KIND is ray, slurm or any installed kind "
+        "(the torchyard.compute entry points); `torchyard compute add KIND --help` lists its options.",
+    )
+    add.add_argument("compute_kind", nargs="?", metavar="KIND")
+    add.add_argument("compute_args", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
     add.set_defaults(compute_add_help=add.format_help)
-    kinds = add.add_subparsers(dest="compute_kind", metavar="KIND")
-
-    ray = kinds.add_parser("ray", help="a Ray cluster (needs `pip install torchyard[ray]` to run jobs)")
-    ray.add_argument("name")
-    ray.add_argument(
-        "--address", default="auto", help='"auto", HOST:PORT of the head node, or ray://HOST:10001 (default: auto)'
-    )
-    ray.add_argument(
-        "--placement",
-        default="STRICT_SPREAD",
-        choices=["STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK"],
-        help="placement-group strategy for the job's nodes (default: STRICT_SPREAD, one node per Ray node)",
-    )
-    ray.add_argument("--cpus-per-process", type=float, default=1.0, help="CPUs reserved per rank (default: 1)")
-    ray.add_argument(
-        "--all-outputs", action="store_true", help="also collect other nodes' outputs/ (as outputs/node_K/)"
-    )
-
-    slurm = kinds.add_parser("slurm", help="a Slurm cluster reachable with sbatch/squeue/scontrol/scancel")
-    slurm.add_argument("name")
-    slurm.add_argument("--partition", help="sbatch --partition (default: the cluster's default)")
-    slurm.add_argument("--account", help="sbatch --account")
-    slurm.add_argument("--qos", help="sbatch --qos")
-    slurm.add_argument("--time-limit", help="sbatch --time when the job sets no max_run_duration, e.g. 01:00:00")
-    slurm.add_argument(
-        "--sbatch-arg", action="append", default=[], metavar="ARG", help="an extra #SBATCH argument (repeatable)"
-    )
-    slurm.add_argument("--shared-dir", help="a folder every node sees (default: the workspace folder)")
-    slurm.add_argument("--python", help="the Python on the nodes that has torchyard (default: this one)")
 
     sub.add_parser("list", help="compute targets of this workspace").add_argument(
         "--json", action="store_true", help="print machine-readable JSON"
@@ -67,28 +45,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return cp
 
 
-def _target(args: argparse.Namespace) -> Any:
-    kind = args.compute_kind
-    if kind == "ray":
-        from torchyard.compute.ray import RayCompute  # noqa: PLC0415  (imports no ray)
+def kind_parser(kind: str, cls: Any) -> argparse.ArgumentParser:
+    """The flags of ``torchyard compute add KIND``, made from the kind's declared options."""
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    p = argparse.ArgumentParser(prog=f"torchyard compute add {kind}", description=doc)
+    p.add_argument("name", help="the name jobs use: compute_target=NAME, `compute: NAME`")
+    for option in cls.options:
+        default = "" if option.default in (None, [], False) else f" (default: {option.default})"
+        helptext = option.help + default
+        if option.type is bool:
+            p.add_argument(option.cli_flag, dest=option.name, action="store_true", help=helptext)
+        elif option.type is list:
+            p.add_argument(option.cli_flag, dest=option.name, action="append", default=[], metavar="ARG",
+                           help=helptext)
+        else:
+            p.add_argument(option.cli_flag, dest=option.name, type=option.type, choices=option.choices,
+                           default=option.default, metavar=None if option.choices else option.name.upper(),
+                           help=helptext)
+    return p
 
-        return RayCompute(
-            address=args.address,
-            placement=args.placement,
-            cpus_per_process=args.cpus_per_process,
-            collect_all_outputs=args.all_outputs,
-        )
-    from torchyard.compute.slurm import SlurmCompute  # noqa: PLC0415
 
-    return SlurmCompute(
-        partition=args.partition,
-        account=args.account,
-        qos=args.qos,
-        time_limit=args.time_limit,
-        extra_sbatch_args=list(args.sbatch_arg),
-        shared_dir=args.shared_dir,
-        python=args.python,
-    )
+def _target(kind: str, argv: list[str]) -> Any:
+    from torchyard.compute.registry import target_class  # noqa: PLC0415  (imports no engine)
+
+    cls = target_class(kind)
+    parsed = kind_parser(kind, cls).parse_args(argv)
+    settings = {o.name: getattr(parsed, o.name) for o in cls.options}
+    return cls(name=parsed.name, **settings), parsed.name
 
 
 def run(args: argparse.Namespace, workspace: Any) -> int:
@@ -98,10 +81,11 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     command = getattr(args, "compute_command", None)
     registry = workspace.compute_targets
     if command == "add":
-        if getattr(args, "compute_kind", None) not in ("ray", "slurm"):
+        if not getattr(args, "compute_kind", None):
             print(args.compute_add_help(), file=sys.stderr, end="")
             return EXIT_USAGE
-        target = ComputeTarget.attach(workspace, args.name, _target(args))
+        configured, name = _target(args.compute_kind, list(args.compute_args))
+        target = ComputeTarget.attach(workspace, name, configured)
         print(f"attached compute target {target.name!r}: {target.kind}{_fmt(target.to_config())}")
         return 0
     if command == "list":

@@ -1,12 +1,25 @@
-"""The compute-target interface: ``prepare()`` is pure (what would run), ``submit()`` runs it.
+"""The compute-target interface (learned from torchx's Scheduler and submitit's JobEnvironment).
 
-A target declares its capabilities as data; :meth:`ComputeTarget.check` is the one place a JobSpec
-is checked against them. Cancel is idempotent.
+A target is a configuration object that declares, as data, what it can do (:class:`Feature`) and
+what it is set with (:class:`Option`): the options drive its constructor's checks, ``to_config()``,
+the ``torchyard compute add KIND`` flags and the README's option tables. Its methods:
+
+* ``check(spec)`` — final: the spec against the features, NotSupportedError naming the field;
+* ``dryrun(job)`` — pure: the target's request (sbatch text, Ray placement, ...) and one
+  :class:`~torchyard.launch.plan.NodePlan` per node; what ``--dry-run`` prints, golden-tested;
+* ``schedule(dryrun)`` — side effects only here; returns a :class:`Handle` (``handle.job_id``);
+* ``handle.describe()`` — typed :class:`JobState`: phase, queue reason, the target's own verdict
+  (a RunStatus) and the node reports; ``handle.cancel()`` is idempotent; ``handle.release()``
+  never raises.
+
+Logs, metric journals and node reports come back through the framework's one mirror channel
+(compute/mirror.py); a target whose nodes share the run folder (``Feature.SHARED_FS``) needs none.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 import json
 import os
 import shlex
@@ -19,6 +32,7 @@ from torchyard.launch.plan import NodeFill, NodePlan
 from torchyard.paths import RunPaths
 from torchyard.records import JsonRecords
 from torchyard.spec.job import JobSpec
+from torchyard.status import RunStatus
 
 #: targets that exist in every workspace without being attached
 BUILTIN_TARGETS = ("local",)
@@ -29,12 +43,90 @@ def attached_records(workspace_path: str) -> JsonRecords:
     return JsonRecords(os.path.join(workspace_path, "computes"), "compute target")
 
 
+class Feature(enum.Flag):
+    """What a target can do; the runtime decides from these, never from a target's name."""
+
+    NONE = 0
+    MULTI_NODE = enum.auto()   # node_count > 1
+    GPU = enum.auto()          # use_gpu
+    MPI = enum.auto()          # the mpi backend (mpirun on node 0 reaches the other nodes)
+    TORCHRUN = enum.auto()     # launcher="torchrun"
+    QUEUEING = enum.auto()     # jobs may wait for resources (Queued with the target's reason)
+    SHARED_FS = enum.auto()    # nodes see the run folder and the submitter's files
+    ENV_ON_NODE = enum.auto()  # environments and inputs are placed on each node (by the node bootstrap)
+    REATTACH = enum.auto()     # a fresh process can find a job again by its id
+
+
+_MISSING: Any = object()
+
+
 @dataclass(frozen=True, kw_only=True)
-class Capabilities:
-    max_nodes: int | None = None  # None: as many as the target has
-    gpu: bool = False
-    backends: frozenset[str] = frozenset({"pytorch"})
-    launchers: frozenset[str] = frozenset({"torchyard"})
+class Option:
+    """One setting of a target: its constructor keyword, config key and ``compute add`` flag."""
+
+    name: str
+    type: type  # str, float, int, bool or list (of str)
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None  # the CLI flag; default ``--name-with-dashes``
+    check: Any = None  # callable(value) -> an error message, or None when the value is fine
+    example: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any) -> Any:
+        """``value`` checked (and normalized) for this option; SpecError naming it otherwise."""
+        if value is None:
+            if self.type is list:
+                return []
+            if self.type is bool:
+                return bool(self.default)
+            return None
+        kind = self.type
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise SpecError(self.name, f"expected true or false, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(self.name, f"expected a number, got {value!r}")
+            value = float(value)
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(self.name, f"expected an integer, got {value!r}")
+        elif kind is list:
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise SpecError(self.name, f"expected a list of strings, got {value!r}")
+            value = list(value)
+        elif not isinstance(value, kind):
+            raise SpecError(self.name, f"expected a {kind.__name__}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise SpecError(self.name, f"unknown {self.name} {value!r}; use one of {', '.join(self.choices)}")
+        if self.check is not None and (problem := self.check(value)):
+            raise SpecError(self.name, problem)
+        return value
+
+
+class Phase(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a target says of a job: ``phase`` (queued, running, ended), why it waits, its exit code
+    once ended, and ``verdict`` when the target itself ended it (a Slurm TIMEOUT, an scancel from
+    outside, a dead node): RunStatus.FAILED or CANCELED with ``reason``."""
+
+    phase: Phase
+    queue_reason: str | None = None
+    exit_code: int | None = None
+    verdict: RunStatus | None = None
+    reason: str | None = None
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +169,23 @@ class LaunchPlan:
 
 
 class Handle(abc.ABC):
-    """A submitted job on a target."""
+    """A scheduled job on a target: ``job_id``, :meth:`describe`, :meth:`cancel`, :meth:`release`.
+
+    Subclasses answer the small questions (``poll``, ``queued``, ``ended_by``); ``describe``
+    composes them into the typed :class:`JobState` the runtime reads."""
+
+    job_id: str = ""
+
+    def describe(self) -> JobState:
+        """The job's state now (polls the target; never blocks for long)."""
+        rc = self.poll()
+        if rc is None:
+            reason = self.queued()
+            return JobState(Phase.QUEUED if reason is not None else Phase.RUNNING, queue_reason=reason)
+        verdict = self.ended_by()
+        if verdict is None:
+            return JobState(Phase.ENDED, exit_code=rc)
+        return JobState(Phase.ENDED, exit_code=rc, verdict=verdict[0], reason=verdict[1])
 
     @abc.abstractmethod
     def poll(self) -> int | None:
@@ -95,9 +203,9 @@ class Handle(abc.ABC):
         """While the target waits for resources: why ("waiting for 3 nodes ..."); None once placed."""
         return None
 
-    def ended_by(self) -> tuple[str, str] | None:
-        """``("Failed" | "Canceled", reason)`` when the target itself ended the job (a Slurm TIMEOUT
-        or NODE_FAIL, an scancel from outside torchyard, a dead Ray node); None otherwise."""
+    def ended_by(self) -> tuple[RunStatus, str] | None:
+        """``(RunStatus.FAILED | RunStatus.CANCELED, reason)`` when the target itself ended the job
+        (a Slurm TIMEOUT or NODE_FAIL, an scancel from outside torchyard, a dead Ray node)."""
         return None
 
     def details(self) -> dict[str, Any]:
@@ -122,14 +230,26 @@ class Handle(abc.ABC):
 
 
 class ComputeTarget(abc.ABC):
-    """Where runs execute. Subclasses are configuration objects: ``to_config()`` is what
-    :meth:`attach` stores in the workspace and the constructor's keywords take it back."""
+    """Where runs execute. A subclass declares ``kind``, ``features`` and ``options``; the
+    constructor takes the options as keywords (checked here, once), ``to_config()`` gives them back
+    and :meth:`attach` stores them in the workspace."""
 
     kind: ClassVar[str]
-    capabilities: Capabilities
+    features: Feature = Feature.NONE
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: install or setup hints by feature, shown when a job asks for what this target lacks
+    hints: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, **settings: Any) -> None:
         self.name = name or self.kind
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            offered = ", ".join(known) or "none"
+            raise SpecError(unknown[0], f"{self.kind} compute targets take no option {unknown[0]!r} (options: {offered})")
+        for option in self.options:
+            value = settings.get(option.name, option.default)
+            setattr(self, option.name, option.convert(value))
 
     @staticmethod
     def attach(workspace: Any, name: str, target: ComputeTarget) -> ComputeTarget:
@@ -147,36 +267,33 @@ class ComputeTarget(abc.ABC):
 
     def to_config(self) -> dict[str, Any]:
         """The constructor keywords that recreate this target (JSON-able)."""
-        return {}
+        return {o.name: getattr(self, o.name) for o in self.options}
 
     def check(self, spec: JobSpec) -> None:
         """Raise NotSupportedError naming the field when ``spec`` asks for what this target lacks."""
-        caps = self.capabilities
+        have = self.features
         dist = spec.distribution
-        if caps.max_nodes is not None and dist.node_count > caps.max_nodes:
-            raise NotSupportedError(
-                "node_count", f"{dist.node_count} nodes asked for; compute target {self.name!r} has {caps.max_nodes}"
-            )
-        if spec.use_gpu and not caps.gpu:
-            raise NotSupportedError("use_gpu", f"compute target {self.name!r} has no GPU")
-        if dist.backend is not None and dist.backend not in caps.backends:
-            raise NotSupportedError(
-                "distributed_backend",
-                f"backend {dist.backend!r} is not available on {self.name!r} ({self.backend_hint(dist.backend)})",
-            )
-        if dist.launcher not in caps.launchers:
-            raise NotSupportedError(
-                "launcher", f"launcher {dist.launcher!r} is not available on {self.name!r} ({self.backend_hint(dist.launcher)})"
-            )
-
-    def backend_hint(self, what: str) -> str:
-        return f"it supports {', '.join(sorted(self.capabilities.backends | self.capabilities.launchers))}"
+        wants = [
+            (dist.node_count > 1, Feature.MULTI_NODE, "node_count", f"{dist.node_count} nodes asked for"),
+            (spec.use_gpu, Feature.GPU, "use_gpu", "a GPU asked for"),
+            (dist.backend == "mpi", Feature.MPI, "distributed_backend", "backend 'mpi' asked for"),
+            (dist.launcher == "torchrun", Feature.TORCHRUN, "launcher", "launcher 'torchrun' asked for"),
+        ]
+        for wanted, feature, field_name, what in wants:
+            if wanted and feature not in have:
+                hint = self.hints.get(feature.name or "", "")
+                raise NotSupportedError(
+                    field_name, f"{what}; compute target {self.name!r} ({self.kind}) has no {feature.name}"
+                    + (f": {hint}" if hint else "")
+                )
 
     @abc.abstractmethod
-    def prepare(self, job: PreparedJob) -> LaunchPlan: ...
+    def dryrun(self, job: PreparedJob) -> LaunchPlan:
+        """Pure: what would run (the target's request and each node's plan). No side effects."""
 
     @abc.abstractmethod
-    def submit(self, plan: LaunchPlan) -> Handle: ...
+    def schedule(self, plan: LaunchPlan) -> Handle:
+        """Start the job ``dryrun`` described; the live :class:`Handle`."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, **self.to_config()}

@@ -12,8 +12,8 @@ import socket
 from typing import Any
 
 from torchyard.compute.base import (
-    Capabilities,
     ComputeTarget,
+    Feature,
     Handle,
     LaunchPlan,
     NodeLaunch,
@@ -32,31 +32,27 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalCompute(ComputeTarget):
+    """This machine: one forked launcher per (simulated) node, every node on 127.0.0.1."""
+
     kind = "local"
+    hints = {
+        "MPI": "mpirun not found on PATH; install Open MPI, e.g. apt-get install openmpi-bin",
+        "TORCHRUN": "torch is not installed in this interpreter",
+        "GPU": "no NVIDIA GPU is visible on this machine",
+    }
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
-        backends = {"pytorch"}
+        features = Feature.MULTI_NODE | Feature.SHARED_FS
         if shutil.which("mpirun"):
-            backends.add("mpi")
-        launchers = {"torchyard"}
+            features |= Feature.MPI
         if importlib.util.find_spec("torch") is not None:
-            launchers.add("torchrun")
-        self.capabilities = Capabilities(
-            max_nodes=None,
-            gpu=bool(node_gpus(os.environ)),
-            backends=frozenset(backends),
-            launchers=frozenset(launchers),
-        )
+            features |= Feature.TORCHRUN
+        if node_gpus(os.environ):
+            features |= Feature.GPU
+        self.features = features
 
-    def backend_hint(self, what: str) -> str:
-        if what == "mpi":
-            return "mpirun not found on PATH; install Open MPI, e.g. apt-get install openmpi-bin"
-        if what == "torchrun":
-            return "torch is not installed in this interpreter"
-        return super().backend_hint(what)
-
-    def prepare(self, job: PreparedJob) -> LaunchPlan:
+    def dryrun(self, job: PreparedJob) -> LaunchPlan:
         dist = job.spec.distribution
         common = common_plan(job, master_addr="127.0.0.1", master_port=free_port())
         mode = common.mode
@@ -73,7 +69,7 @@ class LocalCompute(ComputeTarget):
             )
         return LaunchPlan(target=self.name, nodes=nodes)
 
-    def submit(self, plan: LaunchPlan) -> LocalHandle:
+    def schedule(self, plan: LaunchPlan) -> LocalHandle:
         from torchyard.launch.launcher import fork_launcher  # noqa: PLC0415
 
         pids = []

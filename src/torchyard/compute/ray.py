@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from torchyard.compute.base import Capabilities, ComputeTarget, Handle, LaunchPlan, PreparedJob
-from torchyard.errors import ComputeError, SpecError
+from torchyard.compute.base import ComputeTarget, Feature, Handle, LaunchPlan, Option, PreparedJob
+from torchyard.errors import ComputeError
 
 PLACEMENTS = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 INSTALL_HINT = "Ray is not installed: pip install 'torchyard[ray]' (on the submitting machine and every node)"
@@ -27,50 +27,41 @@ class RayCompute(ComputeTarget):
     """
 
     kind = "ray"
+    features = Feature.MULTI_NODE | Feature.GPU | Feature.MPI | Feature.QUEUEING | Feature.ENV_ON_NODE
+    options = (
+        Option(name="address", type=str, default="auto", example="ray://head:10001",
+               help='"auto" (a cluster started on this machine), HOST:PORT of the head node, or ray://HOST:10001',
+               check=lambda v: None if v else 'expected "auto", HOST:PORT or ray://HOST:PORT'),
+        Option(name="placement", type=str, default="STRICT_SPREAD", choices=PLACEMENTS,
+               help="placement-group strategy for the job's nodes (STRICT_SPREAD: one node per Ray node)"),
+        Option(name="cpus_per_process", type=float, default=1.0,
+               help="CPUs reserved per rank in each node's bundle (GPUs: one per rank with use_gpu)",
+               check=lambda v: None if v >= 0 else "must be a number >= 0"),
+        Option(name="collect_all_outputs", type=bool, default=False, flag="--all-outputs",
+               help="also bring back other nodes' outputs/ (as outputs/node_K/)"),
+    )
 
-    def __init__(
-        self,
-        address: str = "auto",
-        placement: str = "STRICT_SPREAD",
-        cpus_per_process: float = 1.0,
-        collect_all_outputs: bool = False,
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(name)
-        if not isinstance(address, str) or not address:
-            raise SpecError("address", f'expected "auto", HOST:PORT or ray://HOST:PORT, got {address!r}')
-        if placement not in PLACEMENTS:
-            raise SpecError("placement", f"unknown placement {placement!r}; use one of {', '.join(PLACEMENTS)}")
-        if not isinstance(cpus_per_process, (int, float)) or cpus_per_process < 0:
-            raise SpecError("cpus_per_process", f"must be a number >= 0, got {cpus_per_process!r}")
-        self.address = address
-        self.placement = placement
-        self.cpus_per_process = float(cpus_per_process)
-        self.collect_all_outputs = bool(collect_all_outputs)
-        self.capabilities = Capabilities(
-            max_nodes=None, gpu=True, backends=frozenset({"pytorch", "mpi"}), launchers=frozenset({"torchyard"})
-        )
+    address: str
+    placement: str
+    cpus_per_process: float
+    collect_all_outputs: bool
 
-    def to_config(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "placement": self.placement,
-            "cpus_per_process": self.cpus_per_process,
-            "collect_all_outputs": self.collect_all_outputs,
-        }
+    def __init__(self, address: str = "auto", placement: str = "STRICT_SPREAD", cpus_per_process: float = 1.0,
+                 collect_all_outputs: bool = False, *, name: str | None = None) -> None:
+        super().__init__(name, address=address, placement=placement, cpus_per_process=cpus_per_process,
+                         collect_all_outputs=collect_all_outputs)
 
     def check(self, spec: Any) -> None:
         super().check(spec)
         if importlib.util.find_spec("ray") is None:
             raise ComputeError(f"compute target {self.name!r}: {INSTALL_HINT}")
 
-    def prepare(self, job: PreparedJob) -> LaunchPlan:
+    def dryrun(self, job: PreparedJob) -> LaunchPlan:
         from torchyard.compute import ray_backend  # noqa: PLC0415  (imports no ray either)
 
         return ray_backend.prepare(self, job)
 
-    def submit(self, plan: LaunchPlan) -> Handle:
+    def schedule(self, plan: LaunchPlan) -> Handle:
         if importlib.util.find_spec("ray") is None:
             raise ComputeError(INSTALL_HINT)
         from torchyard.compute import ray_backend  # noqa: PLC0415

@@ -24,6 +24,7 @@ from torchyard.compute.ray_node import NodeAgent, pack, remove_run_folder, unpac
 from torchyard.errors import ComputeError
 from torchyard.paths import NOT_CODE as NOT_CODE_DIRS
 from torchyard.paths import RunPaths
+from torchyard.status import RunStatus
 
 NOT_CODE = NOT_CODE_DIRS
 REASON_EVERY = 2.0
@@ -117,7 +118,7 @@ class RayHandle(Handle):
         self.codes: list[int | None] = []
         self.pull_refs: list[Any] = []
         self.mirror = Mirror(self.workdir, self.node_count)
-        self.failure: tuple[str, str] | None = None
+        self.failure: tuple[RunStatus, str] | None = None
         self.rc: int | None = None
         self.canceled = False
         self.drained = False
@@ -263,7 +264,7 @@ class RayHandle(Handle):
 
     def _fail(self, message: str) -> None:
         if self.failure is None and not self.canceled:
-            self.failure = ("Failed", message)
+            self.failure = (RunStatus.FAILED, message)
         self.cancel()
         self.rc = self.rc if self.rc is not None else 1
         self.state = "done"
@@ -309,7 +310,7 @@ class RayHandle(Handle):
             "timings": dict(self.timings),  # epoch seconds: connected, placed, set_up, started
         }
 
-    def ended_by(self) -> tuple[str, str] | None:
+    def ended_by(self) -> tuple[RunStatus, str] | None:
         return self.failure
 
     def sync(self) -> None:

@@ -24,19 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchyard.compute.base import (
-    Capabilities,
     ComputeTarget,
+    Feature,
     Handle,
     LaunchPlan,
     NodeLaunch,
+    Option,
     PreparedJob,
     common_plan,
     launcher_argv,
 )
 from torchyard.compute.mirror import Mirror
-from torchyard.errors import ComputeError, SpecError
+from torchyard.errors import ComputeError
 from torchyard.launch.plan import NodeFill
 from torchyard.paths import RunPaths
+from torchyard.status import RunStatus
 
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel")
 INSTALL_HINT = (
@@ -71,6 +73,16 @@ MPI_ARGS = ["--mca", "ras", "^slurm", "--mca", "plm", "rsh"]
 NODE_ADDR = "scontrol show node \"$1\" -o | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p'"
 
 
+def _check_extra(args: list[str]) -> str | None:
+    for arg in args:
+        if not arg.startswith("-") or "\n" in arg:
+            return f"each entry must be one sbatch option such as --mem=8G, got {arg!r}"
+        option = arg.split("=", 1)[0]
+        if option in MANAGED or (len(option) > 2 and option[:2] in MANAGED and not option.startswith("--")):
+            return f"{option} is set by torchyard from the job (nodes, name, folder, output); remove it"
+    return None
+
+
 class SlurmCompute(ComputeTarget):
     """A Slurm cluster reached through ``sbatch``/``squeue``/``scontrol``/``scancel`` on this machine.
 
@@ -83,6 +95,33 @@ class SlurmCompute(ComputeTarget):
     """
 
     kind = "slurm"
+    features = Feature.MULTI_NODE | Feature.GPU | Feature.MPI | Feature.QUEUEING | Feature.SHARED_FS
+    options = (
+        Option(name="partition", type=str, help="sbatch --partition (default: the cluster's default)",
+               check=lambda v: None if _WORD.match(v) else "expected a Slurm partition name"),
+        Option(name="account", type=str, help="sbatch --account",
+               check=lambda v: None if _WORD.match(v) else "expected a Slurm account name"),
+        Option(name="qos", type=str, help="sbatch --qos",
+               check=lambda v: None if _WORD.match(v) else "expected a Slurm qos name"),
+        Option(name="time_limit", type=str, example="01:00:00",
+               help="sbatch --time for jobs that set no max_run_duration_seconds",
+               check=lambda v: None if _TIME.match(v) else
+               "expected a Slurm time such as 90 (minutes), 01:30:00 or 2-00:00:00"),
+        Option(name="extra_sbatch_args", type=list, flag="--sbatch-arg", example="--mem=8G",
+               help="more #SBATCH lines, one option each (repeatable)", check=_check_extra),
+        Option(name="shared_dir", type=str, help="a folder every node sees (default: the workspace folder)",
+               check=lambda v: None if v else "expected a folder path"),
+        Option(name="python", type=str, help="the Python on the nodes that has torchyard (default: this one)",
+               check=lambda v: None if v and "\n" not in v else "expected the path of a Python interpreter on the nodes"),
+    )
+
+    partition: str | None
+    account: str | None
+    qos: str | None
+    time_limit: str | None
+    extra_sbatch_args: list[str]
+    shared_dir: str | None
+    python: str | None
 
     def __init__(
         self,
@@ -96,51 +135,11 @@ class SlurmCompute(ComputeTarget):
         *,
         name: str | None = None,
     ) -> None:
-        super().__init__(name)
-        for field_name, value in (("partition", partition), ("account", account), ("qos", qos)):
-            if value is not None and (not isinstance(value, str) or not _WORD.match(value)):
-                raise SpecError(field_name, f"expected a Slurm {field_name} name, got {value!r}")
-        if time_limit is not None and (not isinstance(time_limit, str) or not _TIME.match(time_limit)):
-            raise SpecError(
-                "time_limit",
-                f"expected a Slurm time such as 90 (minutes), 01:30:00 or 2-00:00:00, got {time_limit!r}",
-            )
-        extra = list(extra_sbatch_args or [])
-        for arg in extra:
-            if not isinstance(arg, str) or not arg.startswith("-") or "\n" in arg:
-                raise SpecError("extra_sbatch_args", f"each entry must be one sbatch option such as --mem=8G, got {arg!r}")
-            option = arg.split("=", 1)[0]
-            if option in MANAGED or (len(option) > 2 and option[:2] in MANAGED and not option.startswith("--")):
-                raise SpecError(
-                    "extra_sbatch_args", f"{option} is set by torchyard from the job (nodes, name, folder, output); remove it"
-                )
-        if shared_dir is not None:
-            if not isinstance(shared_dir, str) or not shared_dir:
-                raise SpecError("shared_dir", f"expected a folder path, got {shared_dir!r}")
-            shared_dir = os.path.abspath(os.path.expanduser(shared_dir))
-        if python is not None and (not isinstance(python, str) or not python or "\n" in python):
-            raise SpecError("python", f"expected the path of a Python interpreter on the nodes, got {python!r}")
-        self.partition = partition
-        self.account = account
-        self.qos = qos
-        self.time_limit = time_limit
-        self.extra_sbatch_args = extra
-        self.shared_dir = shared_dir
-        self.python = python
-        self.capabilities = Capabilities(
-            max_nodes=None, gpu=True, backends=frozenset({"pytorch", "mpi"}), launchers=frozenset({"torchyard"})
-        )
-
-    def to_config(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition,
-            "account": self.account,
-            "qos": self.qos,
-            "time_limit": self.time_limit,
-            "extra_sbatch_args": list(self.extra_sbatch_args),
-            "shared_dir": self.shared_dir,
-            "python": self.python,
-        }
+        super().__init__(name, partition=partition, account=account, qos=qos, time_limit=time_limit,
+                         extra_sbatch_args=list(extra_sbatch_args) if isinstance(extra_sbatch_args, tuple)
+                         else extra_sbatch_args, shared_dir=shared_dir, python=python)
+        if self.shared_dir is not None:
+            self.shared_dir = os.path.abspath(os.path.expanduser(self.shared_dir))
 
     def check(self, spec: Any) -> None:
         super().check(spec)
@@ -157,7 +156,7 @@ class SlurmCompute(ComputeTarget):
             return job.workdir
         return os.path.join(self.shared_dir, "runs", job.run_id)
 
-    def prepare(self, job: PreparedJob) -> SlurmLaunchPlan:
+    def dryrun(self, job: PreparedJob) -> SlurmLaunchPlan:
         dist = job.spec.distribution
         workdir = self.node_workdir(job)
         python = self.python or job.launcher_python
@@ -197,7 +196,7 @@ class SlurmCompute(ComputeTarget):
 
     # ---- submit ----------------------------------------------------------------------------------
 
-    def submit(self, plan: LaunchPlan) -> SlurmHandle:
+    def schedule(self, plan: LaunchPlan) -> SlurmHandle:
         if not isinstance(plan, SlurmLaunchPlan):
             raise ComputeError(f"compute target {self.name!r} was given a plan it did not prepare")
         sbatch = shutil.which("sbatch")
@@ -482,14 +481,14 @@ class SlurmHandle(Handle):
             pass  # release() tries again
         self.interval, self.next_poll = POLL_MIN, time.time() + POLL_MIN
 
-    def ended_by(self) -> tuple[str, str] | None:
+    def ended_by(self) -> tuple[RunStatus, str] | None:
         if self.rc is None:
             return None
         state = self.state
         if state == "CANCELLED":
             if self.canceled:
                 return None
-            return ("Canceled", f"Slurm job {self.job_id} was cancelled outside torchyard (scancel)")
+            return (RunStatus.CANCELED, f"Slurm job {self.job_id} was cancelled outside torchyard (scancel)")
         if state in SLURM_FAILURES:
             what = {
                 "TIMEOUT": f"reached its time limit ({self.fields.get('TimeLimit', '?')})",
@@ -499,12 +498,12 @@ class SlurmHandle(Handle):
                 "BOOT_FAIL": "could not boot its nodes",
                 "DEADLINE": "missed its deadline",
             }[state]
-            return ("Failed", f"Slurm job {self.job_id} ended {state}: it {what}")
+            return (RunStatus.FAILED, f"Slurm job {self.job_id} ended {state}: it {what}")
         if self.rc != 0 and not any(s.get("first_failure") for s in self.node_statuses()):
             if self.gone and state not in TERMINAL:
-                return ("Failed", f"Slurm job {self.job_id} left the queue (last seen {state}) without its "
+                return (RunStatus.FAILED, f"Slurm job {self.job_id} left the queue (last seen {state}) without its "
                                   "launchers reporting; see logs/slurm.txt")
-            return ("Failed", f"Slurm job {self.job_id} ended {state} (exit code {self.rc}) before any rank "
+            return (RunStatus.FAILED, f"Slurm job {self.job_id} ended {state} (exit code {self.rc}) before any rank "
                               f"reported{self._slurm_log_hint()}")
         return None
 

@@ -301,5 +301,5 @@ def plan(ws: WorkspaceFolder, experiment: str, spec: JobSpec) -> DryRun:
     for name in spec.outputs:
         paths[("outputs", name)] = rp.named_output(name)
     job = prepared_job("<run_id>", experiment, "<workspace>", workdir, spec, python, paths)
-    return DryRun(experiment=experiment, spec=job.spec, plan=target.prepare(job),
+    return DryRun(experiment=experiment, spec=job.spec, plan=target.dryrun(job),
                   environment={**env, "python": python})

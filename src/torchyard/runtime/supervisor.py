@@ -16,16 +16,14 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from torchyard.compute.base import Handle, JobState, Phase
 from torchyard.errors import TorchyardError
 from torchyard.paths import RunPaths
 from torchyard.runtime.submit import prepared_job
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
-
-if TYPE_CHECKING:
-    from torchyard.compute.base import Handle
 
 HEARTBEAT_SECONDS = 2.0
 USER_CANCEL = "canceled by user"
@@ -181,10 +179,10 @@ class Supervisor:
         target = get_target(spec.compute_target, self.ws.path)
         job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python, paths)
         spec = self.spec = job.spec
-        plan = target.prepare(job)
+        plan = target.dryrun(job)
         self._status(RunStatus.STARTING)
         try:
-            handle = target.submit(plan)
+            handle = target.schedule(plan)
         except TorchyardError as err:
             self.fail_reason, self.fail_stage = f"compute target {target.name!r} could not start the job: {err}", "Starting"
             self._finish(None)
@@ -206,24 +204,24 @@ class Supervisor:
         next_hang_check = 0.0
         next_ingest = 0.0
         canceling = False
-        rc: int | None = None
+        state = JobState(Phase.QUEUED)
         while True:
-            rc = handle.poll()
+            state = handle.describe()
             now = time.time()
-            if rc is not None:
+            if state.phase is Phase.ENDED:
                 break
             if started is None:
-                reason = handle.queued()
-                if reason is None:
+                reason = state.queue_reason
+                if state.phase is Phase.RUNNING:
                     started = now
                     self._status(RunStatus.RUNNING)
                     self._start_freeze()
-                elif reason != queue_reason:
+                elif reason is not None and reason != queue_reason:
                     queue_reason = reason
                     self._status(RunStatus.QUEUED, reason)
                     self.store.update_details(self.run_id, queue_reason=reason)
                 if (
-                    reason is not None
+                    state.phase is Phase.QUEUED
                     and spec.max_queue_seconds is not None
                     and now - queued_since > spec.max_queue_seconds
                     and self.fail_reason is None
@@ -260,14 +258,14 @@ class Supervisor:
             self._heartbeat(now)
             # sleep until a launcher exits (SIGCHLD) or the next ingest is due
             signal.sigtimedwait({signal.SIGCHLD}, max(0.001, min(next_ingest, self.next_beat) - time.time()))
+        rc = state.exit_code
         handle.sync()
         self.ingestor.ingest()
-        verdict = handle.ended_by()
-        if verdict is not None and not self.cancel_reason and not self.fail_reason:
-            if verdict[0] == RunStatus.CANCELED.value:
-                self.cancel_reason = verdict[1]
+        if state.verdict is not None and not self.cancel_reason and not self.fail_reason:
+            if state.verdict is RunStatus.CANCELED:
+                self.cancel_reason = state.reason
             else:
-                self.fail_reason, self.fail_stage = verdict[1], "compute"
+                self.fail_reason, self.fail_stage = state.reason, "compute"
         if started is None and self.fail_reason is None and self.cancel_reason is None:
             self._status(RunStatus.RUNNING)  # it ran, faster than the first look
             self._start_freeze()
