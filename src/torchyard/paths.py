@@ -161,7 +161,7 @@ class RunPaths:
 
     @staticmethod
     def collected() -> tuple[str, ...]:
-        """Folders a node's results live in, brought back once at Finalizing: ``outputs/`` and
-        the script's uploads."""
+        """Folders a node's results live in, brought back once at Finalizing: ``outputs/``, the
+        named outputs (uploaded from here) and the script's uploads."""
         rel = RunPaths.relative()
-        return (rel.outputs, rel.uploads)
+        return (rel.outputs, rel.named_outputs, rel.uploads)

@@ -239,9 +239,12 @@ def test_each_node_builds_the_environment_in_its_own_cache(ray_ws, cluster, tmp_
     assert run.wait_for_completion(timeout=240)["status"] == "Completed"
     every = run.get_metrics(rank="all")
     assert every[0]["in_node_env"] == every[1]["in_node_env"] == 1
-    assert {"logs/environment_node_0.txt", "logs/environment_node_1.txt"} <= set(run.get_file_names())
+    assert {"logs/bootstrap_node_0.txt", "logs/bootstrap_node_1.txt"} <= set(run.get_file_names())
     envs = cluster.node_dir / "envs"
     assert [p.name for p in envs.iterdir() if (p / ".ready").exists()]  # the node cache keeps the build
+    # built on the nodes only, not also on the submitting machine (it once was, twice over)
+    assert not (Path(ray_ws.path) / "envs").exists()
+    assert run.get_details()["environment"]["placed_on"] == "nodes"
 
 
 def test_ray_client_address_from_outside_the_cluster(ws, cluster, sleepy, monkeypatch):

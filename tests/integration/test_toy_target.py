@@ -85,3 +85,48 @@ def test_the_dry_run_shows_the_toy_request(toy_ws, tmp_path):
                    distributed_backend="pytorch").to_job_spec()
     text = plan(toy_ws, "toy", spec).describe()
     assert "toy nodes" in text and "node 1:" in text and "ddp.py" in text
+
+
+def test_environment_and_inputs_are_placed_on_each_node_not_on_the_submitter(toy_ws, tmp_path, monkeypatch):
+    """The toy target's nodes do not share the run folder: the node bootstrap builds the job's
+    environment in the node cache and places its inputs there; the submitter builds nothing."""
+    from torchyard import Datastore
+
+    monkeypatch.setenv("TORCHYARD_NODE_CACHE", str(tmp_path / "nodecache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "numbers.txt").write_text("1 2 3\n")
+    store = Datastore.register_local(toy_ws, "shared", str(data))
+    write_script(tmp_path / "src", "use.py", """
+        import os, sys
+        import tomli_w, torch
+        from torchyard import Run
+        text = open(os.path.join(sys.argv[sys.argv.index("--data") + 1], "numbers.txt")).read()
+        run = Run.get_context()
+        run.log("total", sum(int(x) for x in text.split()))
+        run.log("in_node_cache", int(sys.executable.startswith(os.environ["TORCHYARD_NODE_CACHE"])))
+        run.log("env_var_matches", int(os.environ["TORCHYARD_INPUT_DATA"] == sys.argv[sys.argv.index("--data") + 1]))
+    """)
+    est = PyTorch(str(tmp_path / "src"), entry_script="use.py", compute_target="toybox", node_count=2,
+                  distributed_backend="pytorch", pip_packages=["tomli-w==1.2.0"],
+                  script_params={"--data": store.path("").as_download()})
+    run = Experiment(toy_ws, "toy").submit(est)
+    details = run.wait_for_completion(timeout=240, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    every = run.get_metrics(rank="all")
+    assert every[0] == every[1] == {"total": 6.0, "in_node_cache": 1.0, "env_var_matches": 1.0}
+    assert not (Path(toy_ws.path) / "envs").exists()  # nothing was built on the submitting machine
+    assert details["environment"]["placed_on"] == "nodes"
+    assert "logs/bootstrap_node_1.txt" in run.get_file_names()
+
+
+def test_a_package_that_cannot_be_installed_fails_the_run_naming_the_node(toy_ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHYARD_NODE_CACHE", str(tmp_path / "nodecache"))
+    write_script(tmp_path / "src", "use.py", "print('never')\n")
+    est = PyTorch(str(tmp_path / "src"), entry_script="use.py", compute_target="toybox",
+                  pip_packages=["torchyard-no-such-package-xyz==9.9"])
+    run = Experiment(toy_ws, "toy").submit(est)
+    details = run.wait_for_completion(timeout=240, raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert details["error"]["stage"] == "Preparing"
+    assert details["error"]["message"].startswith("node 0 could not be prepared")

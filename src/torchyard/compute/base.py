@@ -141,6 +141,8 @@ class PreparedJob:
     rank_argv: list[str]
     launcher_python: str
     rank_python: str = ""  # the interpreter in rank_argv (targets whose nodes have their own swap it)
+    #: the node bootstrap's request when the environment and inputs are placed on the nodes
+    bootstrap: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +289,16 @@ class ComputeTarget(abc.ABC):
                     + (f": {hint}" if hint else "")
                 )
 
+    def shares_files(self, workspace: str) -> bool:
+        """Whether this target's nodes see the submitter's files (the workspace, its environments, local
+        data). Then the supervisor builds the environment and places inputs once, on this machine;
+        otherwise the node bootstrap does it on every node. From ``Feature.SHARED_FS`` by default."""
+        return Feature.SHARED_FS in self.features
+
+    def node_cache(self) -> str | None:
+        """Where the node bootstrap keeps environments and downloads (None: each node's default)."""
+        return None
+
     @abc.abstractmethod
     def dryrun(self, job: PreparedJob) -> LaunchPlan:
         """Pure: what would run (the target's request and each node's plan). No side effects."""
@@ -329,6 +341,7 @@ def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir
         mode=mode,  # type: ignore[arg-type]
         max_restarts=dist.max_restarts,
         fill=fill or NodeFill(),
+        bootstrap=job.bootstrap,
     )
 
 

@@ -57,8 +57,7 @@ def prepare(target: Any, job: PreparedJob) -> LaunchPlan:
         "bundles": bundles(target, job),
         "workdir": job.workdir,
         "python": job.rank_python,
-        "environment": None if job.spec.environment.is_default or job.spec.environment.user_managed
-        else json.loads(job.spec.to_json())["environment"],
+        "bootstrap": job.bootstrap,
     }
     return LaunchPlan(target=target.name, nodes=nodes, files={"ray placement group": json.dumps(placement, indent=2)})
 
@@ -99,7 +98,7 @@ class RayHandle(Handle):
         self.plans = [n.plan for n in plan.nodes]
         self.workdir: str = placement["workdir"]
         self.local_python: str = placement["python"]
-        self.environment = placement["environment"]
+        self.bootstrap = placement.get("bootstrap")
         self.bundles: list[dict[str, float]] = placement["bundles"]
         self.strategy: str = placement["strategy"]
         self.node_count = len(self.bundles)
@@ -213,7 +212,7 @@ class RayHandle(Handle):
                 ),
             ).remote(run_id, k)
             self.actors.append(actor)
-            self.setup_refs.append(actor.setup.remote(snapshot, self.environment, k == 0))
+            self.setup_refs.append(actor.setup.remote(snapshot, self.bootstrap, k == 0))
         self.mirror = Mirror(self.workdir, len(self.actors))
         self.pull_refs = [None] * len(self.actors)
         self.codes = [None] * len(self.actors)

@@ -84,8 +84,9 @@ class NodeAgent:
 
     # ---- setting up ----------------------------------------------------------------------------
 
-    def setup(self, snapshot: bytes, environment: dict[str, Any] | None, want_port: bool) -> dict[str, Any]:
-        """Unpack the code, build the environment; returns this node's address, python and a free port."""
+    def setup(self, snapshot: bytes, bootstrap: dict[str, Any] | None, want_port: bool) -> dict[str, Any]:
+        """Unpack the code and run the node bootstrap (the job's environment and inputs, placed on this
+        node in its own cache); returns this node's address, python and a free port."""
         import ray  # noqa: PLC0415
 
         with self._lock:
@@ -97,15 +98,8 @@ class NodeAgent:
             for folder in (paths.logs, paths.outputs, paths.journal):
                 os.makedirs(folder, exist_ok=True)
         python = sys.executable
-        if environment is not None:
-            import msgspec  # noqa: PLC0415
-
-            from torchyard.environments import resolve  # noqa: PLC0415
-            from torchyard.spec.job import EnvironmentSpec  # noqa: PLC0415
-
-            spec = msgspec.convert(environment, EnvironmentSpec)
-            log = os.path.join(self.dir, "logs", f"environment_node_{self.node_rank}.txt")
-            python = resolve(node_root(), spec, log).python
+        if bootstrap and (bootstrap.get("environment") or bootstrap.get("inputs") or bootstrap.get("outputs")):
+            python = self._bootstrap(bootstrap)
         ip = ray.util.get_node_ip_address()
         port = 0
         if want_port:
@@ -126,6 +120,27 @@ class NodeAgent:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
         }
+
+    def _bootstrap(self, request: dict[str, Any]) -> str:
+        """torchyard.runtime.bootstrap on this node (every node, also those whose ranks mpirun starts);
+        its result is where the node's launcher finds it. Returns the environment's interpreter."""
+        paths = RunPaths(self.dir)
+        request = {**request, "cache_root": request.get("cache_root") or node_root()}
+        request_path = paths.target_file(f"bootstrap_node_{self.node_rank}.json")
+        result_path = paths.target_file(f"placement_node_{self.node_rank}.json")
+        with open(request_path, "w") as fh:
+            json.dump(request, fh)
+        log_path = paths.log(f"bootstrap_node_{self.node_rank}.txt")
+        with open(log_path, "ab") as log:
+            rc = subprocess.call([sys.executable, "-m", "torchyard.runtime.bootstrap", request_path, result_path,
+                                  str(self.node_rank)], cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+        if rc != 0:
+            with open(log_path, "rb") as fh:
+                last = fh.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"node {self.node_rank} could not be prepared: {last[0]}")
+        with open(result_path) as fh:
+            return str(json.load(fh)["python"])
 
     def start(self, plan: dict[str, Any]) -> int:
         """Start the launcher for ``plan``; returns its pid (0: the run was stopped first, nothing started)."""

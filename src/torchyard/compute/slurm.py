@@ -149,6 +149,13 @@ class SlurmCompute(ComputeTarget):
 
     # ---- prepare: pure ---------------------------------------------------------------------------
 
+    def shares_files(self, workspace: str) -> bool:
+        """The nodes see the workspace only when it is the shared folder (or no other is named)."""
+        return self.shared_dir is None or _same_path(self.shared_dir, workspace)
+
+    def node_cache(self) -> str | None:
+        return os.path.join(self.shared_dir, "cache") if self.shared_dir else None
+
     def node_workdir(self, job: PreparedJob) -> str:
         """Where the run's folder is for the nodes: the run's own folder when the workspace is the
         shared folder, else ``<shared_dir>/runs/<run_id>``."""
@@ -165,7 +172,7 @@ class SlurmCompute(ComputeTarget):
             rank_argv[0] = self.python  # the default environment: the nodes' interpreter
         job = PreparedJob(
             run_id=job.run_id, experiment=job.experiment, workspace=job.workspace, workdir=job.workdir,
-            spec=job.spec, rank_argv=rank_argv, launcher_python=python,
+            spec=job.spec, rank_argv=rank_argv, launcher_python=python, bootstrap=job.bootstrap,
         )  # fmt: skip
         # node 0's address and a free port are found by the batch script; each task's node rank is
         # Slurm's SLURM_NODEID; under mpi, node 0's launcher runs mpirun over every node's address

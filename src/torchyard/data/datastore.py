@@ -540,6 +540,11 @@ def default_datastore(workspace: Any) -> Datastore:
 # ---- resolving inputs and uploading outputs -------------------------------------------------------
 
 
+def datastore_of(workspace_path: str, ref: DataReference | dict[str, Any]) -> Datastore:
+    """The datastore a reference points into (a registered one, or one made from its URL)."""
+    return _store_for(_workspace_path(workspace_path), _ref(ref))
+
+
 def _store_for(workspace_path: str, ref: DataReference) -> Datastore:
     if ref.url is not None:
         if _is_local_url(ref.url):
@@ -559,7 +564,7 @@ def _ref(ref: DataReference | dict[str, Any]) -> DataReference:
 
 
 def resolve_input(
-    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO
+    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO, *, store: Datastore | None = None
 ) -> dict[str, Any]:
     """Make the input ``ref`` a local path for a run.
 
@@ -567,13 +572,17 @@ def resolve_input(
     a single file lands as ``dest/<its name>``. Returns ``{"path", "mode", "files",
     "bytes_downloaded", "bytes_total"}`` where ``mode`` is the one used (a remote ``mount`` becomes
     ``download``) and ``bytes_downloaded`` counts what was fetched or copied (0 for cache hits and
-    hard links)."""
+    hard links).
+
+    ``store``: the datastore itself, where the workspace's registry is not at hand (on a node of a
+    cluster, ``workspace_path`` is then only the folder of the download cache)."""
     workspace_path = _workspace_path(workspace_path)
     try:
         reference = _ref(ref)
     except SpecError as err:
         raise DataError(f"invalid input {ref!r}: {err}") from None
-    store = _store_for(workspace_path, reference)
+    if store is None:
+        store = _store_for(workspace_path, reference)
     started = time.monotonic()
     if store.kind == "local":
         result = _resolve_local(store, reference, dest)

@@ -74,7 +74,12 @@ class Launcher:
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.exit_dir, exist_ok=True)
         os.makedirs(self.paths.outputs, exist_ok=True)
-        self.node = node_env(
+        self.node = self._node_env()
+        self.gpus = node_gpus(os.environ) if plan.use_gpu else None
+
+    def _node_env(self) -> dict[str, str]:
+        plan = self.plan
+        return node_env(
             run_id=plan.run_id,
             experiment=plan.experiment,
             workspace=plan.workspace,
@@ -87,7 +92,6 @@ class Launcher:
             dist_backend=plan.dist_backend,
             user_env=plan.user_env,
         )
-        self.gpus = node_gpus(os.environ) if plan.use_gpu else None
 
     # ---- starting ranks ---------------------------------------------------------------------------
 
@@ -109,6 +113,28 @@ class Launcher:
 
     def _rank_argv(self) -> list[str]:
         return list(self.plan.argv)
+
+    def _bootstrap(self) -> dict[str, Any] | None:
+        """Place the environment and inputs on this node (torchyard.runtime.bootstrap, as a program:
+        the launcher itself stays stdlib + msgspec). None when it failed (its log says why)."""
+        plan = self.plan
+        result_path = self.paths.target_file(f"placement_node_{plan.node_rank}.json")
+        if not os.path.exists(result_path):  # a node agent may have run it already
+            if not plan.bootstrap or not (plan.bootstrap.get("environment") or plan.bootstrap.get("inputs")
+                                          or plan.bootstrap.get("outputs")):
+                return {"python": sys.executable, "bin": os.path.dirname(sys.executable), "paths": {}}
+            request = self.paths.target_file(f"bootstrap_node_{plan.node_rank}.json")
+            with open(request, "w") as fh:
+                json.dump(plan.bootstrap, fh)
+            with open(self.paths.log(f"bootstrap_node_{plan.node_rank}.txt"), "ab") as log:
+                rc = subprocess.call([sys.executable, "-m", "torchyard.runtime.bootstrap", request, result_path,
+                                      str(plan.node_rank)],
+                                     cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            if rc != 0:
+                return None
+        with open(result_path) as fh:
+            result: dict[str, Any] = json.load(fh)
+        return result
 
     def start(self) -> None:
         mode = self.plan.mode
@@ -197,6 +223,14 @@ class Launcher:
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
         started = time.time()
+        if self.plan.bootstrap is not None:
+            placed = self._bootstrap()
+            if placed is None:
+                return self._report(started, "placement_failed", 1, {
+                    "rank": -1, "node_rank": self.plan.node_rank, "time": time.time(), "exit_code": 1,
+                    "stage": "Preparing", "log": self.paths.log(f"bootstrap_node_{self.plan.node_rank}.txt")})
+            self.plan = self.plan.placed(placed)
+            self.node = self._node_env()
         self.start()
         first: dict[str, Any] | None = None
         reason = "completed"
@@ -224,6 +258,9 @@ class Launcher:
         if first is not None and first["rank"] < 0:
             first = self._first_from_exit_files() or first
         code = 0 if reason == "completed" else (first["exit_code"] if first else 128 + (self.stop_signal or 15))
+        return self._report(started, reason, code, first)
+
+    def _report(self, started: float, reason: str, code: int, first: dict[str, Any] | None) -> int:
         status = {
             "node_rank": self.plan.node_rank,
             "reason": reason,

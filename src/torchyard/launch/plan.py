@@ -9,14 +9,21 @@ which, as data: there are no ``${NAME}`` templates to expand.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from torchyard.paths import RunPaths
 
 Mode = Literal["direct", "mpi", "torchrun"]
+
+#: placeholders the node bootstrap fills (the interpreter of the job's environment on this node, its
+#: folder, and each input's and named output's path): ``${{environment.python}}``, ``${{inputs.NAME}}``
+PYTHON = "${{environment.python}}"
+BIN = "${{environment.bin}}"
+_PLACEHOLDER = re.compile(r"\$\{\{\s*((?:environment|inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 class NodeFill(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +58,20 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     mpirun: str = "mpirun"
     mpi_args: list[str] = []
     fill: NodeFill = NodeFill()
+    #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
+    #: job's environment and inputs are placed on the node, and the placeholders filled from its result
+    bootstrap: dict[str, Any] | None = None
+
+    def placed(self, result: Mapping[str, Any]) -> NodePlan:
+        """This plan with the bootstrap's ``result`` filled into the rank command and variables."""
+        values = {"environment.python": str(result["python"]), "environment.bin": str(result["bin"]),
+                  **{str(k): str(v) for k, v in dict(result.get("paths") or {}).items()}}
+
+        def fill(text: str) -> str:
+            return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text) if "${{" in text else text
+
+        return self.replace(argv=[fill(a) for a in self.argv], user_env={k: fill(v) for k, v in self.user_env.items()},
+                            bootstrap=None)
 
     @property
     def paths(self) -> RunPaths:

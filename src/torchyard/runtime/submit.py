@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from torchyard.errors import NotSupportedError, SpecError
+from torchyard.launch.plan import BIN, PYTHON
 from torchyard.paths import RunPaths
 from torchyard.status import RunStatus
 
@@ -235,7 +236,38 @@ def rank_argv(spec: JobSpec, python: str, paths: dict[tuple[str, str], str]) -> 
     under a shell with that interpreter first on PATH; data placeholders filled in."""
     if spec.entry_script:
         return [python, spec.entry_script, *(fill_placeholders(a, paths) for a in spec.arguments)]
-    return ["/bin/sh", "-c", f'PATH="{os.path.dirname(python)}:$PATH"; {fill_placeholders(spec.command or "", paths)}']
+    folder = BIN if python == PYTHON else os.path.dirname(python)
+    return ["/bin/sh", "-c", f'PATH="{folder}:$PATH"; {fill_placeholders(spec.command or "", paths)}']
+
+
+def node_placeholders(spec: JobSpec) -> dict[tuple[str, str], str]:
+    """Data paths the node bootstrap fills in, for targets that place data on the nodes."""
+    paths = {("inputs", name): f"${{{{inputs.{name}}}}}" for name in spec.inputs}
+    paths.update({("outputs", name): f"${{{{outputs.{name}}}}}" for name in spec.outputs})
+    return paths
+
+
+def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget) -> dict[str, Any]:
+    """What the node bootstrap places on each node: the environment (None: the node's own
+    interpreter), each input with its datastore's settings (never credentials), the named outputs."""
+    from torchyard.data.datastore import DataError, datastore_of  # noqa: PLC0415
+    from torchyard.environments import env_dict  # noqa: PLC0415
+
+    env = spec.environment
+    inputs: dict[str, Any] = {}
+    for name, ref in spec.inputs.items():
+        clean = {k: v for k, v in ref.items() if k not in ("type", "description")}
+        try:
+            store = datastore_of(ws.path, clean).to_dict()
+        except DataError as err:
+            raise SpecError(f"inputs.{name}", str(err)) from None
+        inputs[name] = {"ref": clean, "datastore": store}
+    return {
+        "environment": None if env.is_default or env.user_managed else env_dict(env),
+        "inputs": inputs,
+        "outputs": list(spec.outputs),
+        "cache_root": target.node_cache(),
+    }
 
 
 def with_data(spec: JobSpec, paths: dict[tuple[str, str], str]) -> JobSpec:
@@ -245,12 +277,13 @@ def with_data(spec: JobSpec, paths: dict[tuple[str, str], str]) -> JobSpec:
 
 
 def prepared_job(run_id: str, experiment: str, workspace: str, workdir: str, spec: JobSpec, python: str,
-                 paths: dict[tuple[str, str], str]) -> Any:
-    """The PreparedJob a target's ``prepare`` gets: the same for a real run and a dry run."""
+                 paths: dict[tuple[str, str], str], bootstrap: dict[str, Any] | None = None) -> Any:
+    """The PreparedJob a target's ``dryrun`` gets: the same for a real run and a dry run."""
     from torchyard.compute.base import PreparedJob  # noqa: PLC0415
 
     spec = with_data(spec, paths)
     return PreparedJob(
+        bootstrap=bootstrap,
         run_id=run_id,
         experiment=experiment,
         workspace=workspace,
@@ -291,15 +324,21 @@ def plan(ws: WorkspaceFolder, experiment: str, spec: JobSpec) -> DryRun:
     from torchyard.environments import planned_python  # noqa: PLC0415
 
     spec, target = check_job(ws, spec)
-    env = planned_python(ws.path, spec.environment)
-    python = env["python"] if env["key"] else sys.executable
     workdir = os.path.join("<workspace>", "runs", "<run_id>")
-    rp = RunPaths(workdir)
-    paths: dict[tuple[str, str], str] = {}
-    for name, ref in spec.inputs.items():
-        paths[("inputs", name)] = rp.input(ref.get("path_on_compute") or name)
-    for name in spec.outputs:
-        paths[("outputs", name)] = rp.named_output(name)
-    job = prepared_job("<run_id>", experiment, "<workspace>", workdir, spec, python, paths)
+    bootstrap = None
+    if target.shares_files(ws.path):
+        env = planned_python(ws.path, spec.environment)
+        python = env["python"] if env["key"] else sys.executable
+        rp = RunPaths(workdir)
+        paths: dict[tuple[str, str], str] = {}
+        for name, ref in spec.inputs.items():
+            paths[("inputs", name)] = rp.input(ref.get("path_on_compute") or name)
+        for name in spec.outputs:
+            paths[("outputs", name)] = rp.named_output(name)
+    else:  # placed by the node bootstrap on every node
+        env, python, paths = {"python": PYTHON, "key": None, "cached": False, "placed_on": "nodes"}, PYTHON, \
+            node_placeholders(spec)
+        bootstrap = bootstrap_request(ws, spec, target)
+    job = prepared_job("<run_id>", experiment, "<workspace>", workdir, spec, python, paths, bootstrap)
     return DryRun(experiment=experiment, spec=job.spec, plan=target.dryrun(job),
                   environment={**env, "python": python})

@@ -20,8 +20,9 @@ from typing import Any
 
 from torchyard.compute.base import Handle, JobState, Phase
 from torchyard.errors import TorchyardError
+from torchyard.launch.plan import PYTHON
 from torchyard.paths import RunPaths
-from torchyard.runtime.submit import prepared_job
+from torchyard.runtime.submit import bootstrap_request, node_placeholders, prepared_job
 from torchyard.status import RunStatus
 from torchyard.tracking import journal as j
 
@@ -167,17 +168,34 @@ class Supervisor:
             self.cancel_reason = self._user_cancel_reason()
         spec = self.spec
         self._status(RunStatus.PREPARING)
-        python = self._prepare_environment()
-        if python is None:
-            return
-        paths = self._prepare_data()
-        if paths is None:
-            return
+        target = get_target(spec.compute_target, self.ws.path)
+        bootstrap = None
+        if target.shares_files(self.ws.path):  # the nodes see this machine's files: place here, once
+            python = self._prepare_environment()
+            if python is None:
+                return
+            paths = self._prepare_data()
+            if paths is None:
+                return
+        else:  # the node bootstrap builds the environment and places the inputs on every node
+            try:
+                bootstrap = bootstrap_request(self.ws, spec, target)
+            except TorchyardError as err:
+                self._collect()
+                self.store.set_status(self.run_id, RunStatus.FAILED, str(err),
+                                      details={"error": {"message": str(err), "stage": "Preparing"}})
+                return
+            python, paths = PYTHON, node_placeholders(spec)
+            from torchyard.environments import environment_key  # noqa: PLC0415
+
+            key = environment_key(spec.environment) if bootstrap["environment"] else None
+            self.environment = {"placed_on": "nodes", "key": key}
+            self.store.update_details(self.run_id, environment=self.environment)
         if self.cancel_reason:
             self._finish(None)
             return
-        target = get_target(spec.compute_target, self.ws.path)
-        job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python, paths)
+        job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python,
+                           paths, bootstrap)
         spec = self.spec = job.spec
         plan = target.dryrun(job)
         self._status(RunStatus.STARTING)
@@ -369,6 +387,8 @@ class Supervisor:
         """List the environment's exact packages in the background while the ranks run."""
         from torchyard.environments import freeze_argv, freeze_cache_path  # noqa: PLC0415
 
+        if "python" not in self.environment:  # built on the nodes: its packages are listed there
+            return
         self._freeze_cache = freeze_cache_path(self.info["workspace"], self.environment["python"])
         if os.path.exists(self._freeze_cache):
             return
@@ -380,8 +400,8 @@ class Supervisor:
             self._freeze = None
 
     def _environment_details(self) -> dict[str, Any]:
-        if not self.environment:
-            return {}
+        if not self.environment or "python" not in self.environment:
+            return {"environment": self.environment} if self.environment else {}
         env = dict(self.environment, base_python=self.info["python"], packages=[])
         if self._freeze is not None:
             try:
@@ -468,6 +488,13 @@ class Supervisor:
         if not failures:
             return {"message": f"the job exited with code {rc}", "exit_code": rc}
         first = min(failures, key=lambda f: f["time"])
+        if first.get("stage") == "Preparing":  # the node bootstrap could not place the job on a node
+            last = tail_lines(self.paths.log(os.path.basename(first.get("log") or "bootstrap.txt")))
+            message = f"node {first['node_rank']} could not be prepared (environment or inputs)"
+            if last:
+                message += f": {last[-1].strip()}"
+            return {"message": message, "stage": "Preparing", "node_rank": first["node_rank"], "rank": -1,
+                    "exit_code": first["exit_code"], "last_lines": last}
         how = f"was killed by {first['signal']}" if first.get("signal") else f"exited with code {first['exit_code']}"
         rank = first["rank"]
         log = self.paths.rank_log(rank) if rank >= 0 else self.paths.torchrun_log(first["node_rank"])
