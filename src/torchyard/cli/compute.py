@@ -114,3 +114,10 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
 def _fmt(config: dict[str, Any]) -> str:
     shown = {k: v for k, v in config.items() if v not in (None, [], "")}
     return f"  ({', '.join(f'{k}={v}' for k, v in sorted(shown.items()))})" if shown else ""
+
+
+def register(subparsers: Any) -> None:
+    """Add this group to the ``torchyard`` parser; its handler runs the chosen subcommand."""
+    from torchyard.cli.common import workspace  # noqa: PLC0415
+
+    add_parser(subparsers).set_defaults(func=lambda args: run(args, workspace(args)))

@@ -134,3 +134,10 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
 
 def _fmt_options(options: dict[str, Any]) -> str:
     return f"  ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else ""
+
+
+def register(subparsers: Any) -> None:
+    """Add this group to the ``torchyard`` parser; its handler runs the chosen subcommand."""
+    from torchyard.cli.common import workspace  # noqa: PLC0415
+
+    add_parser(subparsers).set_defaults(func=lambda args: run(args, workspace(args)))

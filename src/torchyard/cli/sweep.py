@@ -91,3 +91,10 @@ def run(args: argparse.Namespace, ws: Any) -> int:
         print(f"torchyard: sweep {hd.id}: " + (f"already {before}" if before in ("Completed", "Failed", "Canceled")
                                                 else "cancel requested"))
     return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add this group to the ``torchyard`` parser; its handler runs the chosen subcommand."""
+    from torchyard.cli.common import workspace  # noqa: PLC0415
+
+    add_parser(subparsers).set_defaults(func=lambda args: run(args, workspace(args)))

@@ -1,0 +1,137 @@
+"""``torchyard env ...``: registered environments and cached builds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from torchyard.cli.common import (
+    UsageError,
+    command,
+    fmt_time,
+    group,
+    print_json,
+    table,
+    workspace,
+)
+
+
+def cmd_env_list(args: argparse.Namespace) -> int:
+    """Registered environments and cached builds."""
+    from torchyard.environments import list_cached  # noqa: PLC0415
+
+    ws = workspace(args)
+    registered = [e.to_spec_dict() for e in ws.environments.list()]
+    cached = list_cached(ws.path)
+    if args.json:
+        print_json({"registered": registered, "cached": cached})
+        return 0
+    table("registered environments", ["name", "version", "pip", "conda"],
+           [[e["name"], e["version"], " ".join(e["pip_packages"]), " ".join(e["conda_packages"])] for e in registered])
+    table("cached builds", ["key", "last used", "pip"],
+           [[c["key"], fmt_time(c["last_used"]), " ".join(c["spec"].get("pip_packages", []))] for c in cached])
+    return 0
+
+
+def _env_ref(ref: str) -> tuple[str, str | None]:
+    name, _, version = ref.partition(":")
+    return name, version or None
+
+
+def cmd_env_show(args: argparse.Namespace) -> int:
+    """Show a registered environment (NAME or NAME:VERSION)."""
+    env = workspace(args).environments.get(*_env_ref(args.name))
+    data = env.to_spec_dict()
+    if args.json:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            if value not in (None, [], False):
+                print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def cmd_env_register(args: argparse.Namespace) -> int:
+    """Register an environment from a YAML file (name, version, pip, conda, python)."""
+    import yaml  # noqa: PLC0415
+
+    from torchyard.spec.estimators import Environment  # noqa: PLC0415
+
+    if not os.path.isfile(args.file):
+        raise UsageError(f"{args.file}: not found")
+    try:
+        with open(args.file) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise UsageError(f"{args.file}: malformed YAML: {str(err).splitlines()[0]}") from None
+    allowed = {"name", "version", "pip", "pip_packages", "conda", "conda_packages", "python",
+               "pip_requirements_file", "conda_dependencies_file", "user_managed"}
+    if not isinstance(data, dict) or "name" not in data:
+        raise UsageError(f"{args.file}: expected a mapping with at least 'name'")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UsageError(f"{args.file}: unknown field {unknown[0]!r}; use {', '.join(sorted(allowed))}")
+    base = os.path.dirname(os.path.abspath(args.file))
+
+    def rel(p: str | None) -> str | None:
+        return os.path.join(base, p) if p else None
+
+    env = Environment(
+        str(data["name"]),
+        None if data.get("version") is None else str(data["version"]),
+        pip=list(data.get("pip") or data.get("pip_packages") or []),
+        conda=list(data.get("conda") or data.get("conda_packages") or []),
+        python=data.get("python"),
+        pip_requirements_file=rel(data.get("pip_requirements_file")),
+        conda_dependencies_file=rel(data.get("conda_dependencies_file")),
+        user_managed=bool(data.get("user_managed", False)),
+    )
+    registered = workspace(args).environments.register(env)
+    print(f"{registered.name}:{registered.version}")
+    return 0
+
+
+def cmd_env_export(args: argparse.Namespace) -> int:
+    """Print a requirements file that rebuilds a run's environment."""
+    run = workspace(args).get_run(args.run_id)
+    env = run.get_environment()
+    if not env:
+        raise UsageError(f"run {run.id} has no recorded environment (it has not started yet)")
+    print(f"# torchyard: environment of run {run.id}")
+    print(f"# base interpreter: {env.get('base_python')}; environment python: {env.get('python')}")
+    if env.get("key"):
+        print("# these packages are layered over the base interpreter (uv venv --system-site-packages)")
+    for line in env.get("packages", []):
+        print(line)
+    return 0
+
+
+def cmd_env_prune(args: argparse.Namespace) -> int:
+    """Remove cached environments that no live run uses."""
+    from torchyard.environments import prune  # noqa: PLC0415
+    from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
+
+    ws = workspace(args)
+    in_use = set()
+    for row in ws.store.list_runs():
+        if row["status"] in ACTIVE_VALUES:
+            key = json.loads(row["details"] or "{}").get("environment", {}).get("key")
+            if key:
+                in_use.add(key)
+    removed = prune(ws.path, args.older_than * 86400, in_use)
+    print(f"removed {len(removed)} cached environment(s)" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def register(sub: Any) -> None:
+    env = group(sub, "env", "environments: list, show, register, export, prune", "env_command")
+    command(env, "list", cmd_env_list).add_argument("--json", action="store_true")
+    es = command(env, "show", cmd_env_show)
+    es.add_argument("name", help="NAME or NAME:VERSION")
+    es.add_argument("--json", action="store_true")
+    command(env, "register", cmd_env_register).add_argument("file")
+    command(env, "export", cmd_env_export).add_argument("run_id")
+    command(env, "prune", cmd_env_prune).add_argument(
+        "--older-than", type=float, default=7.0, metavar="DAYS", help="unused for this many days (default 7)")

@@ -1,0 +1,240 @@
+"""``torchyard run`` and ``torchyard submit``: a script or a YAML job file as a tracked run (or a sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from torchyard.cli.common import (
+    UsageError,
+    command,
+    kv,
+    print_json,
+    workspace,
+)
+from torchyard.cli.common import (
+    wait as wait_for,
+)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a script from a source folder as a tracked run.
+
+    Arguments after -- go to the script. Without --wait it prints the run id and returns; with it,
+    it streams rank 0's output and ends with an execution summary (exit 1 if the run did not complete)."""
+    from torchyard.experiment import Experiment  # noqa: PLC0415
+    from torchyard.spec.estimators import PyTorch  # noqa: PLC0415
+
+    script_args = list(args.args)
+    if script_args and script_args[0] == "--":
+        script_args = script_args[1:]
+    src = os.path.abspath(args.source_dir)
+    experiment = args.experiment or _default_experiment(src)
+    est = PyTorch(
+        source_directory=src,
+        entry_script=args.entry,
+        compute_target=args.compute,
+        node_count=args.node_count,
+        process_count_per_node=args.process_count_per_node,
+        distributed_backend=args.distributed_backend,
+        use_gpu=args.use_gpu,
+        environment_variables=kv(args.env, "--env"),
+        max_run_duration_seconds=args.max_run_duration,
+        hang_timeout_seconds=args.hang_timeout,
+        max_queue_seconds=args.max_queue,
+    )
+    # script arguments pass through verbatim (script_params would reorder bare flags)
+    import msgspec  # noqa: PLC0415
+
+    spec = msgspec.structs.replace(est.spec, arguments=tuple(script_args))
+    ws = workspace(args)
+    fast = _via_agent(ws, experiment, spec, kv(args.tag, "--tag"), wait=args.wait, stream=not args.json, json_out=args.json)
+    if fast is not None:
+        return fast
+    run = Experiment(ws, experiment).submit(spec, tags=kv(args.tag, "--tag"))
+    if args.json and not args.wait:
+        print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})
+        return 0
+    print(f"torchyard: submitted run {run.id} (experiment {experiment})", file=sys.stderr, flush=True)
+    if not args.wait:
+        print(run.id, flush=True)
+        return 0
+    if args.wait:
+        code = wait_for(run, stream=not args.json)
+        if args.json:
+            print_json(run.get_details())
+        return code
+    return 0
+
+
+def _via_agent(
+    ws: Any, experiment: str, spec: Any, tags: dict[str, str], *, wait: bool, stream: bool, json_out: bool
+) -> int | None:
+    """Submit through the warm local agent (see torchyard.runtime.agent); None when there is none yet."""
+    from torchyard.runtime import agent  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    if not agent.enabled() or (wait and json_out):
+        return None
+    check_name(experiment)
+    sock = agent.connect(ws.path, ws.db_url)
+    if sock is None:
+        return None
+    chan = agent.Channel(sock)
+    try:
+        chan.send(
+            {
+                "op": "submit",
+                "experiment": experiment,
+                "spec": spec.to_json().decode(),
+                "tags": tags,
+                "wait": wait,
+                "env": dict(os.environ),
+            }
+        )
+        first = chan.recv()
+        if first is None:
+            return None  # the agent went away before recording anything: submit directly
+        if "error" in first:
+            raise UsageError(first["error"])
+        run_id = first["run_id"]
+        if not wait:
+            if json_out:
+                print_json({"run_id": run_id, "experiment": experiment, "status": "Queued"})
+            else:
+                print(f"torchyard: submitted run {run_id} (experiment {experiment})", file=sys.stderr, flush=True)
+                print(run_id, flush=True)
+            return 0
+        print(f"torchyard: submitted run {run_id} (experiment {experiment})", file=sys.stderr, flush=True)
+        from torchyard.run import LogFollower  # noqa: PLC0415
+
+        follower = LogFollower(first["run_dir"]) if stream else None
+        final = None
+        try:
+            while True:
+                ready = chan.ready(0.03)
+                if follower is not None:
+                    follower.pump(sys.stdout)
+                if ready:
+                    final = chan.recv()
+                    break
+        except KeyboardInterrupt:
+            print(f"\ntorchyard: stopped waiting; run {run_id} goes on (`torchyard cancel {run_id}` stops it)", file=sys.stderr)
+            return 130
+        if follower is not None:
+            follower.pump(sys.stdout)
+        if final is None:  # the agent died mid-run: ask the store
+            return wait_for(ws.get_run(run_id), stream=False)
+        if stream:
+            sys.stdout.write(final["summary"])
+            sys.stdout.flush()
+        if final["status"] != "Completed":
+            print(f"torchyard: run {run_id} ended {final['status']}: {final.get('reason') or final['status']}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        chan.close()
+
+
+def _default_experiment(src: str) -> str:
+    import re  # noqa: PLC0415
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(src.rstrip("/")) or "default").lstrip("._-")
+    return name[:100] or "default"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a YAML job file (Azure ML v2 command job style), or a `type: sweep` file.
+
+    --dry-run prints the compiled job and what each node would run, from the same plan the
+    supervisor makes; nothing is recorded or started."""
+    from torchyard.experiment import Experiment  # noqa: PLC0415
+    from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
+
+    loaded = load_job_file(args.job_file)
+    experiment = args.experiment or loaded.experiment or _default_experiment(loaded.spec.source_directory)
+    if hasattr(loaded, "config"):  # a sweep (type: sweep)
+        return _submit_sweep(loaded, experiment, args)
+    if args.dry_run:
+        return _dry_run(loaded.spec, experiment, args)
+    ws = workspace(args)
+    fast = _via_agent(ws, experiment, loaded.spec, loaded.tags, wait=args.stream, stream=args.stream, json_out=args.json)
+    if fast is not None:
+        return fast
+    run = Experiment(ws, experiment).submit(loaded.spec, tags=loaded.tags)
+    if args.json and not args.stream:
+        print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})
+        return 0
+    print(f"torchyard: submitted run {run.id} (experiment {experiment})", file=sys.stderr, flush=True)
+    if args.stream:
+        return wait_for(run, stream=True)
+    print(run.id)
+    return 0
+
+
+def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int:
+    from torchyard.cli import sweep as sweep_cli  # noqa: PLC0415
+    from torchyard.experiment import Experiment  # noqa: PLC0415
+
+    if args.dry_run:
+        config = loaded.config
+        trial = config.hyperparameter_sampling.suggest(0, config.hyperparameter_sampling.seed or 0, (), config.maximize)
+        from torchyard.sweeps.config import trial_arguments  # noqa: PLC0415
+
+        return _dry_run(trial_arguments(loaded.spec, trial), experiment, args, sweep=config)
+    hd = Experiment(workspace(args), experiment).submit(loaded.config, tags=loaded.tags)
+    if args.json and not args.stream:
+        print_json({"run_id": hd.id, "experiment": experiment, "status": hd.get_status(), "type": "sweep"})
+        return 0
+    print(f"torchyard: submitted sweep {hd.id} (experiment {experiment})", file=sys.stderr, flush=True)
+    if not args.stream:
+        print(hd.id)
+        return 0
+    code = wait_for(hd, stream=False)
+    sweep_cli.show(hd, as_json=args.json)
+    return code
+
+
+def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = None) -> int:
+    """What the run would execute, from the same plan the supervisor makes (runtime.submit.plan)."""
+    from torchyard.runtime.submit import plan  # noqa: PLC0415
+
+    dry = plan(workspace(args), experiment, spec)
+    if args.json:
+        extra = {"sweep": sweep.to_dict(sweep.hyperparameter_sampling.seed)} if sweep is not None else {}
+        print_json({**dry.to_dict(), **extra})
+    else:
+        if sweep is not None:
+            print(f"sweep: {sweep!r}")
+            print("first trial's job (sampled values as arguments):")
+        print(dry.describe())
+    return 0
+
+
+def register(sub: Any) -> None:
+    r = command(sub, "run", cmd_run)
+    r.add_argument("--source-dir", "-s", default=".", help="folder with the training code (default: .)")
+    r.add_argument("--entry", "-e", required=True, help="entry script, relative to --source-dir")
+    r.add_argument("--compute", "-c", default="local", help="compute target (default: local)")
+    r.add_argument("--experiment", "-x", help="experiment name (default: the source folder's name)")
+    r.add_argument("--node-count", type=int, default=1, help="nodes (default 1)")
+    r.add_argument("--process-count-per-node", type=int, default=1, help="processes per node (default 1)")
+    r.add_argument("--distributed-backend", help="pytorch, nccl, gloo or mpi (needed for more than one process)")
+    r.add_argument("--use-gpu", action="store_true", help="give each rank a GPU")
+    r.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the script")
+    r.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run")
+    r.add_argument("--max-run-duration", type=float, help="cancel the run after this many seconds")
+    r.add_argument("--max-queue", type=float, metavar="S", help="fail the run when it waits longer than this in the target's queue")
+    r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
+    r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
+    r.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    r.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's arguments")
+
+    s = command(sub, "submit", cmd_submit)
+    s.add_argument("job_file")
+    s.add_argument("--experiment", "-x", help="override the file's experiment")
+    s.add_argument("--stream", action="store_true", help="stream the output and wait for the run to end")
+    s.add_argument("--dry-run", action="store_true", help="print the compiled job and what would run; run nothing")
+    s.add_argument("--json", action="store_true")

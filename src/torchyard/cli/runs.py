@@ -1,0 +1,190 @@
+"""``torchyard runs list|show``, ``logs``, ``metrics``, ``cancel``, ``download``: looking at runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from torchyard.cli.common import (
+    command,
+    fmt_time,
+    group,
+    print_json,
+    rank_arg,
+    table,
+    workspace,
+)
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    """List runs, newest first."""
+    from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
+
+    ws = workspace(args)
+    rows = ws.store.list_runs(experiment=args.experiment, status=args.status, limit=args.limit)
+    rows = [reconcile(ws.store, r) for r in rows]
+    if args.json:
+        print_json([_run_summary(r) for r in rows])
+        return 0
+    table(
+        None,
+        ["run id", "experiment", "status", "target", "created", "duration"],
+        [
+            [r["id"], r["experiment"], r["status"], r["compute_target"], fmt_time(r["created_at"]), _duration(r)]
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def _duration(row: dict[str, Any]) -> str:
+    if not row.get("started_at"):
+        return "-"
+    return f"{(row.get('ended_at') or time.time()) - row['started_at']:.1f} s"
+
+
+def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": row["id"],
+        "experiment": row["experiment"],
+        "status": row["status"],
+        "compute_target": row["compute_target"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "exit_code": row["exit_code"],
+    }
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    """Show one run: status, times, tags, properties, history, error with its last lines, files."""
+    run = workspace(args).get_run(args.run_id)
+    details = run.get_details()
+    if args.json:
+        print_json(details)
+        return 0
+    print(f"run:        {details['runId']}")
+    print(f"experiment: {details['experiment']}")
+    print(f"status:     {details['status']}")
+    print(f"target:     {details['target']}")
+    print(f"created:    {details['createdTimeUtc']}")
+    print(f"started:    {details['startTimeUtc'] or '-'}")
+    print(f"ended:      {details['endTimeUtc'] or '-'}")
+    if details["exitCode"] is not None:
+        print(f"exit code:  {details['exitCode']}")
+    if details["tags"]:
+        print("tags:       " + ", ".join(f"{k}={v}" for k, v in details["tags"].items()))
+    if details["properties"]:
+        print("properties: " + ", ".join(f"{k}={v}" for k, v in details["properties"].items()))
+    print("history:    " + " → ".join(h["status"] for h in details["statusHistory"]))
+    error = details.get("error")
+    if error:
+        print(f"error:      {error['message']}")
+        for line in error.get("last_lines", [])[-10:]:
+            print(f"  | {line}")
+    files = run.get_file_names()
+    if files:
+        print("files:      " + ", ".join(files))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print a run's output (rank 0 by default); --follow keeps printing until the run ends."""
+    from torchyard.run import LogFollower  # noqa: PLC0415
+    from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
+
+    run = workspace(args).get_run(args.run_id)
+    follower = LogFollower(run.workdir, rank_arg(args.rank))
+    try:
+        while True:
+            status = run.get_status()
+            follower.pump(sys.stdout)
+            if not args.follow or status in TERMINAL_VALUES:
+                break
+            time.sleep(0.2)
+        follower.pump(sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print a run's metrics (rank 0 by default, --rank all for every rank)."""
+    run = workspace(args).get_run(args.run_id)
+    rank = rank_arg(args.rank)
+    metrics = run.get_metrics(rank=rank)
+    if args.json:
+        print_json(metrics)
+        return 0
+    per_rank = metrics if rank == "all" else {rank: metrics}
+    rows = []
+    for r, values in per_rank.items():
+        for name, value in values.items():
+            count = len(value) if isinstance(value, list) else 1
+            last = value[-1] if isinstance(value, list) and value else value
+            rows.append([r, name, count, f"{last:.6g}" if isinstance(last, float) else last])
+    if not rows:
+        print(f"run {run.id} has no metrics (yet)")
+        return 0
+    table(None, ["rank", "metric", "values", "last"], rows)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a run (idempotent): every rank on every node is stopped, the run ends Canceled."""
+    run = workspace(args).get_run(args.run_id)
+    before = run.get_status()
+    run.cancel()
+    print(f"torchyard: run {run.id}: {'already ' + before if before in ('Completed', 'Failed', 'Canceled') else 'cancel requested'}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """Download a run's artifact, or every artifact under a folder."""
+    from torchyard.errors import NotFoundError  # noqa: PLC0415
+
+    run = workspace(args).get_run(args.run_id)
+    names = run.get_file_names()
+    if args.path in names:
+        os.makedirs(args.to, exist_ok=True)
+        print(run.download_file(args.path, args.to))
+        return 0
+    prefix = args.path.rstrip("/") + "/"
+    if any(n.startswith(prefix) for n in names):
+        for path in run.download_files(prefix, args.to):
+            print(path)
+        return 0
+    raise NotFoundError(f"run {run.id} has no file or folder {args.path!r}; it has: {', '.join(names) or 'nothing'}")
+
+
+def register(sub: Any) -> None:
+    runs = group(sub, "runs", "list and show runs", "runs_command")
+    rl = command(runs, "list", cmd_runs_list)
+    rl.add_argument("--experiment", "-x")
+    rl.add_argument("--status")
+    rl.add_argument("--limit", type=int, default=20)
+    rl.add_argument("--json", action="store_true")
+    rs = command(runs, "show", cmd_runs_show)
+    rs.add_argument("run_id")
+    rs.add_argument("--json", action="store_true")
+
+    lg = command(sub, "logs", cmd_logs)
+    lg.add_argument("run_id")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    lg.add_argument("--rank", default="0", help="rank number or 'all' (default 0)")
+
+    m = command(sub, "metrics", cmd_metrics)
+    m.add_argument("run_id")
+    m.add_argument("--rank", default="0", help="rank number or 'all' (default 0)")
+    m.add_argument("--json", action="store_true")
+
+    c = command(sub, "cancel", cmd_cancel)
+    c.add_argument("run_id")
+
+    d = command(sub, "download", cmd_download)
+    d.add_argument("run_id")
+    d.add_argument("path", help="artifact path, e.g. outputs/model.pt (a folder prefix downloads everything under it)")
+    d.add_argument("--to", default=".", help="destination folder (default: .)")
