@@ -351,3 +351,15 @@ def launcher_argv(python: str, plan_path: str) -> list[str]:
 
 def status_path(workdir: str, node_rank: int) -> str:
     return RunPaths(workdir).node_report(node_rank)
+
+
+def option_table(cls: type[ComputeTarget]) -> str:
+    """The README's table of a kind's options (a unit test keeps the README equal to it)."""
+    rows = ["| option | `compute add` flag | type | default | what |", "|---|---|---|---|---|"]
+    for o in cls.options:
+        kind = "list of str" if o.type is list else o.type.__name__
+        if o.choices:
+            kind = " \\| ".join(f"`{c}`" for c in o.choices)
+        default = "" if o.default in (None, [], ()) else f"`{o.default!r}`"
+        rows.append(f"| `{o.name}` | `{o.cli_flag}` | {kind} | {default} | {o.help} |")
+    return "\n".join(rows)
