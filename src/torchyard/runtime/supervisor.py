@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,76 +21,15 @@ from torchyard.compute.base import Handle, JobState, Phase
 from torchyard.errors import TorchyardError
 from torchyard.launch.plan import PYTHON
 from torchyard.paths import RunPaths
+from torchyard.runtime.artifacts import collect_artifacts
+from torchyard.runtime.failure import failure_report
+from torchyard.runtime.ingest import Ingestor
 from torchyard.runtime.submit import bootstrap_request, node_placeholders, prepared_job
 from torchyard.status import RunStatus
-from torchyard.tracking import journal as j
 
 HEARTBEAT_SECONDS = 2.0
 USER_CANCEL = "canceled by user"
 INGEST_SECONDS = 0.25
-LAST_LINES = 20
-
-
-def tail_lines(path: str, n: int = LAST_LINES) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 16384))
-            data = fh.read()
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-n:]
-
-
-class Ingestor:
-    """Moves new journal records of every rank into the store."""
-
-    def __init__(self, store: Any, run_id: str, journal_dir: str) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.journal_dir = journal_dir
-        self.readers: dict[int, j.JournalReader] = {}
-
-    def _discover(self) -> None:
-        try:
-            names = os.listdir(self.journal_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith("rank_") and name.endswith(".journal"):
-                rank = int(name[5:-8])
-                if rank not in self.readers:
-                    self.readers[rank] = j.JournalReader(os.path.join(self.journal_dir, name))
-
-    def ingest(self) -> int:
-        self._discover()
-        total = 0
-        for rank, reader in self.readers.items():
-            series, records = reader.read_new()
-            if not series and not records:
-                continue
-            total += len(records) + sum(len(s[1]) for s in series)
-            self.store.insert_series(self.run_id, rank, series)
-            rows: list[tuple[Any, ...]] = []
-            tags: dict[str, str] = {}
-            props: dict[str, str] = {}
-            dumps = json.dumps
-            for kind, name, value, step, ts in records:
-                if kind == j.TAG:
-                    tags[name] = value
-                elif kind == j.PROPERTY:
-                    props[name] = value
-                else:
-                    rows.append((name, rank, step, None, dumps(value), kind, ts))
-            self.store.insert_metrics(self.run_id, rows)
-            self.store.set_tags(self.run_id, tags)
-            if props:
-                try:
-                    self.store.add_properties(self.run_id, props)
-                except Exception as err:  # an immutable property re-set: keep the run going
-                    print(f"torchyard supervisor: {err}", flush=True)
-        return total
 
 
 class _Canceled(Exception):
@@ -181,7 +119,7 @@ class Supervisor:
             try:
                 bootstrap = bootstrap_request(self.ws, spec, target)
             except TorchyardError as err:
-                self._collect()
+                collect_artifacts(self.ws, self.store, self.run_id, self.paths)
                 self.store.set_status(self.run_id, RunStatus.FAILED, str(err),
                                       details={"error": {"message": str(err), "stage": "Preparing"}})
                 return
@@ -325,7 +263,7 @@ class Supervisor:
             return None
         except EnvironmentBuildError as err:
             message = f"environment build failed: {err}"
-            self._collect()
+            collect_artifacts(self.ws, self.store, self.run_id, self.paths)
             self.store.set_status(self.run_id, RunStatus.FAILED, message.splitlines()[0],
                                   details={"error": {"message": message, "stage": "Preparing"}})
             return None
@@ -351,7 +289,7 @@ class Supervisor:
                     result = resolve_input(self.info["workspace"], _ref_only(ref), dest, log)
                 except DataError as err:
                     message = f"input {name!r}: {err}"
-                    self._collect()
+                    collect_artifacts(self.ws, self.store, self.run_id, self.paths)
                     self.store.set_status(self.run_id, RunStatus.FAILED, message,
                                           details={"error": {"message": message, "stage": "Preparing"}, "inputs": results})
                     return None
@@ -439,7 +377,7 @@ class Supervisor:
     def _finish(self, rc: int | None, nodes: list[dict[str, Any]] | None = None) -> None:
         env = self._environment_details()
         if self.fail_reason and not self.cancel_reason:
-            self._collect()
+            collect_artifacts(self.ws, self.store, self.run_id, self.paths)
             self.store.set_status(
                 self.run_id,
                 RunStatus.FAILED,
@@ -451,7 +389,7 @@ class Supervisor:
         if self.cancel_reason:
             if self.cancel_reason == USER_CANCEL:
                 self.cancel_reason = self._user_cancel_reason()
-            self._collect()
+            collect_artifacts(self.ws, self.store, self.run_id, self.paths)
             self.store.set_status(
                 self.run_id,
                 RunStatus.CANCELED,
@@ -461,7 +399,7 @@ class Supervisor:
             )
             return
         self._status(RunStatus.FINALIZING)
-        self._collect()
+        collect_artifacts(self.ws, self.store, self.run_id, self.paths)
         if rc == 0 and (upload_error := self._upload_outputs()):
             self.store.set_status(self.run_id, RunStatus.FAILED, upload_error,
                                   details={"error": {"message": upload_error, "stage": "Finalizing"}, **env}, exit_code=0)
@@ -469,7 +407,7 @@ class Supervisor:
         if rc == 0:
             self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0, details=env)
             return
-        error = self._error(rc, nodes or [])
+        error = failure_report(self.paths, rc, nodes or [], self.spec.distribution.process_count_per_node)
         self.store.set_status(
             self.run_id,
             RunStatus.FAILED,
@@ -478,89 +416,8 @@ class Supervisor:
             exit_code=error.get("exit_code", rc),
         )
 
-    def _error(self, rc: int | None, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-        failures = [n["first_failure"] for n in nodes if n.get("first_failure")]
-        if all(f["rank"] < 0 for f in failures):  # mpirun failed: a rank's exit file may say which
-            from torchyard.launch.launcher import first_failure_in  # noqa: PLC0415
-
-            found = first_failure_in(self.paths.exit, self.spec.distribution.process_count_per_node)
-            failures = [found] if found else failures
-        if not failures:
-            return {"message": f"the job exited with code {rc}", "exit_code": rc}
-        first = min(failures, key=lambda f: f["time"])
-        if first.get("stage") == "Preparing":  # the node bootstrap could not place the job on a node
-            last = tail_lines(self.paths.log(os.path.basename(first.get("log") or "bootstrap.txt")))
-            message = f"node {first['node_rank']} could not be prepared (environment or inputs)"
-            if last:
-                message += f": {last[-1].strip()}"
-            return {"message": message, "stage": "Preparing", "node_rank": first["node_rank"], "rank": -1,
-                    "exit_code": first["exit_code"], "last_lines": last}
-        how = f"was killed by {first['signal']}" if first.get("signal") else f"exited with code {first['exit_code']}"
-        rank = first["rank"]
-        log = self.paths.rank_log(rank) if rank >= 0 else self.paths.torchrun_log(first["node_rank"])
-        last = tail_lines(log)
-        message = f"rank {rank} on node {first['node_rank']} {how}"
-        if last:
-            message += f": {last[-1].strip()}"
-        return {
-            "message": message,
-            "rank": rank,
-            "node_rank": first["node_rank"],
-            "exit_code": first["exit_code"],
-            "signal": first.get("signal"),
-            "last_lines": last,
-        }
-
-    def _collect(self) -> None:
-        """outputs/, logs/ and uploaded files become the run's artifacts (hard links where possible)."""
-        dest = self.ws.artifacts_dir(self.run_id)
-        os.makedirs(dest, exist_ok=True)
-        for sub, target in (
-            ("outputs", "outputs"),
-            ("logs", "logs"),
-            (RunPaths.relative().uploads, ""),
-        ):
-            src = os.path.join(self.workdir, sub)
-            if os.path.isdir(src):
-                _link_tree(src, os.path.join(dest, target) if target else dest)
-        sup_log = self.paths.supervisor_log
-        if os.path.isfile(sup_log) and os.path.getsize(sup_log):
-            os.makedirs(os.path.join(dest, "logs"), exist_ok=True)
-            shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
-        self._move_artifacts(dest)
-
-    def _move_artifacts(self, dest: str) -> None:
-        """With a remote artifact store, the artifacts go there (and leave the workspace folder)."""
-        store = self.ws.artifact_store()
-        if store is None:
-            return
-        prefix = f"artifacts/{self.run_id}"
-        try:
-            store.upload(dest, prefix)
-        except Exception as err:  # keep them here: nothing is lost
-            print(f"torchyard supervisor: artifacts stay local: {err}", flush=True)
-            self.store.update_details(self.run_id, artifact_store_error=str(err))
-            return
-        self.store.update_details(self.run_id, artifact_store={"datastore": store.name, "prefix": prefix})
-        shutil.rmtree(dest, ignore_errors=True)
-
-
 def _ref_only(ref: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ref.items() if k not in ("type", "description")}
-
-
-def _link_tree(src: str, dest: str) -> None:
-    for root, _dirs, files in os.walk(src):
-        out = os.path.join(dest, os.path.relpath(root, src))
-        os.makedirs(out, exist_ok=True)
-        for name in files:
-            target = os.path.join(out, name)
-            if os.path.lexists(target):
-                os.unlink(target)
-            try:
-                os.link(os.path.join(root, name), target)
-            except OSError:
-                shutil.copy2(os.path.join(root, name), target)
 
 
 def _run_lock(workdir: str) -> int | None:
