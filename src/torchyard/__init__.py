@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from torchyard.compute.base import ComputeTarget
     from torchyard.compute.ray import RayCompute
     from torchyard.compute.slurm import SlurmCompute
-    from torchyard.data.datastore import DataReference, Datastore
+    from torchyard.data.datastore import Datastore
+    from torchyard.data.references import DataReference
     from torchyard.errors import (
         ComputeError,
         NotFoundError,
@@ -62,7 +63,7 @@ _LAZY = {
     "ComputeTarget": "torchyard.compute.base",
     "RayCompute": "torchyard.compute.ray",
     "SlurmCompute": "torchyard.compute.slurm",
-    "DataReference": "torchyard.data.datastore",
+    "DataReference": "torchyard.data.references",
     "Datastore": "torchyard.data.datastore",
     "ComputeError": "torchyard.errors",
     "NotFoundError": "torchyard.errors",

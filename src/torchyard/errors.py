@@ -8,6 +8,7 @@
     ├── WorkspaceError                  the workspace or its store cannot be opened / used
     │   └── NotFoundError               an unknown run, experiment, compute target or file
     ├── ComputeError                    a compute target could not place or run a job
+    ├── DataError                       data could not be read or written (names the datastore or URL)
     └── RunFailedError                  raised by ``wait_for_completion(raise_on_error=True)``
 
 Every exception carries its context as attributes (``field``, ``run_id``...) and renders as one
@@ -58,3 +59,7 @@ class ComputeError(TorchyardError):
 
 class RunFailedError(TorchyardError):
     """A run ended Failed (or Canceled) while the caller asked to raise on error."""
+
+
+class DataError(TorchyardError):
+    """Data could not be read or written: names the datastore or URL and what is wrong."""

@@ -116,7 +116,7 @@ def test_default_datastore_and_env_names(ws, tmp_path):
 
 @pytest.mark.parametrize("case", ["unknown datastore", "missing path", "unreachable endpoint"])
 def test_bad_inputs_fail_at_preparing(ws, s3_url, tmp_path, case):
-    from torchyard.data.datastore import DataReference, Datastore
+    from torchyard.data import DataReference, Datastore
 
     if case == "unknown datastore":
         ref = DataReference("nope", "x")

@@ -28,7 +28,6 @@ fsspec and s3fs are imported only when remote data is used; ``import torchyard``
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import os
 import re
@@ -38,21 +37,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, TextIO
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from torchyard.errors import NotFoundError, SpecError, TorchyardError, WorkspaceError
+from torchyard.data.references import (
+    _NAME,
+    _SCHEME,
+    DEFAULT_DATASTORE,
+    KINDS,
+    DataReference,
+    _clean_path,
+    _is_local_url,
+    _local_path,
+)
+from torchyard.errors import DataError, NotFoundError, SpecError, TorchyardError, WorkspaceError
 from torchyard.records import JsonRecords
 
-KINDS = ("local", "s3", "fsspec")
-MODES = ("mount", "download")
-DEFAULT_DATASTORE = "workspaceblobstore"
 #: parallel transfers per call (override with TORCHYARD_DATA_WORKERS)
 DEFAULT_WORKERS = 16
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SECRET_OPTION = re.compile(
     r"secret|passw|token|credential|(^|_)key($|_)|api_?key|access_?key", re.IGNORECASE
 )
@@ -69,33 +73,9 @@ _UNREACHABLE = (
 )  # fmt: skip
 
 
-class DataError(TorchyardError):
-    """Data could not be read or written: names the datastore or URL and what is wrong."""
-
-
 def _workspace_path(workspace: Any) -> str:
     """A Workspace or its folder."""
     return os.fspath(getattr(workspace, "path", workspace))
-
-
-def _clean_path(path: str | None, what: str = "path") -> str:
-    """A path inside a datastore: '/'-separated, no leading or trailing '/', no '..'."""
-    if path is None:
-        return ""
-    if not isinstance(path, str):
-        raise SpecError(what, f"expected a string, got {type(path).__name__}")
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise SpecError(what, f"{path!r} must stay inside the datastore (no '..')")
-    return "/".join(parts)
-
-
-def _is_local_url(url: str) -> bool:
-    return not _SCHEME.match(url) or url.startswith("file://")
-
-
-def _local_path(url: str) -> str:
-    return os.path.abspath(url[len("file://") :] if url.startswith("file://") else os.path.expanduser(url))
 
 
 def _fmt_bytes(n: int) -> str:
@@ -115,96 +95,6 @@ def _workers() -> int:
 
 
 # ---- references ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataReference:
-    """One input (or output) of a job: a path in a registered datastore, or a URL, and how a run sees it.
-
-    ``datastore`` is the datastore's name (None for a direct URL, which is then in ``url``); ``path``
-    is inside the datastore ("" for its root); ``mode`` is ``mount`` (use in place) or ``download``
-    (copy into the run's folder); ``path_on_compute`` optionally names the folder it lands in.
-    """
-
-    __torchyard_input__: ClassVar[bool] = True
-
-    datastore: str | None
-    path: str = ""
-    mode: str = "mount"
-    path_on_compute: str | None = None
-    url: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.datastore is None) == (self.url is None):
-            raise SpecError("datastore", "a data reference needs exactly one of a datastore name or a URL")
-        if self.datastore is not None and not _NAME.match(self.datastore):
-            raise SpecError("datastore", f"invalid datastore name {self.datastore!r}")
-        if self.url is not None:
-            if not isinstance(self.url, str) or not self.url:
-                raise SpecError("url", "expected a non-empty URL or path")
-            if self.path:
-                raise SpecError("path", "a URL reference carries its path in the URL")
-        if self.mode not in MODES:
-            raise SpecError("mode", f"must be 'mount' or 'download', got {self.mode!r}")
-        object.__setattr__(self, "path", _clean_path(self.path))
-        if self.path_on_compute is not None:
-            poc = str(self.path_on_compute)
-            if os.path.isabs(poc) or not _clean_path(poc, "path_on_compute"):
-                raise SpecError("path_on_compute", f"must be a relative folder name, got {poc!r}")
-            object.__setattr__(self, "path_on_compute", _clean_path(poc, "path_on_compute"))
-
-    @classmethod
-    def from_url(cls, url: str, mode: str = "mount", path_on_compute: str | None = None) -> DataReference:
-        """An input given by URL without a registered datastore: ``s3://bucket/prefix``, a local path
-        (or ``file://``), or any fsspec URL. S3 endpoints and credentials come from the environment
-        (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...)."""
-        if not isinstance(url, str) or not url.strip():
-            raise SpecError("url", "expected a non-empty URL or path")
-        url = url.strip()
-        if _is_local_url(url):
-            url = _local_path(url)
-        return cls(None, "", mode, path_on_compute, url)
-
-    def as_mount(self) -> DataReference:
-        return replace(self, mode="mount")
-
-    def as_download(self, path_on_compute: str | None = None) -> DataReference:
-        return replace(self, mode="download", path_on_compute=path_on_compute or self.path_on_compute)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "datastore": self.datastore,
-            "path": self.path,
-            "mode": self.mode,
-            "path_on_compute": self.path_on_compute,
-        }
-        if self.url is not None:
-            out["url"] = self.url
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataReference:
-        if not isinstance(data, dict):
-            raise SpecError("input", f"expected a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"datastore", "path", "mode", "path_on_compute", "url"}
-        if unknown:
-            raise SpecError("input", f"unknown field {sorted(unknown)[0]!r} in a data reference")
-        if data.get("url") is not None and data.get("datastore") is None:
-            return cls.from_url(data["url"], data.get("mode") or "mount", data.get("path_on_compute"))
-        return cls(
-            data.get("datastore"),
-            data.get("path") or "",
-            data.get("mode") or "mount",
-            data.get("path_on_compute"),
-            data.get("url"),
-        )
-
-    def __str__(self) -> str:
-        where = self.url if self.url is not None else f"{self.datastore}:{self.path or '/'}"
-        return f"{where} ({self.mode})"
-
-
-# ---- datastores ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -540,6 +430,15 @@ def default_datastore(workspace: Any) -> Datastore:
 # ---- resolving inputs and uploading outputs -------------------------------------------------------
 
 
+def _ref(ref: DataReference | dict[str, Any]) -> DataReference:
+    return ref if isinstance(ref, DataReference) else DataReference.from_dict(ref)
+
+
+def _protocol(fs: Any) -> str:
+    protocol = getattr(fs, "protocol", "")
+    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
+
+
 def datastore_of(workspace_path: str, ref: DataReference | dict[str, Any]) -> Datastore:
     """The datastore a reference points into (a registered one, or one made from its URL)."""
     return _store_for(_workspace_path(workspace_path), _ref(ref))
@@ -557,233 +456,6 @@ def _store_for(workspace_path: str, ref: DataReference) -> Datastore:
         return DatastoreRegistry(workspace_path).get(ref.datastore)
     except NotFoundError as err:
         raise DataError(str(err), datastore=ref.datastore) from None
-
-
-def _ref(ref: DataReference | dict[str, Any]) -> DataReference:
-    return ref if isinstance(ref, DataReference) else DataReference.from_dict(ref)
-
-
-def resolve_input(
-    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO, *, store: Datastore | None = None
-) -> dict[str, Any]:
-    """Make the input ``ref`` a local path for a run.
-
-    ``dest`` is the folder a download goes to (the caller picks it, e.g. from ``path_on_compute``);
-    a single file lands as ``dest/<its name>``. Returns ``{"path", "mode", "files",
-    "bytes_downloaded", "bytes_total"}`` where ``mode`` is the one used (a remote ``mount`` becomes
-    ``download``) and ``bytes_downloaded`` counts what was fetched or copied (0 for cache hits and
-    hard links).
-
-    ``store``: the datastore itself, where the workspace's registry is not at hand (on a node of a
-    cluster, ``workspace_path`` is then only the folder of the download cache)."""
-    workspace_path = _workspace_path(workspace_path)
-    try:
-        reference = _ref(ref)
-    except SpecError as err:
-        raise DataError(f"invalid input {ref!r}: {err}") from None
-    if store is None:
-        store = _store_for(workspace_path, reference)
-    started = time.monotonic()
-    if store.kind == "local":
-        result = _resolve_local(store, reference, dest)
-    else:
-        if reference.mode == "mount":
-            fuse = "a FUSE filesystem (s3fs-fuse)" if store.url.startswith("s3") else "a FUSE filesystem"
-            _say(log, f"mount of {store.url_of(reference.path)} needs {fuse}; downloading instead")
-        result = _resolve_remote(workspace_path, store, reference, dest)
-    if result["mode"] == "download":
-        cached = result.pop("cached", 0)
-        _say(
-            log,
-            f"input {_location(reference)}: {result['files']} file(s), {_fmt_bytes(result['bytes_total'])} -> {result['path']}; "
-            f"{_fmt_bytes(result['bytes_downloaded'])} transferred, {cached} file(s) from the cache or hard-linked, "
-            f"{time.monotonic() - started:.2f} s",
-        )
-    else:
-        _say(log, f"input {_location(reference)}: using {result['path']} in place ({result['files']} file(s), "
-                  f"{_fmt_bytes(result['bytes_total'])})")  # fmt: skip
-    return result
-
-
-def _resolve_local(store: Datastore, ref: DataReference, dest: str) -> dict[str, Any]:
-    source = store.url_of(ref.path)
-    if not os.path.exists(source):
-        where = f" (path {ref.path!r})" if ref.path else ""
-        raise DataError(f"{store.describe()}{where}: {source} does not exist", datastore=store.name or None)
-    files = [(source, os.path.basename(source))] if os.path.isfile(source) else list(_walk(source))
-    total = sum(os.path.getsize(p) for p, _ in files)
-    if ref.mode == "mount":
-        return {
-            "path": source,
-            "mode": "mount",
-            "files": len(files),
-            "bytes_downloaded": 0,
-            "bytes_total": total,
-        }
-    dest = os.path.abspath(dest)
-
-    def place(job: tuple[str, str]) -> tuple[int, bool]:
-        src, rel = job
-        target = os.path.join(dest, *rel.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        _unlink(target)
-        try:
-            os.link(src, target)
-            return 0, True
-        except OSError:
-            _atomic_copy(src, target)
-            return os.path.getsize(target), False
-
-    placed = _parallel(place, files, lambda err, job: _as_data_error(err, store, ref.path))
-    path = os.path.join(dest, os.path.basename(source)) if os.path.isfile(source) else dest
-    os.makedirs(dest, exist_ok=True)
-    return {
-        "path": path, "mode": "download", "files": len(files), "bytes_downloaded": sum(b for b, _ in placed),
-        "bytes_total": total, "cached": sum(1 for _, linked in placed if linked),
-    }  # fmt: skip
-
-
-def _identity(store: Datastore, fs: Any, rpath: str, info: dict[str, Any]) -> list[Any] | None:
-    """What makes a remote object's content unique: its URL, ETag or checksum, size, modification
-    time. None when the filesystem tells neither a checksum nor a time (then it is not cached)."""
-    tag = None
-    for key in ("ETag", "etag", "checksum", "md5", "md5Hash", "sha256", "crc32c", "content_md5"):
-        if info.get(key):
-            tag = str(info[key]).strip('"')
-            break
-    mtime = None
-    for key in ("LastModified", "last_modified", "mtime", "updated", "modified", "created"):
-        if info.get(key):
-            value = info[key]
-            mtime = value.isoformat() if hasattr(value, "isoformat") else str(value)
-            break
-    if tag is None and mtime is None:
-        return None
-    protocol = _protocol(fs)
-    endpoint = store.options.get("endpoint_url")
-    if endpoint is None and protocol in ("s3", "s3a"):  # the same key on another S3 service is another object
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return [f"{protocol}://{rpath}", endpoint, tag, int(info.get("size") or 0), mtime]
-
-
-class _Cache:
-    """``<workspace>/datacache/objects/<k[:2]>/<k>``: read-only files named by the hash of their identity."""
-
-    def __init__(self, workspace_path: str) -> None:
-        self.root = os.path.join(workspace_path, "datacache", "objects")
-
-    def path(self, identity: list[Any]) -> str:
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        return os.path.join(self.root, key[:2], key)
-
-
-def _resolve_remote(workspace_path: str, store: Datastore, ref: DataReference, dest: str) -> dict[str, Any]:
-    fs = store.filesystem()
-    root, files = store._find(fs, ref.path)
-    if not files:
-        raise DataError(
-            f"{store.describe()}: {store.url_of(ref.path)} does not exist (no objects there)",
-            datastore=store.name or None,
-        )
-    dest = os.path.abspath(dest)
-    single = list(files) == [root]
-    cache = _Cache(workspace_path)
-    jobs = []
-    for rpath, info in files.items():
-        rel = os.path.basename(rpath) if single else _relative(root, rpath)
-        jobs.append((rpath, info, os.path.join(dest, *rel.split("/"))))
-
-    def fetch(job: tuple[str, dict[str, Any], str]) -> tuple[int, int, bool]:
-        rpath, info, target = job
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        size = int(info.get("size") or 0)
-        identity = _identity(store, fs, rpath, info)
-        if identity is None:  # nothing to key a cache entry on: fetch every time
-            tmp = _tmp_name(target)
-            try:
-                fs.get_file(rpath, tmp)
-                os.replace(tmp, target)
-            finally:
-                _unlink(tmp)
-            got = os.path.getsize(target)
-            return got, got, False
-        cached = cache.path(identity)
-        try:
-            if os.path.getsize(cached) == size:
-                _place(cached, target)
-                return 0, size, True
-        except OSError:
-            pass
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = _tmp_name(cached)
-        try:
-            fs.get_file(rpath, tmp)
-            got = os.path.getsize(tmp)
-            if got != size:  # changed while we looked: use it, but do not cache it under the old identity
-                _unlink(target)
-                os.replace(tmp, target)
-                return got, got, False
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, cached)
-        finally:
-            _unlink(tmp)
-        _place(cached, target)
-        return size, size, False
-
-    results = _parallel(fetch, jobs, lambda err, job: _as_data_error(err, store, ref.path))
-    return {
-        "path": jobs[0][2] if single else dest,
-        "mode": "download",
-        "files": len(jobs),
-        "bytes_downloaded": sum(r[0] for r in results),
-        "bytes_total": sum(r[1] for r in results),
-        "cached": sum(1 for r in results if r[2]),
-    }
-
-
-def upload_output(
-    workspace_path: Any, ref: DataReference | dict[str, Any], src_dir: str, run_id: str, log: TextIO
-) -> dict[str, Any]:
-    """Upload the folder ``src_dir`` to the datastore path (or URL) of ``ref``, with ``{run_id}``
-    (or ``{run-id}``) replaced by ``run_id``. Returns ``{"url", "files", "bytes"}``."""
-    workspace_path = _workspace_path(workspace_path)
-    raw = ref.to_dict() if isinstance(ref, DataReference) else dict(ref)
-    for key in ("path", "url"):
-        if isinstance(raw.get(key), str):
-            raw[key] = raw[key].replace("{run_id}", run_id).replace("{run-id}", run_id)
-    try:
-        reference = DataReference.from_dict(raw)
-    except SpecError as err:
-        raise DataError(f"invalid output {ref!r}: {err}") from None
-    store = _store_for(workspace_path, reference)
-    src = os.path.abspath(src_dir)
-    if not os.path.isdir(src):
-        raise DataError(f"cannot upload outputs to {store.describe()}: {src} is not a folder")
-    started = time.monotonic()
-    files, size = store._upload_pairs(list(_walk(src)), reference.path, overwrite=True)
-    url = store.url_of(reference.path)
-    _say(
-        log, f"output {src} -> {url}: {files} file(s), {_fmt_bytes(size)}, {time.monotonic() - started:.2f} s"
-    )
-    return {"url": url, "files": files, "bytes": size}
-
-
-# ---- helpers ------------------------------------------------------------------------------------
-
-
-def _protocol(fs: Any) -> str:
-    protocol = getattr(fs, "protocol", "")
-    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
-
-
-def _location(ref: DataReference) -> str:
-    return ref.url if ref.url is not None else f"{ref.datastore}:{ref.path or '/'}"
-
-
-def _say(log: TextIO | None, line: str) -> None:
-    if log is not None:
-        log.write(f"torchyard: {line}\n")
-        log.flush()
 
 
 def _relative(root: str, path: str) -> str:

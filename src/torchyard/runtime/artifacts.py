@@ -28,19 +28,20 @@ def collect_artifacts(ws: Any, store: Any, run_id: str, paths: RunPaths) -> None
         shutil.copyfile(sup_log, os.path.join(dest, "logs", "supervisor.txt"))
     _move_artifacts(ws, store, run_id, dest)
 
+
 def _move_artifacts(ws: Any, store: Any, run_id: str, dest: str) -> None:
     """With a remote artifact store, the artifacts go there (and leave the workspace folder)."""
-    store = ws.artifact_store()
-    if store is None:
+    remote = ws.artifact_store()
+    if remote is None:
         return
     prefix = f"artifacts/{run_id}"
     try:
-        store.upload(dest, prefix)
+        remote.upload(dest, prefix)
     except Exception as err:  # keep them here: nothing is lost
         print(f"torchyard supervisor: artifacts stay local: {err}", flush=True)
         store.update_details(run_id, artifact_store_error=str(err))
         return
-    store.update_details(run_id, artifact_store={"datastore": store.name, "prefix": prefix})
+    store.update_details(run_id, artifact_store={"datastore": remote.name, "prefix": prefix})
     shutil.rmtree(dest, ignore_errors=True)
 
 

@@ -39,7 +39,8 @@ def place(request: dict[str, Any], workdir: str, log_path: str) -> dict[str, Any
     """Build the environment and place the inputs of ``request`` for the run folder ``workdir``."""
     import msgspec  # noqa: PLC0415
 
-    from torchyard.data.datastore import Datastore, resolve_input  # noqa: PLC0415
+    from torchyard.data.datastore import Datastore  # noqa: PLC0415
+    from torchyard.data.transfer import resolve_input  # noqa: PLC0415
     from torchyard.environments import resolve  # noqa: PLC0415
     from torchyard.spec.job import EnvironmentSpec  # noqa: PLC0415
 

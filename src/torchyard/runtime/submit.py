@@ -250,8 +250,9 @@ def node_placeholders(spec: JobSpec) -> dict[tuple[str, str], str]:
 def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget) -> dict[str, Any]:
     """What the node bootstrap places on each node: the environment (None: the node's own
     interpreter), each input with its datastore's settings (never credentials), the named outputs."""
-    from torchyard.data.datastore import DataError, datastore_of  # noqa: PLC0415
+    from torchyard.data.datastore import datastore_of  # noqa: PLC0415
     from torchyard.environments import env_dict  # noqa: PLC0415
+    from torchyard.errors import DataError  # noqa: PLC0415
 
     env = spec.environment
     inputs: dict[str, Any] = {}

@@ -278,7 +278,7 @@ class Supervisor:
         paths: dict[tuple[str, str], str] = {}
         if not spec.inputs and not spec.outputs:
             return paths
-        from torchyard.data.datastore import DataError, resolve_input  # noqa: PLC0415
+        from torchyard.data.transfer import DataError, resolve_input  # noqa: PLC0415
 
         os.makedirs(self.paths.logs, exist_ok=True)
         results: dict[str, Any] = {}
@@ -306,7 +306,7 @@ class Supervisor:
         """Upload named outputs; returns an error message, or None when all went up."""
         if not self.spec.outputs:
             return None
-        from torchyard.data.datastore import DataError, upload_output  # noqa: PLC0415
+        from torchyard.data.transfer import DataError, upload_output  # noqa: PLC0415
 
         results: dict[str, Any] = {}
         error = None
