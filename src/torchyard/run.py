@@ -240,7 +240,7 @@ class Run:
             stream.write(self._summary())
             stream.flush()
         details = self.get_details()
-        if raise_on_error and status != RunStatus.COMPLETED.value:
+        if raise_on_error and status != RunStatus.COMPLETED:
             reason = (details.get("error") or {}).get("message") or details.get("cancel_reason") or status
             raise RunFailedError(f"run {self.id} ended {status}: {reason}", run_id=self.id, status=status)
         return details

@@ -24,8 +24,10 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
-ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - TERMINAL_VALUES
+ACTIVE = frozenset(RunStatus) - TERMINAL
+# A RunStatus is a str: the stored strings are members of these sets too
+TERMINAL_VALUES = TERMINAL
+ACTIVE_VALUES = ACTIVE
 
 
 class RunKind(enum.StrEnum):

@@ -107,7 +107,7 @@ def wait(run: Any, stream: bool, ranks: int | str = 0) -> int:
     status = details["status"]
     if not stream:
         print(f"torchyard: {run.id}: {status}", file=sys.stderr)
-    if status != RunStatus.COMPLETED.value:
+    if status != RunStatus.COMPLETED:
         reason = (details.get("error") or {}).get("message") or details.get("cancel_reason") or status
         print(f"torchyard: run {run.id} ended {status}: {reason}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     """Notice a run whose supervisor died: NotResponding, then Failed. Returns the fresh row."""
     from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
 
-    if row["status"] not in ACTIVE_VALUES or row["status"] == RunStatus.NOT_STARTED.value:
+    if row["status"] not in ACTIVE_VALUES or row["status"] == RunStatus.NOT_STARTED:
         return row
     pid, beat = row.get("supervisor_pid"), row.get("heartbeat_at")
     if pid is None or beat is None:

@@ -83,9 +83,9 @@ class Supervisor:
         except Exception as err:  # the store may be briefly unreachable; keep the run going
             print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
             return
-        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason in (None, USER_CANCEL):
+        if status == RunStatus.CANCEL_REQUESTED and self.cancel_reason in (None, USER_CANCEL):
             self.cancel_reason = self._user_cancel_reason()
-        elif status == RunStatus.NOT_RESPONDING.value:
+        elif status == RunStatus.NOT_RESPONDING:
             self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
 
     # ---- the lifecycle -----------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class Supervisor:
     def _lifecycle(self) -> None:
         from torchyard.compute.registry import get_target  # noqa: PLC0415
 
-        if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED.value:
+        if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED:
             self.cancel_reason = self._user_cancel_reason()
         spec = self.spec
         self._status(RunStatus.PREPARING)

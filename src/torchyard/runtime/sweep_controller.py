@@ -100,12 +100,12 @@ class Controller:
         except Exception as err:  # the store may be briefly unreachable: go on
             self.log(f"heartbeat failed: {err}")
             return
-        if status == RunStatus.CANCEL_REQUESTED.value and self.cancel_reason in (None, USER_CANCEL):
+        if status == RunStatus.CANCEL_REQUESTED and self.cancel_reason in (None, USER_CANCEL):
             self.cancel_reason = self._requested_reason()
         elif status in TERMINAL_VALUES and self.cancel_reason is None:
             # ended by someone else (HyperDriveRun.cancel found no controller yet): start nothing more
             self.cancel_reason = f"the sweep ended {status}"
-        elif status == RunStatus.NOT_RESPONDING.value:
+        elif status == RunStatus.NOT_RESPONDING:
             self.store.set_status(self.run_id, RunStatus.RUNNING, "sweep controller heartbeat resumed",
                                   unless=(RunStatus.CANCEL_REQUESTED,))
 
@@ -132,7 +132,7 @@ class Controller:
             if row["status"] in TERMINAL_VALUES:
                 continue
             active += 1
-            if row["status"] != RunStatus.CANCEL_REQUESTED.value:
+            if row["status"] != RunStatus.CANCEL_REQUESTED:
                 cancel_run(self.store, row, reason)
         return active
 
@@ -153,9 +153,9 @@ class Controller:
             self.log(f"sweep {self.run_id} already ended {row['status']}")
             return
         self.store.set_supervisor(self.run_id, os.getpid())
-        resumed = row["status"] not in (RunStatus.QUEUED.value, RunStatus.NOT_STARTED.value)
+        resumed = row["status"] not in (RunStatus.QUEUED, RunStatus.NOT_STARTED)
         self.judge_from_latest = resumed
-        if row["status"] == RunStatus.CANCEL_REQUESTED.value:
+        if row["status"] == RunStatus.CANCEL_REQUESTED:
             self.cancel_reason = self._requested_reason()
         else:
             self.store.set_status(self.run_id, RunStatus.RUNNING,
@@ -209,7 +209,7 @@ class Controller:
                     self.evaluated[row["id"]] = max(len(self.histories.get(row["id"], [])) - 1, 0)
         for row in children:
             cid = row["id"]
-            if row["status"] in TERMINAL_VALUES or row["status"] == RunStatus.CANCEL_REQUESTED.value:
+            if row["status"] in TERMINAL_VALUES or row["status"] == RunStatus.CANCEL_REQUESTED:
                 continue
             history = self.histories.get(cid, [])
             done = self.evaluated.get(cid, 0)
@@ -228,7 +228,7 @@ class Controller:
         out = []
         for row in children:
             values = self.histories.get(row["id"])
-            if row["status"] != RunStatus.COMPLETED.value or not values:
+            if row["status"] != RunStatus.COMPLETED or not values:
                 continue
             params = self._hyperparameters(row)
             if params is not None:
@@ -247,7 +247,7 @@ class Controller:
 
         # a child recorded just before a crash, whose supervisor never started
         for row in children:
-            if row["status"] in (RunStatus.NOT_STARTED.value, RunStatus.QUEUED.value) \
+            if row["status"] in (RunStatus.NOT_STARTED, RunStatus.QUEUED) \
                     and row.get("supervisor_pid") is None and not _supervisor_process(str(row["run_dir"])):
                 self.log(f"{row['id']}: starting its supervisor (recorded before the controller stopped)")
                 self.store.set_status(row["id"], RunStatus.QUEUED, "recorded before the sweep controller stopped")
@@ -286,7 +286,7 @@ class Controller:
 
     def _stopped_by_policy(self, row: dict[str, Any]) -> bool:
         """Whether the trial ended Canceled by the policy (not one that completed while being stopped)."""
-        if row["status"] != RunStatus.CANCELED.value:
+        if row["status"] != RunStatus.CANCELED:
             return False
         try:
             stopped = json.loads(row.get("details") or "{}").get("early_terminated")
@@ -316,8 +316,8 @@ class Controller:
             status = RunStatus.FAILED
             details["error"] = {"message": self.error}
         if status is None:
-            completed = counts.get(RunStatus.COMPLETED.value, 0)
-            if completed or counts.get(RunStatus.CANCELED.value, 0) and ranked:
+            completed = counts.get(RunStatus.COMPLETED, 0)
+            if completed or counts.get(RunStatus.CANCELED, 0) and ranked:
                 status = RunStatus.COMPLETED
                 if not ranked:
                     reason = reason or f"no trial logged the primary metric {self.metric!r}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from torchyard.errors import NotFoundError
 from torchyard.run import Run
-from torchyard.status import TERMINAL_VALUES, RunStatus
+from torchyard.status import TERMINAL_VALUES, RunKind, RunStatus
 
 
 class HyperDriveRun(Run):
@@ -26,7 +26,7 @@ class HyperDriveRun(Run):
             definition = json.loads(self._row["spec"] or "{}")
         except ValueError:
             definition = {}
-        if definition.get("kind") != "sweep":
+        if self._row.get("kind") != RunKind.SWEEP:
             raise NotFoundError(f"run {run_id!r} is not a sweep (HyperDrive) run", run_id=run_id)
         self._definition: dict[str, Any] = definition
 
@@ -114,9 +114,9 @@ class HyperDriveRun(Run):
     ) -> Run | None:
         """The trial with the best primary metric (the best value each logged), or None."""
         for entry in self.get_children_sorted_by_primary_metric(discard_no_metric=True):
-            if not include_failed and entry["status"] == RunStatus.FAILED.value:
+            if not include_failed and entry["status"] == RunStatus.FAILED:
                 continue
-            if not include_canceled and entry["status"] == RunStatus.CANCELED.value:
+            if not include_canceled and entry["status"] == RunStatus.CANCELED:
                 continue
             return Run(self.experiment, entry["run_id"])
         return None

@@ -248,14 +248,14 @@ class Store:
                 .values(supervisor_pid=pid, supervisor_host=HOSTNAME, heartbeat_at=_now())
             )
 
-    def heartbeat(self, run_id: str) -> str:
+    def heartbeat(self, run_id: str) -> RunStatus:
         """Record that the supervisor is alive; returns the run's current status."""
         with self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=_now()))
             status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
         if status is None:
             raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
-        return str(status)
+        return RunStatus(status)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self.read_engine.connect() as conn:
@@ -264,14 +264,14 @@ class Store:
             raise NotFoundError(
                 f"no run {run_id!r} in this workspace; `torchyard runs list` shows the runs", run_id=run_id
             )
-        return dict(row)
+        return _typed(row)
 
-    def get_status(self, run_id: str) -> str:
+    def get_status(self, run_id: str) -> RunStatus:
         with self.read_engine.connect() as conn:
             status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
         if status is None:
             raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
-        return str(status)
+        return RunStatus(status)
 
     def list_runs(
         self,
@@ -290,7 +290,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.read_engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [_typed(r) for r in conn.execute(query).mappings()]
 
     def list_experiments(self) -> list[str]:
         with self.read_engine.connect() as conn:
@@ -470,3 +470,12 @@ def _safe_url(url: str) -> str:
 def _one_line(err: BaseException) -> str:
     msg = str(getattr(err, "orig", None) or err).strip().splitlines()
     return msg[0] if msg else type(err).__name__
+
+
+def _typed(row: Any) -> dict[str, Any]:
+    """A runs row as a dict whose ``status`` is a RunStatus and ``kind`` a RunKind (both compare
+    equal to their stored strings, and serialize as them)."""
+    out = dict(row)
+    out["status"] = RunStatus(out["status"])
+    out["kind"] = RunKind(out.get("kind") or "run")
+    return out
