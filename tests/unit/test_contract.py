@@ -40,3 +40,18 @@ def test_user_env_wins_and_gpu_round_robin():
 def test_node_gpus_from_visible_devices():
     assert node_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
     assert node_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_the_interface_to_the_master_is_given_to_gloo_and_nccl(monkeypatch):
+    from torchyard.launch.contract import interface_to
+
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
+    assert interface_to("127.0.0.1") == "lo"
+    base = dict(run_id="r", experiment="e", workspace="/w", workdir="/w/r", master_addr="127.0.0.1", master_port=1,
+                node_rank=0, node_count=2, process_count_per_node=1, dist_backend="gloo")
+    env = node_env(**base, user_env={}, socket_ifname="lo")
+    assert env["GLOO_SOCKET_IFNAME"] == env["NCCL_SOCKET_IFNAME"] == "lo"
+    assert node_env(**base, user_env={"GLOO_SOCKET_IFNAME": "eth1"}, socket_ifname="lo")["GLOO_SOCKET_IFNAME"] == "eth1"
+    single = dict(base, node_count=1)
+    assert "GLOO_SOCKET_IFNAME" not in node_env(**single, user_env={}, socket_ifname="lo")  # one rank: no rendezvous

@@ -40,6 +40,33 @@ TORCHYARD_NAMES = (
 MPI_NAMES = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
+def interface_to(addr: str) -> str | None:
+    """The network interface this machine reaches ``addr`` through (``lo`` for a loopback address),
+    or None when it cannot tell. Gloo and NCCL must bind that one: left to themselves they take the
+    address the hostname resolves to, which is a loopback one on many machines (127.0.1.1 in Debian's
+    /etc/hosts), and the other machines of a job cannot reach it."""
+    import fcntl  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    try:
+        infos = socket.getaddrinfo(addr, 9, socket.AF_INET, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(infos[0][4])  # UDP: nothing is sent, the kernel picks the route
+            local = probe.getsockname()[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _index, name in socket.if_nameindex():
+                try:
+                    packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+                except OSError:
+                    continue
+                if socket.inet_ntoa(packed[20:24]) == local:
+                    return name
+    except (OSError, IndexError, UnicodeError):
+        return None
+    return "lo" if local.startswith("127.") else None
+
+
 def node_env(
     *,
     run_id: str,
@@ -53,8 +80,12 @@ def node_env(
     process_count_per_node: int,
     dist_backend: str | None,
     user_env: Mapping[str, str],
+    socket_ifname: str | None = None,
 ) -> dict[str, str]:
-    """The variables shared by every rank of one node (ranks add :func:`rank_env`)."""
+    """The variables shared by every rank of one node (ranks add :func:`rank_env`).
+
+    ``socket_ifname``: the interface that routes to ``master_addr`` (:func:`interface_to`), given to
+    Gloo and NCCL as GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME unless the user set them."""
     world = node_count * process_count_per_node
     paths = RunPaths(workdir)
     env = {
@@ -79,6 +110,10 @@ def node_env(
     }
     if dist_backend:
         env["TORCHYARD_DIST_BACKEND"] = dist_backend
+    if socket_ifname and world > 1:
+        for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            if name not in user_env and name not in os.environ:
+                env[name] = socket_ifname
     if world > 1 and "OMP_NUM_THREADS" not in user_env and "OMP_NUM_THREADS" not in os.environ:
         env["OMP_NUM_THREADS"] = "1"  # as torchrun does: N ranks must not each take every core
     env.update(user_env)

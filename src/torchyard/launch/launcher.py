@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from torchyard.launch.contract import node_env, node_gpus, rank_env
+from torchyard.launch.contract import interface_to, node_env, node_gpus, rank_env
 from torchyard.launch.plan import NodePlan
 from torchyard.paths import RunPaths
 
@@ -91,6 +91,7 @@ class Launcher:
             process_count_per_node=plan.nproc,
             dist_backend=plan.dist_backend,
             user_env=plan.user_env,
+            socket_ifname=interface_to(plan.master_addr) if plan.node_count * plan.nproc > 1 else None,
         )
 
     # ---- starting ranks ---------------------------------------------------------------------------
