@@ -106,7 +106,7 @@ def test_ddp_digits_on_two_ray_nodes(ray_ws, cluster):
     assert details["status"] == "Completed"
     outputs = Path(run.workdir) / "outputs"
     p0 = torch.load(outputs / "params_rank0.pt")
-    p1 = torch.load(outputs / "node_1" / "outputs" / "params_rank1.pt")
+    p1 = torch.load(outputs / "node_1" / "params_rank1.pt")  # node 1's outputs/ as outputs/node_1/
     assert torch.equal(p0, p1)
     every = run.get_metrics(rank="all")
     assert set(every) == {0, 1}

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from typing import Any
 
@@ -357,16 +359,24 @@ class RayHandle(Handle):
     def collect(self) -> None:
         self._drain()
         ray = self.ray
-        wanted = list(RunPaths.collected())
+        rel = RunPaths.relative()
         every = getattr(self.target, "collect_all_outputs", False)
         for k, actor in enumerate(self.actors[: len(self.setups)]):
             if k > 0 and not every:
                 break
+            wanted = list(RunPaths.collected()) if k == 0 else [rel.outputs]  # another node: its outputs
             try:
                 data = ray.get(actor.outputs.remote(wanted), timeout=120)
             except ray.exceptions.RayError as err:
                 raise ComputeError(f"node {k}'s outputs could not be fetched: {_cause(err)}") from None
-            unpack(data, self.mirror.outputs_destination(k))
+            if k == 0:
+                unpack(data, self.workdir)
+                continue
+            with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:  # node K's outputs/ → outputs/node_K/
+                unpack(data, tmp)
+                if os.path.isdir(os.path.join(tmp, rel.outputs)):
+                    shutil.copytree(os.path.join(tmp, rel.outputs), self.mirror.outputs_destination(k),
+                                    dirs_exist_ok=True)
 
     def node_statuses(self) -> list[dict[str, Any]]:
         out = []

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
+from torchyard.paths import INTERNAL
 
 if TYPE_CHECKING:
     import pathspec
@@ -63,7 +64,7 @@ __all__ = [
 
 #: Names skipped anywhere in the tree, whatever the ignore file says.
 DEFAULT_EXCLUDES = frozenset(
-    {".git", ".torchyard", "outputs", "__pycache__", ".ipynb_checkpoints", ".torchyard-run"}
+    {".git", ".torchyard", "outputs", "__pycache__", ".ipynb_checkpoints", INTERNAL}
 )
 #: Ignore files, by precedence: the first one present at the root of the source folder is used.
 IGNORE_FILES = (".torchyardignore", ".amlignore", ".gitignore")

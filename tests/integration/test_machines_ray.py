@@ -1,0 +1,194 @@
+"""Ray on simulated separate machines (tests/integration/machines.py): the head on the submitting
+machine with no CPUs (no job node can land where the workspace is visible), a worker on each of two
+machines with its own address, hostname (resolving to 127.0.1.1, as on Debian), /tmp and disk. The
+submitter's workspace, sources and data folders (under /tmp) are not there.
+
+What this proves that one machine cannot: ranks rendezvous across addresses (a rank on a host whose
+name resolves to loopback must not advertise it), the job's environment and inputs are placed on
+each node, and outputs come back from a node that shares nothing with the submitter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import machines
+import pytest
+import raycluster
+from tests.conftest import EXAMPLES, wait_until, write_script
+
+from torchyard import ComputeTarget, Datastore, Experiment, PyTorch, RayCompute
+
+REASON = machines.unavailable_reason() or raycluster.unavailable_reason()
+pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
+
+
+def _ray_exe() -> str:
+    local = os.path.join(os.path.dirname(sys.executable), "ray")
+    return local if os.path.exists(local) else "ray"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with machines.Machines(2) as m:
+        port = 20000 + os.getpid() % 20000
+        temp = f"/tmp/tyrayh{os.getpid() % 10000}"
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONWARNINGS="ignore")
+        head = subprocess.run([_ray_exe(), "start", "--head", f"--node-ip-address={m.host_ip}", f"--port={port}",
+                               "--num-cpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
+                               f"--object-store-memory={raycluster.OBJECT_STORE}", "--disable-usage-stats"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert head.returncode == 0, head.stdout + head.stderr
+        address = f"{m.host_ip}:{port}"
+        # the machines reach no package registry: jobs' packages come from a local index (as on an
+        # air-gapped cluster), which pip's PIP_INDEX_URL names and torchyard hands on to uv
+        index = Path(m.root) / "index" / "simple"
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d",
+                              str(index / "tomli-w"), "tomli-w==1.2.0"], capture_output=True, text=True)
+        assert got.returncode == 0, got.stderr
+        try:
+            for k in (1, 2):
+                node_env = dict(env, TORCHYARD_RAY_NODE_DIR=os.path.join(m.folder(k), "ray-node"),
+                                TORCHYARD_NODE_CACHE=os.path.join(m.folder(k), "cache"),
+                                PIP_INDEX_URL=f"file://{index}", UV_CACHE_DIR=os.path.join(m.folder(k), "uv"))
+                log = open(os.path.join(m.folder(k), "ray.txt"), "ab")  # noqa: SIM115
+                m.popen(k, [_ray_exe(), "start", f"--address={address}", f"--node-ip-address={m.ip(k)}",
+                            "--num-cpus=2", f"--object-store-memory={raycluster.OBJECT_STORE}", "--block",
+                            "--disable-usage-stats"], env=node_env, stdout=log, stderr=subprocess.STDOUT)
+                log.close()
+            state = _state(address, env)
+            deadline = time.time() + 90
+            while len(state["alive_nodes"]) < 3:
+                assert time.time() < deadline, f"the worker machines did not join: {state}"
+                time.sleep(1)
+                state = _state(address, env)
+            yield m, address, env
+        finally:
+            m.stop()
+            procs = [p for p in __import__("psutil").process_iter(["cmdline"])
+                     if any(f":{port}" in c or temp in c for c in (p.info.get("cmdline") or []))]
+            for p in procs:
+                try:
+                    p.kill()
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            subprocess.run(["rm", "-rf", temp], check=False)
+
+
+def _state(address: str, env: dict[str, str]) -> dict:
+    code = (
+        "import json, ray\n"
+        f"ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False)\n"
+        "import ray._private.state as st\n"
+        "pgs = [p for p in ray.util.placement_group_table().values() if p['state'] != 'REMOVED']\n"
+        "actors = [a.get('ActorClassName') for a in st.actors().values() if a.get('State') != 'DEAD']\n"
+        "print(json.dumps({'alive_nodes': [n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']],"
+        " 'placement_groups': [p['name'] for p in pgs], 'actors': actors}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def far_ws(ws, cluster):
+    _m, address, env = cluster
+    ComputeTarget.attach(ws, "far", RayCompute(address=address, collect_all_outputs=True))
+    yield ws
+
+    def clean() -> bool:
+        state = _state(address, env)
+        return not state["placement_groups"] and not state["actors"]
+
+    wait_until(clean, timeout=30, interval=1)
+
+
+def test_ddp_digits_2x1_across_two_machines(far_ws, cluster):
+    m, _address, _env = cluster
+    est = PyTorch(str(EXAMPLES / "digits"), entry_script="train.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", script_params={"--epochs": 3}, compute_target="far")
+    run = Experiment(far_ws, "machines").submit(est)
+    details = run.wait_for_completion(timeout=300, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    every = run.get_metrics(rank="all")
+    assert every[0]["param_checksum"] == every[1]["param_checksum"]
+    nodes = details["compute"]["nodes"]
+    assert {n["ip"] for n in nodes} == {m.ip(1), m.ip(2)}  # one job node per machine, none on the submitter
+    assert "outputs/model.pt" in run.get_file_names()
+    assert (Path(run.workdir) / "outputs" / "node_1").is_dir()  # the other machine's outputs came back
+
+
+def test_environment_and_inputs_are_placed_on_each_machine(far_ws, cluster, tmp_path):
+    """A pip environment is built on each machine in its own cache (not on the submitter), and an
+    input from a local datastore that is under /tmp — invisible to the machines — fails at
+    Preparing naming the node, while one on every machine's disk works."""
+    m, _address, _env = cluster
+    shared = Path(m.root) / "shared-data"  # /var/tmp: every machine sees it (a cluster's NFS)
+    shared.mkdir(exist_ok=True)
+    (shared / "n.txt").write_text("5\n")
+    store = Datastore.register_local(far_ws, "nfs", str(shared))
+    write_script(tmp_path / "src", "use.py", """
+        import os, socket, sys
+        import tomli_w
+        from torchyard import Run
+        run = Run.get_context()
+        folder = sys.argv[sys.argv.index("--data") + 1]
+        run.log("n", int(open(os.path.join(folder, "n.txt")).read()))
+        run.log("own_cache", int(sys.executable.startswith(os.environ["TORCHYARD_NODE_CACHE"])
+                                 or "/ray-node/" in sys.executable))
+        print("host", socket.gethostname(), flush=True)
+    """)
+    est = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", pip_packages=["tomli-w==1.2.0"], compute_target="far",
+                  script_params={"--data": store.path("").as_download()})
+    run = Experiment(far_ws, "machines").submit(est)
+    details = run.wait_for_completion(timeout=400, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    every = run.get_metrics(rank="all")
+    assert every[0] == every[1] == {"n": 5.0, "own_cache": 1.0}
+    assert not (Path(far_ws.path) / "envs").exists()  # nothing built on the submitting machine
+    logs = {r: (Path(run.workdir) / "logs" / f"rank_{r}.txt").read_text() for r in (0, 1)}
+    assert {logs[0].split("host ")[1].split()[0], logs[1].split("host ")[1].split()[0]} == {"tynode1", "tynode2"}
+
+    hidden = tmp_path / "private"  # under /tmp: the machines have their own /tmp
+    hidden.mkdir()
+    (hidden / "n.txt").write_text("1\n")
+    private = Datastore.register_local(far_ws, "private", str(hidden))
+    bad = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", compute_target="far",
+                  script_params={"--data": private.path("").as_download()})
+    failed = Experiment(far_ws, "machines").submit(bad).wait_for_completion(timeout=300, raise_on_error=False)
+    assert failed["status"] == "Failed"
+    assert "could not be prepared" in failed["error"]["message"] and "does not exist" in failed["error"]["message"]
+
+
+def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):
+    """Every process of machine 2 is killed mid-run (runs last: the machine stays dead)."""
+    m, _address, _env = cluster
+    write_script(tmp_path / "src", "sleepy.py", """
+        import time
+        from torchyard import Run
+        run = Run.get_context()
+        for i in range(3000):
+            run.log("tick", i)
+            time.sleep(0.1)
+    """)
+    est = PyTorch(str(tmp_path / "src"), entry_script="sleepy.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", compute_target="far")
+    run = Experiment(far_ws, "machines").submit(est)
+    wait_until(lambda: len(run.get_metrics(rank="all")) == 2, timeout=180)
+    died = time.time()
+    m.kill_machine(2)
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    took = time.time() - died
+    assert details["status"] == "Failed"
+    message = details["error"]["message"]
+    assert m.ip(2) in message and "node" in message, message
+    assert took < 10, f"noticed after {took:.1f} s"
+    assert not machines.alive(m.pids_on(2))
