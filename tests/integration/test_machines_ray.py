@@ -168,6 +168,38 @@ def test_environment_and_inputs_are_placed_on_each_machine(far_ws, cluster, tmp_
     assert "could not be prepared" in failed["error"]["message"] and "does not exist" in failed["error"]["message"]
 
 
+def test_a_sweep_across_machines_stops_a_poor_trial_on_a_remote_node(far_ws, cluster, tmp_path):
+    """HyperDrive with 2x1 trials on the machines; the Bandit policy cancels the poor one."""
+    from torchyard import BanditPolicy, GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    m, _address, _env = cluster
+    write_script(tmp_path / "sw", "t.py", """
+        import os, sys, time
+        from torchyard import Run
+        run = Run.get_context()
+        level = float(sys.argv[sys.argv.index("--level") + 1])
+        for i in range(40):
+            if os.environ["RANK"] == "0":
+                run.log("score", level + i * 0.01)
+            time.sleep(0.5)
+    """)
+    est = PyTorch(str(tmp_path / "sw"), entry_script="t.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", compute_target="far", script_params={"--level": 0})
+    hd = HyperDriveConfig(run_config=est, hyperparameter_sampling=GridParameterSampling({"--level": choice(1, 10)}),
+                          policy=BanditPolicy(slack_factor=0.1, evaluation_interval=1, delay_evaluation=2),
+                          primary_metric_name="score", primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                          max_total_runs=2, max_concurrent_runs=2)
+    sweep = Experiment(far_ws, "machines-sweep").submit(hd)
+    details = sweep.wait_for_completion(timeout=400, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    by_level = {c.get_tags()["hyperparameters"]: c for c in sweep.get_children()}
+    poor = by_level['{"--level": 1}'].get_details()
+    assert poor["status"] == "Canceled" and "BanditPolicy" in poor["cancel_reason"]
+    assert {n["ip"] for n in poor["compute"]["nodes"]} == {m.ip(1), m.ip(2)}  # it ran on the machines
+    assert by_level['{"--level": 10}'].get_status() == "Completed"
+    assert details["sweep"]["early_terminated"] == 1
+
+
 def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):
     """Every process of machine 2 is killed mid-run (runs last: the machine stays dead)."""
     m, _address, _env = cluster
