@@ -1,0 +1,30 @@
+"""Per-run metric summary (last/min/max/count per scalar metric of rank 0) for cheap sorting.
+
+Revision ID: 0005_ui
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005_ui"
+down_revision = "0002"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "run_metric_summary",
+        sa.Column("run_id", sa.String(200), primary_key=True),
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("last", sa.Float, nullable=True),
+        sa.Column("min", sa.Float, nullable=True),
+        sa.Column("max", sa.Float, nullable=True),
+        sa.Column("last_step", sa.BigInteger, nullable=True),
+        sa.Column("last_ts", sa.Float, nullable=True),
+    )
+    op.create_index("ix_run_metric_summary_name_last", "run_metric_summary", ["name", "last"])
+
+
+def downgrade() -> None:
+    op.drop_table("run_metric_summary")
