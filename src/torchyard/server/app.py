@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from torchyard.errors import NotFoundError, SpecError, TorchyardError
-from torchyard.server.buckets import SeriesCache, reduce_series, to_json, x_axis
+from torchyard.server.buckets import SeriesCache, reduce_series, sorted_axis, to_json
 from torchyard.server.security import MAX_BODY, SecurityMiddleware, safe_path
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
 
@@ -299,8 +299,8 @@ def get_metric(request: Request) -> Response:
     series = ctx.cache.get(ctx.engine, row["id"], rank, name)
     if not len(series.vals):
         raise NotFoundError(f"run {row['id']} has no scalar metric {name!r} on rank {rank}")
-    xs = x_axis(series, x)
-    reduced = reduce_series(xs, series.vals, _float(request, "from"), _float(request, "to"), points)
+    xs, vals = sorted_axis(series, x)
+    reduced = reduce_series(xs, vals, _float(request, "from"), _float(request, "to"), points)
     head = {"run_id": row["id"], "name": name, "rank": rank, "x_axis": x, "last_chunk": series.last_chunk}
     body = to_json({**head, **reduced}, integer_x=x == "step")
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
@@ -490,7 +490,7 @@ def sweep_children_metric(request: Request) -> Response:
     for child in ranked:
         series = ctx.cache.get(ctx.engine, child["run_id"], 0, name)
         if len(series.vals):
-            reduced = reduce_series(x_axis(series, "step"), series.vals, None, None, points)
+            reduced = reduce_series(*sorted_axis(series, "step"), None, None, points)
             out[child["run_id"]] = {
                 "x": reduced["x"].tolist(),
                 "y": [None if v != v else v for v in (reduced["y"] if reduced["mode"] == "raw" else reduced["last"]).tolist()],

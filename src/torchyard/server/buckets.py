@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,10 +25,16 @@ class SeriesArrays:
     steps: np.ndarray
     ts: np.ndarray
     last_chunk: int
+    axes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """x axis name -> (x values sorted, values in that order), computed once per series version"""
 
 
-def _join(parts: list[bytes], dtype: Any) -> np.ndarray:
-    return np.frombuffer(b"".join(parts), dtype=dtype) if parts else np.empty(0, dtype=dtype)
+def _join(parts: list[Any], dtype: Any) -> np.ndarray:
+    """One array from arrays and raw buffers, copied once."""
+    if not parts:
+        return np.empty(0, dtype=dtype)
+    arrays = [p if isinstance(p, np.ndarray) else np.frombuffer(p, dtype=dtype) for p in parts]
+    return arrays[0].copy() if len(arrays) == 1 else np.concatenate(arrays)
 
 
 class SeriesCache:
@@ -51,14 +57,11 @@ class SeriesCache:
         chunks = read_chunks(engine, run_id, rank=rank, name=name, after_id=after)
         if cached is not None and not chunks:
             return cached
-        vals = _join([c[3] for c in chunks], np.float64)
-        steps = _join([c[4] for c in chunks], np.int64)
-        ts = _join([c[5] for c in chunks], np.float64)
+        head = [cached] if cached is not None else []
+        vals = _join([h.vals for h in head] + [c[3] for c in chunks], np.float64)
+        steps = _join([h.steps for h in head] + [c[4] for c in chunks], np.int64)
+        ts = _join([h.ts for h in head] + [c[5] for c in chunks], np.float64)
         last = chunks[-1][0] if chunks else after
-        if cached is not None:
-            vals = np.concatenate([cached.vals, vals])
-            steps = np.concatenate([cached.steps, steps])
-            ts = np.concatenate([cached.ts, ts])
         fresh = SeriesArrays(vals, steps, ts, last)
         with self._lock:
             self._items[key] = fresh
@@ -77,18 +80,28 @@ def x_axis(series: SeriesArrays, x: str) -> np.ndarray:
     return series.steps.astype(np.float64)
 
 
+def sorted_axis(series: SeriesArrays, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x values in increasing order, the values in that order), cached on the series."""
+    found = series.axes.get(x)
+    if found is None:
+        xs, vals = x_axis(series, x), series.vals
+        if len(xs) > 1 and not bool((xs[1:] >= xs[:-1]).all()):
+            order = np.argsort(xs, kind="stable")
+            xs, vals = xs[order], vals[order]
+        found = series.axes[x] = (xs, vals)
+    return found
+
+
 def reduce_series(
     xs: np.ndarray, vals: np.ndarray, lo: float | None, hi: float | None, points: int
 ) -> dict[str, Any]:
-    """Reduce (xs, vals) within [lo, hi] to at most ``points`` buckets of equal x width.
+    """Reduce (xs, vals) within [lo, hi] to at most ``points`` buckets of equal x width; ``xs`` must
+    be in increasing order (:func:`sorted_axis`).
 
     Returns ``{"mode": "raw", "x", "y"}`` when the range holds no more than ``points`` values, else
     ``{"mode": "buckets", "x", "x_last", "min", "max", "first", "last", "n"}`` with one entry per
     non-empty bucket (``x``/``x_last``: the x of its first/last value; NaN values are ignored by
     min/max)."""
-    if len(xs) > 1 and not bool((xs[1:] >= xs[:-1]).all()):
-        order = np.argsort(xs, kind="stable")
-        xs, vals = xs[order], vals[order]
     total = len(xs)
     full_lo = float(xs[0]) if total else 0.0
     full_hi = float(xs[-1]) if total else 0.0
@@ -120,32 +133,32 @@ def reduce_series(
     return out
 
 
-def _floats(arr: np.ndarray, digits: int) -> str:
-    if not len(arr):
-        return "[]"
-    text = np.char.mod(f"%.{digits}g", arr)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        text = text.astype(object)
-        text[bad] = "null"
-    return "[" + ",".join(text.tolist()) + "]"
+def round_significant(arr: np.ndarray, digits: int) -> np.ndarray:
+    """``arr`` rounded to ``digits`` significant digits (so its shortest repr is at most that long);
+    zeros, NaN and infinities pass through."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mag = np.floor(np.log10(np.abs(arr)))
+        scale = np.power(10.0, digits - 1 - mag)
+        out = np.round(arr * scale) / scale
+    keep = ~np.isfinite(out)
+    if keep.any():
+        out[keep] = arr[keep]
+    return out
 
 
-def to_json(reduced: dict[str, Any], integer_x: bool) -> str:
-    """JSON text of :func:`reduce_series`'s result; values with 7 significant digits in buckets (a
-    chart needs no more), full precision for raw points."""
-    parts = []
+def to_json(reduced: dict[str, Any], integer_x: bool) -> bytes:
+    """JSON of :func:`reduce_series`'s result: bucket values rounded to 7 significant digits (a chart
+    needs no more), raw points at full precision; NaN and infinities become null."""
+    import msgspec  # noqa: PLC0415
+
+    doc: dict[str, Any] = {}
     for key, value in reduced.items():
         if isinstance(value, np.ndarray):
             if key == "n" or (integer_x and key in ("x", "x_last")):
-                text = "[" + ",".join(map(str, value.astype(np.int64).tolist())) + "]"
-            elif key in ("x", "x_last"):
-                text = _floats(value, 15)
-            else:
-                text = _floats(value, 17 if reduced["mode"] == "raw" else 7)
-            parts.append(f'"{key}":{text}')
+                value = value.astype(np.int64)
+            elif reduced["mode"] == "buckets" and key not in ("x", "x_last"):
+                value = round_significant(value, 7)
+            doc[key] = value.tolist()
         else:
-            import json  # noqa: PLC0415
-
-            parts.append(f'"{key}":{json.dumps(value)}')
-    return "{" + ",".join(parts) + "}"
+            doc[key] = value
+    return msgspec.json.encode(doc)

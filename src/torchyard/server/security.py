@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -99,9 +100,13 @@ class SecurityMiddleware:
                 return
             receive = _limited(receive, self.max_body)
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
                 extra = [
+                    (b"server-timing", f"app;dur={took:.2f}".encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
