@@ -271,12 +271,12 @@ def get_run(request: Request) -> Response:
 
 @endpoint("GET", "/api/v1/runs/{run_id}/metrics", permission=READ)
 def list_metrics(request: Request) -> Response:
-    """A run's scalar series: name, rank, value count, newest chunk id; and rank 0's summary."""
+    """A run's scalar series: name, rank, value count and newest chunk id."""
     from torchyard.workspace.browse import metric_keys  # noqa: PLC0415
 
     ctx = _ctx(request)
     row = _run_row(ctx, request.path_params["run_id"])
-    return _json({"metrics": metric_keys(ctx.engine, row["id"]), "summary": _summaries(ctx, [row])[row["id"]]})
+    return _json({"metrics": metric_keys(ctx.engine, row["id"])})
 
 
 @endpoint("GET", "/api/v1/runs/{run_id}/metrics/{name:path}", permission=READ, params=(
