@@ -63,9 +63,12 @@ def test_summary_kept_incrementally_matches_a_rebuild(store: Store) -> None:
         store.insert_series("a", 0, [batch])
         update_summary(store.engine, "a", 0, [batch])
     update_summary(store.engine, "a", 1, [("loss", [-100.0], [0], [1.0])])  # other ranks are not summarized
+    two = [("acc", [0.7], [1], [7.0]), ("acc", [0.6], [2], [8.0])]  # one metric twice in one ingest
+    store.insert_series("a", 0, two)
+    update_summary(store.engine, "a", 0, two)
     kept = get_summaries(store.read_engine, ["a"])["a"]
     assert kept["loss"] == {"count": 5, "last": 2.0, "min": 1.0, "max": 5.0, "last_step": 4, "last_ts": 5.0}
-    assert kept["acc"]["last_step"] is None
+    assert kept["acc"] == {"count": 3, "last": 0.6, "min": 0.5, "max": 0.7, "last_step": 2, "last_ts": 8.0}
     assert rebuild_summary(store.engine, "a") == 2
     assert get_summaries(store.read_engine, ["a"])["a"] == kept
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, or_, select
+from sqlalchemy import Engine, and_, exists, func, or_, select, tuple_
 
 from torchyard.errors import SpecError
 from torchyard.workspace.schema import metric_chunks, run_metric_summary, run_tags, runs
@@ -94,13 +94,16 @@ def list_runs_page(
         if tvalue is not None:
             cond = and_(cond, run_tags.c.value == tvalue)
         query = query.where(exists().where(cond))
+    # the tie-breaker is the summary's own run_id when sorting by a metric, so the index
+    # (name, last, run_id) serves both the order and the keyset condition
+    tie = run_metric_summary.c.run_id if metric is not None else runs.c.id
     if cursor:
         value, after = _decode_cursor(cursor)
-        if descending:
-            query = query.where(or_(key < value, and_(key == value, runs.c.id < after)))
-        else:
-            query = query.where(or_(key > value, and_(key == value, runs.c.id > after)))
-    order = (key.desc(), runs.c.id.desc()) if descending else (key.asc(), runs.c.id.asc())
+        if value is None:
+            raise SpecError("cursor", "is not a cursor this server handed out")
+        pair = tuple_(key, tie)
+        query = query.where(pair < tuple_(value, after) if descending else pair > tuple_(value, after))
+    order = (key.desc(), tie.desc()) if descending else (key.asc(), tie.asc())
     query = query.order_by(*order).limit(limit + 1)
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]

@@ -122,4 +122,6 @@ run_metric_summary = Table(
     Column("last_step", BigInteger, nullable=True),
     Column("last_ts", Float, nullable=True),
 )
-Index("ix_run_metric_summary_name_last", run_metric_summary.c.name, run_metric_summary.c.last)
+Index("ix_run_metric_summary_name_last", run_metric_summary.c.name, run_metric_summary.c.last,
+      run_metric_summary.c.run_id)
+Index("ix_runs_created", runs.c.created_at, runs.c.id)

@@ -39,8 +39,14 @@ def update_summary(engine: Engine, run_id: str, rank: int, series: Sequence[Seri
     ``Store.insert_series``) of ``rank`` into the run's summary. Only rank 0 is summarized."""
     if rank != 0:
         return
+    merged: dict[str, tuple[list[float], list[int | None], list[float]]] = {}
+    for name, values, steps, ts in series:  # one row per metric: an upsert may touch a key only once
+        acc = merged.setdefault(name, ([], [], []))
+        acc[0].extend(values)
+        acc[1].extend(steps)
+        acc[2].extend(ts)
     rows = []
-    for name, values, steps, ts in series:
+    for name, (values, steps, ts) in merged.items():
         part = _summarize(values, steps, ts)
         if part is not None:
             rows.append({"run_id": run_id, "name": name, **part})

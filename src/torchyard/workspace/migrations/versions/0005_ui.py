@@ -1,4 +1,5 @@
-"""Per-run metric summary (last/min/max/count per scalar metric of rank 0) for cheap sorting.
+"""Per-run metric summary (last/min/max/count per scalar metric of rank 0) for cheap sorting, and an
+index for listing runs newest first.
 
 Revision ID: 0005_ui
 Revises: 0002
@@ -23,8 +24,10 @@ def upgrade() -> None:
         sa.Column("last_step", sa.BigInteger, nullable=True),
         sa.Column("last_ts", sa.Float, nullable=True),
     )
-    op.create_index("ix_run_metric_summary_name_last", "run_metric_summary", ["name", "last"])
+    op.create_index("ix_run_metric_summary_name_last", "run_metric_summary", ["name", "last", "run_id"])
+    op.create_index("ix_runs_created", "runs", ["created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_created", "runs")
     op.drop_table("run_metric_summary")
