@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +27,6 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from torchyard.errors import NotFoundError, SpecError, TorchyardError
-from torchyard.server.buckets import SeriesCache, reduce_series, sorted_axis, to_json
 from torchyard.server.security import MAX_BODY, SecurityMiddleware, safe_path
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
 
@@ -75,8 +74,17 @@ class Context:
     """What the handlers share: the workspace, its store, and the series cache."""
 
     workspace: Any
-    cache: SeriesCache = field(default_factory=SeriesCache)
     token: bool = False
+    _cache: Any = None
+
+    @property
+    def cache(self) -> Any:
+        """The series cache (numpy is imported on the first chart, not at start-up)."""
+        if self._cache is None:
+            from torchyard.server.buckets import SeriesCache  # noqa: PLC0415
+
+            self._cache = SeriesCache()
+        return self._cache
 
     @property
     def store(self) -> Any:
@@ -293,6 +301,8 @@ def list_metrics(request: Request) -> Response:
 ))
 def get_metric(request: Request) -> Response:
     """A scalar series reduced to min/max/first/last per x bucket (raw points when few enough)."""
+    from torchyard.server.buckets import reduce_series, sorted_axis, to_json  # noqa: PLC0415
+
     ctx = _ctx(request)
     row = _run_row(ctx, request.path_params["run_id"])
     name = request.path_params["name"]
@@ -487,6 +497,8 @@ def sweep_children(request: Request) -> Response:
 ))
 def sweep_children_metric(request: Request) -> Response:
     """Every trial's primary metric over steps, reduced (for the sweep page's overlay chart)."""
+    from torchyard.server.buckets import reduce_series, sorted_axis  # noqa: PLC0415
+
     ctx = _ctx(request)
     run, ranked = _children(ctx, request.path_params["run_id"])
     points = _int(request, "points", 300, 1, 5000) or 300
