@@ -298,7 +298,6 @@ def bench_runs_table(ws: str, repeat: int, n_runs: int, rows: list[list[object]]
         for label, params in (("newest first", {}), ("sorted by a metric", {"sort": "metric:m07", "order": "asc"}),
                               ("filtered by a tag", {"tag": "group=3"})):
             timed_get(c, "/api/v1/runs", limit=50, **params)  # warm
-            firsts = [timed_get(c, "/api/v1/runs", limit=50, **params) for _ in range(repeat)]
             cursor, page = None, 1
             while page < 100:
                 _, _, resp = timed_get(c, "/api/v1/runs", limit=50, **params, **({"cursor": cursor} if cursor else {}))
@@ -306,7 +305,11 @@ def bench_runs_table(ws: str, repeat: int, n_runs: int, rows: list[list[object]]
                 page += 1
                 if cursor is None:
                     break
-            hundredth = [timed_get(c, "/api/v1/runs", limit=50, cursor=cursor, **params) for _ in range(repeat)] if cursor else []
+            firsts, hundredth = [], []
+            for _ in range(repeat):  # interleaved, so the machine's load drifts over both alike
+                firsts.append(timed_get(c, "/api/v1/runs", limit=50, **params))
+                if cursor:
+                    hundredth.append(timed_get(c, "/api/v1/runs", limit=50, cursor=cursor, **params))
             s1, w1 = median([f[1] or 0 for f in firsts]), median([f[0] for f in firsts])
             if hundredth:
                 s100, w100 = median([f[1] or 0 for f in hundredth]), median([f[0] for f in hundredth])

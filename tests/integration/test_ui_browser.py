@@ -228,3 +228,46 @@ def test_user_written_text_is_never_html(page: Watched) -> None:
     p = page.open("/runs/xss#logs")
     p.wait_for_function(f"document.querySelector('#log').innerText.includes({XSS!r})")
     assert page.dialogs == []
+
+
+LIVE_SCRIPT = """\
+import os, sys, time
+from torchyard import Run
+run = Run.get_context()
+run.log("live_loss", 1.0, step=0)
+trigger, stamp = sys.argv[1], sys.argv[2]
+deadline = time.time() + 60
+while not os.path.exists(trigger) and time.time() < deadline:
+    time.sleep(0.02)
+run.log("live_loss", 5.0, step=1)
+with open(stamp + ".tmp", "w") as fh:
+    fh.write(repr(time.time()))
+os.replace(stamp + ".tmp", stamp)
+time.sleep(4)
+"""
+
+
+def test_a_value_a_real_script_logs_reaches_the_open_chart_within_2_s(page: Watched, workspace: Any,
+                                                                      tmp_path: Path) -> None:
+    """End to end: script's run.log → journal → supervisor → store → SSE → canvas."""
+    from torchyard import Experiment, ScriptRunConfig
+
+    src = tmp_path / "live_src"
+    src.mkdir()
+    (src / "live.py").write_text(LIVE_SCRIPT)
+    trigger, stamp = tmp_path / "go", tmp_path / "logged_at"
+    run = Experiment(workspace, "digits").submit(
+        ScriptRunConfig(str(src), script="live.py", arguments=[str(trigger), str(stamp)]))
+    try:
+        p = page.open(f"/runs/{run.id}#metrics")
+        canvas = ".chart[data-metric='live_loss'] canvas"
+        p.wait_for_selector(canvas + "[data-drawn='1']", timeout=30000)
+        trigger.write_text("go")
+        p.wait_for_function(f"document.querySelector(\"{canvas}\").dataset.lastX === '1'", timeout=10000)
+        seen = time.time()
+        logged = float(stamp.read_text())
+        page.shot("real-run-live")
+        assert seen - logged <= 2.0, f"the point took {seen - logged:.2f} s to reach the chart"
+        run.wait_for_completion(timeout=60)
+    finally:
+        run.cancel()

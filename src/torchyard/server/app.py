@@ -689,11 +689,31 @@ async def runs_events(request: Request) -> Response:
 # ---- pages --------------------------------------------------------------------------------------------------
 
 
+_STATIC_CACHE: dict[str, tuple[bytes, str]] = {}
+
+
+def _static(name: str) -> Response:
+    """A file of the dashboard's own (small) static folder, read once and served from memory with an
+    ETag, so a page load costs no file system work or thread hop."""
+    found = _STATIC_CACHE.get(name)
+    if found is None:
+        ext = os.path.splitext(name)[1]
+        if ext not in STATIC_TYPES or name not in os.listdir(STATIC):
+            raise NotFoundError(f"no static file {name!r}")
+        with open(os.path.join(STATIC, name), "rb") as fh:
+            data = fh.read()
+        import hashlib  # noqa: PLC0415
+
+        found = _STATIC_CACHE[name] = (data, hashlib.sha256(data).hexdigest()[:16])
+    data, etag = found
+    return Response(data, media_type=STATIC_TYPES[os.path.splitext(name)[1]],
+                    headers={"cache-control": "no-cache", "etag": f'"{etag}"'})
+
+
 def _page_handler(name: str) -> Callable[[Request], Response]:
-    def page(request: Request) -> Response:
+    async def page(request: Request) -> Response:
         """A dashboard page (one HTML shell; its script reads the API)."""
-        return FileResponse(os.path.join(STATIC, "index.html"), media_type=STATIC_TYPES[".html"],
-                            headers={"cache-control": "no-cache"})
+        return _static("index.html")
 
     page.__name__ = page.__qualname__ = f"page_{name}"
     return page
@@ -704,13 +724,9 @@ for _name, _path in (("runs", "/"), ("run", "/runs/{run_id}"), ("compare", "/com
 
 
 @endpoint("GET", "/static/{name}", permission=READ)
-def static_file(request: Request) -> Response:
+async def static_file(request: Request) -> Response:
     """The dashboard's own script, style sheet and images (written for torchyard; no third-party code)."""
-    name = request.path_params["name"]
-    ext = os.path.splitext(name)[1]
-    if ext not in STATIC_TYPES or name not in os.listdir(STATIC):
-        raise NotFoundError(f"no static file {name!r}")
-    return FileResponse(os.path.join(STATIC, name), media_type=STATIC_TYPES[ext], headers={"cache-control": "no-cache"})
+    return _static(request.path_params["name"])
 
 
 # ---- errors, OpenAPI, the app ---------------------------------------------------------------------------------
