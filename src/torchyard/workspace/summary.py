@@ -22,7 +22,7 @@ Series = tuple[str, Sequence[float], Sequence[int | None], Sequence[float]]
 def _summarize(values: Sequence[float], steps: Sequence[int | None], ts: Sequence[float]) -> dict[str, Any] | None:
     if not values:
         return None
-    finite = [v for v in values if not math.isnan(v)]
+    finite = [v for v in values if not math.isnan(v)] if any(map(math.isnan, values)) else values
     last_step = steps[-1] if steps else None
     return {
         "count": len(values),
