@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
                    "required for a non-loopback --host")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another Host header name to answer (e.g. a reverse proxy's); repeatable")
-    p.add_argument("--workspace", dest="ui_workspace", default=None, help="workspace folder (as the global --workspace)")
+    p.add_argument("--workspace", dest="ui_workspace", default=None, metavar="DIR",
+                   help="workspace folder (as the global --workspace)")
     p.set_defaults(func=cmd_ui)
 
 
