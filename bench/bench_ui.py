@@ -222,8 +222,16 @@ def mlflow_side(root: Path, run_ws: str, run_id: str, repeat: int, rows: list[li
                          f"{median(times):.0f} ms" if times else "chart not found", ""])
 
 
+STAGES = """() => { const n = performance.getEntriesByType('navigation')[0];
+  const r = performance.getEntriesByType('resource');
+  const end = (part) => Math.max(0, ...r.filter(e => e.name.includes(part)).map(e => e.responseEnd));
+  return {html: n.responseEnd, scripts: n.domContentLoadedEventEnd, details: end('/api/v1/runs/') &&
+    Math.min(...r.filter(e => /\\/api\\/v1\\/runs\\/[^/]+$/.test(e.name)).map(e => e.responseEnd)),
+    buckets: end('/metrics/')}; }"""
+
+
 def first_paint(browser: Any, url: str, selector: str, repeat: int, shot: Path | None = None,
-                timeout_ms: int = 60000) -> list[float]:
+                timeout_ms: int = 60000, stages: list[dict[str, float]] | None = None) -> list[float]:
     times = []
     for i in range(repeat):
         # bypass_csp: Playwright's wait_for_function evaluates a string, which our CSP forbids (same for both UIs)
@@ -234,6 +242,8 @@ def first_paint(browser: Any, url: str, selector: str, repeat: int, shot: Path |
             page.goto(url)
             page.wait_for_function("window.__drawnAt !== undefined", timeout=timeout_ms)
             times.append(float(page.evaluate("window.__drawnAt")))
+            if stages is not None:
+                stages.append(page.evaluate(STAGES))
             if shot is not None and i == 0:
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(shot))
@@ -445,11 +455,16 @@ def series_part(root: Path, args: argparse.Namespace, browser: Any, shots: Path,
     with handle:
         bench_api(base, run_id, args.repeat, args.values, rows)
         if browser is not None:
+            stages: list[dict[str, float]] = []
             times = first_paint(browser, f"{base}/runs/{run_id}#metrics", "canvas[data-drawn='1']",
-                                max(1, args.repeat // 2), shot=shots / "torchyard-chart.png")
+                                max(1, args.repeat // 2), shot=shots / "torchyard-chart.png", stages=stages)
             rows.append([f"torchyard UI, run page's chart: first paint (median of {len(times)}, "
                          "nav start → chart drawn)", f"{median(times):.0f} ms", "",
                          f"≤ 300 ms {'✔' if times and median(times) <= 300 else '✘'}"])
+            rows.append(["  of which (medians, ms since nav start): HTML received / scripts run / run details "
+                         "received / buckets received",
+                         " / ".join(f"{median([st[k] for st in stages]):.0f}" for k in ("html", "scripts", "details",
+                                                                                        "buckets")), "", ""])
     if not args.no_mlflow:
         (root / "mlflow").mkdir()
         mlflow_side(root / "mlflow", ws, run_id, args.repeat, rows, browser)
