@@ -123,6 +123,9 @@ def test_runs_list_filters(client: httpx.Client) -> None:
     assert ids(tag="owner=ana") == ["done"]
     assert set(ids(tag="owner")) == {"done", "live"}
     assert ids(q="finished") == ["done"]
+    assert ids(experiment="bulk", metric="acc", metric_min="0.25", metric_max="0.45", sort="id", order="asc") == [
+        "bulk_3", "bulk_4"]
+    assert set(ids(metric="lr")) == {"done"}
     assert "sw_0" not in ids(experiment="sweeps")  # children are listed under their parent
     assert set(ids(parent="sw")) == {"sw_0", "sw_1", "sw_2"}
     row = client.get("/api/v1/runs", params={"tag": "owner=ana"}).json()["runs"][0]
@@ -150,7 +153,8 @@ def test_runs_keyset_pagination_and_sorting(client: httpx.Client) -> None:
 
 def test_runs_bad_input_names_the_field(client: httpx.Client) -> None:
     for params, field in (({"sort": "nope"}, "sort"), ({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"),
-                          ({"cursor": "garbage!"}, "cursor"), ({"order": "up"}, "order")):
+                          ({"cursor": "garbage!"}, "cursor"), ({"order": "up"}, "order"),
+                          ({"metric_min": "1"}, "metric"), ({"metric": "acc", "metric_max": "x"}, "metric_max")):
         resp = client.get("/api/v1/runs", params=params)
         assert resp.status_code == 400, params
         assert resp.json()["error"]["field"] == field

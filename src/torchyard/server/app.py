@@ -225,6 +225,9 @@ def list_experiments(request: Request) -> Response:
     ("parent", "string", "only the children of this run"),
     ("top_level", "boolean", "only runs without a parent (default: true unless parent is given)"),
     ("q", "string", "run id or display name contains"),
+    ("metric", "string", "only runs that logged this scalar (rank 0)"),
+    ("metric_min", "number", "... whose last value is at least this"),
+    ("metric_max", "number", "... whose last value is at most this"),
     ("sort", "string", "created_at, started_at, ended_at, status, experiment, name, id or metric:NAME"),
     ("order", "string", "desc (default) or asc"),
     ("limit", "integer", "runs per page, 1-500 (default 50)"),
@@ -248,9 +251,13 @@ def list_runs(request: Request) -> Response:
     parent = qp.get("parent") or None
     top_level = qp.get("top_level", "1" if parent is None else "0") not in ("0", "false", "no")
     status = [s for s in qp.get("status", "").split(",") if s]
+    lo, hi = _float(request, "metric_min"), _float(request, "metric_max")
+    if (lo is not None or hi is not None) and not qp.get("metric"):
+        raise SpecError("metric", "metric_min/metric_max need metric=NAME")
+    metric = (qp["metric"], lo, hi) if qp.get("metric") else None
     rows, next_cursor = list_runs_page(
         ctx.engine, experiment=qp.get("experiment") or None, status=status, tags=tags, parent_id=parent,
-        top_level=top_level, search=qp.get("q") or None, sort=qp.get("sort", "created_at"),
+        top_level=top_level, search=qp.get("q") or None, metric=metric, sort=qp.get("sort", "created_at"),
         descending=order == "desc", limit=_int(request, "limit", 50, 1, 500) or 50, cursor=qp.get("cursor") or None,
     )
     ids = [r["id"] for r in rows]

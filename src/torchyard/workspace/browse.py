@@ -48,6 +48,7 @@ def list_runs_page(
     parent_id: str | None = None,
     top_level: bool = False,
     search: str | None = None,
+    metric: tuple[str, float | None, float | None] | None = None,
     sort: str = "created_at",
     descending: bool = True,
     limit: int = 50,
@@ -55,13 +56,14 @@ def list_runs_page(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of runs and the cursor of the next page (None at the end).
 
-    ``tags``: ``{key: value}`` (``None``: the key is present). ``sort``: one of :data:`SORT_KEYS`, or
+    ``tags``: ``{key: value}`` (``None``: the key is present). ``metric``: (name, low, high): only runs
+    whose rank-0 ``name`` last value lies in [low, high] (None: unbounded). ``sort``: one of :data:`SORT_KEYS`, or
     ``metric:NAME`` (the last value of rank 0's scalar ``NAME``; only runs that logged it are listed).
     Keyset pagination on (sort value, run id): a page costs the same wherever it is."""
-    metric = None
+    sort_metric = None
     if sort.startswith("metric:"):
-        metric = sort[len("metric:"):]
-        if not metric:
+        sort_metric = sort[len("metric:"):]
+        if not sort_metric:
             raise SpecError("sort", "metric: needs a metric name, e.g. metric:loss")
         key: Any = run_metric_summary.c.last
     elif sort == "name":
@@ -73,11 +75,19 @@ def list_runs_page(
     else:
         raise SpecError("sort", f"unknown sort key {sort!r}; use one of {', '.join(SORT_KEYS)} or metric:NAME")
     query = select(*RUN_COLUMNS, key.label("sort_value"))
-    if metric is not None:
+    if sort_metric is not None:
         query = query.join(
             run_metric_summary,
-            and_(run_metric_summary.c.run_id == runs.c.id, run_metric_summary.c.name == metric),
+            and_(run_metric_summary.c.run_id == runs.c.id, run_metric_summary.c.name == sort_metric),
         ).where(run_metric_summary.c.last.is_not(None))
+    if metric is not None:
+        name, low, high = metric
+        cond = and_(run_metric_summary.c.run_id == runs.c.id, run_metric_summary.c.name == name)
+        if low is not None:
+            cond = and_(cond, run_metric_summary.c.last >= low)
+        if high is not None:
+            cond = and_(cond, run_metric_summary.c.last <= high)
+        query = query.where(exists().where(cond))
     if experiment:
         query = query.where(runs.c.experiment == experiment)
     if status:
@@ -96,7 +106,7 @@ def list_runs_page(
         query = query.where(exists().where(cond))
     # the tie-breaker is the summary's own run_id when sorting by a metric, so the index
     # (name, last, run_id) serves both the order and the keyset condition
-    tie = run_metric_summary.c.run_id if metric is not None else runs.c.id
+    tie = run_metric_summary.c.run_id if sort_metric is not None else runs.c.id
     if cursor:
         value, after = _decode_cursor(cursor)
         if value is None:
