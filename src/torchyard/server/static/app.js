@@ -194,6 +194,31 @@ async function runsPage(main) {
 
 /* ---------------------------------------------------------------- metric charts */
 
+function metricPath(runId, name) { return `/runs/${enc(runId)}/metrics/${name.split("/").map(enc).join("/")}`; }
+
+/* Opening a run straight on its Metrics tab: ask for the metric keys and each chart's buckets at once,
+ * sized from the window, while the run's details load (one round trip less before the first chart). */
+const prefetched = { data: null };
+function prefetchCharts(runId) {
+  prefetched.data = api(`/runs/${enc(runId)}/metrics`).then((k) => {
+    const names = k.metrics.filter((m) => m.rank === 0).map((m) => m.name);
+    const width = Math.min(window.innerWidth, 1500) - 40;
+    const cols = Math.max(1, Math.min(names.length, Math.floor((width + 12) / 472)));
+    const points = Math.max(50, Math.round((width - (cols - 1) * 12) / cols - 78));
+    const out = {};
+    names.forEach((n) => { out[n] = api(metricPath(runId, n), { rank: 0, x: "step", points }).catch(() => null); });
+    return out;
+  }).catch(() => ({}));
+}
+
+async function takePrefetched(name) {
+  if (!prefetched.data) { return null; }
+  const all = await prefetched.data;
+  const found = all[name];
+  delete all[name];
+  return found ? await found : null;
+}
+
 class MetricPanel {
   /* A chart of one metric for one or more runs: fetches buckets sized to its width, re-fetches on zoom. */
   constructor(container, name, runs, opts) {
@@ -211,8 +236,10 @@ class MetricPanel {
 
   async load() {
     const points = this.chart.plotWidth();
-    const results = await Promise.all(this.runs.map((r) => r.has && !r.has.has(this.name) ? null :
-      api(`/runs/${enc(r.id)}/metrics/${this.name.split("/").map(enc).join("/")}`,
+    const early = this.runs.length === 1 && this.rank === 0 && this.xAxis === "step" && this.range[0] === null
+      ? await takePrefetched(this.name) : null;
+    const results = early ? [early] : await Promise.all(this.runs.map((r) => r.has && !r.has.has(this.name) ? null :
+      api(metricPath(r.id, this.name),
         { rank: this.rank, x: this.xAxis, points, from: this.range[0], to: this.range[1] })
         .catch((err) => (err.status === 404 ? null : Promise.reject(err)))));
     this.chart.setSeries(results.map((d, i) => ({ label: this.runs[i].label, data: d || { mode: "raw", x: [], y: [] },
@@ -470,7 +497,10 @@ async function route() {
   let m;
   try {
     if (path === "/" || path === "") { await runsPage(main); }
-    else if ((m = path.match(/^\/runs\/([^/]+)$/))) { await runPage(main, decodeURIComponent(m[1])); }
+    else if ((m = path.match(/^\/runs\/([^/]+)$/))) {
+      if (location.hash === "#metrics") { prefetchCharts(decodeURIComponent(m[1])); }
+      await runPage(main, decodeURIComponent(m[1]));
+    }
     else if ((m = path.match(/^\/sweeps\/([^/]+)$/))) { await sweepPage(main, decodeURIComponent(m[1])); }
     else if (path === "/compare") { await comparePage(main); }
     else { clear(main).appendChild(el("h1", {}, "Not found")); }
