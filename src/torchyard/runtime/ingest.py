@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from torchyard.tracking import journal as j
+from torchyard.workspace.summary import update_summary
 
 
 class Ingestor:
@@ -38,6 +39,11 @@ class Ingestor:
                 continue
             total += len(records) + sum(len(s[1]) for s in series)
             self.store.insert_series(self.run_id, rank, series)
+            if series:
+                try:
+                    update_summary(self.store.engine, self.run_id, rank, [tuple(s) for s in series])
+                except Exception as err:  # the summary serves sorting in the dashboard; never lose the run
+                    print(f"torchyard supervisor: metric summary not updated: {err}", flush=True)
             rows: list[tuple[Any, ...]] = []
             tags: dict[str, str] = {}
             props: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -16,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = MetaData()
 
@@ -107,3 +108,21 @@ metric_chunks = Table(
 )
 Index("ix_metric_chunks_run", metric_chunks.c.run_id, metric_chunks.c.rank, metric_chunks.c.name)
 NO_STEP = -(2**63)
+
+# Rank 0's scalar metrics summarized per run (workspace/summary.py keeps it), so the runs table can sort
+# and show last/best values without reading the packed series.
+run_metric_summary = Table(
+    "run_metric_summary",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last", Float, nullable=True),
+    Column("min", Float, nullable=True),
+    Column("max", Float, nullable=True),
+    Column("last_step", BigInteger, nullable=True),
+    Column("last_ts", Float, nullable=True),
+)
+Index("ix_run_metric_summary_name_last", run_metric_summary.c.name, run_metric_summary.c.last,
+      run_metric_summary.c.run_id)
+Index("ix_runs_created", runs.c.created_at, runs.c.id)
