@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         randint,
         uniform,
     )
+    from torchyard.models.model import Model
     from torchyard.run import Experiment, Run
     from torchyard.spec import (
         Environment,
@@ -71,6 +72,7 @@ _LAZY = {
     "TorchyardError": "torchyard.errors",
     "WorkspaceError": "torchyard.errors",
     "Experiment": "torchyard.run",
+    "Model": "torchyard.models.model",
     "Run": "torchyard.run",
     "Environment": "torchyard.spec",
     "Gloo": "torchyard.spec",
@@ -138,6 +140,7 @@ __all__ = [
     "HyperDriveRun",
     "JobSpec",
     "MedianStoppingPolicy",
+    "Model",
     "Mpi",
     "MpiConfiguration",
     "Nccl",
