@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         uniform,
     )
     from torchyard.models.model import Model
+    from torchyard.models.webservice import InferenceConfig, LocalWebservice, Webservice
     from torchyard.run import Experiment, Run
     from torchyard.spec import (
         Environment,
@@ -72,6 +73,9 @@ _LAZY = {
     "TorchyardError": "torchyard.errors",
     "WorkspaceError": "torchyard.errors",
     "Experiment": "torchyard.run",
+    "InferenceConfig": "torchyard.models.webservice",
+    "LocalWebservice": "torchyard.models.webservice",
+    "Webservice": "torchyard.models.webservice",
     "Model": "torchyard.models.model",
     "Run": "torchyard.run",
     "Environment": "torchyard.spec",
@@ -138,6 +142,8 @@ __all__ = [
     "GridParameterSampling",
     "HyperDriveConfig",
     "HyperDriveRun",
+    "InferenceConfig",
+    "LocalWebservice",
     "JobSpec",
     "MedianStoppingPolicy",
     "Model",
@@ -160,6 +166,7 @@ __all__ = [
     "SpecError",
     "TorchyardError",
     "TruncationSelectionPolicy",
+    "Webservice",
     "Workspace",
     "WorkspaceError",
     "choice",
