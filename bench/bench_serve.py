@@ -252,7 +252,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     (work / "mlp.py").write_text(textwrap.dedent(MODEL_CODE))
     sys.path.insert(0, str(work))
-    from mlp import MLP, load as load_mlp  # noqa: PLC0415
+    from mlp import MLP  # noqa: PLC0415
+    from mlp import load as load_mlp
 
     torch.save(MLP().state_dict(), work / "mlp.pt")
     rng = random.Random(0)
