@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         randint,
         uniform,
     )
+    from torchyard.models.endpoint import Endpoint
     from torchyard.models.model import Model
     from torchyard.models.webservice import InferenceConfig, LocalWebservice, Webservice
     from torchyard.run import Experiment, Run
@@ -73,6 +74,7 @@ _LAZY = {
     "TorchyardError": "torchyard.errors",
     "WorkspaceError": "torchyard.errors",
     "Experiment": "torchyard.run",
+    "Endpoint": "torchyard.models.endpoint",
     "InferenceConfig": "torchyard.models.webservice",
     "LocalWebservice": "torchyard.models.webservice",
     "Webservice": "torchyard.models.webservice",
@@ -136,6 +138,7 @@ __all__ = [
     "ComputeTarget",
     "DataReference",
     "Datastore",
+    "Endpoint",
     "Environment",
     "Experiment",
     "Gloo",

@@ -15,7 +15,7 @@ EXPECTED = {
     "TruncationSelectionPolicy", "choice", "loguniform", "lognormal", "normal", "qloguniform", "qlognormal",
     "qnormal", "quniform", "randint", "uniform",
     # model registry and deployment (torchyard.models)
-    "InferenceConfig", "LocalWebservice", "Model", "Webservice",
+    "Endpoint", "InferenceConfig", "LocalWebservice", "Model", "Webservice",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
+    "Endpoint": "torchyard.models.endpoint",
     "Model": "torchyard.models.model",
     "InferenceConfig": "torchyard.models.webservice",
     "LocalWebservice": "torchyard.models.webservice",

@@ -67,3 +67,19 @@ def services_using(workspace_path: str, model_id: str) -> list[str]:
         if model_id in [m.get("id") for m in doc.get("models", [])]:
             users.append(name)
     return users
+
+
+ENDPOINTS_DIRNAME = "endpoints"
+
+
+def endpoint_dir(workspace_path: str, name: str) -> str:
+    return os.path.join(workspace_path, ENDPOINTS_DIRNAME, name)
+
+
+def list_endpoints(workspace_path: str) -> list[str]:
+    root = os.path.join(workspace_path, ENDPOINTS_DIRNAME)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    return [n for n in names if os.path.isfile(os.path.join(root, n, "endpoint.json"))]
