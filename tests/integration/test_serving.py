@@ -303,3 +303,25 @@ def test_service_outlives_the_deploying_process(ws: Workspace, tmp_path: Path) -
         assert svc.run({"x": [1, 1]})["sum"] == 2
     finally:
         svc.delete()
+
+
+def test_service_environment_comes_from_the_run_cache(ws: Workspace, tmp_path: Path) -> None:
+    from torchyard import Environment
+    from torchyard.environments import environment_key
+    from torchyard.spec.job import EnvironmentSpec
+
+    pkg = "tomli-w==1.2.0"  # tiny, pure Python, not in the base interpreter (as in test_environments)
+    model = _model(ws, tmp_path, "env", "w")
+    src = _src(tmp_path, "envsrc", "import sys, tomli_w\ndef init():\n    pass\ndef run(raw):\n"
+                                   "    return {'python': sys.executable, 'toml': tomli_w.dumps({'a': 1})}\n")
+    svc = Model.deploy(ws, "envsvc", [model],
+                       InferenceConfig(source_directory=str(src), environment=Environment("svc", pip=[pkg])))
+    try:
+        svc.wait_for_deployment(timeout_sec=240)
+        answer = svc.run("{}")
+        key = environment_key(EnvironmentSpec(pip_packages=(pkg,)))
+        assert answer == {"python": os.path.join(ws.path, "envs", key, "bin", "python"), "toml": "a = 1\n"}
+        assert svc.get_details()["status"]["environment"]["key"] == key
+        assert "environment.txt" in svc.get_logs()
+    finally:
+        svc.delete()

@@ -115,13 +115,20 @@ class ServiceSupervisor:
         argv = [os.path.join(gen_dir, "spec.json"), str(self.sock.fileno()), label, self.status_dir]
         if load_first:
             argv.append("--load-first")
-        if os.path.realpath(self.python) == os.path.realpath(sys.executable):
+        if os.path.abspath(self.python) == os.path.abspath(sys.executable):
             cmd = [self.python, "-m", "torchyard.serving.worker", *argv]
-        else:  # another environment: torchyard and the serving packages come after its own
+        else:  # another environment: this torchyard, and the serving packages after the env's own
+            import torchyard  # noqa: PLC0415
+
+            pkg = os.path.dirname(os.path.abspath(torchyard.__file__))
             extra = [p for p in sys.path if p and os.path.isdir(p)]
             boot = (
-                f"import sys, runpy; sys.path.extend({extra!r}); sys.argv[1:] = {argv!r}; "
-                "runpy.run_module('torchyard.serving.worker', run_name='__main__')"
+                "import sys, runpy, importlib.util as u\n"
+                f"spec = u.spec_from_file_location('torchyard', {os.path.join(pkg, '__init__.py')!r}, "
+                f"submodule_search_locations=[{pkg!r}])\n"
+                "mod = u.module_from_spec(spec); sys.modules['torchyard'] = mod; spec.loader.exec_module(mod)\n"
+                f"sys.path.extend({extra!r}); sys.argv[1:] = {argv!r}\n"
+                "runpy.run_module('torchyard.serving.worker', run_name='__main__')\n"
             )
             cmd = [self.python, "-c", boot]
         log_path = os.path.join(self.logs_dir, f"worker_{gen}_{index}.txt")
