@@ -338,6 +338,34 @@ def main() -> int:
         update_failed = res["errors"] + sum(v for k, v in res["codes"].items() if k != 200)
         update_line = (f"service.update under load (c=16, {sum(res['codes'].values()) + res['errors']} requests, "
                        f"swap took {box['update_s']:.2f} s): {update_failed} failed")
+        svc.delete()
+
+        # an endpoint (router) in front of two deployments: its cost, and a traffic shift under load
+        from torchyard import Endpoint  # noqa: PLC0415
+
+        endpoint = Endpoint.create(ws, "mlp")
+        try:
+            cfg = LocalWebservice.deploy_configuration(max_batch_size=64, max_batch_delay_ms=2)
+            endpoint.deploy("blue", [registered], ic, cfg)
+            endpoint.deploy("green", [second], ic, cfg)
+            eport = int(endpoint.scoring_uri.rsplit(":", 1)[1].split("/")[0])
+            measure("torchyard endpoint (router + batching)", eport, ty_payload, [(1, n1), (32, nbig)])
+
+            def shifting() -> None:
+                box["shift"] = asyncio.run(load(eport, ty_payload, 16, 6 * n1))
+
+            thread = threading.Thread(target=shifting)
+            thread.start()
+            for blue in (75, 50, 25, 0, 100):
+                time.sleep(0.15)
+                endpoint.set_traffic({"blue": blue, "green": 100 - blue})
+            thread.join()
+            res = box["shift"]
+            shift_failed = res["errors"] + sum(v for k, v in res["codes"].items() if k != 200)
+            shift_line = (f"traffic shift under load (c=16, {sum(res['codes'].values()) + res['errors']} requests, "
+                          f"5 shifts): {shift_failed} failed")
+        finally:
+            endpoint.delete()
     finally:
         for s in Webservice.list(ws):
             s.delete()
@@ -397,6 +425,7 @@ def main() -> int:
     print()
     print("cold start to the first 200: " + ", ".join(f"{k} {v:.2f} s" for k, v in cold.items()))
     print(update_line)
+    print(shift_line)
     ub, bt = results["torchyard (unbatched)@64"], results["torchyard (batching 64, 2 ms)@64"]
     print(f"batching gain at c=64: {bt['rps'] / ub['rps']:.2f}x ({bt['rps']:.0f} vs {ub['rps']:.0f} req/s)")
     if "mlflow models serve@32" in results:

@@ -35,13 +35,8 @@ _PIN_HEADERS = (b"torchyard-deployment", b"azureml-model-deployment")
 
 class Router:
     def __init__(self, endpoint_dir: str) -> None:
-        import httpx  # noqa: PLC0415
-
         self.dir = endpoint_dir
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
-            timeout=httpx.Timeout(60.0, connect=5.0),
-        )
+        self.client = Upstreams()
         self.counts: collections.Counter[tuple[str, int]] = collections.Counter()
         self.mirrored: collections.Counter[tuple[str, int]] = collections.Counter()
         self.reload()
@@ -83,7 +78,7 @@ class Router:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    await self.client.aclose()
+                    self.client.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -124,30 +119,30 @@ class Router:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        fwd = {"content-type": headers.get(b"content-type", b"application/json").decode(),
-               "x-request-id": request_id.decode()}
-        url = self.deployments[target] + path + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+        target_path = path + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+        head = (f"{method} {target_path} HTTP/1.1\r\nhost: upstream\r\n"
+                f"content-type: {headers.get(b'content-type', b'application/json').decode('latin-1')}\r\n"
+                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+        raw = head + body
         if pinned is None:
             for shadow, pct in self.mirror:
                 if shadow != target and random.random() * 100 < pct:
-                    asyncio.get_running_loop().create_task(self._mirror(shadow, method, path, body, fwd))
+                    asyncio.get_running_loop().create_task(self._mirror(shadow, raw))
         try:
-            resp = await self.client.request(method, url, content=body, headers=fwd)
+            status, resp_headers, resp_body = await self.client.request(self.deployments[target], raw)
         except Exception as err:  # noqa: BLE001 - the deployment did not answer
             self.counts[(target, 502)] += 1
             await self._answer(send, 502, json.dumps({"error": f"deployment {target!r} did not answer: {err!r}"})
                                .encode(), request_id, target)
             return
-        self.counts[(target, resp.status_code)] += 1
-        await self._answer(send, resp.status_code, resp.content, request_id, target,
-                           resp.headers.get("content-type", "application/json").encode(),
-                           [(b"retry-after", resp.headers["retry-after"].encode())] if "retry-after" in resp.headers
-                           else None)
+        self.counts[(target, status)] += 1
+        await self._answer(send, status, resp_body, request_id, target,
+                           resp_headers.get(b"content-type", b"application/json"),
+                           [(b"retry-after", resp_headers[b"retry-after"])] if b"retry-after" in resp_headers else None)
 
-    async def _mirror(self, shadow: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _mirror(self, shadow: str, raw: bytes) -> None:
         try:
-            resp = await self.client.request(method, self.deployments[shadow] + path, content=body, headers=headers)
-            code = resp.status_code
+            code = (await self.client.request(self.deployments[shadow], raw))[0]
         except Exception:  # noqa: BLE001 - a shadow's failure never reaches the caller
             code = 502
         self.mirrored[(shadow, code)] += 1
@@ -173,6 +168,71 @@ class Router:
         for (dep, code), n in sorted(self.mirrored.items()):
             out.append(f'torchyard_endpoint_mirrored_total{{{lab},deployment="{dep}",code="{code}"}} {n}')
         return "\n".join(out) + "\n"
+
+
+class Upstreams:
+    """Keep-alive HTTP/1.1 connections to the deployments (asyncio streams, one request at a time
+    per connection). A request that fails on a reused connection before any answer byte arrived
+    (the deployment closed it while idle) is sent again once on a fresh connection."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+
+    async def request(self, base: str, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        pool = self.idle.setdefault(base, collections.deque())
+        for attempt in (0, 1):
+            reused = bool(pool) and attempt == 0
+            if reused:
+                reader, writer = pool.pop()
+            else:
+                hostport = base.split("://", 1)[1]
+                host, _, port = hostport.rpartition(":")
+                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            got_bytes = False
+            try:
+                writer.write(raw)
+                head = await reader.readuntil(b"\r\n\r\n")
+                got_bytes = True
+                status, headers, body, close = await _read_rest(reader, head)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                writer.close()
+                if reused and not got_bytes:
+                    continue
+                raise
+            if close:
+                writer.close()
+            else:
+                pool.append((reader, writer))
+            return status, headers, body
+        raise ConnectionError(f"{base} closed the connection")  # pragma: no cover
+
+    def close(self) -> None:
+        for pool in self.idle.values():
+            for _, writer in pool:
+                writer.close()
+        self.idle.clear()
+
+
+async def _read_rest(reader: asyncio.StreamReader, head: bytes) -> tuple[int, dict[bytes, bytes], bytes, bool]:
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            parts.append(chunk[:-2])
+        body = b"".join(parts)
+    else:
+        body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return status, headers, body, headers.get(b"connection", b"").lower() == b"close"
 
 
 def main(argv: list[str] | None = None) -> int:
