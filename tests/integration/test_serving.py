@@ -147,6 +147,7 @@ def test_typed_batching_infer_and_backpressure(ws: Workspace, tmp_path: Path, de
         assert infer.status_code == 200
         assert infer.json()["outputs"][0]["datatype"] == "BYTES" and infer.json()["model_name"] == "typed"
         assert client.post(base + "/v2/models/typed/infer", json={"nope": 1}).status_code == 400
+        assert client.post(base + "/v2/models/other/infer", json={"inputs": [{"data": [1]}]}).status_code == 404
         assert client.post(uri, content=b"{not json").status_code == 400
         metrics = client.get(base + "/metrics").text
         assert "torchyard_batch_size_bucket" in metrics

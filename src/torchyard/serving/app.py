@@ -403,7 +403,11 @@ class ScoringApp:
         if method == "POST" and path == "/score":
             await self._score(scope, receive, send, request_id, extra, oip=False)
         elif method == "POST" and path.startswith("/v2/models/") and path.endswith("/infer"):
-            if self.code.mode != "typed":
+            name = path[len("/v2/models/"):-len("/infer")].split("/versions/")[0]
+            if name != self.model_name:
+                await self._plain(send, 404, {"error": f"no model {name!r}; this service serves {self.model_name!r}"},
+                                  request_id, extra)
+            elif self.code.mode != "typed":
                 await self._plain(send, 404, {"error": "infer is served for the typed API (a class with load/predict)"},
                                   request_id, extra)
             else:
