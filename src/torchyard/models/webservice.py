@@ -108,6 +108,8 @@ class LocalWebserviceDeploymentConfiguration:
     max_batch_size: int = 1
     max_batch_delay_ms: float = 2.0
     threads_per_worker: int = 1
+    num_replicas: int = 1
+    cpus_per_replica: float = 1.0
 
     def __post_init__(self) -> None:
         if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
@@ -116,13 +118,16 @@ class LocalWebserviceDeploymentConfiguration:
         if not isinstance(self.host, str) or not self.host:
             raise SpecError("host", f"must be an address, got {self.host!r}")
         for name, low in (("workers", 1), ("max_concurrent_requests", 1), ("request_timeout_ms", 1),
-                          ("max_batch_size", 1), ("threads_per_worker", 1)):
+                          ("max_batch_size", 1), ("threads_per_worker", 1), ("num_replicas", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SpecError(name, f"must be an integer of at least {low}, got {value!r}")
         if isinstance(self.max_batch_delay_ms, bool) or not isinstance(self.max_batch_delay_ms, int | float) \
                 or self.max_batch_delay_ms < 0:
             raise SpecError("max_batch_delay_ms", f"must be a number of at least 0, got {self.max_batch_delay_ms!r}")
+        if isinstance(self.cpus_per_replica, bool) or not isinstance(self.cpus_per_replica, int | float) \
+                or self.cpus_per_replica < 0:
+            raise SpecError("cpus_per_replica", f"must be a number of at least 0, got {self.cpus_per_replica!r}")
         if not isinstance(self.auth_enabled, bool):
             raise SpecError("auth_enabled", f"must be True or False, got {self.auth_enabled!r}")
         if not _is_loopback(self.host) and not self.auth_enabled:
@@ -145,16 +150,20 @@ class LocalWebservice:
         max_batch_size: int = 1,
         max_batch_delay_ms: float = 2.0,
         threads_per_worker: int = 1,
+        num_replicas: int = 1,
+        cpus_per_replica: float = 1.0,
     ) -> LocalWebserviceDeploymentConfiguration:
         """``port=None``: any free port. ``host`` other than loopback needs ``auth_enabled``.
         ``max_concurrent_requests``: admitted (queued + running) per worker, one more gets 429.
         ``request_timeout_ms``: 504 after it. ``max_batch_size`` > 1 batches the typed API's
-        ``predict``, waiting at most ``max_batch_delay_ms`` for a batch to fill."""
+        ``predict``, waiting at most ``max_batch_delay_ms`` for a batch to fill. With a Ray
+        ``deployment_target``: ``num_replicas`` replicas of ``cpus_per_replica`` CPUs each (``workers``
+        is then unused), HTTP on the cluster's head node at ``host:port`` (default port 8000)."""
         return LocalWebserviceDeploymentConfiguration(
             port=port, host=host, workers=workers, auth_enabled=auth_enabled,
             max_concurrent_requests=max_concurrent_requests, request_timeout_ms=request_timeout_ms,
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
-            threads_per_worker=threads_per_worker,
+            threads_per_worker=threads_per_worker, num_replicas=num_replicas, cpus_per_replica=cpus_per_replica,
         )
 
 
@@ -262,8 +271,15 @@ def deploy(
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     check_name(name, "name")
-    if deployment_target is not None:
-        raise NotSupportedError("deployment_target", f"{deployment_target!r}: only local services run here yet")
+    ray_address = None
+    if deployment_target is not None and deployment_target != "local":
+        record = ws.compute_targets.record(str(deployment_target))
+        if record.get("kind") != "ray":
+            raise NotSupportedError("deployment_target", f"{deployment_target!r} is a {record.get('kind')} target; "
+                                    "services run locally or on a Ray cluster")
+        ray_address = record.get("config", {}).get("address") or "auto"
+    else:
+        deployment_target = None
     resolved = _resolve_models(ws, models)
     if inference_config is None:
         raise SpecError("inference_config", "give an InferenceConfig(entry_script=..., source_directory=...)")
@@ -304,7 +320,11 @@ def deploy(
             "environment": _env_doc(inference_config),
             "entry_script": inference_config.entry_script,
             "source_directory": os.path.abspath(os.fspath(inference_config.source_directory)),
+            "deployment_target": deployment_target,
+            "ray_address": ray_address,
         }
+        if ray_address is not None and inference_config.environment is not None:
+            raise NotSupportedError("inference_config.environment", "a Ray service uses the cluster's interpreter")
         svc.write_json(os.path.join(sdir, "service.json"), doc)
         from torchyard.supervisor import spawn_detached  # noqa: PLC0415
 
@@ -402,7 +422,7 @@ class Webservice:
             return None
         host = self._doc()["config"]["host"]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}{self._state().get('base_path', '')}"
 
     @property
     def scoring_uri(self) -> str | None:

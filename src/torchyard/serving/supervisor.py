@@ -327,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         ctypes.CDLL("libc.so.6").prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of workers come to us
     except OSError:
         pass
+    doc = read_json(os.path.join(args[0], "service.json")) or {}
+    if doc.get("deployment_target"):
+        from torchyard.serving.ray_serve import RayServeSupervisor  # noqa: PLC0415
+
+        return RayServeSupervisor(args[0]).run()
     return ServiceSupervisor(args[0]).run()
 
 
