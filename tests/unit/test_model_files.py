@@ -44,3 +44,62 @@ def test_refs_and_names() -> None:
         check_alias("2")
     with pytest.raises(SpecError, match="model_name"):
         check_model_name("a b")
+
+
+def test_entry_script_shapes(tmp_path: Path) -> None:
+    from torchyard.serving.app import EntryScriptError, inspect_entry_script
+
+    def script(body: str) -> str:
+        path = tmp_path / "score.py"
+        path.write_text(body)
+        return str(path)
+
+    assert inspect_entry_script(script("def init():\n    pass\ndef run(raw):\n    return raw\n")) == "azure"
+    assert inspect_entry_script(script("class M:\n    def load(self, d): ...\n    def predict(self, b): ...\n")) == "typed"
+    with pytest.raises(EntryScriptError, match="no init"):
+        inspect_entry_script(script("def run(raw):\n    return raw\n"))
+    with pytest.raises(EntryScriptError, match="several classes"):
+        inspect_entry_script(script("class A:\n    def load(self, d): ...\n    def predict(self, b): ...\n"
+                                    "class B:\n    def load(self, d): ...\n    def predict(self, b): ...\n"))
+    with pytest.raises(EntryScriptError, match="cannot be parsed"):
+        inspect_entry_script(script("def init(:\n"))
+    with pytest.raises(EntryScriptError, match="does not exist"):
+        inspect_entry_script(str(tmp_path / "missing.py"))
+
+
+def test_metrics_text_and_traffic_specs() -> None:
+    from torchyard.models.endpoint import parse_traffic
+    from torchyard.serving.app import Metrics
+
+    m = Metrics('worker="1.0"', 8)
+    m.observe(200, 0.0007)
+    m.observe(200, 0.3)
+    m.observe(429, 0.0001)
+    m.observe_batch(3)
+    text = m.render()
+    assert 'torchyard_requests_total{worker="1.0",code="200"} 2' in text
+    assert 'torchyard_requests_total{worker="1.0",code="429"} 1' in text
+    assert 'torchyard_request_duration_seconds_bucket{worker="1.0",le="0.001"} 2' in text
+    assert 'torchyard_request_duration_seconds_bucket{worker="1.0",le="+Inf"} 3' in text
+    assert 'torchyard_batch_size_bucket{worker="1.0",le="2"} 0' in text
+    assert 'torchyard_batch_size_bucket{worker="1.0",le="4"} 1' in text
+    assert parse_traffic("blue=90, green=10") == {"blue": 90, "green": 10}
+    assert parse_traffic("") == {}
+    for bad in ("blue", "blue=x", "=10"):
+        with pytest.raises(SpecError, match="traffic"):
+            parse_traffic(bad)
+
+
+def test_deploy_configuration_checks() -> None:
+    from torchyard.models.webservice import InferenceConfig, LocalWebservice
+
+    assert LocalWebservice.deploy_configuration(host="::1").host == "::1"
+    assert LocalWebservice.deploy_configuration(host="0.0.0.0", auth_enabled=True).auth_enabled
+    for kwargs, field in (({"host": "10.0.0.1"}, "host"), ({"port": 70000}, "port"), ({"workers": 0}, "workers"),
+                          ({"max_batch_delay_ms": -1}, "max_batch_delay_ms"), ({"request_timeout_ms": 0},
+                                                                               "request_timeout_ms")):
+        with pytest.raises(SpecError) as info:
+            LocalWebservice.deploy_configuration(**kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+    with pytest.raises(SpecError, match="entry_script"):
+        InferenceConfig(entry_script="")
