@@ -230,6 +230,16 @@ class _Item:
         self.dropped = False
 
 
+class _Expired(Exception):
+    """request_timeout_ms passed before the answer."""
+
+
+def _expire(item: _Item) -> None:
+    if not item.future.done():
+        item.dropped = not item.started  # never run it if it has not started
+        item.future.set_exception(_Expired())
+
+
 class Batcher:
     """Queues inputs and calls the model with up to ``max_batch_size`` of them at once, in one thread.
 
@@ -469,14 +479,16 @@ class ScoringApp:
                 status, payload = 400, {"error": str(err)}
             if status == 200:
                 item = self.batcher.submit(body)
+                timer = asyncio.get_running_loop().call_later(self.timeout, _expire, item)
                 try:
-                    result = await asyncio.wait_for(asyncio.shield(item.future), self.timeout)
+                    result = await item.future
                     payload = self._encode_result(result, oip, request_id)
-                except TimeoutError:
-                    item.dropped = not item.started
+                except _Expired:
                     status, payload = 504, {"error": f"no answer within request_timeout_ms ({self.timeout * 1000:.0f})"}
                 except Exception as err:  # noqa: BLE001 - the user's code raised
                     status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
+                finally:
+                    timer.cancel()
             try:
                 data = _json_encode(payload)
             except (TypeError, msgspec.EncodeError) as err:
