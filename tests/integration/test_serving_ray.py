@@ -96,20 +96,20 @@ def test_ray_serve_protocols_keys_and_a_killed_replica(ws: Workspace, tmp_path: 
                 victim = sorted(pids)[0]
                 os.kill(victim, signal.SIGKILL)  # one replica's actor process, killed hard (it is on this machine)
                 before = len(codes)
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and len(codes) < before + 50:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and len(codes) < before + 30:
                     time.sleep(0.1)
             finally:
                 stop.set()
                 thread.join(60)
             served_after = codes[before:]
-            assert len(served_after) >= 50 and set(served_after) == {200}, (set(served_after), errors[:3])
+            assert len(served_after) >= 30 and set(served_after) == {200}, (set(served_after), errors[:3])
             failed = len(errors) + sum(1 for c in codes if c != 200)
             print(json.dumps({"requests": len(codes) + len(errors), "failed": failed}))
             assert failed <= 5  # at most the requests the killed replica held when it died
         finally:
             svc.delete()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while _replicas(cluster) and time.monotonic() < deadline:
             time.sleep(1)
         assert _replicas(cluster) == []

@@ -593,7 +593,8 @@ class Webservice:
         if isinstance(pid, int) and _pid_is_supervisor(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
-            deadline = time.monotonic() + 30
+            # a Ray service deletes its Serve application first, which waits for its replicas to stop
+            deadline = time.monotonic() + (120 if self._doc().get("deployment_target") else 30)
             while _pid_is_supervisor(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if _pid_is_supervisor(pid):
