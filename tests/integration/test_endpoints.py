@@ -101,15 +101,16 @@ def test_traffic_split_pin_mirror_and_shift_under_load(ws: Workspace, tmp_path: 
     # zero failed requests while the traffic shifts from blue to green under load
     endpoint.set_traffic({"blue": 100, "green": 0})
     stop = threading.Event()
-    results: list[tuple[int, str]] = []
+    results: list[tuple[float, int, str]] = []  # (time the request was sent, code, deployment)
     errors: list[str] = []
 
     def load() -> None:
         with httpx.Client(timeout=20) as client:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     r = client.post(uri, json={})
-                    results.append((r.status_code, r.headers.get("azureml-model-deployment", "")))
+                    results.append((sent, r.status_code, r.headers.get("azureml-model-deployment", "")))
                 except httpx.HTTPError as err:
                     errors.append(repr(err))
 
@@ -117,17 +118,24 @@ def test_traffic_split_pin_mirror_and_shift_under_load(ws: Workspace, tmp_path: 
     for t in threads:
         t.start()
     try:
-        time.sleep(0.4)
+        deadline = time.monotonic() + 30
+        while len(results) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first_shift = time.monotonic()
         for blue in (75, 50, 25, 0):
-            endpoint.set_traffic({"blue": blue, "green": 100 - blue})
+            endpoint.set_traffic({"blue": blue, "green": 100 - blue})  # returns once the router applied it
             time.sleep(0.2)
-        time.sleep(0.3)
+        last_shift = time.monotonic() - 0.2
+        deadline = time.monotonic() + 30
+        while sum(1 for sent, _, _ in results if sent > last_shift) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
-    assert errors == [] and {c for c, _ in results} == {200}
-    assert results[0][1] == "blue" and results[-1][1] == "green" and len(results) > 30
+    assert errors == [] and {c for _, c, _ in results} == {200}
+    assert {d for sent, _, d in results if sent < first_shift} == {"blue"}
+    assert {d for sent, _, d in results if sent > last_shift} == {"green"}
     with pytest.raises(SpecError, match="takes 100"):
         endpoint.delete_deployment("green")
     endpoint.delete_deployment("blue")

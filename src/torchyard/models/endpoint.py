@@ -188,11 +188,19 @@ class Endpoint:
                                 "state": self.deployments[k].state} for k, v in doc["deployments"].items()},
         }
 
-    def _write(self, doc: dict[str, Any]) -> None:
+    def _write(self, doc: dict[str, Any], timeout: float = 10.0) -> None:
+        """Store the endpoint's settings and wait until the router has applied them (so the next
+        request sees them)."""
+        revision = int(doc.get("revision", 0)) + 1
+        doc = {**doc, "revision": revision}
         _svc().write_json(os.path.join(self._dir, "endpoint.json"), doc)
         pid = self._state().get("pid")
-        if _alive(pid, b"torchyard.serving.router"):
-            os.kill(int(pid or 0), signal.SIGHUP)
+        if not _alive(pid, b"torchyard.serving.router"):
+            return
+        os.kill(int(pid or 0), signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while int(self._state().get("revision", 0)) < revision and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     # ---- deployments ------------------------------------------------------------------------------
 
@@ -232,7 +240,8 @@ class Endpoint:
 
     def set_traffic(self, traffic: dict[str, int], mirror: dict[str, int] | None = None) -> None:
         """Split live traffic by percent (must sum to 100 over known deployments); ``mirror`` copies
-        that percent of live requests to a shadow deployment (its answers discarded)."""
+        that percent of live requests to a shadow deployment (its answers discarded). Returns once
+        the router applies it: the next request is routed by the new split."""
         doc = self._doc()
         known = doc["deployments"]
         names = ", ".join(sorted(known)) or "none yet"

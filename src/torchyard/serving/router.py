@@ -43,12 +43,16 @@ class Router:
 
     def reload(self) -> None:
         doc = read_json(os.path.join(self.dir, "endpoint.json")) or {}
+        self.revision = int(doc.get("revision", 0))
         self.name = str(doc.get("name", "endpoint"))
         self.deployments: dict[str, str] = {k: v["uri"] for k, v in doc.get("deployments", {}).items()}
         self.traffic = [(k, float(v)) for k, v in doc.get("traffic", {}).items() if v > 0 and k in self.deployments]
         self.mirror = [(k, float(v)) for k, v in doc.get("mirror", {}).items() if v > 0 and k in self.deployments]
         self.auth = doc.get("auth_mode") == "key"
         self.keys = self._file_keys() if self.auth else ()
+        state = read_json(os.path.join(self.dir, "state.json"))
+        if state is not None and state.get("state") == "Healthy" and state.get("pid") == os.getpid():
+            write_json(os.path.join(self.dir, "state.json"), {**state, "revision": self.revision})  # applied
 
     def pick(self) -> str | None:
         total = sum(w for _, w in self.traffic)
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, router.reload)
         loop.add_signal_handler(signal.SIGTERM, lambda: setattr(server, "should_exit", True))
-        write_json(state_path, {"state": "Healthy", "pid": os.getpid(), "host": host,
+        write_json(state_path, {"state": "Healthy", "pid": os.getpid(), "host": host, "revision": router.revision,
                                 "port": sock.getsockname()[1], "started_at": time.time()})
         await server.serve(sockets=[sock])
 
