@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         randint,
         uniform,
     )
+    from torchyard.models.endpoint import Endpoint
+    from torchyard.models.model import Model
+    from torchyard.models.webservice import InferenceConfig, LocalWebservice, Webservice
     from torchyard.run import Run
     from torchyard.sdk import Workspace
     from torchyard.spec import (
@@ -73,6 +76,11 @@ _LAZY = {
     "TorchyardError": "torchyard.errors",
     "WorkspaceError": "torchyard.errors",
     "Experiment": "torchyard.experiment",
+    "Endpoint": "torchyard.models.endpoint",
+    "InferenceConfig": "torchyard.models.webservice",
+    "LocalWebservice": "torchyard.models.webservice",
+    "Webservice": "torchyard.models.webservice",
+    "Model": "torchyard.models.model",
     "Run": "torchyard.run",
     "Environment": "torchyard.spec",
     "Gloo": "torchyard.spec",
@@ -132,14 +140,18 @@ __all__ = [
     "ComputeTarget",
     "DataReference",
     "Datastore",
+    "Endpoint",
     "Environment",
     "Experiment",
     "Gloo",
     "GridParameterSampling",
     "HyperDriveConfig",
     "HyperDriveRun",
+    "InferenceConfig",
+    "LocalWebservice",
     "JobSpec",
     "MedianStoppingPolicy",
+    "Model",
     "Mpi",
     "MpiConfiguration",
     "Nccl",
@@ -159,6 +171,7 @@ __all__ = [
     "SpecError",
     "TorchyardError",
     "TruncationSelectionPolicy",
+    "Webservice",
     "Workspace",
     "WorkspaceError",
     "choice",

@@ -248,6 +248,15 @@ class Run:
     def _summary(self) -> str:
         return execution_summary(self._store, self._row)
 
+    # ---- model registry (issue 13): the one wiring point in this file ----
+    def register_model(self, model_name: str, model_path: str = "outputs/model.pt", tags: Mapping[str, Any] | None = None,
+                       properties: Mapping[str, Any] | None = None, description: str | None = None,
+                       model_framework: str | None = None) -> Any:
+        """Register this run's artifact ``model_path`` (file or folder) as a new version of ``model_name``."""
+        from torchyard.models.model import register_from_run  # noqa: PLC0415
+
+        return register_from_run(self, model_name, model_path, tags, properties, description, model_framework)
+
     def restore_snapshot(self, path: str | None = None) -> str:
         """Write the exact code this run executed into ``path`` (default ``./<run_id>_code``)."""
         snapshot_id = self.get_properties().get("torchyard.snapshot")

@@ -14,6 +14,8 @@ EXPECTED = {
     "MedianStoppingPolicy", "NoTerminationPolicy", "PrimaryMetricGoal", "RandomParameterSampling",
     "TruncationSelectionPolicy", "choice", "loguniform", "lognormal", "normal", "qloguniform", "qlognormal",
     "qnormal", "quniform", "randint", "uniform",
+    # model registry and deployment (torchyard.models)
+    "Endpoint", "InferenceConfig", "LocalWebservice", "Model", "Webservice",
 }
 
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -715,7 +715,7 @@ def _static(name: str) -> Response:
                     headers={"cache-control": "no-cache", "etag": f'"{etag}"'})
 
 
-def _page_handler(name: str) -> Callable[[Request], Response]:
+def _page_handler(name: str) -> Callable[[Request], Awaitable[Response]]:
     async def page(request: Request) -> Response:
         """A dashboard page (one HTML shell; its script reads the API)."""
         return _static("index.html")

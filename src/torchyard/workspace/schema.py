@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -126,3 +126,71 @@ run_metric_summary = Table(
 Index("ix_run_metric_summary_name_last", run_metric_summary.c.name, run_metric_summary.c.last,
       run_metric_summary.c.run_id)
 Index("ix_runs_created", runs.c.created_at, runs.c.id)
+
+# ---- model registry (revision 0005) -------------------------------------------------------
+# A name's versions are numbered from 1 by ``model_names.next_version`` (never reused, even after a
+# delete). Each version's files are a snapshot-store manifest (content-addressed objects).
+model_names = Table(
+    "model_names",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("next_version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("manifest_id", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # "file" or "folder"
+    Column("file_name", String(256), nullable=False),
+    Column("run_id", String(200), nullable=True, index=True),
+    Column("experiment", String(128), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("framework", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+model_tags = Table(
+    "model_tags",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+model_properties = Table(
+    "model_properties",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("alias", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every (re-)point of an alias, in order; version NULL records a removal.
+model_alias_events = Table(
+    "model_alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("ts", Float, nullable=False),
+)
+Index("ix_model_alias_events", model_alias_events.c.name, model_alias_events.c.alias)

@@ -255,6 +255,43 @@ class SnapshotStore:
             skipped=tuple(walker.skipped),
         )
 
+    def put(self, path: str | os.PathLike[str]) -> Snapshot:
+        """Store one file, or every regular file under a folder, and return its manifest.
+
+        Unlike :meth:`take` there are no ignore rules and no default excludes (a model folder is
+        stored whole); symlinks are followed. A single file is recorded under its base name.
+        Content already in the store is not written again (``new_bytes`` says what was).
+        Raises :class:`~torchyard.errors.NotFoundError` when ``path`` does not exist.
+        """
+        src = os.path.abspath(os.fspath(path))
+        pairs: list[tuple[str, str]] = []
+        if os.path.isfile(src):
+            pairs.append((os.path.basename(src), src))
+        elif os.path.isdir(src):
+            for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    full = os.path.join(dirpath, name)
+                    if os.path.isfile(full):
+                        pairs.append((os.path.relpath(full, src).replace(os.sep, "/"), full))
+        else:
+            raise NotFoundError(f"{os.fspath(path)!r} does not exist")
+        entries = []
+        for rel, full in pairs:
+            st = os.stat(full)
+            entries.append(
+                _Entry(rel, full, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o111))
+            )
+        writer = _ObjectWriter(self)
+        if entries:
+            self._clean_tmp()
+            writer.store_all(entries)
+        entries = sorted((e for e in entries if e.sha256 is not None), key=lambda e: e.rel)
+        files = tuple(SnapshotFile(e.rel, e.sha256 or "", e.size, e.executable) for e in entries)
+        total = sum(f.size for f in files)
+        manifest_id = self._write_manifest(files, total)
+        return Snapshot(manifest_id, len(files), total, writer.new_bytes, files)
+
     def _has_object(self, sha256: str, size: int) -> bool:
         try:
             return os.stat(self.object_path(sha256)).st_size == size

@@ -1,0 +1,611 @@
+"""Local deployment, Azure ML v1's shapes: ``InferenceConfig``, ``LocalWebservice.deploy_configuration``,
+``Model.deploy`` → ``Webservice``.
+
+A service is a detached supervisor process (it outlives the deploying process, like a run's
+supervisor) with ``workers`` worker processes that share one listening socket; see
+:mod:`torchyard.runtime.serving.supervisor`. Everything about it lives in ``<workspace>/services/NAME/``.
+No Docker.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torchyard.errors import NotFoundError, NotSupportedError, SpecError, TorchyardError
+
+if TYPE_CHECKING:
+    from torchyard.spec import Environment
+    from torchyard.workspace.models import ModelRecord, ModelRegistry
+    from torchyard.workspace.workspace import WorkspaceFolder as Workspace
+
+#: States a service reports (Azure's words).
+STATES = ("Transitioning", "Healthy", "Unhealthy", "Failed", "Stopped")
+
+
+class DeploymentError(TorchyardError):
+    """A deployment or an update failed; ``logs`` holds the end of the service's logs."""
+
+
+class WebserviceError(TorchyardError):
+    """A scoring request got an error answer; ``status_code`` and ``body`` say which."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """What to run: ``entry_script`` (relative to ``source_directory``) defines ``init()`` and
+    ``run(raw_data)``, or a class with ``load(model_dir)`` and ``predict(batch)`` (dynamic batching).
+    ``environment``: a torchyard ``Environment`` built (and cached) like a run's; None: this
+    interpreter. ``environment_variables`` are set for the workers."""
+
+    entry_script: str = "score.py"
+    source_directory: str = "."
+    environment: Environment | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    runtime: str | None = None  # Azure's; only "python" (or None) is meaningful here
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entry_script, str) or not self.entry_script:
+            raise SpecError("entry_script", "must be a file name, e.g. score.py")
+        if not isinstance(self.source_directory, str | os.PathLike):
+            raise SpecError("source_directory", "must be a folder")
+        if self.runtime not in (None, "python"):
+            raise NotSupportedError("runtime", f"{self.runtime!r}: only python runs here")
+
+    def entry_path(self) -> str:
+        return os.path.join(os.path.abspath(os.fspath(self.source_directory)), self.entry_script)
+
+    def check(self) -> str:
+        """Validate the entry script without running it; returns its mode ("azure" or "typed")."""
+        from torchyard.runtime.serving.app import EntryScriptError, inspect_entry_script  # noqa: PLC0415
+
+        src = os.path.abspath(os.fspath(self.source_directory))
+        if not os.path.isdir(src):
+            raise SpecError("source_directory", f"{self.source_directory!r} is not a folder")
+        path = self.entry_path()
+        if not os.path.realpath(path).startswith(os.path.realpath(src) + os.sep):
+            raise SpecError("entry_script", f"{self.entry_script!r} is outside source_directory")
+        if not os.path.isfile(path):
+            raise SpecError("entry_script", f"{self.entry_script!r} does not exist in {src}")
+        try:
+            return inspect_entry_script(path)
+        except EntryScriptError as err:
+            raise SpecError("entry_script", str(err)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class LocalWebserviceDeploymentConfiguration:
+    """How to serve: see :meth:`LocalWebservice.deploy_configuration`."""
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+    workers: int = 1
+    auth_enabled: bool = False
+    max_concurrent_requests: int = 256
+    request_timeout_ms: int = 5000
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 2.0
+    threads_per_worker: int = 1
+    num_replicas: int = 1
+    cpus_per_replica: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
+                                      or not 0 < self.port < 65536):
+            raise SpecError("port", f"must be 1-65535 or None (any free port), got {self.port!r}")
+        if not isinstance(self.host, str) or not self.host:
+            raise SpecError("host", f"must be an address, got {self.host!r}")
+        for name, low in (("workers", 1), ("max_concurrent_requests", 1), ("request_timeout_ms", 1),
+                          ("max_batch_size", 1), ("threads_per_worker", 1), ("num_replicas", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SpecError(name, f"must be an integer of at least {low}, got {value!r}")
+        if isinstance(self.max_batch_delay_ms, bool) or not isinstance(self.max_batch_delay_ms, int | float) \
+                or self.max_batch_delay_ms < 0:
+            raise SpecError("max_batch_delay_ms", f"must be a number of at least 0, got {self.max_batch_delay_ms!r}")
+        if isinstance(self.cpus_per_replica, bool) or not isinstance(self.cpus_per_replica, int | float) \
+                or self.cpus_per_replica < 0:
+            raise SpecError("cpus_per_replica", f"must be a number of at least 0, got {self.cpus_per_replica!r}")
+        if not isinstance(self.auth_enabled, bool):
+            raise SpecError("auth_enabled", f"must be True or False, got {self.auth_enabled!r}")
+        if not _is_loopback(self.host) and not self.auth_enabled:
+            raise SpecError(
+                "host", f"{self.host} is not a loopback address: serving it needs auth_enabled=True (keys)"
+            )
+
+
+class LocalWebservice:
+    """Azure's ``LocalWebservice``: its ``deploy_configuration`` describes a local service."""
+
+    @staticmethod
+    def deploy_configuration(
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        workers: int = 1,
+        auth_enabled: bool = False,
+        max_concurrent_requests: int = 256,
+        request_timeout_ms: int = 5000,
+        max_batch_size: int = 1,
+        max_batch_delay_ms: float = 2.0,
+        threads_per_worker: int = 1,
+        num_replicas: int = 1,
+        cpus_per_replica: float = 1.0,
+    ) -> LocalWebserviceDeploymentConfiguration:
+        """``port=None``: any free port. ``host`` other than loopback needs ``auth_enabled``.
+        ``max_concurrent_requests``: admitted (queued + running) per worker, one more gets 429.
+        ``request_timeout_ms``: 504 after it. ``max_batch_size`` > 1 batches the typed API's
+        ``predict``, waiting at most ``max_batch_delay_ms`` for a batch to fill. With a Ray
+        ``deployment_target``: ``num_replicas`` replicas of ``cpus_per_replica`` CPUs each (``workers``
+        is then unused), HTTP on the cluster's head node at ``host:port`` (default port 8000)."""
+        return LocalWebserviceDeploymentConfiguration(
+            port=port, host=host, workers=workers, auth_enabled=auth_enabled,
+            max_concurrent_requests=max_concurrent_requests, request_timeout_ms=request_timeout_ms,
+            max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
+            threads_per_worker=threads_per_worker, num_replicas=num_replicas, cpus_per_replica=cpus_per_replica,
+        )
+
+
+# ---- deploy ---------------------------------------------------------------------------------------
+
+
+def _services(ws: Workspace) -> Any:
+    from torchyard.workspace import services  # noqa: PLC0415
+
+    return services
+
+
+def _registry(ws: Workspace) -> ModelRegistry:
+    from torchyard.workspace.models import ModelRegistry  # noqa: PLC0415
+
+    return ModelRegistry(ws.store, ws.snapshots)
+
+
+def _resolve_models(ws: Workspace, models: Any) -> builtins.list[ModelRecord]:
+    """The registered versions a deployment serves: Model objects (anything with ``name`` and
+    ``version``) or ``"NAME[:VERSION]"`` strings, each looked up again (still registered?)."""
+    if models is None or isinstance(models, str) or hasattr(models, "version"):
+        models = [models] if models is not None else []
+    if not isinstance(models, list | tuple) or not models:
+        raise SpecError("models", "give at least one Model (or 'NAME:VERSION')")
+    reg = _registry(ws)
+    out = []
+    for m in models:
+        if isinstance(m, str):
+            name, _, version = m.partition(":")
+            try:
+                out.append(reg.get(name, int(version) if version else None))
+            except ValueError:
+                raise SpecError("models", f"expected NAME or NAME:VERSION, got {m!r}") from None
+        elif hasattr(m, "name") and hasattr(m, "version"):
+            out.append(reg.get(str(m.name), int(m.version)))
+        else:
+            raise SpecError("models", f"expected a Model or 'NAME:VERSION', got {type(m).__name__}")
+    return out
+
+
+def _check_port(host: str, port: int | None) -> None:
+    if port is None:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise SpecError("port", f"{host}:{port} cannot be used ({err.strerror}); choose another or None") from None
+
+
+def _prepare_generation(ws: Workspace, sdir: str, gen: int, name: str, models: builtins.list[ModelRecord],
+                        inference_config: InferenceConfig, config: LocalWebserviceDeploymentConfiguration) -> dict[str, Any]:
+    gen_dir = os.path.join(sdir, f"gen_{gen}")
+    src_dir = os.path.join(gen_dir, "src")
+    models_dir = os.path.join(gen_dir, "models")
+    os.makedirs(src_dir, exist_ok=True)
+    max_bytes, max_files = ws.snapshot_limits()
+    snap = ws.snapshots.take(os.path.abspath(os.fspath(inference_config.source_directory)),
+                             max_bytes=max_bytes, max_files=max_files)
+    ws.snapshots.materialize(snap.manifest_id, src_dir)
+    reg = _registry(ws)
+    for m in models:
+        reg.materialize(m, os.path.join(models_dir, m.name, str(m.version)))
+    model_dir = os.path.join(models_dir, models[0].name, str(models[0].version)) if len(models) == 1 else models_dir
+    spec = {
+        "service_name": name,
+        "generation": gen,
+        "entry_path": os.path.join(src_dir, inference_config.entry_script),
+        "source_dir": src_dir,
+        "source_snapshot": snap.manifest_id,
+        "model_dir": model_dir,
+        "models": [{"id": f"{m.name}:{m.version}", "name": m.name, "version": m.version, "sha256": m.sha256}
+                   for m in models],
+        "config": asdict(config),
+        "environment_variables": dict(inference_config.environment_variables),
+    }
+    _services(ws).write_json(os.path.join(gen_dir, "spec.json"), spec)
+    return spec
+
+
+def _env_doc(inference_config: InferenceConfig) -> dict[str, Any] | None:
+    env = inference_config.environment
+    if env is None:
+        return None
+    doc = env.to_spec_dict()
+    return {
+        "pip_packages": list(doc["pip_packages"]),
+        "conda_packages": list(doc["conda_packages"]),
+        "pip_requirements_file": doc["pip_requirements_file"],
+        "conda_dependencies_file": doc["conda_dependencies_file"],
+        "python": doc["python"],
+        "user_managed": doc["user_managed"],
+        "name": doc["name"],
+        "version": doc["version"],
+    }
+
+
+def deploy(
+    ws: Workspace,
+    name: str,
+    models: Any,
+    inference_config: InferenceConfig | None,
+    deployment_config: Any,
+    deployment_target: str | None = None,
+    overwrite: bool = False,
+) -> Webservice:
+    """Validate everything, then create the service folder and start its supervisor (detached)."""
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    check_name(name, "name")
+    ray_address = None
+    if deployment_target is not None and deployment_target != "local":
+        from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
+
+        record = ComputeRegistry(ws.path).record(str(deployment_target))
+        if record.get("kind") != "ray":
+            raise NotSupportedError("deployment_target", f"{deployment_target!r} is a {record.get('kind')} target; "
+                                    "services run locally or on a Ray cluster")
+        ray_address = record.get("config", {}).get("address") or "auto"
+    else:
+        deployment_target = None
+    resolved = _resolve_models(ws, models)
+    if inference_config is None:
+        raise SpecError("inference_config", "give an InferenceConfig(entry_script=..., source_directory=...)")
+    if not isinstance(inference_config, InferenceConfig):
+        raise SpecError("inference_config", f"expected an InferenceConfig, got {type(inference_config).__name__}")
+    inference_config.check()
+    config = deployment_config or LocalWebservice.deploy_configuration()
+    if not isinstance(config, LocalWebserviceDeploymentConfiguration):
+        raise SpecError("deployment_config", "expected LocalWebservice.deploy_configuration(...)")
+    if inference_config.environment is not None:
+        import msgspec  # noqa: PLC0415
+
+        from torchyard.environments import check_supported  # noqa: PLC0415
+        from torchyard.spec.job import EnvironmentSpec  # noqa: PLC0415
+
+        check_supported(msgspec.convert(_env_doc(inference_config), EnvironmentSpec))
+    svc = _services(ws)
+    sdir = svc.service_dir(ws.path, name)
+    if os.path.exists(os.path.join(sdir, "service.json")):
+        if not overwrite:
+            raise SpecError("name", f"a service {name!r} exists; delete it, update it, or pass overwrite=True")
+        Webservice(ws, name).delete()
+    _check_port(config.host, config.port)
+    shutil.rmtree(sdir, ignore_errors=True)
+    try:
+        os.makedirs(os.path.join(sdir, "logs"), exist_ok=True)
+        _prepare_generation(ws, sdir, 1, name, resolved, inference_config, config)
+        if config.auth_enabled:
+            svc.write_json(os.path.join(sdir, "keys.json"),
+                           {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}, mode=0o600)
+        doc = {
+            "name": name,
+            "workspace": ws.path,
+            "generation": 1,
+            "created_at": time.time(),
+            "models": [{"id": m.id} for m in resolved],
+            "config": asdict(config),
+            "environment": _env_doc(inference_config),
+            "entry_script": inference_config.entry_script,
+            "source_directory": os.path.abspath(os.fspath(inference_config.source_directory)),
+            "deployment_target": deployment_target,
+            "ray_address": ray_address,
+        }
+        if ray_address is not None and inference_config.environment is not None:
+            raise NotSupportedError("inference_config.environment", "a Ray service uses the cluster's interpreter")
+        svc.write_json(os.path.join(sdir, "service.json"), doc)
+        from torchyard.runtime.spawn import spawn_detached  # noqa: PLC0415
+
+        pid = spawn_detached("torchyard.runtime.serving.supervisor", sdir, os.path.join(sdir, "logs", "service.txt"),
+                             what="the service supervisor")
+        svc.write_json(os.path.join(sdir, "state.json"),
+                       {"state": "Transitioning", "pid": pid, "generation": None, "started_at": time.time()})
+    except BaseException:
+        shutil.rmtree(sdir, ignore_errors=True)
+        raise
+    return Webservice(ws, name)
+
+
+# ---- the service --------------------------------------------------------------------------------
+
+
+def _pid_is_supervisor(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+        with open(f"/proc/{pid}/stat") as fh:
+            zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+    return b"torchyard.runtime.serving.supervisor" in cmd and not zombie
+
+
+class Webservice:
+    """A deployed service: ``Webservice(ws, "digits-svc")``, or what ``Model.deploy`` returns."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._dir = _services(workspace).service_dir(workspace.path, name)
+        if _services(workspace).read_json(os.path.join(self._dir, "service.json")) is None:
+            known = _services(workspace).list_services(workspace.path)
+            raise NotFoundError(
+                f"no service {name!r} in this workspace" + (f"; services: {', '.join(known)}" if known else "")
+            )
+
+    def __repr__(self) -> str:
+        return f"Webservice(name={self.name!r}, state={self.state!r}, scoring_uri={self.scoring_uri!r})"
+
+    @staticmethod
+    def list(workspace: Workspace) -> builtins.list[Webservice]:
+        """Every service of the workspace (whatever its state)."""
+        return [Webservice(workspace, n) for n in _services(workspace).list_services(workspace.path)]
+
+    # ---- what it is -------------------------------------------------------------------------------
+
+    def _doc(self) -> dict[str, Any]:
+        doc = _services(self.workspace).read_json(os.path.join(self._dir, "service.json"))
+        if doc is None:
+            raise NotFoundError(f"the service {self.name!r} was deleted")
+        return doc
+
+    def _state(self) -> dict[str, Any]:
+        for _ in range(20):  # replaced atomically; a read may race the rename only once in a while
+            doc = _services(self.workspace).read_json(os.path.join(self._dir, "state.json"))
+            if doc is not None:
+                return doc
+            time.sleep(0.01)
+        return {"state": "Transitioning"}
+
+    @property
+    def state(self) -> str:
+        """``Transitioning`` (starting), ``Healthy``, ``Unhealthy`` (a worker is being restarted),
+        ``Failed`` (see ``get_logs()``) or ``Stopped``."""
+        st = self._state()
+        state = str(st.get("state", "Transitioning"))
+        if state in ("Transitioning", "Healthy", "Unhealthy") and not _pid_is_supervisor(st.get("pid")):
+            time.sleep(0.05)  # it may just have written its last state
+            st = self._state()
+            state = str(st.get("state", "Transitioning"))
+            if state in ("Transitioning", "Healthy", "Unhealthy") and not _pid_is_supervisor(st.get("pid")):
+                return "Failed"
+        return state
+
+    def get_details(self) -> dict[str, Any]:
+        """The service's definition and its supervisor's state (workers, restarts, generation)."""
+        return {"name": self.name, **self._doc(), "status": self._state(), "state": self.state,
+                "scoring_uri": self.scoring_uri}
+
+    @property
+    def port(self) -> int | None:
+        port = self._state().get("port")
+        return int(port) if port else self._doc()["config"].get("port")
+
+    @property
+    def _base(self) -> str | None:
+        port = self.port
+        if not port:
+            return None
+        host = self._doc()["config"]["host"]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}{self._state().get('base_path', '')}"
+
+    @property
+    def scoring_uri(self) -> str | None:
+        base = self._base
+        return f"{base}/score" if base else None
+
+    @property
+    def swagger_uri(self) -> str | None:
+        base = self._base
+        return f"{base}/swagger.json" if base else None
+
+    @property
+    def models(self) -> builtins.list[str]:
+        """The ids of the models the service serves (``NAME:VERSION``)."""
+        return [m["id"] for m in self._doc()["models"]]
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self._doc()["config"].get("auth_enabled"))
+
+    # ---- waiting, logs -------------------------------------------------------------------------------
+
+    def wait_for_deployment(self, show_output: bool = False, timeout_sec: float = 600) -> None:
+        """Block until the service is Healthy; raises DeploymentError (with the logs' end) if it Failed."""
+        deadline = time.monotonic() + timeout_sec
+        printed = 0
+        while True:
+            state = self.state
+            if show_output:
+                text = self.get_logs()
+                sys.stdout.write(text[printed:])
+                sys.stdout.flush()
+                printed = len(text)
+            if state == "Healthy":
+                return
+            if state in ("Failed", "Stopped"):
+                logs = self.get_logs()
+                err = self._state().get("error") or "the service stopped"
+                raise DeploymentError(
+                    f"service {self.name!r} {state.lower()}: {str(err).strip().splitlines()[-1] if err else ''} "
+                    "(service.get_logs() has the whole story)",
+                    logs=logs,
+                )
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"service {self.name!r} is still {state} after {timeout_sec} s", logs=self.get_logs())
+            time.sleep(0.02)
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        """The supervisor's log and every worker's, each headed by its file name (last lines)."""
+        logs_dir = os.path.join(self._dir, "logs")
+        parts = []
+        try:
+            names = sorted(os.listdir(logs_dir), key=lambda n: (n != "service.txt", n))
+        except OSError:
+            names = []
+        for n in names:
+            try:
+                with open(os.path.join(logs_dir, n), encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()[-num_lines:]
+            except OSError:
+                continue
+            parts.append(f"==> {n} <==\n" + "\n".join(lines) + ("\n" if lines else ""))
+        return "".join(parts)
+
+    # ---- keys -------------------------------------------------------------------------------------
+
+    def get_keys(self) -> tuple[str, str]:
+        """(primary, secondary) keys, for ``Authorization: Bearer KEY``. Needs ``auth_enabled``."""
+        doc = _services(self.workspace).read_json(os.path.join(self._dir, "keys.json"))
+        if not self.auth_enabled or doc is None:
+            raise SpecError("auth_enabled", f"service {self.name!r} was deployed without auth_enabled=True")
+        return str(doc["primary"]), str(doc["secondary"])
+
+    def regen_key(self, key: str) -> None:
+        """Replace the ``"primary"`` or ``"secondary"`` key (the old one stops working at once)."""
+        if key not in ("primary", "secondary"):
+            raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
+        primary, secondary = self.get_keys()
+        doc = {"primary": primary, "secondary": secondary, key: secrets.token_urlsafe(32)}
+        _services(self.workspace).write_json(os.path.join(self._dir, "keys.json"), doc, mode=0o600)
+
+    # ---- calling it -------------------------------------------------------------------------------
+
+    def run(self, input_data: Any, timeout: float = 60.0) -> Any:
+        """POST ``input_data`` (a JSON string, or anything JSON-able) to ``/score``; returns the answer.
+        Raises WebserviceError for an error answer (its code and body attached)."""
+        uri = self.scoring_uri
+        if uri is None:
+            raise DeploymentError(f"service {self.name!r} has no address yet (state {self.state})")
+        body = input_data.encode() if isinstance(input_data, str) else json.dumps(input_data).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.auth_enabled:
+            headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
+        request = urllib.request.Request(uri, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - our own service
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            text = err.read().decode("utf-8", "replace")
+            raise WebserviceError(f"service {self.name!r} answered {err.code}: {text}", status_code=err.code,
+                                  body=text) from None
+        except urllib.error.URLError as err:
+            raise WebserviceError(f"service {self.name!r} did not answer: {err.reason}", status_code=None,
+                                  body=None) from None
+
+    # ---- changing it ------------------------------------------------------------------------------
+
+    def update(self, models: Any = None, inference_config: InferenceConfig | None = None,
+               deployment_config: LocalWebserviceDeploymentConfiguration | None = None,
+               timeout_sec: float = 600) -> None:
+        """Serve other models and/or other code, with no request dropped: the new workers start and
+        load beside the old ones, then the old ones drain. If the new code fails to load, the old
+        one keeps serving and DeploymentError is raised (with the traceback in ``logs``)."""
+        doc = self._doc()
+        if self.state not in ("Healthy", "Unhealthy"):
+            raise DeploymentError(f"service {self.name!r} is {self.state}; only a running service can be updated")
+        resolved = _resolve_models(self.workspace, models if models is not None else [m["id"] for m in doc["models"]])
+        if inference_config is None:
+            spec = _services(self.workspace).read_json(os.path.join(self._dir, f"gen_{doc['generation']}", "spec.json"))
+            assert spec is not None
+            inference_config = InferenceConfig(entry_script=doc["entry_script"], source_directory=spec["source_dir"],
+                                               environment_variables=spec.get("environment_variables", {}))
+        elif not isinstance(inference_config, InferenceConfig):
+            raise SpecError("inference_config", f"expected an InferenceConfig, got {type(inference_config).__name__}")
+        inference_config.check()
+        if inference_config.environment is not None and _env_doc(inference_config) != doc.get("environment"):
+            raise NotSupportedError("inference_config.environment", "a service's environment is fixed; deploy anew")
+        old_cfg = LocalWebserviceDeploymentConfiguration(**doc["config"])
+        config = deployment_config or old_cfg
+        if (config.host, config.port or None) != (old_cfg.host, old_cfg.port or None):
+            raise SpecError("deployment_config", "host and port of a running service cannot change")
+        if config.auth_enabled != old_cfg.auth_enabled:
+            raise SpecError("auth_enabled", "cannot change on a running service; deploy anew")
+        gen = int(doc["generation"]) + 1
+        try:
+            _prepare_generation(self.workspace, self._dir, gen, self.name, resolved, inference_config, config)
+        except BaseException:
+            shutil.rmtree(os.path.join(self._dir, f"gen_{gen}"), ignore_errors=True)
+            raise
+        new_doc = {**doc, "generation": gen, "models": [{"id": m.id} for m in resolved], "config": asdict(config),
+                   "entry_script": inference_config.entry_script,
+                   "source_directory": os.path.abspath(os.fspath(inference_config.source_directory))}
+        svc = _services(self.workspace)
+        svc.write_json(os.path.join(self._dir, "service.json"), new_doc)
+        os.kill(int(self._state()["pid"]), signal.SIGHUP)
+        deadline = time.monotonic() + timeout_sec
+        while True:
+            st = self._state()
+            upd = st.get("update") or {}
+            if upd.get("generation") == gen and upd.get("status") == "done" and st.get("generation") == gen:
+                shutil.rmtree(os.path.join(self._dir, f"gen_{doc['generation']}", "models"), ignore_errors=True)
+                return
+            if upd.get("generation") == gen and upd.get("status") == "failed" or self.state == "Failed" \
+                    or time.monotonic() > deadline:
+                svc.write_json(os.path.join(self._dir, "service.json"), doc)
+                shutil.rmtree(os.path.join(self._dir, f"gen_{gen}"), ignore_errors=True)
+                why = str(upd.get("error") or "timed out").strip().splitlines()
+                raise DeploymentError(
+                    f"update of service {self.name!r} failed: {why[-1] if why else ''}; the previous version serves on",
+                    logs=self.get_logs(),
+                )
+            time.sleep(0.02)
+
+    def delete(self) -> None:
+        """Stop the service (its workers drain) and remove it. Idempotent."""
+        st = self._state()
+        pid = st.get("pid")
+        if isinstance(pid, int) and _pid_is_supervisor(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+            # a Ray service deletes its Serve application first, which waits for its replicas to stop
+            deadline = time.monotonic() + (120 if self._doc().get("deployment_target") else 30)
+            while _pid_is_supervisor(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _pid_is_supervisor(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        shutil.rmtree(self._dir, ignore_errors=True)

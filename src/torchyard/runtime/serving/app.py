@@ -1,0 +1,633 @@
+"""The scoring app one service worker runs: user code adapter, dynamic batcher, metrics, the ASGI app.
+
+Wire protocols: Azure's ``POST /score`` and ``GET /`` (healthy), ``GET /swagger.json``, OIP v2
+(``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}``, and ``/v2/models/{name}/infer``
+for the typed API), ``GET /metrics`` (Prometheus text). Every response carries ``x-request-id``
+(the request's own, else a new one).
+
+Backpressure: at most ``max_concurrent_requests`` requests are admitted (queued or running); one
+more is answered 429. Until the user's code has loaded, scoring answers 503. A request not answered
+within ``request_timeout_ms`` gets 504 (if it had not started, it never runs). A ``run()`` /
+``predict()`` that raises gives 500 with the message; the worker stays up.
+
+The hot path is a plain ASGI callable (Starlette's responses serve the other routes): the body is
+decoded with msgspec, the user's code runs in one dedicated thread (so the event loop keeps
+accepting, parsing and answering while a forward pass runs; torch releases the GIL).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import collections
+import concurrent.futures
+import hmac
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+_json_decode = msgspec.json.decode
+_json_encode = msgspec.json.encode
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class EntryScriptError(Exception):
+    """The entry script cannot be used (its file, or what it defines)."""
+
+
+# ---- the user's code ----------------------------------------------------------------------------
+
+
+def inspect_entry_script(path: str) -> str:
+    """``"azure"`` (module-level ``init()`` and ``run(raw_data)``) or ``"typed"`` (a class with
+    ``load`` and ``predict``), read from the file's syntax tree without running it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename=path)
+    except FileNotFoundError:
+        raise EntryScriptError(f"{path} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise EntryScriptError(f"{path} cannot be parsed: {err}") from None
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    typed = [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+        and {"load", "predict"} <= {m.name for m in n.body if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)}
+    ]
+    if len(typed) > 1:
+        raise EntryScriptError(f"{path} defines several classes with load() and predict() ({', '.join(typed)}); keep one")
+    if typed:
+        return "typed"
+    missing = [f for f in ("init", "run") if f not in funcs]
+    if missing:
+        raise EntryScriptError(
+            f"{path} defines no {' and no '.join(f + '()' for f in missing)}; a scoring script defines init() and "
+            "run(raw_data), or a class with load(model_dir) and predict(batch)"
+        )
+    return "azure"
+
+
+class UserCode:
+    """Loads the entry script and calls it: Azure's ``init``/``run`` or the typed ``load``/``predict``."""
+
+    def __init__(self, entry_path: str, model_dir: str) -> None:
+        self.entry_path = entry_path
+        self.model_dir = model_dir
+        self.mode = inspect_entry_script(entry_path)
+        self.module: Any = None
+        self.instance: Any = None
+        self.input_example: Any = None
+        self.output_example: Any = None
+
+    def load(self) -> None:
+        """Import the script and run ``init()`` / ``Class().load(model_dir)`` (in the inference thread)."""
+        folder = os.path.dirname(self.entry_path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location("score", self.entry_path)
+        if spec is None or spec.loader is None:
+            raise EntryScriptError(f"cannot import {self.entry_path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["score"] = module
+        spec.loader.exec_module(module)
+        self.module = module
+        self.input_example = getattr(module, "input_example", None)
+        self.output_example = getattr(module, "output_example", None)
+        if self.mode == "typed":
+            cls = next(
+                v for v in vars(module).values()
+                if isinstance(v, type) and v.__module__ == "score" and callable(getattr(v, "load", None))
+                and callable(getattr(v, "predict", None))
+            )
+            self.instance = cls()
+            self.instance.load(self.model_dir)
+        else:
+            module.init()
+        try:  # one thread per worker for torch, whatever the script imported
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.set_num_threads(int(os.environ.get("TORCHYARD_THREADS_PER_WORKER", "1")))
+        except Exception:  # noqa: BLE001 - a best effort
+            pass
+
+    def call(self, bodies: list[Any]) -> list[Any]:
+        """Answer a batch (typed: one ``predict``; azure: a batch of one ``run``)."""
+        if self.mode == "typed":
+            out = self.instance.predict(bodies)
+            if not isinstance(out, list | tuple) or len(out) != len(bodies):
+                raise TypeError(
+                    f"predict() must return a list with one result per input ({len(bodies)}), got "
+                    f"{type(out).__name__}" + (f" of {len(out)}" if isinstance(out, list | tuple) else "")
+                )
+            return list(out)
+        return [self.module.run(bodies[0])]
+
+
+# ---- metrics --------------------------------------------------------------------------------------
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters and histograms in Prometheus's text format (this worker's own)."""
+
+    def __init__(self, labels: str, max_batch_size: int) -> None:
+        self.labels = labels
+        self.codes: collections.Counter[int] = collections.Counter()
+        self.lat_counts = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.lat_sum = 0.0
+        b = 1
+        buckets = []
+        while b < max_batch_size:
+            buckets.append(b)
+            b *= 2
+        buckets.append(max_batch_size)
+        self.batch_buckets = tuple(buckets)
+        self.batch_counts = [0] * (len(self.batch_buckets) + 1)
+        self.batch_sum = 0
+        self.inflight = 0
+
+    def observe(self, code: int, seconds: float) -> None:
+        self.codes[code] += 1
+        self.lat_sum += seconds
+        for i, bound in enumerate(_LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.lat_counts[i] += 1
+                return
+        self.lat_counts[-1] += 1
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_sum += size
+        for i, bound in enumerate(self.batch_buckets):
+            if size <= bound:
+                self.batch_counts[i] += 1
+                return
+        self.batch_counts[-1] += 1
+
+    def render(self) -> str:
+        lab = self.labels
+        out = [
+            "# HELP torchyard_requests_total Scoring requests answered, by HTTP status code.",
+            "# TYPE torchyard_requests_total counter",
+        ]
+        for code, n in sorted(self.codes.items()):
+            out.append(f'torchyard_requests_total{{{lab},code="{code}"}} {n}')
+        out += [
+            "# HELP torchyard_request_duration_seconds Time from request to response, in seconds.",
+            "# TYPE torchyard_request_duration_seconds histogram",
+        ]
+        acc = 0
+        for bound, n in zip(_LATENCY_BUCKETS, self.lat_counts, strict=False):
+            acc += n
+            out.append(f'torchyard_request_duration_seconds_bucket{{{lab},le="{bound}"}} {acc}')
+        acc += self.lat_counts[-1]
+        out.append(f'torchyard_request_duration_seconds_bucket{{{lab},le="+Inf"}} {acc}')
+        out.append(f"torchyard_request_duration_seconds_sum{{{lab}}} {self.lat_sum}")
+        out.append(f"torchyard_request_duration_seconds_count{{{lab}}} {acc}")
+        out += [
+            "# HELP torchyard_batch_size Inputs per call of the model.",
+            "# TYPE torchyard_batch_size histogram",
+        ]
+        acc = 0
+        for bound, n in zip(self.batch_buckets, self.batch_counts, strict=False):
+            acc += n
+            out.append(f'torchyard_batch_size_bucket{{{lab},le="{bound}"}} {acc}')
+        acc += self.batch_counts[-1]
+        out.append(f'torchyard_batch_size_bucket{{{lab},le="+Inf"}} {acc}')
+        out.append(f"torchyard_batch_size_sum{{{lab}}} {self.batch_sum}")
+        out.append(f"torchyard_batch_size_count{{{lab}}} {acc}")
+        out += [
+            "# HELP torchyard_inflight_requests Requests admitted and not yet answered.",
+            "# TYPE torchyard_inflight_requests gauge",
+            f"torchyard_inflight_requests{{{lab}}} {self.inflight}",
+        ]
+        return "\n".join(out) + "\n"
+
+
+# ---- the batcher ----------------------------------------------------------------------------------
+
+
+class _Item:
+    __slots__ = ("body", "future", "started", "dropped")
+
+    def __init__(self, body: Any, future: asyncio.Future[Any]) -> None:
+        self.body = body
+        self.future = future
+        self.started = False
+        self.dropped = False
+
+
+class _Expired(Exception):
+    """request_timeout_ms passed before the answer."""
+
+
+def _expire(item: _Item) -> None:
+    if not item.future.done():
+        item.dropped = not item.started  # never run it if it has not started
+        item.future.set_exception(_Expired())
+
+
+class Batcher:
+    """Queues inputs and calls the model with up to ``max_batch_size`` of them at once, in one thread.
+
+    A batch is dispatched as soon as the thread is free and either it is full, every admitted
+    request is already in it (no one else is about to join: no waiting at low load), or the oldest
+    input has waited ``max_batch_delay_ms``. While a batch runs, new inputs accumulate for the next.
+    """
+
+    def __init__(self, code: UserCode, metrics: Metrics, max_batch_size: int, max_batch_delay_ms: float) -> None:
+        self.code = code
+        self.metrics = metrics
+        self.max = max(1, max_batch_size)
+        self.delay = max(0.0, max_batch_delay_ms) / 1000.0
+        self.queue: collections.deque[tuple[float, _Item]] = collections.deque()
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="torchyard-infer")
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def submit(self, body: Any) -> _Item:
+        item = _Item(body, asyncio.get_running_loop().create_future())
+        self.queue.append((time.monotonic(), item))
+        assert self._wake is not None
+        self._wake.set()
+        return item
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        while self.queue and len(batch) < self.max:
+            _, item = self.queue.popleft()
+            if not item.dropped:
+                batch.append(item)
+        return batch
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.max > 1 and self.delay > 0:
+                oldest = self.queue[0][0]
+                while len(self.queue) < self.max and self.metrics.inflight > len(self.queue):
+                    left = oldest + self.delay - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), left)
+                    except TimeoutError:
+                        break
+            batch = self._take()
+            if not batch:
+                continue
+            for item in batch:
+                item.started = True
+            self.metrics.observe_batch(len(batch))
+            bodies = [item.body for item in batch]
+            try:
+                results = await loop.run_in_executor(self.executor, self.code.call, bodies)
+            except Exception as err:  # noqa: BLE001 - the user's error goes to the caller as a 500
+                traceback.print_exc(file=sys.stderr)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(err)
+                continue
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+
+# ---- the ASGI app ---------------------------------------------------------------------------------
+
+
+def _headers(request_id: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> list[
+    tuple[bytes, bytes]
+]:
+    out = [(b"content-type", content_type), (b"x-request-id", request_id)]
+    if extra:
+        out += extra
+    return out
+
+
+class ScoringApp:
+    """The ASGI application of one worker."""
+
+    def __init__(self, spec: dict[str, Any], worker_label: str, keys_path: str | None) -> None:
+        self.spec = spec
+        cfg = spec["config"]
+        self.model_name: str = spec.get("service_name", "model")
+        self.models: list[dict[str, Any]] = spec.get("models", [])
+        self.max_concurrent = int(cfg.get("max_concurrent_requests", 256))
+        self.timeout = float(cfg.get("request_timeout_ms", 5000)) / 1000.0
+        self.metrics = Metrics(f'worker="{worker_label}"', int(cfg.get("max_batch_size", 1)))
+        self.code = UserCode(spec["entry_path"], spec["model_dir"])
+        self.batcher = Batcher(self.code, self.metrics, int(cfg.get("max_batch_size", 1)),
+                               float(cfg.get("max_batch_delay_ms", 2)))
+        self.ready = False
+        self.draining = False
+        self.keys_path = keys_path if cfg.get("auth_enabled") else None
+        self._keys: tuple[bytes, ...] = ()
+        self._keys_stamp: tuple[int, int] | None = None
+        self._started = False
+        self._lock = threading.Lock()
+
+    # ---- life -----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the user's code in the inference thread; raises what it raised."""
+        self.batcher.executor.submit(self.code.load).result()
+        self.ready = True
+
+    async def load_async(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.batcher.executor, self.code.load)
+        self.ready = True
+
+    # ---- auth -----------------------------------------------------------------------------------
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self.keys_path is None:
+            return True
+        try:
+            st = os.stat(self.keys_path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return False
+        if stamp != self._keys_stamp:
+            try:
+                with open(self.keys_path, "rb") as fh:
+                    doc = json.loads(fh.read())
+                self._keys = tuple(str(doc[k]).encode() for k in ("primary", "secondary") if doc.get(k))
+                self._keys_stamp = stamp
+            except (OSError, ValueError, KeyError):
+                return False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    return False
+                token = token.strip()
+                return any(hmac.compare_digest(token, k) for k in self._keys)
+        return False
+
+    # ---- ASGI -----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        if not self._started:
+            self._started = True
+            self.batcher.start()
+        path = scope["path"]
+        method = scope["method"]
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value[:200]
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        extra = [(b"connection", b"close")] if self.draining else None
+        if method == "POST" and path == "/score":
+            await self._score(scope, receive, send, request_id, extra, oip=False)
+        elif method == "POST" and path.startswith("/v2/models/") and path.endswith("/infer"):
+            name = path[len("/v2/models/"):-len("/infer")].split("/versions/")[0]
+            if name != self.model_name:
+                await self._plain(send, 404, {"error": f"no model {name!r}; this service serves {self.model_name!r}"},
+                                  request_id, extra)
+            elif self.code.mode != "typed":
+                await self._plain(send, 404, {"error": "infer is served for the typed API (a class with load/predict)"},
+                                  request_id, extra)
+            else:
+                await self._score(scope, receive, send, request_id, extra, oip=True)
+        elif method in ("GET", "HEAD"):
+            await self._get(scope, path, send, request_id, extra)
+        else:
+            await self._plain(send, 405 if path in ("/score", "/") else 404, {"error": f"no route {method} {path}"},
+                              request_id, extra)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.batcher.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _plain(self, send: Send, status: int, doc: Any, request_id: bytes,
+                     extra: list[tuple[bytes, bytes]] | None, content_type: bytes = b"application/json") -> None:
+        body = doc if isinstance(doc, bytes) else _json_encode(doc)
+        await send({"type": "http.response.start", "status": status, "headers": _headers(request_id, content_type, extra)})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: bytes,
+                     extra: list[tuple[bytes, bytes]] | None, oip: bool) -> None:
+        t0 = time.perf_counter()
+        metrics = self.metrics
+        if not self._authorized(scope):
+            metrics.observe(401, time.perf_counter() - t0)
+            await self._plain(send, 401, {"error": "a valid key is needed: Authorization: Bearer KEY"}, request_id,
+                              [*(extra or []), (b"www-authenticate", b"Bearer")])
+            return
+        if not self.ready:
+            metrics.observe(503, time.perf_counter() - t0)
+            await self._plain(send, 503, {"error": "the service is starting"}, request_id,
+                              [*(extra or []), (b"retry-after", b"1")])
+            return
+        if metrics.inflight >= self.max_concurrent:
+            metrics.observe(429, time.perf_counter() - t0)
+            await self._plain(send, 429, {"error": f"too many requests: {self.max_concurrent} are in progress"},
+                              request_id, [*(extra or []), (b"retry-after", b"1")])
+            return
+        metrics.inflight += 1
+        try:
+            chunks = []
+            more = True
+            while more:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            raw = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+            status = 200
+            try:
+                body = self._decode(raw, oip)
+            except ValueError as err:
+                status, payload = 400, {"error": str(err)}
+            if status == 200:
+                item = self.batcher.submit(body)
+                timer = asyncio.get_running_loop().call_later(self.timeout, _expire, item)
+                try:
+                    result = await item.future
+                    payload = self._encode_result(result, oip, request_id)
+                except _Expired:
+                    status, payload = 504, {"error": f"no answer within request_timeout_ms ({self.timeout * 1000:.0f})"}
+                except Exception as err:  # noqa: BLE001 - the user's code raised
+                    status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
+                finally:
+                    timer.cancel()
+            try:
+                data = _json_encode(payload)
+            except (TypeError, msgspec.EncodeError) as err:
+                status, data = 500, _json_encode({"error": f"the result is not JSON-able: {err}"})
+        finally:
+            metrics.inflight -= 1
+        await send({"type": "http.response.start", "status": status,
+                    "headers": _headers(request_id, b"application/json", extra)})
+        await send({"type": "http.response.body", "body": data})
+        metrics.observe(status, time.perf_counter() - t0)
+
+    def _decode(self, raw: bytes, oip: bool) -> Any:
+        if self.code.mode == "azure":
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("the request body is not UTF-8") from None
+        try:
+            doc = _json_decode(raw)
+        except msgspec.DecodeError as err:
+            raise ValueError(f"the request body is not JSON: {err}") from None
+        if not oip:
+            return doc
+        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+            raise ValueError('an OIP v2 infer request is {"inputs": [{"name", "shape", "datatype", "data"}]}')
+        inputs = doc["inputs"]
+        for entry in inputs:
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise ValueError("every input needs a 'data' field")
+        if len(inputs) == 1:
+            return inputs[0]["data"]
+        return {str(entry.get("name", i)): entry["data"] for i, entry in enumerate(inputs)}
+
+    def _encode_result(self, result: Any, oip: bool, request_id: bytes) -> Any:
+        if not oip:
+            return result
+        data = result if isinstance(result, list) else [result]
+        flat = data
+        shape = [len(data)]
+        if data and isinstance(data[0], list):
+            shape = [len(data), len(data[0])]
+            flat = [v for row in data for v in row]
+        dtype = "FP32" if all(isinstance(v, float | int) and not isinstance(v, bool) for v in flat) else "BYTES"
+        return {
+            "model_name": self.model_name,
+            "id": request_id.decode(),
+            "outputs": [{"name": "output-0", "shape": shape, "datatype": dtype, "data": flat}],
+        }
+
+    async def _get(self, scope: Scope, path: str, send: Send, request_id: bytes,
+                   extra: list[tuple[bytes, bytes]] | None) -> None:
+        from starlette.responses import JSONResponse, PlainTextResponse  # noqa: PLC0415
+
+        headers = {"x-request-id": request_id.decode()}
+        if extra:
+            headers["connection"] = "close"
+        response: Any
+        if path == "/":
+            response = PlainTextResponse("Healthy" if self.ready else "Starting", 200 if self.ready else 503,
+                                         headers=headers)
+        elif path == "/v2/health/live":
+            response = JSONResponse({"live": True}, headers=headers)
+        elif path == "/v2/health/ready":
+            response = JSONResponse({"ready": self.ready}, 200 if self.ready else 503, headers=headers)
+        elif path == "/v2":
+            response = JSONResponse({"name": "torchyard", "version": "0.1.0", "extensions": []}, headers=headers)
+        elif path.startswith("/v2/models/"):
+            rest = path[len("/v2/models/"):].rstrip("/")
+            name, _, tail = rest.partition("/")
+            if name != self.model_name:
+                response = JSONResponse({"error": f"no model {name!r}; this service serves {self.model_name!r}"}, 404,
+                                        headers=headers)
+            elif tail in ("", "ready") or tail.startswith("versions/"):
+                if tail == "ready":
+                    response = JSONResponse({"name": name, "ready": self.ready}, 200 if self.ready else 503,
+                                            headers=headers)
+                else:
+                    response = JSONResponse(self._metadata(), headers=headers)
+            else:
+                response = JSONResponse({"error": f"no route GET {path}"}, 404, headers=headers)
+        elif path == "/swagger.json":
+            response = JSONResponse(self._swagger(scope), headers=headers)
+        elif path == "/metrics":
+            if not self._authorized(scope):
+                response = JSONResponse({"error": "a valid key is needed: Authorization: Bearer KEY"}, 401,
+                                        headers=headers)
+            else:
+                response = PlainTextResponse(self.metrics.render(), headers=headers,
+                                             media_type="text/plain; version=0.0.4")
+        else:
+            response = JSONResponse({"error": f"no route GET {path}"}, 404, headers=headers)
+        await response(scope, _no_receive, send)
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.model_name,
+            "versions": [m["id"] for m in self.models],
+            "platform": "torchyard",
+            "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1]}] if self.code.mode == "typed" else [],
+            "outputs": [{"name": "output-0", "datatype": "FP32", "shape": [-1]}] if self.code.mode == "typed" else [],
+        }
+
+    def _swagger(self, scope: Scope) -> dict[str, Any]:
+        def schema(example: Any) -> dict[str, Any]:
+            if example is None:
+                return {"type": "object"}
+            kind = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+            return {"type": kind.get(type(example), "object"), "example": example}
+
+        auth = bool(self.keys_path)
+        return {
+            "swagger": "2.0",
+            "info": {"title": self.model_name, "description": "torchyard scoring service", "version": "1.0"},
+            "schemes": ["http"],
+            "consumes": ["application/json"],
+            "produces": ["application/json"],
+            **({"securityDefinitions": {"Bearer": {"type": "apiKey", "name": "Authorization", "in": "header",
+                                                   "description": "Bearer KEY"}}} if auth else {}),
+            "paths": {
+                "/": {"get": {"operationId": "ServiceHealthCheck", "responses": {"200": {"description": "Healthy"}}}},
+                "/score": {
+                    "post": {
+                        "operationId": "RunMLService",
+                        **({"security": [{"Bearer": []}]} if auth else {}),
+                        "parameters": [{"name": "serviceInputPayload", "in": "body", "required": True,
+                                        "schema": schema(self.code.input_example)}],
+                        "responses": {
+                            "200": {"description": "Success", "schema": schema(self.code.output_example)},
+                            "400": {"description": "Bad request"},
+                            "429": {"description": "Too many requests"},
+                            "500": {"description": "The scoring code raised"},
+                            "503": {"description": "Starting"},
+                            "504": {"description": "Timed out"},
+                        },
+                    }
+                },
+            },
+        }
+
+
+async def _no_receive() -> dict[str, Any]:  # pragma: no cover - responses never read the body
+    return {"type": "http.disconnect"}
