@@ -228,3 +228,31 @@ def test_a_second_supervisor_for_the_same_run_leaves_at_once(ws, src):
     assert run.get_status() == "Running"
     run.cancel()
     assert run.wait_for_completion(raise_on_error=False, timeout=30)["status"] == "Canceled"
+
+
+def test_the_dry_run_is_the_command_the_run_executes(ws, src):
+    """Bug: `--dry-run` built its own argv (`python SCRIPT ARGS`), not what the supervisor ran. Now both
+    come from the same plan: the rank command and every launcher setting match, bar the run's id,
+    its folder and a free port."""
+    import json
+
+    from torchyard import Datastore, PyTorchConfiguration, ScriptRunConfig
+    from torchyard.runtime.submit import plan
+
+    data = Path(ws.path).parent / "data"
+    data.mkdir()
+    store = Datastore.register_local(ws, "here", str(data))
+    config = ScriptRunConfig(str(src), script="ok.py", arguments=["--x", 1, "--data", store.path("").as_mount()],
+                             distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2))
+    dry = plan(ws, "t", config.to_job_spec())
+    run = Experiment(ws, "t").submit(config)
+    assert run.wait_for_completion(timeout=60)["status"] == "Completed"
+    for node in dry.plan.nodes:
+        with open(os.path.join(run.workdir, ".torchyard-run", f"plan_node_{node.node_rank}.json")) as fh:
+            executed = json.load(fh)
+        planned = node.plan.to_dict()
+        for key in ("run_id", "workdir", "master_port"):
+            planned.pop(key), executed.pop(key)
+        planned_text = json.dumps(planned).replace("<workspace>", ws.path)
+        assert json.loads(planned_text) == executed
+        assert str(data) in executed["argv"]  # the input's placeholder, filled the same way

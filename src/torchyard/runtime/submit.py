@@ -296,6 +296,21 @@ def prepared_job(run_id: str, experiment: str, workspace: str, workdir: str, spe
     )
 
 
+def _planned_input(ws: WorkspaceFolder, ref: dict[str, Any], dest: str) -> str:
+    """Where an input will be for the ranks: a local datastore's folder itself when mounted, else its
+    download folder (a single remote file lands inside it, under its own name)."""
+    from torchyard.data.datastore import datastore_of  # noqa: PLC0415
+    from torchyard.errors import DataError  # noqa: PLC0415
+
+    try:
+        store = datastore_of(ws.path, {k: v for k, v in ref.items() if k not in ("type", "description")})
+    except DataError:
+        return dest
+    if store.kind == "local" and ref.get("mode", "mount") == "mount":
+        return store.url_of(ref.get("path") or "")
+    return dest
+
+
 @dataclass(frozen=True)
 class DryRun:
     """What a submit would do: the compiled job and the target's launch plan (per node)."""
@@ -333,7 +348,7 @@ def plan(ws: WorkspaceFolder, experiment: str, spec: JobSpec) -> DryRun:
         rp = RunPaths(workdir)
         paths: dict[tuple[str, str], str] = {}
         for name, ref in spec.inputs.items():
-            paths[("inputs", name)] = rp.input(ref.get("path_on_compute") or name)
+            paths[("inputs", name)] = _planned_input(ws, ref, rp.input(ref.get("path_on_compute") or name))
         for name in spec.outputs:
             paths[("outputs", name)] = rp.named_output(name)
     else:  # placed by the node bootstrap on every node
