@@ -55,3 +55,26 @@ def test_the_interface_to_the_master_is_given_to_gloo_and_nccl(monkeypatch):
     assert node_env(**base, user_env={"GLOO_SOCKET_IFNAME": "eth1"}, socket_ifname="lo")["GLOO_SOCKET_IFNAME"] == "eth1"
     single = dict(base, node_count=1)
     assert "GLOO_SOCKET_IFNAME" not in node_env(**single, user_env={}, socket_ifname="lo")  # one rank: no rendezvous
+
+
+def test_a_layered_environment_sees_the_installing_venv(tmp_path, monkeypatch):
+    """Bug: from a venv, `uv venv --system-site-packages` showed the base interpreter's packages only
+    (no torch, no torchyard). The layered environment gets a .pth naming the venv's site folders, and
+    only the layered environment does (never the venv itself)."""
+    import site
+    import sys
+
+    from torchyard import environments
+
+    venv_site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    venv_site.mkdir(parents=True)
+    layered_site = tmp_path / "layered" / "lib" / "python3.11" / "site-packages"
+    layered_site.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(venv_site), "/usr/lib/python3/dist-packages"])
+    environments._see_base_venv(str(tmp_path / "layered"))
+    pth = (layered_site / "_torchyard_base_venv.pth").read_text()
+    assert pth.startswith("import site; ") and repr(str(venv_site)) in pth and "dist-packages" not in pth
+    assert not (venv_site / "_torchyard_base_venv.pth").exists()
+    environments._see_base_venv(str(tmp_path / "venv"))  # asked to layer over itself: writes nothing there
+    assert not (venv_site / "_torchyard_base_venv.pth").exists()

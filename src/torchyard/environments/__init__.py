@@ -262,8 +262,13 @@ def _see_base_venv(path: str) -> None:
     import site  # noqa: PLC0415
 
     base_sites = [p for p in site.getsitepackages() if p.startswith(sys.prefix + os.sep)]
-    for own in _site_dirs(os.path.join(path, "bin", "python")):
-        if os.path.isdir(own):
+    lib = os.path.join(path, "lib")
+    try:  # the layered environment's own site folder (its python is a link to the same base binary)
+        own_sites = [os.path.join(lib, d, "site-packages") for d in os.listdir(lib) if d.startswith("python")]
+    except OSError:
+        own_sites = []
+    for own in own_sites:
+        if os.path.isdir(own) and not any(os.path.exists(b) and os.path.samefile(own, b) for b in base_sites):
             with open(os.path.join(own, "_torchyard_base_venv.pth"), "w") as fh:
                 fh.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in base_sites) + "\n")
 
