@@ -208,3 +208,20 @@ def test_rsh_server_runs_only_what_carries_the_token(agent, monkeypatch, capfd):
     monkeypatch.setenv(ray_rsh.ENV, json.dumps({"ray-node-0": ["127.0.0.1", 9, token]}))
     assert ray_rsh.main(["ray-node-0", "true"]) == 255  # nobody there: a message, no traceback
     assert "cannot reach ray-node-0" in capfd.readouterr().err
+
+
+def test_the_mirror_brings_files_in_subfolders_of_logs(tmp_path):
+    """TensorBoard writes logs/tensorboard/rank_N/...: mirrored like any log (append-only)."""
+    from torchyard.compute.mirror import Mirror, scan
+
+    node = tmp_path / "node"
+    (node / "logs" / "tensorboard" / "rank_0").mkdir(parents=True)
+    events = node / "logs" / "tensorboard" / "rank_0" / "events.out"
+    events.write_bytes(b"abc")
+    mirror = Mirror(str(tmp_path / "run"), 1)
+    mirror.pull_folder(0, str(node))
+    with open(events, "ab") as fh:
+        fh.write(b"def")
+    mirror.pull_folder(0, str(node))
+    assert (tmp_path / "run" / "logs" / "tensorboard" / "rank_0" / "events.out").read_bytes() == b"abcdef"
+    assert not scan(str(node), mirror.offsets[0])

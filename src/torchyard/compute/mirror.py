@@ -35,18 +35,10 @@ def scan(node_dir: str, offsets: dict[str, int], budget: int = CHUNK) -> Changes
     append-only files; CRC-32 of what it has for whole files)."""
     out: Changes = {}
     for sub in RunPaths.mirrored():
-        folder = os.path.join(node_dir, sub)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            rel = os.path.join(sub, entry.name)
+        for rel, path in _files_under(node_dir, sub):
             have = offsets.get(rel, 0)
             try:
-                if not entry.is_file():
-                    continue
-                size = entry.stat().st_size
+                size = os.path.getsize(path)
             except OSError:
                 continue
             if rel not in offsets and size == 0:
@@ -54,7 +46,7 @@ def scan(node_dir: str, offsets: dict[str, int], budget: int = CHUNK) -> Changes
                 continue
             if size <= have or budget <= 0:
                 continue
-            with open(entry.path, "rb") as fh:
+            with open(path, "rb") as fh:
                 fh.seek(have)
                 data = fh.read(min(size - have, budget))
             budget -= len(data)
@@ -75,6 +67,18 @@ def scan(node_dir: str, offsets: dict[str, int], budget: int = CHUNK) -> Changes
         if zlib.crc32(data) != offsets.get(rel, -1):  # rewritten in place, maybe at the same length
             out[rel] = [-1, data]
     return out
+
+
+def _files_under(root: str, sub: str) -> list[tuple[str, str]]:
+    """(relative path, absolute path) of every file under ``root/sub``, subfolders included
+    (``logs/tensorboard/rank_0/...``), in a stable order."""
+    found = []
+    for dirpath, dirnames, files in os.walk(os.path.join(root, sub)):
+        dirnames.sort()
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            found.append((os.path.relpath(path, root), path))
+    return found
 
 
 class Mirror:
