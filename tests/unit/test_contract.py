@@ -40,3 +40,39 @@ def test_user_env_wins_and_gpu_round_robin():
 def test_node_gpus_from_visible_devices():
     assert node_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
     assert node_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_tensorboard_dir_per_rank():
+    node = make()
+    assert node["TORCHYARD_TENSORBOARD_DIR"] == "/ws/runs/r1/logs/tensorboard/node_1"  # torchrun: per node
+    assert rank_env(node, 1, None)["TORCHYARD_TENSORBOARD_DIR"] == "/ws/runs/r1/logs/tensorboard/rank_3"
+
+
+def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, monkeypatch):
+    import importlib.util
+
+    from torchyard.launch import contract
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    python = str(venv / "bin" / "python")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+
+    def env_for(py, user_env=None):
+        return node_env(run_id="r1", experiment="e", workspace="/ws", workdir="/ws/runs/r1", master_addr="a",
+                        master_port=1, node_rank=0, node_count=1, process_count_per_node=1, dist_backend=None,
+                        user_env=user_env or {}, python=py)
+
+    assert "MLFLOW_TRACKING_URI" not in env_for(python)
+    (site / "mlflow").mkdir()
+    env = env_for(python)
+    assert env["MLFLOW_TRACKING_URI"] == "torchyard:///ws"
+    assert env["MLFLOW_RUN_ID"] == "r1"
+    mine = env_for(python, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert mine["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and "MLFLOW_RUN_ID" not in mine
+    here = importlib.util.find_spec("mlflow") is not None
+    assert ("MLFLOW_TRACKING_URI" in env_for(None)) is here
+    assert contract.module_importable("json") and not contract.module_importable("no_such_module_xyz")

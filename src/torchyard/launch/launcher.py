@@ -109,6 +109,7 @@ class Launcher:
             process_count_per_node=int(plan["nproc"]),
             dist_backend=plan.get("dist_backend"),
             user_env=plan.get("user_env", {}),
+            python=(plan.get("argv") or [None])[0],
         )
         self.gpus = node_gpus(os.environ) if plan.get("use_gpu") else None
 
@@ -164,7 +165,8 @@ class Launcher:
             'TORCHYARD_JOURNAL_DIR=$D/.torchyard-run/journal TORCHYARD_UPLOAD_DIR=$D/.torchyard-run/uploads; '
             'mkdir -p "$D/logs" "$D/outputs" "$D/.torchyard-run/journal" "$D/.torchyard-run/exit"; '
             'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
-            'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R; '
+            'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R '
+            'TORCHYARD_TENSORBOARD_DIR=$D/logs/tensorboard/rank_$R; '
         )
         if self.gpus:
             shim += f'set -- {" ".join(shlex.quote(g) for g in self.gpus)} -- "$@"; G=""; N=0; '
