@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 
 #: command groups that live in their own module ``torchyard.cli.<name>``: each has
 #: ``register(subparsers)``, which adds its parsers with ``set_defaults(func=handler)``.
-COMMAND_GROUPS: tuple[str, ...] = ()
+COMMAND_GROUPS: tuple[str, ...] = ("tensorboard",)
 
 
 def _parser() -> argparse.ArgumentParser:
