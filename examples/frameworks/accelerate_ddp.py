@@ -6,7 +6,6 @@ and joins the ranks torchyard started; no ``accelerate launch``.
 """
 
 import hashlib
-import os
 
 import torch
 from accelerate import Accelerator

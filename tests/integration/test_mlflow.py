@@ -183,3 +183,23 @@ def test_an_mlflow_process_that_dies_mid_run_leaves_a_failed_run(ws, tmp_path):
     dead = ws.get_run(ids[-1])
     assert dead.get_status() == "Failed"
     assert "is gone" in dead.get_details()["error"]["message"]
+
+
+def test_mlflow_autologging_inside_a_run_lands_in_the_run(ws, tmp_path):
+    pytest.importorskip("pandas")  # MLflow's autologging needs it (mlflow-skinny does not bring it)
+    pytest.importorskip("sklearn")
+    folder = tmp_path / "auto"
+    write_script(folder, "auto.py", """
+        import mlflow, mlflow.sklearn
+        from sklearn.datasets import load_digits
+        from sklearn.linear_model import LogisticRegression
+        mlflow.sklearn.autolog(log_models=False, log_datasets=False)
+        X, y = load_digits(return_X_y=True)
+        LogisticRegression(max_iter=30, C=0.5).fit(X, y)
+    """)
+    run = Experiment(ws, "mlf").submit(ScriptRunConfig(str(folder), script="auto.py"))
+    assert run.wait_for_completion(timeout=120)["status"] == "Completed"
+    assert run.get_properties()["C"] == "0.5" and run.get_properties()["max_iter"] == "30"
+    assert 0.5 < run.get_metrics()["training_accuracy_score"] <= 1.0
+    assert run.get_tags()["estimator_name"] == "LogisticRegression"
+    assert _leftovers(run.workdir) == []
