@@ -54,6 +54,7 @@ def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, mon
     from torchyard.launch import contract
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     venv = tmp_path / "venv"
     site = venv / "lib" / "python3.11" / "site-packages"
     site.mkdir(parents=True)
@@ -71,6 +72,8 @@ def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, mon
     env = env_for(python)
     assert env["MLFLOW_TRACKING_URI"] == "torchyard:///ws"
     assert env["MLFLOW_RUN_ID"] == "r1"
+    assert env["MLFLOW_REGISTRY_URI"] == "torchyard:///ws"
+    assert env_for(python, {"MLFLOW_REGISTRY_URI": "sqlite:///r.db"})["MLFLOW_REGISTRY_URI"] == "sqlite:///r.db"
     mine = env_for(python, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
     assert mine["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and "MLFLOW_RUN_ID" not in mine
     here = importlib.util.find_spec("mlflow") is not None

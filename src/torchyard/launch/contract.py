@@ -10,7 +10,8 @@ TORCHYARD_LOG_DIR, TORCHYARD_JOURNAL_DIR, TORCHYARD_UPLOAD_DIR, TORCHYARD_DIST_B
 TORCHYARD_TENSORBOARD_DIR (``logs/tensorboard/rank_N``: where a rank's SummaryWriter writes).
 MLflow: MLFLOW_TRACKING_URI (``torchyard://<workspace>``) and MLFLOW_RUN_ID (the run id) when mlflow
 is importable by the rank's interpreter and the user did not set MLFLOW_TRACKING_URI, so
-``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI).
+``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI);
+MLFLOW_REGISTRY_URI then defaults to the same URI (MLflow's own default, set to save it a lookup).
 GPUs (``use_gpu``): each local rank sees exactly one device through CUDA_VISIBLE_DEVICES, chosen
 round-robin from the node's devices, so every script uses ``cuda:0``.
 
@@ -93,6 +94,10 @@ def node_env(
     ):
         env["MLFLOW_TRACKING_URI"] = mlflow_uri(workspace)
         env["MLFLOW_RUN_ID"] = run_id
+        if "MLFLOW_REGISTRY_URI" not in user_env and "MLFLOW_REGISTRY_URI" not in os.environ:
+            # what MLflow would default to anyway; set, it spares MLflow a Spark-session lookup (a failing
+            # `import pyspark`) on every log call, ~10x its per-call cost
+            env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     if dist_backend:
         env["TORCHYARD_DIST_BACKEND"] = dist_backend
     if world > 1 and "OMP_NUM_THREADS" not in user_env and "OMP_NUM_THREADS" not in os.environ:
