@@ -44,6 +44,8 @@ with mlflow.start_run() as active:
             with open(os.path.join("many", name), "w") as fh:
                 fh.write(name)
         mlflow.log_artifacts("many", artifact_path="many")
+        mlflow.log_text("hello", "texts/hello.txt")
+        mlflow.log_dict({"a": 1}, "texts/d.json")
     seen = mlflow.get_run(active.info.run_id)
     history = mlflow.MlflowClient().get_metric_history(active.info.run_id, "loss")
 # a second run started after the first ended is the same torchyard run
@@ -96,7 +98,8 @@ def test_mlflow_inside_a_2_rank_run_lands_in_the_run(ws, mlsrc, tmp_path, monkey
     assert tags["rank_tag"] in ("r0", "r1")  # every rank may tag; the last one written wins
     assert not [t for t in tags if t.startswith("mlflow.")]
     names = run.get_file_names()
-    assert {"outputs/note.txt", "outputs/reports/note.txt", "outputs/many/a.txt", "outputs/many/b.txt"} <= set(names)
+    assert {"outputs/note.txt", "outputs/reports/note.txt", "outputs/many/a.txt", "outputs/many/b.txt",
+            "outputs/texts/hello.txt", "outputs/texts/d.json"} <= set(names)
     assert Path(run.download_file("outputs/reports/note.txt", str(tmp_path / "n.txt"))).read_text() == "from rank 0"
     # nothing in the run's working directory or here
     assert _leftovers(run.workdir) == []
