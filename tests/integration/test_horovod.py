@@ -1,0 +1,108 @@
+"""Horovod built by the environment cache against the run's torch, run under the mpi backend.
+
+``pip_packages=["horovod==0.28.1"]`` builds Horovod from source (PyTorch, Gloo and MPI controllers)
+through the layered uv environment with the C++17 compiler wrapper. A cold build takes many minutes,
+so the environment is cached in a workspace that outlives the test session
+(``TORCHYARD_TEST_HOROVOD_WORKSPACE``, default ``~/.cache/torchyard-tests/horovod``): CI on the same
+machine builds it once. Select with ``-m horovod``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import write_script
+
+from torchyard import Experiment, PyTorch, Workspace
+
+pytestmark = [
+    pytest.mark.horovod,
+    pytest.mark.timeout(3600),
+    pytest.mark.skipif(shutil.which("mpirun") is None or shutil.which("mpicxx") is None,
+                       reason="Open MPI (mpirun, mpicxx) is not installed"),
+    pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,
+                       reason="building Horovod needs cmake and a C++ compiler"),
+]
+HOROVOD = "horovod==0.28.1"
+
+SCRIPT = """
+import hashlib, os
+import torch
+import horovod.torch as hvd
+from torchyard import Run
+
+def checksum(model):
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().double().numpy().tobytes())
+    return h.hexdigest()
+
+hvd.init()
+run = Run.get_context()
+total = hvd.allreduce(torch.tensor([float(hvd.rank() + 1)]), op=hvd.Sum, name="total").item()
+torch.manual_seed(hvd.rank())                      # every rank starts apart ...
+model = torch.nn.Linear(4, 1)
+hvd.broadcast_parameters(model.state_dict(), root_rank=0)   # ... rank 0's weights everywhere
+opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                               named_parameters=model.named_parameters())
+x = torch.randn(8, 4, generator=torch.Generator().manual_seed(100 + hvd.rank()))   # different data per rank
+for _ in range(2):
+    opt.zero_grad()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()                                     # gradients averaged across ranks
+run.log("total", total)
+run.log("size", hvd.size())
+run.log("param_checksum", checksum(model))
+run.log("mpi_built", int(hvd.mpi_built()))
+run.log("gloo_built", int(hvd.gloo_built()))
+run.log("mpi_enabled", int(hvd.mpi_enabled()))
+"""
+
+
+@pytest.fixture(scope="module")
+def hvd_ws():
+    folder = os.environ.get("TORCHYARD_TEST_HOROVOD_WORKSPACE") or os.path.expanduser("~/.cache/torchyard-tests/horovod")
+    workspace = Workspace(path=folder)
+    yield workspace
+    if workspace._store is not None:
+        workspace._store.dispose()
+
+
+def _submit(ws, folder: Path, nodes: int, ppn: int):
+    est = PyTorch(str(folder), entry_script="hvd.py", node_count=nodes, process_count_per_node=ppn,
+                  distributed_backend="mpi", pip_packages=[HOROVOD])
+    return Experiment(ws, "horovod").submit(est)
+
+
+@pytest.mark.parametrize(("nodes", "ppn"), [(1, 2), (2, 1)])
+def test_horovod_allreduce_and_distributed_optimizer(hvd_ws, tmp_path, nodes, ppn):
+    folder = tmp_path / "hvd"
+    write_script(folder, "hvd.py", SCRIPT)
+    run = _submit(hvd_ws, folder, nodes, ppn)
+    details = run.wait_for_completion(timeout=3500, raise_on_error=False)
+    assert details["status"] == "Completed", (details.get("error"), run.id)
+    every = run.get_metrics(rank="all")
+    assert sorted(every) == [0, 1]
+    for metrics in every.values():
+        assert metrics["total"] == 3.0 and metrics["size"] == 2
+        assert metrics["mpi_built"] == 1 and metrics["gloo_built"] == 1 and metrics["mpi_enabled"] == 1
+    assert every[0]["param_checksum"] == every[1]["param_checksum"]
+    assert any(p.startswith("horovod==0.28.1") for p in run.get_environment()["packages"])
+
+
+def test_a_second_run_reuses_the_build_within_50_ms(hvd_ws, tmp_path):
+    from torchyard.environments import resolve
+    from torchyard.spec.job import EnvironmentSpec
+
+    spec = EnvironmentSpec(pip_packages=(HOROVOD,))
+    first = resolve(hvd_ws.path, spec, str(tmp_path / "env.txt"))  # built by the tests above (or now)
+    started = time.perf_counter()
+    again = resolve(hvd_ws.path, spec, str(tmp_path / "env.txt"))
+    assert time.perf_counter() - started <= 0.05
+    assert again.cached and again.key == first.key
+    assert os.path.isfile(os.path.join(again.path, "bin", "torchyard-cxx17"))
