@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import write_script
+from tests.conftest import wait_until, write_script
+from tests.integration import slurmcluster
 
-from torchyard import Experiment, PyTorch, Workspace
+from torchyard import ComputeTarget, Experiment, Mpi, PyTorch, Workspace
 
 pytestmark = [
     pytest.mark.horovod,
@@ -73,17 +74,44 @@ def hvd_ws():
         workspace._store.dispose()
 
 
-def _submit(ws, folder: Path, nodes: int, ppn: int):
+def _submit(ws, folder: Path, nodes: int, ppn: int, compute: str = "local"):
+    # the Azure training guide's Horovod estimator: PyTorch(..., distributed_training=Mpi())
     est = PyTorch(str(folder), entry_script="hvd.py", node_count=nodes, process_count_per_node=ppn,
-                  distributed_backend="mpi", pip_packages=[HOROVOD])
+                  distributed_training=Mpi(), pip_packages=[HOROVOD], compute_target=compute)
     return Experiment(ws, "horovod").submit(est)
 
 
 @pytest.mark.parametrize(("nodes", "ppn"), [(1, 2), (2, 1)])
 def test_horovod_allreduce_and_distributed_optimizer(hvd_ws, tmp_path, nodes, ppn):
+    _check_horovod_run(hvd_ws, tmp_path, nodes, ppn, "local")
+
+
+@pytest.mark.skipif(bool(slurmcluster.unavailable_reason()), reason=str(slurmcluster.unavailable_reason()))
+def test_horovod_2x1_on_the_slurm_test_cluster(hvd_ws, tmp_path):
+    with slurmcluster.SlurmCluster(nodes=2, cpus=2) as cluster:
+        old = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = cluster.conf
+        try:
+            ComputeTarget.attach(hvd_ws, "hvd-slurm", slurmcluster_target())
+            _check_horovod_run(hvd_ws, tmp_path, 2, 1, "hvd-slurm")
+            wait_until(lambda: not cluster.jobs(), timeout=20, interval=0.2)
+        finally:
+            if old is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = old
+
+
+def slurmcluster_target():
+    from torchyard.compute.slurm import SlurmCompute
+
+    return SlurmCompute()
+
+
+def _check_horovod_run(hvd_ws, tmp_path, nodes, ppn, compute):
     folder = tmp_path / "hvd"
     write_script(folder, "hvd.py", SCRIPT)
-    run = _submit(hvd_ws, folder, nodes, ppn)
+    run = _submit(hvd_ws, folder, nodes, ppn, compute)
     details = run.wait_for_completion(timeout=3500, raise_on_error=False)
     assert details["status"] == "Completed", (details.get("error"), run.id)
     every = run.get_metrics(rank="all")

@@ -249,7 +249,9 @@ def _build(env: EnvironmentSpec, path: str, log: Any, tick: Callable[[], None]) 
         argv = [uv, "pip", "install", "--python", python, *index_options()]
         build_env = None
         if needs_horovod(env):
-            argv += ["--no-build-isolation-package", "horovod"]
+            # built here, against this environment's torch; never a wheel uv cached from another build
+            # --verbose: the compiler's progress shows in logs/environment.txt during the long build
+            argv += ["--no-build-isolation-package", "horovod", "--refresh-package", "horovod", "--verbose"]
             build_env = horovod_build_env(path)
             log.write(b"torchyard: building horovod against this environment's torch (" + b" ".join(
                 f"{k}={build_env[k]}".encode() for k in sorted(build_env) if k.startswith("HOROVOD_")) + b")\n")
