@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
-from tests.conftest import wait_until, write_script
+from tests.conftest import EXAMPLES, wait_until
 from tests.integration import slurmcluster
 
 from torchyard import ComputeTarget, Experiment, Mpi, PyTorch, Workspace
@@ -30,39 +29,7 @@ pytestmark = [
 ]
 HOROVOD = "horovod==0.28.1"
 
-SCRIPT = """
-import hashlib, os
-import torch
-import horovod.torch as hvd
-from torchyard import Run
-
-def checksum(model):
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(p.detach().double().numpy().tobytes())
-    return h.hexdigest()
-
-hvd.init()
-run = Run.get_context()
-total = hvd.allreduce(torch.tensor([float(hvd.rank() + 1)]), op=hvd.Sum, name="total").item()
-torch.manual_seed(hvd.rank())                      # every rank starts apart ...
-model = torch.nn.Linear(4, 1)
-hvd.broadcast_parameters(model.state_dict(), root_rank=0)   # ... rank 0's weights everywhere
-opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
-                               named_parameters=model.named_parameters())
-x = torch.randn(8, 4, generator=torch.Generator().manual_seed(100 + hvd.rank()))   # different data per rank
-for _ in range(2):
-    opt.zero_grad()
-    loss = model(x).pow(2).mean()
-    loss.backward()
-    opt.step()                                     # gradients averaged across ranks
-run.log("total", total)
-run.log("size", hvd.size())
-run.log("param_checksum", checksum(model))
-run.log("mpi_built", int(hvd.mpi_built()))
-run.log("gloo_built", int(hvd.gloo_built()))
-run.log("mpi_enabled", int(hvd.mpi_enabled()))
-"""
+EXAMPLE = EXAMPLES / "horovod"  # the README's Azure-style estimator runs this script
 
 
 @pytest.fixture(scope="module")
@@ -74,26 +41,26 @@ def hvd_ws():
         workspace._store.dispose()
 
 
-def _submit(ws, folder: Path, nodes: int, ppn: int, compute: str = "local"):
+def _submit(ws, nodes: int, ppn: int, compute: str = "local"):
     # the Azure training guide's Horovod estimator: PyTorch(..., distributed_training=Mpi())
-    est = PyTorch(str(folder), entry_script="hvd.py", node_count=nodes, process_count_per_node=ppn,
+    est = PyTorch(str(EXAMPLE), entry_script="train_horovod.py", node_count=nodes, process_count_per_node=ppn,
                   distributed_training=Mpi(), pip_packages=[HOROVOD], compute_target=compute)
     return Experiment(ws, "horovod").submit(est)
 
 
 @pytest.mark.parametrize(("nodes", "ppn"), [(1, 2), (2, 1)])
-def test_horovod_allreduce_and_distributed_optimizer(hvd_ws, tmp_path, nodes, ppn):
-    _check_horovod_run(hvd_ws, tmp_path, nodes, ppn, "local")
+def test_horovod_allreduce_and_distributed_optimizer(hvd_ws, nodes, ppn):
+    _check_horovod_run(hvd_ws, nodes, ppn, "local")
 
 
 @pytest.mark.skipif(bool(slurmcluster.unavailable_reason()), reason=str(slurmcluster.unavailable_reason()))
-def test_horovod_2x1_on_the_slurm_test_cluster(hvd_ws, tmp_path):
+def test_horovod_2x1_on_the_slurm_test_cluster(hvd_ws):
     with slurmcluster.SlurmCluster(nodes=2, cpus=2) as cluster:
         old = os.environ.get("SLURM_CONF")
         os.environ["SLURM_CONF"] = cluster.conf
         try:
             ComputeTarget.attach(hvd_ws, "hvd-slurm", slurmcluster_target())
-            _check_horovod_run(hvd_ws, tmp_path, 2, 1, "hvd-slurm")
+            _check_horovod_run(hvd_ws, 2, 1, "hvd-slurm")
             wait_until(lambda: not cluster.jobs(), timeout=20, interval=0.2)
         finally:
             if old is None:
@@ -108,10 +75,8 @@ def slurmcluster_target():
     return SlurmCompute()
 
 
-def _check_horovod_run(hvd_ws, tmp_path, nodes, ppn, compute):
-    folder = tmp_path / "hvd"
-    write_script(folder, "hvd.py", SCRIPT)
-    run = _submit(hvd_ws, folder, nodes, ppn, compute)
+def _check_horovod_run(hvd_ws, nodes, ppn, compute):
+    run = _submit(hvd_ws, nodes, ppn, compute)
     details = run.wait_for_completion(timeout=3500, raise_on_error=False)
     assert details["status"] == "Completed", (details.get("error"), run.id)
     every = run.get_metrics(rank="all")
