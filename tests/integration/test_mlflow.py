@@ -206,3 +206,21 @@ def test_mlflow_autologging_inside_a_run_lands_in_the_run(ws, tmp_path):
     assert 0.5 < run.get_metrics()["training_accuracy_score"] <= 1.0
     assert run.get_tags()["estimator_name"] == "LogisticRegression"
     assert _leftovers(run.workdir) == []
+
+
+def test_a_run_in_its_own_environment_gets_mlflow_wired_only_if_it_can_import_it(ws, tmp_path):
+    """The ranks run a layered venv's interpreter, not this one: the contract asks that interpreter's
+    site-packages (and its base's), not the launcher's."""
+    folder = tmp_path / "venvsrc"
+    write_script(folder, "v.py", """
+        import importlib.util, json, os, sys
+        assert sys.prefix != sys.base_prefix, "not in the run's own environment"
+        with open("outputs/v.json", "w") as fh:
+            json.dump({"importable": importlib.util.find_spec("mlflow") is not None,
+                       "uri": os.environ.get("MLFLOW_TRACKING_URI")}, fh)
+    """)
+    run = Experiment(ws, "mlf").submit(PyTorch(str(folder), entry_script="v.py", pip_packages=["six"]))
+    assert run.wait_for_completion(timeout=180)["status"] == "Completed"
+    assert run.get_environment()["key"] is not None
+    seen = json.loads(Path(run.workdir, "outputs", "v.json").read_text())
+    assert (seen["uri"] == "torchyard://" + ws.path) is seen["importable"], seen

@@ -68,6 +68,13 @@ def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, mon
                         user_env=user_env or {}, python=py)
 
     assert "MLFLOW_TRACKING_URI" not in env_for(python)
+    # a venv over a base interpreter that has mlflow, seeing the base's site-packages
+    base = tmp_path / "base"
+    (base / "lib" / "python3.11" / "site-packages" / "mlflow").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = true\n")
+    assert env_for(python)["MLFLOW_TRACKING_URI"] == "torchyard:///ws"
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = false\n")
+    assert "MLFLOW_TRACKING_URI" not in env_for(python)
     (site / "mlflow").mkdir()
     env = env_for(python)
     assert env["MLFLOW_TRACKING_URI"] == "torchyard:///ws"

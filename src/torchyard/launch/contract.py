@@ -150,16 +150,26 @@ def module_importable(name: str, python: str | None = None) -> bool:
     if python is None or _prefix(python) == os.path.abspath(sys.prefix):
         return importlib.util.find_spec(name) is not None
     prefix = _prefix(python)
+    if _in_site_packages(prefix, name):
+        return True
+    try:
+        with open(os.path.join(prefix, "pyvenv.cfg")) as fh:
+            cfg = dict(line.partition("=")[::2] for line in fh.read().splitlines() if "=" in line)
+    except OSError:
+        return False
+    cfg = {k.strip().lower(): v.strip() for k, v in cfg.items()}
+    if cfg.get("include-system-site-packages", "").lower() != "true" or not cfg.get("home"):
+        return False
+    # a venv that sees its base interpreter's site-packages (torchyard's layered environments)
+    base = os.path.dirname(os.path.abspath(cfg["home"]))
+    return _in_site_packages(base, name)
+
+
+def _in_site_packages(prefix: str, name: str) -> bool:
     for site in glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages")):
         if os.path.isdir(os.path.join(site, name)) or os.path.isfile(os.path.join(site, name + ".py")):
             return True
-    try:
-        with open(os.path.join(prefix, "pyvenv.cfg")) as fh:
-            cfg = fh.read().replace(" ", "").lower()
-    except OSError:
-        return False
-    # a layered environment over this interpreter (or its base) sees what this one sees
-    return "include-system-site-packages=true" in cfg and importlib.util.find_spec(name) is not None
+    return False
 
 
 def _prefix(python: str) -> str:
