@@ -11,6 +11,7 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 { command -v sbatch && command -v slurmctld && command -v munged; } >/dev/null 2>&1 || need+=(slurm-wlm munge)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the dashboard's browser tests (Playwright drives it)
+{ command -v cmake && command -v g++ && command -v mpicxx; } >/dev/null 2>&1 || need+=(cmake g++ libopenmpi-dev)  # Horovod's source build
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   apt-get update -qq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -90,6 +91,10 @@ def test_every_rank_sees_the_env_contract(ws, envsrc, backend, nodes, ppn):
         assert env["TORCHYARD_WORKSPACE"] == ws.path
         assert env["TORCHYARD_OUTPUT_DIR"] == os.path.join(run.workdir, "outputs")
         assert env["TORCHYARD_LOG_DIR"] == os.path.join(run.workdir, "logs")
+        assert env["TORCHYARD_TENSORBOARD_DIR"] == os.path.join(run.workdir, "logs", "tensorboard", f"rank_{rank}")
+        if importlib.util.find_spec("mlflow") is not None:  # the ranks run this interpreter
+            assert env["MLFLOW_TRACKING_URI"] == "torchyard://" + ws.path
+            assert env["MLFLOW_RUN_ID"] == run.id
         if backend == "mpi":
             assert env["OMPI_COMM_WORLD_RANK"] == str(rank)
             assert env["OMPI_COMM_WORLD_SIZE"] == str(world)

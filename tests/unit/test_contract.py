@@ -78,3 +78,47 @@ def test_a_layered_environment_sees_the_installing_venv(tmp_path, monkeypatch):
     assert not (venv_site / "_torchyard_base_venv.pth").exists()
     environments._see_base_venv(str(tmp_path / "venv"))  # asked to layer over itself: writes nothing there
     assert not (venv_site / "_torchyard_base_venv.pth").exists()
+def test_tensorboard_dir_per_rank():
+    node = make()
+    assert node["TORCHYARD_TENSORBOARD_DIR"] == "/ws/runs/r1/logs/tensorboard/node_1"  # torchrun: per node
+    assert rank_env(node, 1, None)["TORCHYARD_TENSORBOARD_DIR"] == "/ws/runs/r1/logs/tensorboard/rank_3"
+
+
+def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, monkeypatch):
+    import importlib.util
+
+    from torchyard.launch import contract
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    python = str(venv / "bin" / "python")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+
+    def env_for(py, user_env=None):
+        return node_env(run_id="r1", experiment="e", workspace="/ws", workdir="/ws/runs/r1", master_addr="a",
+                        master_port=1, node_rank=0, node_count=1, process_count_per_node=1, dist_backend=None,
+                        user_env=user_env or {}, python=py)
+
+    assert "MLFLOW_TRACKING_URI" not in env_for(python)
+    # a venv over a base interpreter that has mlflow, seeing the base's site-packages
+    base = tmp_path / "base"
+    (base / "lib" / "python3.11" / "site-packages" / "mlflow").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = true\n")
+    assert env_for(python)["MLFLOW_TRACKING_URI"] == "torchyard:///ws"
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = false\n")
+    assert "MLFLOW_TRACKING_URI" not in env_for(python)
+    (site / "mlflow").mkdir()
+    env = env_for(python)
+    assert env["MLFLOW_TRACKING_URI"] == "torchyard:///ws"
+    assert env["MLFLOW_RUN_ID"] == "r1"
+    assert env["MLFLOW_REGISTRY_URI"] == "torchyard:///ws"
+    assert env_for(python, {"MLFLOW_REGISTRY_URI": "sqlite:///r.db"})["MLFLOW_REGISTRY_URI"] == "sqlite:///r.db"
+    mine = env_for(python, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert mine["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and "MLFLOW_RUN_ID" not in mine
+    here = importlib.util.find_spec("mlflow") is not None
+    assert ("MLFLOW_TRACKING_URI" in env_for(None)) is here
+    assert contract.module_importable("json") and not contract.module_importable("no_such_module_xyz")

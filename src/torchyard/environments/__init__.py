@@ -10,6 +10,14 @@ under a file lock (concurrent runs build once), a finished build is published by
 
 Conda packages need ``conda``, ``mamba`` or ``micromamba`` on PATH; without one a run asking for
 them fails at submit naming what is missing.
+
+**Horovod** (``pip_packages=["horovod"]``) is built from source against the run's torch: its build
+sees the environment itself (uv's ``--no-build-isolation-package horovod``, so torch from the base is
+found), with the PyTorch framework and the Gloo controller, and the MPI controller when ``mpicxx`` is
+on PATH. Horovod 0.28.1's CMake pins ``-std=c++14`` while torch 2.x's headers need C++17; the build's
+``CXX`` is a small wrapper (written into the environment's ``bin/``) that turns a C++11/14 standard
+flag into ``-std=c++17`` and runs the real compiler, so Horovod's sources are left untouched. The
+recipe's version and the MPI choice are part of the cache key.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,6 +41,8 @@ from torchyard.errors import NotSupportedError, TorchyardError
 from torchyard.spec.job import EnvironmentSpec
 
 CONDA_EXECUTABLES = ("micromamba", "mamba", "conda")
+HOROVOD_RECIPE = 1  # part of the cache key of environments with horovod: bump when the recipe changes
+CXX17_WRAPPER = "torchyard-cxx17"
 READY = ".ready"
 META = ".torchyard-env.json"
 
@@ -116,6 +128,8 @@ def environment_key(env: EnvironmentSpec, base_python: str | None = None) -> str
         "python": env.python,
         "index": index_options(),
     }
+    if needs_horovod(env):
+        parts["horovod"] = {"recipe": HOROVOD_RECIPE, "mpi": _mpi_compiler() is not None}
     for field in ("pip_requirements_file", "conda_dependencies_file"):
         path = getattr(env, field)
         if path:
@@ -133,10 +147,10 @@ def conda_create_argv(exe: str, prefix: str, env: EnvironmentSpec) -> list[str]:
     return [exe, "create", "--yes", "--prefix", prefix, python, *env.conda_packages]
 
 
-def _run_logged(argv: list[str], log: Any, tick: Callable[[], None]) -> int:
+def _run_logged(argv: list[str], log: Any, tick: Callable[[], None], env: dict[str, str] | None = None) -> int:
     log.write(f"$ {' '.join(argv)}\n".encode())
     log.flush()
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     while True:
         try:
             return proc.wait(timeout=0.2)
@@ -247,8 +261,16 @@ def _build(env: EnvironmentSpec, path: str, log: Any, tick: Callable[[], None]) 
     if env.pip_requirements_file:
         install += ["-r", env.pip_requirements_file]
     if install:
-        argv = [uv, "pip", "install", "--python", python, *index_options(), *install]
-        if _run_logged(argv, log, tick):
+        argv = [uv, "pip", "install", "--python", python, *index_options()]
+        build_env = None
+        if needs_horovod(env):
+            # built here, against this environment's torch; never a wheel uv cached from another build
+            # --verbose: the compiler's progress shows in logs/environment.txt during the long build
+            argv += ["--no-build-isolation-package", "horovod", "--refresh-package", "horovod", "--verbose"]
+            build_env = horovod_build_env(path)
+            log.write(b"torchyard: building horovod against this environment's torch (" + b" ".join(
+                f"{k}={build_env[k]}".encode() for k in sorted(build_env) if k.startswith("HOROVOD_")) + b")\n")
+        if _run_logged([*argv, *install], log, tick, build_env):
             raise EnvironmentBuildError(f"installing {' '.join(install)} failed:\n{_tail(log.name)}")
 
 
@@ -271,6 +293,59 @@ def _see_base_venv(path: str) -> None:
         if os.path.isdir(own) and not any(os.path.exists(b) and os.path.samefile(own, b) for b in base_sites):
             with open(os.path.join(own, "_torchyard_base_venv.pth"), "w") as fh:
                 fh.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in base_sites) + "\n")
+def requirement_name(spec: str) -> str:
+    """The normalized project name of a requirement such as ``Horovod[pytorch]==0.28.1``."""
+    return re.split(r"[\s<>=!~;\[@(]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def needs_horovod(env: EnvironmentSpec) -> bool:
+    return any(requirement_name(p) == "horovod" for p in env.pip_packages)
+
+
+def _mpi_compiler() -> str | None:
+    return shutil.which("mpicxx") or shutil.which("mpic++")
+
+
+def horovod_build_env(path: str) -> dict[str, str]:
+    """The environment of the install that builds Horovod: frameworks and controllers chosen, and
+    ``CXX`` the C++17 wrapper (see the module docstring). Settings the user exported win."""
+    real = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "g++"
+    bindir = os.path.join(path, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    wrapper = os.path.join(bindir, CXX17_WRAPPER)
+    with open(wrapper, "w") as fh:
+        fh.write(cxx17_wrapper_script(real))
+    os.chmod(wrapper, 0o755)
+    env = dict(os.environ)
+    defaults = {
+        "HOROVOD_WITH_PYTORCH": "1",
+        "HOROVOD_WITH_GLOO": "1",
+        "HOROVOD_WITHOUT_TENSORFLOW": "1",
+        "HOROVOD_WITHOUT_MXNET": "1",
+        ("HOROVOD_WITH_MPI" if _mpi_compiler() else "HOROVOD_WITHOUT_MPI"): "1",
+        "MAKEFLAGS": f"-j{os.cpu_count() or 1}",
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    env["CXX"] = wrapper
+    return env
+
+
+def cxx17_wrapper_script(real_compiler: str) -> str:
+    """A POSIX sh compiler wrapper: ``-std=c++11``/``c++14`` (and the gnu++ forms) become
+    ``-std=c++17``; every other argument is passed on unchanged to ``real_compiler``."""
+    return (
+        "#!/bin/sh\n"
+        "# torchyard: Horovod's CMake pins C++14, torch's headers need C++17 (sources untouched)\n"
+        "for a do\n"
+        "  shift\n"
+        "  case \"$a\" in\n"
+        "    -std=c++11|-std=c++14|-std=gnu++11|-std=gnu++14) a=-std=c++17 ;;\n"
+        "  esac\n"
+        "  set -- \"$@\" \"$a\"\n"
+        "done\n"
+        f"exec {shlex.quote(real_compiler)} \"$@\"\n"
+    )
 
 
 def _site_dirs(python: str) -> list[str]:

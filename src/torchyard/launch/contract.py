@@ -6,7 +6,12 @@ Azure ML names: AZ_BATCH_MASTER_NODE (addr:port), AZ_BATCHAI_MPI_MASTER_NODE (ad
 AZ_BATCHAI_PYTORCH_INIT_METHOD (tcp://addr:port), AZ_BATCHAI_TASK_INDEX (global rank),
 AZUREML_NODE_COUNT. Under ``mpi``, Open MPI's OMPI_COMM_WORLD_* come from ``mpirun`` itself.
 torchyard's own: TORCHYARD_RUN_ID, TORCHYARD_EXPERIMENT, TORCHYARD_WORKSPACE, TORCHYARD_OUTPUT_DIR,
-TORCHYARD_LOG_DIR, TORCHYARD_JOURNAL_DIR, TORCHYARD_UPLOAD_DIR, TORCHYARD_DIST_BACKEND.
+TORCHYARD_LOG_DIR, TORCHYARD_JOURNAL_DIR, TORCHYARD_UPLOAD_DIR, TORCHYARD_DIST_BACKEND, and
+TORCHYARD_TENSORBOARD_DIR (``logs/tensorboard/rank_N``: where a rank's SummaryWriter writes).
+MLflow: MLFLOW_TRACKING_URI (``torchyard://<workspace>``) and MLFLOW_RUN_ID (the run id) when mlflow
+is importable by the rank's interpreter and the user did not set MLFLOW_TRACKING_URI, so
+``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI);
+MLFLOW_REGISTRY_URI then defaults to the same URI (MLflow's own default, set to save it a lookup).
 GPUs (``use_gpu``): each local rank sees exactly one device through CUDA_VISIBLE_DEVICES, chosen
 round-robin from the node's devices, so every script uses ``cuda:0``.
 
@@ -15,7 +20,11 @@ Stdlib only: the launcher imports this, and it must start fast.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
+import shutil
+import sys
 from collections.abc import Mapping, Sequence
 
 from torchyard.paths import RunPaths
@@ -37,6 +46,7 @@ TORCHYARD_NAMES = (
     "TORCHYARD_JOURNAL_DIR",
     "TORCHYARD_UPLOAD_DIR",
 )
+MLFLOW_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")
 MPI_NAMES = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
@@ -81,11 +91,13 @@ def node_env(
     dist_backend: str | None,
     user_env: Mapping[str, str],
     socket_ifname: str | None = None,
+    python: str | None = None,
 ) -> dict[str, str]:
     """The variables shared by every rank of one node (ranks add :func:`rank_env`).
 
     ``socket_ifname``: the interface that routes to ``master_addr`` (:func:`interface_to`), given to
-    Gloo and NCCL as GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME unless the user set them."""
+    Gloo and NCCL as GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME unless the user set them.
+    ``python`` is the ranks' interpreter (default: this one); it decides whether MLflow is wired in."""
     world = node_count * process_count_per_node
     paths = RunPaths(workdir)
     env = {
@@ -106,8 +118,19 @@ def node_env(
         "TORCHYARD_LOG_DIR": paths.logs,
         "TORCHYARD_JOURNAL_DIR": paths.journal,
         "TORCHYARD_UPLOAD_DIR": paths.uploads,
+        # per rank in rank_env (and the mpi shim); under torchrun, which names ranks itself, per node
+        "TORCHYARD_TENSORBOARD_DIR": os.path.join(paths.logs, "tensorboard", f"node_{node_rank}"),
         "PYTHONUNBUFFERED": "1",
     }
+    if "MLFLOW_TRACKING_URI" not in user_env and "MLFLOW_TRACKING_URI" not in os.environ and module_importable(
+        "mlflow", python
+    ):
+        env["MLFLOW_TRACKING_URI"] = mlflow_uri(workspace)
+        env["MLFLOW_RUN_ID"] = run_id
+        if "MLFLOW_REGISTRY_URI" not in user_env and "MLFLOW_REGISTRY_URI" not in os.environ:
+            # what MLflow would default to anyway; set, it spares MLflow a Spark-session lookup (a failing
+            # `import pyspark`) on every log call, ~10x its per-call cost
+            env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     if dist_backend:
         env["TORCHYARD_DIST_BACKEND"] = dist_backend
     if socket_ifname and world > 1:
@@ -128,6 +151,7 @@ def rank_env(node: Mapping[str, str], local_rank: int, gpus: Sequence[str] | Non
         "RANK": str(rank),
         "LOCAL_RANK": str(local_rank),
         "AZ_BATCHAI_TASK_INDEX": str(rank),
+        "TORCHYARD_TENSORBOARD_DIR": tensorboard_dir(node["TORCHYARD_LOG_DIR"], rank),
     }
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
@@ -144,3 +168,48 @@ def node_gpus(environ: Mapping[str, str]) -> list[str]:
     except OSError:
         return []
     return [str(i) for i in range(len(entries))]
+
+
+def tensorboard_dir(log_dir: str, rank: int) -> str:
+    """Where rank ``rank`` writes TensorBoard event files: ``<logs>/tensorboard/rank_N``."""
+    return os.path.join(log_dir, "tensorboard", f"rank_{rank}")
+
+
+def mlflow_uri(workspace: str) -> str:
+    """The MLflow tracking URI of a workspace folder: ``torchyard:///abs/path``."""
+    return "torchyard://" + os.path.abspath(workspace)
+
+
+def module_importable(name: str, python: str | None = None) -> bool:
+    """Whether top-level module ``name`` is importable by interpreter ``python`` (default: this one),
+    without importing it: ``find_spec`` for this interpreter; for another one (a run's environment,
+    a venv), its ``site-packages``, then its base's when the venv sees system site-packages."""
+    if python is None or _prefix(python) == os.path.abspath(sys.prefix):
+        return importlib.util.find_spec(name) is not None
+    prefix = _prefix(python)
+    if _in_site_packages(prefix, name):
+        return True
+    try:
+        with open(os.path.join(prefix, "pyvenv.cfg")) as fh:
+            cfg = dict(line.partition("=")[::2] for line in fh.read().splitlines() if "=" in line)
+    except OSError:
+        return False
+    cfg = {k.strip().lower(): v.strip() for k, v in cfg.items()}
+    if cfg.get("include-system-site-packages", "").lower() != "true" or not cfg.get("home"):
+        return False
+    # a venv that sees its base interpreter's site-packages (torchyard's layered environments)
+    base = os.path.dirname(os.path.abspath(cfg["home"]))
+    return _in_site_packages(base, name)
+
+
+def _in_site_packages(prefix: str, name: str) -> bool:
+    for site in glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages")):
+        if os.path.isdir(os.path.join(site, name)) or os.path.isfile(os.path.join(site, name + ".py")):
+            return True
+    return False
+
+
+def _prefix(python: str) -> str:
+    if os.sep not in python:  # a command such as `python train.py`: the one on PATH
+        python = shutil.which(python) or python
+    return os.path.dirname(os.path.dirname(os.path.abspath(python)))

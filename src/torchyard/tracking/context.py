@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torchyard.paths import RunPaths
@@ -61,6 +61,15 @@ class _RunLogging:
         else:
             kind, v = _coerce(name, value)
             self._emit((kind, name, v, step, _time()))
+
+    def log_scalars(self, items: Iterable[tuple[str, float, int | None, float]]) -> None:
+        """Log many scalar values at once, each ``(name, value, step, wall time in seconds)``.
+
+        The bulk path for integrations that carry their own timestamps (MLflow's ``log_metric`` and
+        ``log_batch``): the values go to the same journal as :meth:`log`."""
+        emit = self._emit
+        for name, value, step, ts in items:
+            emit((j.SCALAR, name, float(value), step, ts))
 
     def log_list(self, name: str, value: Sequence[Any], description: str = "") -> None:
         """Log a list of values under one name."""
