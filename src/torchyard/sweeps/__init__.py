@@ -5,7 +5,7 @@
     expressions.py   choice, randint, uniform, ... and the Grid / Random / Bayesian samplers
     policies.py      BanditPolicy, MedianStoppingPolicy, TruncationSelectionPolicy, NoTerminationPolicy
     config.py        HyperDriveConfig and PrimaryMetricGoal; how sampled values become script arguments
-    controller.py    the detached sweep controller (``python -m torchyard.sweeps.controller RUN_DIR``)
+    (the detached sweep controller is torchyard.runtime.sweep_controller)
     run.py           HyperDriveRun, the parent run's SDK view
     yamlsweep.py     ``type: sweep`` YAML job files (Azure ML v2 style)
 

@@ -1,7 +1,7 @@
 """Model registry: model_names, models, model_tags, model_properties, model_aliases, model_alias_events.
 
 Revision ID: 0005
-Revises: 0004 (re-chained by the lead at merge)
+Revises: 0004
 """
 
 import sqlalchemy as sa
