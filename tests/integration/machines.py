@@ -46,8 +46,12 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 class Machines:
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, keep: list[str] | None = None) -> None:
+        """``keep``: folders under /tmp that stay visible on the machines (the Python install and the
+        source of torchyard, when a checkout or a virtual environment lives under /tmp): the
+        cluster's common image."""
         self.count = count
+        self.keep = sorted({os.path.realpath(p) for p in (keep or []) if os.path.realpath(p).startswith("/tmp/")})
         tag = f"{os.getpid() % 10000:04d}"
         self.bridge = f"tyb{tag}"
         self.netns = [f"tym{tag}n{k}" for k in range(1, count + 1)]
@@ -93,8 +97,15 @@ class Machines:
     def wrap(self, k: int, argv: list[str]) -> list[str]:
         """``argv`` as a command that runs on machine ``k``."""
         hosts = os.path.join(self.folder(k), "hosts")
-        setup = (f"hostname {self.hostname(k)} && mount -t tmpfs tmpfs /tmp && "
-                 f"mount --bind {hosts} /etc/hosts && exec \"$@\"")
+        steps = [f"hostname {self.hostname(k)}"]
+        stages = [os.path.join(self.folder(k), "keep", str(i)) for i in range(len(self.keep))]
+        for path, stage in zip(self.keep, stages, strict=True):  # set aside what must stay visible
+            steps += [f"mkdir -p {stage}", f"mount --bind {path} {stage}"]
+        steps.append("mount -t tmpfs tmpfs /tmp")  # the machine's own /tmp: the submitter's is not there
+        for path, stage in zip(self.keep, stages, strict=True):
+            steps += [f"mkdir -p {path}", f"mount --bind {stage} {path}"]
+        steps.append(f"mount --bind {hosts} /etc/hosts")
+        setup = " && ".join(steps) + ' && exec "$@"'
         return ["nsenter", f"--net=/var/run/netns/{self.netns[k - 1]}", "unshare", "--mount", "--uts",
                 "--propagation", "private", "sh", "-c", setup, "sh", *argv]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import machines
 import pytest
 import raycluster
-from tests.conftest import EXAMPLES, wait_until, write_script
+from tests.conftest import EXAMPLES, REPO, wait_until, write_script
 
 from torchyard import ComputeTarget, Datastore, Experiment, PyTorch, RayCompute
 
@@ -34,7 +34,7 @@ def _ray_exe() -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with machines.Machines(2) as m:
+    with machines.Machines(2, keep=[str(REPO), sys.prefix]) as m:
         port = 20000 + os.getpid() % 20000
         temp = f"/tmp/tyrayh{os.getpid() % 10000}"
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONWARNINGS="ignore")
