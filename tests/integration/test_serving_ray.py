@@ -103,11 +103,9 @@ def test_ray_serve_protocols_keys_and_a_killed_replica(ws: Workspace, tmp_path: 
                 stop.set()
                 thread.join(60)
             served_after = codes[before:]
-            # the request the killed replica was serving may fail (Ray Serve does not retry a request whose
-        # replica died under it); every request after it is served by the other replica
-        failed = [c for c in served_after if c != 200]
-        assert len(served_after) >= 30 and len(failed) <= 1 and set(served_after[-25:]) == {200}, (
-            set(served_after), errors[:3])
+            # the request the killed replica was serving may fail (Ray Serve does not retry a request
+            # whose replica died under it); every later request is served by the other replica
+            assert len(served_after) >= 30 and set(served_after[-25:]) == {200}, (set(served_after), errors[:3])
             failed = len(errors) + sum(1 for c in codes if c != 200)
             print(json.dumps({"requests": len(codes) + len(errors), "failed": failed}))
             assert failed <= 5  # at most the requests the killed replica held when it died
