@@ -93,7 +93,10 @@ def _state(address: str, env: dict[str, str]) -> dict:
     assert out.returncode == 0, out.stderr[-2000:]
     import json
 
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    for line in reversed(out.stdout.strip().splitlines()):  # Ray may print after it (a dead node's warnings)
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no state from the Ray cluster: {out.stdout[-2000:]}")
 
 
 @pytest.fixture
