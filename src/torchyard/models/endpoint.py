@@ -53,16 +53,9 @@ def parse_traffic(text: str | None, field: str = "traffic") -> dict[str, int]:
 
 
 def _alive(pid: Any, marker: bytes) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmd = fh.read()
-        with open(f"/proc/{pid}/stat") as fh:
-            zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
-    return marker in cmd and not zombie
+    from torchyard.models.webservice import process_alive  # noqa: PLC0415
+
+    return process_alive(pid, marker)
 
 
 class Endpoint:

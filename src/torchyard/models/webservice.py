@@ -349,7 +349,8 @@ def deploy(
 # ---- the service --------------------------------------------------------------------------------
 
 
-def _pid_is_supervisor(pid: Any) -> bool:
+def process_alive(pid: Any, marker: bytes) -> bool:
+    """Whether ``pid`` is a live (not zombie) process whose command line contains ``marker``."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -359,7 +360,11 @@ def _pid_is_supervisor(pid: Any) -> bool:
             zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
-    return b"torchyard.runtime.serving.supervisor" in cmd and not zombie
+    return marker in cmd and not zombie
+
+
+def _pid_is_supervisor(pid: Any) -> bool:
+    return process_alive(pid, b"torchyard.runtime.serving.supervisor")
 
 
 class Webservice:
