@@ -118,6 +118,10 @@ class RunPaths:
     def node_report(self, node_rank: int | str) -> str:
         return self._p(INTERNAL, f"launcher_node_{node_rank}.json")
 
+    def heartbeat(self, node_rank: int | str) -> str:
+        """Node K's launcher rewrites this every second while it lives (targets that ask for it)."""
+        return self._p(INTERNAL, f"alive_node_{node_rank}")
+
     def launcher_log(self, node_rank: int | str) -> str:
         return self._p(INTERNAL, f"launcher_node_{node_rank}.log")
 

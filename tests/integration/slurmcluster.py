@@ -14,6 +14,13 @@ slurm.conf in a temp dir, on free ports; ``stop()`` ends exactly the processes t
 
 The configuration defines a third node, ``n3``, whose slurmd is never started: a job asking for
 3 nodes stays PENDING with Slurm's own reason, as on a busy cluster.
+
+On simulated separate machines (``SlurmCluster(machines=m)``, tests/integration/machines.py),
+slurmctld runs on the submitting machine at the bridge address and node ``nK`` is ``slurmd -N nK``
+on machine K, with that machine's address as its ``NodeAddr`` and its hostname as its
+``NodeHostname``. The cluster's folder (configuration, spool, state) is under the machines' root,
+which every machine sees, and so is ``shared_dir``: the cluster's shared filesystem, while the
+submitter's /tmp (its workspace) stays private.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 import psutil
 
@@ -91,11 +99,15 @@ def munge_works() -> bool:
 class SlurmCluster:
     """slurmctld plus ``nodes`` slurmd daemons (n1..nN), CPUs ``cpus`` each, partition ``debug``."""
 
-    def __init__(self, nodes: int = 2, cpus: int = 2) -> None:
+    def __init__(self, nodes: int = 2, cpus: int = 2, machines: Any = None) -> None:
+        self.machines = machines
+        if machines is not None:
+            nodes = machines.count
         self.nodes = [f"n{k + 1}" for k in range(nodes)]
         self.cpus = cpus
         self.host = socket.gethostname().split(".")[0]
         self.dir = ""
+        self.shared_dir = ""
         self.conf = ""
         self.env: dict[str, str] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -106,9 +118,10 @@ class SlurmCluster:
     def _write_conf(self) -> None:
         d = self.dir
         ctld_port, *node_ports = _free_ports(1 + len(self.nodes) + 1)
+        m = self.machines
         lines = [
             "ClusterName=torchyardtest",
-            f"SlurmctldHost={self.host}(127.0.0.1)",
+            f"SlurmctldHost={self.host}({m.host_ip if m else '127.0.0.1'})",
             f"SlurmctldPort={ctld_port}",
             "SlurmUser=root",
             "SlurmdUser=root",
@@ -126,6 +139,7 @@ class SlurmCluster:
             "ReturnToService=2",
             "KillWait=5",
             "SlurmdParameters=config_overrides",
+            *(["SlurmdTimeout=10"] if m else []),  # a dead machine's node goes DOWN (and its jobs end) soon
             f"StateSaveLocation={d}/state",
             f"SlurmdSpoolDir={d}/spool/%n",
             f"SlurmctldPidFile={d}/slurmctld.pid",
@@ -136,9 +150,13 @@ class SlurmCluster:
             "SlurmdDebug=info",
         ]
         # n3 is configured but never started: a 3-node job waits PENDING
-        for name, port in zip([*self.nodes, "n3"], node_ports, strict=True):
+        for k, (name, port) in enumerate(zip([*self.nodes, "n3"], node_ports, strict=True), start=1):
+            if m is None:
+                host, addr = self.host, "127.0.0.1"
+            else:  # machine k (n3, never started, at an address nothing answers)
+                host, addr = m.hostname(k), m.ip(k)
             lines.append(
-                f"NodeName={name} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={port} CPUs={self.cpus} RealMemory=1000"
+                f"NodeName={name} NodeHostname={host} NodeAddr={addr} Port={port} CPUs={self.cpus} RealMemory=1000"
             )
         lines.append("PartitionName=debug Nodes=ALL Default=YES State=UP MaxTime=INFINITE")
         os.makedirs(f"{d}/state", exist_ok=True)
@@ -177,12 +195,21 @@ class SlurmCluster:
         if reason:
             raise RuntimeError(reason)
         self.started = True
-        self.dir = tempfile.mkdtemp(prefix="tyslurm-", dir="/tmp")
+        # on machines: under their root (/var/tmp), which every machine sees; else under /tmp
+        self.dir = tempfile.mkdtemp(prefix="tyslurm-", dir=self.machines.root if self.machines else "/tmp")
+        self.shared_dir = os.path.join(self.dir, "shared")
+        os.makedirs(self.shared_dir, exist_ok=True)
         self._write_conf()
         self._start_munged()
         self._daemon(_which("slurmctld") or "slurmctld", "-D", "-i", "-f", self.conf, log="slurmctld.out")
-        for name in self.nodes:
-            self._daemon(_which("slurmd") or "slurmd", "-D", "-N", name, "-f", self.conf, log=f"slurmd-{name}.out")
+        for k, name in enumerate(self.nodes, start=1):
+            argv = [_which("slurmd") or "slurmd", "-D", "-N", name, "-f", self.conf]
+            if self.machines is None:
+                self._daemon(*argv, log=f"slurmd-{name}.out")
+            else:
+                with open(os.path.join(self.dir, f"slurmd-{name}.out"), "ab") as out:
+                    self.procs.append(self.machines.popen(k, argv, env=self.env, stdin=subprocess.DEVNULL,
+                                                          stdout=out, stderr=subprocess.STDOUT))
         deadline = time.time() + 60
         while not all(self.node_state(n).startswith("IDLE") for n in self.nodes):
             dead = [p.args for p in self.procs if p.poll() is not None]

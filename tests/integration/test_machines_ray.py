@@ -21,7 +21,7 @@ import pytest
 import raycluster
 from tests.conftest import EXAMPLES, REPO, wait_until, write_script
 
-from torchyard import ComputeTarget, Datastore, Experiment, PyTorch, RayCompute
+from torchyard import ComputeTarget, Datastore, Experiment, PyTorch, RayCompute, SpecError
 
 REASON = machines.unavailable_reason() or raycluster.unavailable_reason()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
@@ -102,7 +102,7 @@ def _state(address: str, env: dict[str, str]) -> dict:
 @pytest.fixture
 def far_ws(ws, cluster):
     _m, address, env = cluster
-    ComputeTarget.attach(ws, "far", RayCompute(address=address, collect_all_outputs=True))
+    ComputeTarget.attach(ws, "far", RayCompute(address=address, collect_all_outputs=True, shared_dirs=[_m.root]))
     yield ws
 
     def clean() -> bool:
@@ -165,6 +165,15 @@ def test_environment_and_inputs_are_placed_on_each_machine(far_ws, cluster, tmp_
     private = Datastore.register_local(far_ws, "private", str(hidden))
     bad = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
                   distributed_backend="pytorch", compute_target="far",
+                  script_params={"--data": private.path("").as_download()})
+    with pytest.raises(SpecError) as refused:  # refused at submit: not on the target's shared filesystem
+        Experiment(far_ws, "machines").submit(bad)
+    assert "'private'" in str(refused.value) and "'far'" in str(refused.value) and m.root in str(refused.value)
+
+    # a target that claims /tmp is shared when it is not: the node finds no folder, and says so
+    ComputeTarget.attach(far_ws, "far-claims", RayCompute(address=_address, shared_dirs=[m.root, str(tmp_path)]))
+    bad = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", compute_target="far-claims",
                   script_params={"--data": private.path("").as_download()})
     failed = Experiment(far_ws, "machines").submit(bad).wait_for_completion(timeout=300, raise_on_error=False)
     assert failed["status"] == "Failed"

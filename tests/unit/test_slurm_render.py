@@ -53,9 +53,11 @@ CASES = {
         {"process_count_per_node": 4, "distributed_backend": "nccl", "use_gpu": True, "max_run_duration_seconds": 3600},
     ),
     "mpi_2x2_time_limit": (
-        SlurmCompute(partition="cpu", time_limit="30", name="hpc"),
+        SlurmCompute(partition="cpu", time_limit="30", mpi_launch="mpirun", name="hpc"),
         {"node_count": 2, "process_count_per_node": 2, "distributed_backend": "mpi"},
     ),
+    "mpi_2x2_srun_pmix": (SlurmCompute(name="hpc"), {"node_count": 2, "process_count_per_node": 2,
+                                                     "distributed_backend": "mpi"}),
 }  # fmt: skip
 
 
@@ -85,8 +87,22 @@ def test_plan_leaves_node_rank_and_master_to_the_node(srcdir):
     assert resolved.fill == NodeFill()
 
 
-def test_mpi_plan_runs_one_launcher_with_hosts_from_the_allocation(srcdir):
+def test_mpi_ranks_start_through_srun_pmix_by_default(srcdir):
     plan = SlurmCompute(name="hpc").dryrun(_job(srcdir, node_count=2, process_count_per_node=2, distributed_backend="mpi"))
+    assert [n.node_rank for n in plan.nodes] == [0]
+    node = resolve_plan(plan.nodes[0].plan, {"TORCHYARD_MASTER_ADDR": "10.0.0.5", "TORCHYARD_MASTER_PORT": "1"})
+    assert node.mpi_launcher == "srun" and node.hosts == [] and node.heartbeat_seconds > 0
+    from torchyard.launch.launcher import Launcher
+
+    argv = Launcher._mpirun_argv(type("L", (), {"plan": node, "paths": node.paths, "workdir": node.workdir,
+                                                "gpus": None, "node": {}, "_rank_argv": lambda self: ["py", "t.py"]})(),
+                                 {})
+    assert argv[:6] == ["srun", "--mpi=pmix", "--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--cpus-per-task=1"]
+    assert argv[-2:] == ["py", "t.py"]
+
+
+def test_mpi_plan_runs_one_launcher_with_hosts_from_the_allocation(srcdir):
+    plan = SlurmCompute(name="hpc", mpi_launch="mpirun").dryrun(_job(srcdir, node_count=2, process_count_per_node=2, distributed_backend="mpi"))
     assert [n.node_rank for n in plan.nodes] == [0]
     node = plan.nodes[0].plan
     resolved = resolve_plan(node, {"TORCHYARD_HOSTS": " 10.0.0.5 10.0.0.6", "TORCHYARD_MASTER_ADDR": "10.0.0.5",

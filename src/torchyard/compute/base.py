@@ -299,6 +299,13 @@ class ComputeTarget(abc.ABC):
         """Where the node bootstrap keeps environments and downloads (None: each node's default)."""
         return None
 
+    def shared_paths(self, workspace: str) -> tuple[str, ...] | None:
+        """The folders every node sees at the same path as the submitting machine (a cluster's shared
+        filesystem). A local datastore is accepted at submit only when its folder is under one of
+        them. None: every folder (the nodes share this machine's files). By default None when the
+        nodes share the workspace, else no folder at all."""
+        return None if self.shares_files(workspace) else ()
+
     @abc.abstractmethod
     def dryrun(self, job: PreparedJob) -> LaunchPlan:
         """Pure: what would run (the target's request and each node's plan). No side effects."""

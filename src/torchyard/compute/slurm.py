@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ COMPLETING_WAIT = 60.0
 #: mpirun takes the hostfile of node addresses as it is (not Slurm's node names) and reaches other
 #: nodes with its ssh launcher; nodes whose address is this machine's are started locally
 MPI_ARGS = ["--mca", "ras", "^slurm", "--mca", "plm", "rsh"]
+#: node launchers rewrite their heartbeat file this often; one unchanged for LOST_AFTER s, on a node
+#: whose slurmd no longer accepts connections, means the node is gone (Slurm itself notices only
+#: after its SlurmdTimeout, minutes by default)
+HEARTBEAT_SECONDS = 1.0
+LOST_AFTER = 6.0
+MPI_LAUNCHES = ("srun", "mpirun")
 NODE_ADDR = "scontrol show node \"$1\" -o | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p'"
 
 
@@ -92,6 +99,8 @@ class SlurmCompute(ComputeTarget):
     ``["--mem=8G", "--constraint=a100"]``. ``shared_dir``: a folder every node sees, where each run's
     folder is placed (default: the workspace folder, which must then be on the shared filesystem).
     ``python``: the interpreter with torchyard on the nodes (default: the submitting one).
+    ``mpi_launch``: how the ranks of an mpi job start: ``"srun"`` (Slurm starts them, ``srun
+    --mpi=pmix``; no ssh between nodes) or ``"mpirun"`` (node 0 runs mpirun over ssh to the others).
     """
 
     kind = "slurm"
@@ -113,6 +122,8 @@ class SlurmCompute(ComputeTarget):
                check=lambda v: None if v else "expected a folder path"),
         Option(name="python", type=str, help="the Python on the nodes that has torchyard (default: this one)",
                check=lambda v: None if v and "\n" not in v else "expected the path of a Python interpreter on the nodes"),
+        Option(name="mpi_launch", type=str, default="srun", choices=MPI_LAUNCHES,
+               help="how mpi ranks start: srun --mpi=pmix (Slurm itself) or mpirun over ssh between the nodes"),
     )
 
     partition: str | None
@@ -122,6 +133,7 @@ class SlurmCompute(ComputeTarget):
     extra_sbatch_args: list[str]
     shared_dir: str | None
     python: str | None
+    mpi_launch: str
 
     def __init__(
         self,
@@ -132,12 +144,13 @@ class SlurmCompute(ComputeTarget):
         extra_sbatch_args: list[str] | tuple[str, ...] | None = None,
         shared_dir: str | None = None,
         python: str | None = None,
+        mpi_launch: str = "srun",
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name, partition=partition, account=account, qos=qos, time_limit=time_limit,
                          extra_sbatch_args=list(extra_sbatch_args) if isinstance(extra_sbatch_args, tuple)
-                         else extra_sbatch_args, shared_dir=shared_dir, python=python)
+                         else extra_sbatch_args, shared_dir=shared_dir, python=python, mpi_launch=mpi_launch)
         if self.shared_dir is not None:
             self.shared_dir = os.path.abspath(os.path.expanduser(self.shared_dir))
 
@@ -155,6 +168,11 @@ class SlurmCompute(ComputeTarget):
 
     def node_cache(self) -> str | None:
         return os.path.join(self.shared_dir, "cache") if self.shared_dir else None
+
+    def shared_paths(self, workspace: str) -> tuple[str, ...] | None:
+        """``shared_dir`` when it is apart from the workspace; else every folder (the workspace is on
+        the cluster's shared filesystem, and so, Slurm assumes, is the rest)."""
+        return None if self.shares_files(workspace) else (self.shared_dir or "",)
 
     def node_workdir(self, job: PreparedJob) -> str:
         """Where the run's folder is for the nodes: the run's own folder when the workspace is the
@@ -182,7 +200,10 @@ class SlurmCompute(ComputeTarget):
         plan_path = paths.target_file("plan_slurm.json")
         script_path = paths.target_file("job.sbatch")
         mpi = plan.mode == "mpi"
-        if mpi:
+        plan = plan.replace(heartbeat_seconds=HEARTBEAT_SECONDS)
+        if mpi and self.mpi_launch == "srun":
+            plan = plan.replace(node_rank=0, mpi_launcher="srun", fill=fill)
+        elif mpi:
             plan = plan.replace(node_rank=0, mpi_args=list(MPI_ARGS),
                                 fill=NodeFill(master_addr=fill.master_addr, master_port=fill.master_port,
                                               hosts="TORCHYARD_HOSTS"))
@@ -297,7 +318,13 @@ def render_sbatch(target: SlurmCompute, job: PreparedJob, *, workdir: str, plan_
         + " -c 'import socket; s = socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')",
     ]
     launcher = f"{q(python)} -m torchyard.launch.launcher {q(plan_path)}"
-    if mode == "mpi":
+    if mode == "mpi" and target.mpi_launch == "srun":
+        lines += [
+            'echo "torchyard: Slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST (mpi ranks through srun --mpi=pmix)"',
+            "# node 0's launcher starts every rank with srun --mpi=pmix",
+            f"exec {launcher}",
+        ]
+    elif mode == "mpi":
         lines += [
             "# mpirun's hostfile: every node's address",
             'TORCHYARD_HOSTS=""',
@@ -320,6 +347,15 @@ def render_sbatch(target: SlurmCompute, job: PreparedJob, *, workdir: str, plan_
             f"--kill-on-bad-exit=1 {launcher}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _answers(addr: str, port: int) -> bool:
+    """Whether something accepts a TCP connection at ``addr:port`` within a second."""
+    try:
+        with socket.create_connection((addr, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -385,6 +421,10 @@ class SlurmHandle(Handle):
         self.last_poll = 0.0
         self.interval = POLL_MIN
         self.completing_since: float | None = None
+        self.heartbeats = plan.nodes[0].plan.heartbeat_seconds > 0
+        self.beats: dict[int, tuple[str, float]] = {}  # node → (heartbeat seen, when it last changed)
+        self.next_beat_check = 0.0
+        self.lost: str | None = None  # why a node is taken for gone
 
     def details(self) -> dict[str, Any]:
         out: dict[str, Any] = {"slurm_job_id": self.job_id, "slurm_state": self.state}
@@ -413,6 +453,11 @@ class SlurmHandle(Handle):
         now = time.time()
         if self.rc is not None:
             return
+        if self.heartbeats and self.state == "RUNNING" and now >= self.next_beat_check:
+            self.next_beat_check = now + POLL_MIN
+            self._check_heartbeats(now)
+            if self.rc is not None:
+                return
         if not force and now < self.next_poll:
             soon = self.state == "RUNNING" and now >= self.last_poll + POLL_MIN and self._launcher_ended()
             if not soon:
@@ -449,6 +494,55 @@ class SlurmHandle(Handle):
                 self.rc = 0
             elif self.rc == 0:
                 self.rc = 1
+
+    def _check_heartbeats(self, now: float) -> None:
+        """A node whose launcher's heartbeat stopped changing, and whose slurmd no longer accepts a
+        connection, is gone (its machine died): the job is cancelled and the run fails naming it.
+        Time is this machine's own (when a change was seen), never the node's clock."""
+        paths = RunPaths(self.node_workdir)
+        for k in range(1 if self.mpi else self.node_count):
+            if os.path.exists(paths.node_report(k)):
+                continue  # that launcher ended and said so
+            try:
+                with open(paths.heartbeat(k)) as fh:
+                    seen = fh.read()
+            except OSError:
+                continue  # not started yet
+            last = self.beats.get(k)
+            if last is None or last[0] != seen:
+                self.beats[k] = (seen, now)
+                continue
+            quiet = now - last[1]
+            if quiet < LOST_AFTER:
+                continue
+            name, addr, port = self._node_of(k)
+            if addr and port and _answers(addr, port):
+                continue  # the machine is there: its launcher is only slow; Slurm will tell
+            where = f"Slurm node {name}, address {addr}" if name else "its Slurm node unknown"
+            self.lost = (f"node {k} ({where}) stopped answering: no heartbeat for {quiet:.0f} s and its slurmd "
+                         f"does not accept connections; Slurm job {self.job_id} was cancelled")
+            self.state, self.rc = "NODE_LOST", 1
+            try:
+                subprocess.run(["scancel", self.job_id], capture_output=True, timeout=30, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            return
+
+    def _node_of(self, k: int) -> tuple[str, str, int]:
+        """Node ``k`` of the job as Slurm names it, its NodeAddr and slurmd port ("", "", 0 if unknown)."""
+        def ask(*args: str) -> str:
+            try:
+                return subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=10,
+                                      check=False).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                return ""
+
+        names = ask("show", "hostnames", self.fields.get("NodeList", "")).split()
+        if k >= len(names):
+            return "", "", 0
+        fields = parse_scontrol_job(ask("show", "node", names[k], "-o"))
+        port = fields.get("Port", "6818")
+        return names[k], fields.get("NodeAddr", ""), int(port) if port.isdigit() else 6818
 
     def _resolve_gone(self) -> None:
         """Slurm forgot the job (or it hangs in COMPLETING): decide from the launchers' reports."""
@@ -492,6 +586,8 @@ class SlurmHandle(Handle):
         if self.rc is None:
             return None
         state = self.state
+        if self.lost:
+            return (RunStatus.FAILED, self.lost)
         if state == "CANCELLED":
             if self.canceled:
                 return None

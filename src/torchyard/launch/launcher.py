@@ -20,8 +20,10 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -158,10 +160,6 @@ class Launcher:
 
     def _mpirun_argv(self, env: dict[str, str]) -> list[str]:
         plan = self.plan
-        hostfile = self.paths.hostfile
-        with open(hostfile, "w") as fh:
-            for host, slots in plan.hosts:
-                fh.write(f"{host} slots={slots}\n")
         # a rank started on another machine (Ray's remote shell sets TORCHYARD_NODE_DIR) writes there
         rel = RunPaths.relative()
         shim = (
@@ -181,6 +179,18 @@ class Launcher:
             f'"$@" >> "$D/{rel.logs}/rank_$R.txt" 2>&1; rc=$?; '
             f'echo "$rc $(date +%s.%N)" > "$D/{rel.exit}/rank_$R"; exit $rc'
         )
+        if plan.mpi_launcher == "srun":  # Slurm starts every rank (PMIx wire-up); srun exports the environment
+            shim = 'R=${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-$SLURM_PROCID}}; ' + shim.replace(
+                "R=$OMPI_COMM_WORLD_RANK; ", "")
+            return [
+                "srun", "--mpi=pmix", f"--nodes={plan.node_count}", f"--ntasks={plan.node_count * plan.nproc}",
+                f"--ntasks-per-node={plan.nproc}", "--cpus-per-task=1", "--kill-on-bad-exit=1", *plan.mpi_args,
+                "sh", "-c", shim, "torchyard-rank", *self._rank_argv(),
+            ]  # fmt: skip
+        hostfile = self.paths.hostfile
+        with open(hostfile, "w") as fh:
+            for host, slots in plan.hosts:
+                fh.write(f"{host} slots={slots}\n")
         exports = sorted(set(self.node) | {"PATH", "PYTHONPATH", "VIRTUAL_ENV"} & set(env))
         argv = [
             plan.mpirun,
@@ -223,8 +233,33 @@ class Launcher:
         if got is not None and got.si_signo in (signal.SIGTERM, signal.SIGINT):
             self.stop_signal = got.si_signo
 
+    def _beat(self, stop: threading.Event) -> None:
+        """Rewrite the heartbeat file every ``heartbeat_seconds`` until ``stop`` (a thread: the node
+        bootstrap may take minutes). A target that cannot see its nodes die watches it."""
+        path = self.paths.heartbeat(self.plan.node_rank)
+        beat = 0
+        while True:
+            beat += 1
+            try:
+                with open(path + ".tmp", "w") as fh:
+                    json.dump({"beat": beat, "host": socket.gethostname(), "time": time.time()}, fh)
+                os.replace(path + ".tmp", path)
+            except OSError:
+                pass  # the folder is being removed: the run is ending
+            if stop.wait(self.plan.heartbeat_seconds):
+                return
+
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+        stop = threading.Event()
+        if self.plan.heartbeat_seconds > 0:
+            threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat").start()
+        try:
+            return self._run()
+        finally:
+            stop.set()
+
+    def _run(self) -> int:
         started = time.time()
         if self.plan.bootstrap is not None:
             placed = self._bootstrap()

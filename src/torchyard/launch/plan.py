@@ -57,6 +57,11 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     hosts: list[tuple[str, int]] = []  # under mpi: (host, slots) for mpirun's hostfile
     mpirun: str = "mpirun"
     mpi_args: list[str] = []
+    #: how node 0 starts every rank under mpi: ``mpirun`` (its hostfile, rsh/ssh or a target's
+    #: remote shell) or ``srun`` (Slurm starts them itself, PMIx wire-up: ``srun --mpi=pmix``)
+    mpi_launcher: Literal["mpirun", "srun"] = "mpirun"
+    #: seconds between the launcher's heartbeats (``RunPaths.heartbeat``); 0: none
+    heartbeat_seconds: float = 0.0
     fill: NodeFill = NodeFill()
     #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
     #: job's environment and inputs are placed on the node, and the placeholders filled from its result

@@ -68,11 +68,36 @@ def check_job(ws: WorkspaceFolder, spec: JobSpec) -> tuple[JobSpec, ComputeTarge
     target = get_target(spec.compute_target, ws.path)
     target.check(spec)
     check_supported(spec.environment)
+    shared = target.shared_paths(ws.path)
     for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
         for name, ref in entries.items():
             if not isinstance(ref, dict) or not (ref.get("datastore") or ref.get("url")):
                 raise NotSupportedError(f"{kind}.{name}", "needs a datastore path or a URL")
+            if shared is not None:
+                _check_reachable(ws, f"{kind}.{name}", ref, target, shared)
     return spec, target
+
+
+def _check_reachable(ws: WorkspaceFolder, field: str, ref: dict[str, Any], target: ComputeTarget,
+                     shared: tuple[str, ...]) -> None:
+    """A local datastore's folder must be on the target's shared filesystem: the nodes read (or, for
+    an output, write) it at the same path. Object stores and fsspec URLs are fetched by the nodes."""
+    from torchyard.data.datastore import datastore_of  # noqa: PLC0415
+    from torchyard.errors import DataError  # noqa: PLC0415
+
+    try:
+        store = datastore_of(ws.path, {k: v for k, v in ref.items() if k not in ("type", "description")})
+    except DataError as err:
+        raise SpecError(field, str(err)) from None
+    if store.kind != "local":
+        return
+    folder = os.path.realpath(store.url)
+    if any(folder == os.path.realpath(p) or folder.startswith(os.path.realpath(p).rstrip("/") + "/") for p in shared):
+        return
+    where = f"it shares only {', '.join(shared)}" if shared else "it declares no shared filesystem"
+    raise SpecError(field, f"{store.describe()} is a folder on this machine that the nodes of compute target "
+                           f"{target.name!r} ({target.kind}) do not see ({where}); put the data under a shared "
+                           "folder (the target's shared_dir / shared_dirs) or in an S3 or fsspec datastore")
 
 
 def _snapshot(ws: WorkspaceFolder, source: str, workdir: str) -> dict[str, str]:

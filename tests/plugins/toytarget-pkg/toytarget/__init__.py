@@ -59,6 +59,9 @@ class ToyCompute(ComputeTarget):
 
             raise NotSupportedError("node_count", f"the toy target has {self.max_nodes} nodes")
 
+    def shared_paths(self, workspace: str) -> tuple[str, ...] | None:
+        return None  # the nodes are on this machine: every folder but the run's is theirs too
+
     def _node_dir(self, run_id: str, k: int) -> str:
         root = self.root or os.path.join(tempfile.gettempdir(), "torchyard-toy")
         return os.path.join(root, run_id, f"node_{k}")
