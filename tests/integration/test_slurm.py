@@ -41,7 +41,9 @@ def cluster():
 
 @pytest.fixture
 def hpc(ws, cluster):
-    ComputeTarget.attach(ws, "hpc", SlurmCompute())
+    # two slurmd on one host share its PMIx rendezvous files, so srun --mpi=pmix (the default, tested
+    # on separate machines in test_machines_slurm.py) cannot start a step here: mpirun's path is tested
+    ComputeTarget.attach(ws, "hpc", SlurmCompute(mpi_launch="mpirun"))
     yield ws
     wait_until(lambda: not cluster.jobs(), timeout=20, interval=0.2)
 
@@ -213,7 +215,9 @@ def test_unknown_partition_fails_at_starting_saying_so(ws, cluster, scripts):
 
 
 def test_without_sbatch_on_path_submit_says_what_to_install(ws, scripts, tmp_path, monkeypatch):
-    ComputeTarget.attach(ws, "hpc", SlurmCompute())
+    # two slurmd on one host share its PMIx rendezvous files, so srun --mpi=pmix (the default, tested
+    # on separate machines in test_machines_slurm.py) cannot start a step here: mpirun's path is tested
+    ComputeTarget.attach(ws, "hpc", SlurmCompute(mpi_launch="mpirun"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     est = PyTorch(str(scripts), entry_script="env.py", compute_target="hpc")
     with pytest.raises(ComputeError, match=r"sbatch, squeue, scontrol, scancel not found on PATH.*apt-get install slurm-client"):
