@@ -53,7 +53,9 @@ class S3ServerError(RuntimeError):
 class S3Server:
     """One moto server. ``start()`` returns its endpoint URL; ``stop()`` is idempotent."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, start_timeout: float = 30.0,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host  # another address: a simulated machine's bridge (tests/integration/machines.py)
         self.env = dict(env or {})
         self.start_timeout = start_timeout
         self.port: int | None = None
@@ -64,7 +66,7 @@ class S3Server:
 
     def _answers(self) -> bool:
         assert self.port is not None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
         try:
             conn.request("GET", "/moto-api/")
             conn.getresponse().read()
@@ -97,7 +99,7 @@ class S3Server:
             for _attempt in range(5):  # the free port may be taken between picking and binding it
                 self.port = free_port()
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                    [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
                     stdin=subprocess.DEVNULL,
                     stdout=self._log,
                     stderr=subprocess.STDOUT,
@@ -107,7 +109,7 @@ class S3Server:
                 deadline = time.monotonic() + self.start_timeout
                 while time.monotonic() < deadline and self._proc.poll() is None:
                     if self._answers():
-                        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+                        self.endpoint_url = f"http://{self.host}:{self.port}"
                         return self.endpoint_url
                     time.sleep(0.05)
                 self._terminate()

@@ -201,6 +201,63 @@ def test_a_sweep_on_the_machines_stops_a_poor_trial(hpc, cluster, tmp_path):
     assert details["sweep"]["early_terminated"] == 1
 
 
+def test_forwarded_credentials_reach_the_nodes_and_no_file(hpc, cluster, tmp_path, aws_env, monkeypatch):
+    """An S3 datastore on a server the machines reach: with the nodes' own credentials (they have
+    none) the run fails at Preparing; with ``credentials="forward"`` the submitter's reach the
+    run's processes, and no file the run left, on any machine, holds the secret."""
+    import uuid
+
+    import boto3
+    import s3server
+
+    if s3server.unavailable_reason():
+        pytest.skip(s3server.unavailable_reason())
+    m, c, _index = cluster
+    secret = f"tysecret{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with s3server.S3Server(host=m.host_ip) as server:
+        client = boto3.client("s3", endpoint_url=server.endpoint_url)
+        client.create_bucket(Bucket="tydata")
+        client.put_object(Bucket="tydata", Key="in/n.txt", Body=b"7\n")
+        client.close()
+        write_script(tmp_path / "src", "use.py", """
+            import os, sys
+            from torchyard import Run
+            folder = sys.argv[sys.argv.index("--data") + 1]
+            Run.get_context().log("n", int(open(os.path.join(folder, "n.txt")).read()))
+        """)
+        own = Datastore.register_s3(hpc, "blobs", "tydata", endpoint_url=server.endpoint_url)
+        forward = Datastore.register_s3(hpc, "blobs-fwd", "tydata", endpoint_url=server.endpoint_url,
+                                        credentials="forward")
+        failed = Experiment(hpc, "machines").submit(
+            _est(tmp_path / "src", "use.py", script_params={"--data": own.path("in").as_download()}))
+        details = failed.wait_for_completion(timeout=180, raise_on_error=False)
+        assert details["status"] == "Failed" and "could not be prepared" in details["error"]["message"], details
+        run = Experiment(hpc, "machines").submit(
+            _est(tmp_path / "src", "use.py", script_params={"--data": forward.path("in").as_download()}))
+        details = run.wait_for_completion(timeout=180, raise_on_error=False)
+        assert details["status"] == "Completed", details.get("error")
+        assert run.get_metrics(rank="all") == {0: {"n": 7.0}, 1: {"n": 7.0}}
+    # every file the runs left: the workspace (runs, artifacts, store, logs), the shared folder and
+    # each machine's own disk; Slurm's own state folder keeps each job's environment, as for any
+    # sbatch job, and is left out (it is the cluster's, readable by SlurmUser)
+    state = os.path.join(c.dir, "state")
+    found = []
+    for root in (hpc.path, m.root):
+        for folder, _dirs, files in os.walk(root):
+            if folder.startswith(state):
+                continue
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as fh:
+                        if secret.encode() in fh.read():
+                            found.append(path)
+                except OSError:
+                    continue
+    assert not found, f"the forwarded secret was written to {found}"
+
+
 def test_a_machine_that_dies_fails_the_run_naming_the_node(hpc, cluster, tmp_path):
     """Every process of machine 2 (its slurmd and the job's processes there) is killed mid-run;
     runs last, since the machine stays dead."""

@@ -44,6 +44,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS)"
     )
     s3.add_argument("--profile", help="AWS profile for credentials (default: the AWS environment variables)")
+    s3.add_argument("--credentials", choices=("node", "forward"), default="node",
+                    help="on cluster nodes: their own credentials (node, default), or this machine's AWS "
+                         "variables handed to the run's processes in memory (forward)")
     fs = kinds.add_parser("fsspec", help="any fsspec URL (memory://, gs://, sftp://...)")
     fs.add_argument("name")
     fs.add_argument("url")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
             ds = Datastore.register_local(workspace, args.name, args.path)
         elif kind == "s3":
             ds = Datastore.register_s3(
-                workspace, args.name, args.bucket, args.prefix, args.endpoint_url, args.profile
+                workspace, args.name, args.bucket, args.prefix, args.endpoint_url, args.profile, args.credentials
             )
         elif kind == "fsspec":
             ds = Datastore.register_fsspec(workspace, args.name, args.url, **_options(args.option))

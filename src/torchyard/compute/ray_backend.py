@@ -214,10 +214,16 @@ class RayHandle(Handle):
                 ),
             ).remote(run_id, k)
             self.actors.append(actor)
-            self.setup_refs.append(actor.setup.remote(snapshot, self.bootstrap, k == 0))
+            self.setup_refs.append(actor.setup.remote(snapshot, self.bootstrap, k == 0, self._forwarded()))
         self.mirror = Mirror(self.workdir, len(self.actors))
         self.pull_refs = [None] * len(self.actors)
         self.codes = [None] * len(self.actors)
+
+    def _forwarded(self) -> dict[str, str]:
+        """The credential variables a datastore forwards (``credentials="forward"``): their values,
+        from this supervisor's environment, travel only as an actor call's argument (in memory)."""
+        names = (self.bootstrap or {}).get("forward_env") or ()
+        return {name: os.environ[name] for name in names if name in os.environ}
 
     def _start(self) -> None:
         ray = self.ray

@@ -81,13 +81,18 @@ class NodeAgent:
         self._stopped = False  # stop() came (perhaps before start(): then start() starts nothing)
         self._closed = False  # cleanup() came: a setup() still running removes what it made
         self._start_failed = False
+        self.forwarded: dict[str, str] = {}
 
     # ---- setting up ----------------------------------------------------------------------------
 
-    def setup(self, snapshot: bytes, bootstrap: dict[str, Any] | None, want_port: bool) -> dict[str, Any]:
+    def setup(self, snapshot: bytes, bootstrap: dict[str, Any] | None, want_port: bool,
+              forwarded: dict[str, str] | None = None) -> dict[str, Any]:
         """Unpack the code and run the node bootstrap (the job's environment and inputs, placed on this
-        node in its own cache); returns this node's address, python and a free port."""
+        node in its own cache); returns this node's address, python and a free port. ``forwarded``:
+        credential variables for this run's processes, kept in this actor's memory only."""
         import ray  # noqa: PLC0415
+
+        self.forwarded = dict(forwarded or {})
 
         with self._lock:
             if self._closed:
@@ -134,13 +139,16 @@ class NodeAgent:
         with open(log_path, "ab") as log:
             rc = subprocess.call([sys.executable, "-m", "torchyard.runtime.bootstrap", request_path, result_path,
                                   str(self.node_rank)], cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT, env=self._env())
         if rc != 0:
             with open(log_path, "rb") as fh:
                 last = fh.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
             raise RuntimeError(f"node {self.node_rank} could not be prepared: {last[0]}")
         with open(result_path) as fh:
             return str(json.load(fh)["python"])
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.forwarded}
 
     def start(self, plan: dict[str, Any]) -> int:
         """Start the launcher for ``plan``; returns its pid (0: the run was stopped first, nothing started)."""
@@ -158,6 +166,7 @@ class NodeAgent:
                     self.proc = subprocess.Popen(
                         [sys.executable, "-m", "torchyard.launch.launcher", plan_path],
                         cwd=self.dir,
+                        env=self._env(),
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -259,7 +268,7 @@ class NodeAgent:
             ):
                 return
             conn.settimeout(None)
-            env = dict(os.environ)
+            env = self._env()
             env.update({str(k): str(v) for k, v in dict(request.get("env") or {}).items()})
             env["TORCHYARD_NODE_DIR"] = self.dir
             with self._lock:

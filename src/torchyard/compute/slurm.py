@@ -242,7 +242,8 @@ class SlurmCompute(ComputeTarget):
                 fh.write(content)
         try:
             proc = subprocess.run([sbatch, "--parsable", plan.script_path], cwd=plan.node_workdir,
-                                  capture_output=True, text=True, timeout=120, check=False)
+                                  env=job_environment(plan), capture_output=True, text=True, timeout=120,
+                                  check=False)
         except subprocess.TimeoutExpired:
             raise ComputeError("sbatch did not answer within 120 s: is slurmctld reachable (`sinfo`)?") from None
         if proc.returncode != 0:
@@ -259,6 +260,17 @@ class SlurmCompute(ComputeTarget):
         with open(node.target_file("slurm_job_id"), "w") as fh:
             fh.write(job_id + "\n")
         return SlurmHandle(job_id, plan)
+
+
+def job_environment(plan: LaunchPlan) -> dict[str, str]:
+    """sbatch's environment, which Slurm hands to the job (``--export=ALL``): this process's, without
+    the cloud credential variables unless a datastore of the job forwards them (``credentials=
+    "forward"``); the nodes otherwise use their own."""
+    from torchyard.data.datastore import CREDENTIAL_VARS  # noqa: PLC0415 - a list of names
+
+    bootstrap = plan.nodes[0].plan.bootstrap if plan.nodes else None
+    forward = set((bootstrap or {}).get("forward_env") or ())
+    return {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS or k in forward}
 
 
 @dataclass(frozen=True, kw_only=True)

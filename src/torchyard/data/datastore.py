@@ -56,6 +56,11 @@ from torchyard.records import JsonRecords
 #: parallel transfers per call (override with TORCHYARD_DATA_WORKERS)
 DEFAULT_WORKERS = 16
 
+CREDENTIAL_SOURCES = ("node", "forward")
+#: the submitting process's variables that ``credentials="forward"`` hands to a run's nodes; a
+#: target whose nodes are other machines passes none of them otherwise
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SECRET_OPTION = re.compile(
     r"secret|passw|token|credential|(^|_)key($|_)|api_?key|access_?key", re.IGNORECASE
@@ -110,10 +115,18 @@ class Datastore:
     kind: str
     url: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: where a cluster node's credentials come from: ``"node"`` (its own environment or profile, as
+    #: with instance roles) or ``"forward"`` (the submitting process's AWS variables, handed to the
+    #: run's processes in memory only)
+    credentials: str = "node"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SpecError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.credentials not in CREDENTIAL_SOURCES:
+            raise SpecError("credentials", f"must be one of {', '.join(CREDENTIAL_SOURCES)}, got {self.credentials!r}")
+        if self.credentials == "forward" and self.kind != "s3":
+            raise SpecError("credentials", f"'forward' is for S3 datastores (their AWS variables), not {self.kind}")
         if self.name and not _NAME.match(self.name):
             raise SpecError(
                 "name", f"invalid datastore name {self.name!r}: use letters, digits, '_', '-' or '.'"
@@ -138,9 +151,12 @@ class Datastore:
         prefix: str | None = None,
         endpoint_url: str | None = None,
         profile: str | None = None,
+        credentials: str = "node",
     ) -> Datastore:
         """Register an S3 (or S3-compatible, with ``endpoint_url``) bucket, optionally under ``prefix``.
-        Credentials: the AWS environment variables, or ``profile`` from the AWS config files."""
+        Credentials: the AWS environment variables, or ``profile`` from the AWS config files — on a
+        cluster node, that node's own (``credentials="node"``), or with ``credentials="forward"`` the
+        submitting process's AWS variables, passed to the run's processes in memory only."""
         if not isinstance(bucket, str) or not _BUCKET.match(bucket):
             raise SpecError("bucket", f"invalid bucket name {bucket!r} (3-63 characters: a-z, 0-9, '.', '-')")
         if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
@@ -148,7 +164,7 @@ class Datastore:
         key = _clean_path(prefix, "prefix")
         url = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
         options = {k: v for k, v in (("endpoint_url", endpoint_url), ("profile", profile)) if v}
-        return DatastoreRegistry(workspace).register(Datastore(name, "s3", url, options))
+        return DatastoreRegistry(workspace).register(Datastore(name, "s3", url, options, credentials))
 
     @staticmethod
     def register_fsspec(workspace: Any, name: str, url: str, **options: Any) -> Datastore:
@@ -172,11 +188,15 @@ class Datastore:
         return DatastoreRegistry(workspace).get(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "url": self.url, "options": dict(self.options)}
+        out = {"name": self.name, "kind": self.kind, "url": self.url, "options": dict(self.options)}
+        if self.credentials != "node":
+            out["credentials"] = self.credentials
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Datastore:
-        return cls(data["name"], data["kind"], data["url"], dict(data.get("options") or {}))
+        return cls(data["name"], data["kind"], data["url"], dict(data.get("options") or {}),
+                   data.get("credentials") or "node")
 
     # ---- references ----------------------------------------------------------------------------
 

@@ -275,24 +275,31 @@ def node_placeholders(spec: JobSpec) -> dict[tuple[str, str], str]:
 def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget) -> dict[str, Any]:
     """What the node bootstrap places on each node: the environment (None: the node's own
     interpreter), each input with its datastore's settings (never credentials), the named outputs."""
-    from torchyard.data.datastore import datastore_of  # noqa: PLC0415
+    from torchyard.data.datastore import CREDENTIAL_VARS, datastore_of  # noqa: PLC0415
     from torchyard.environments import env_dict  # noqa: PLC0415
     from torchyard.errors import DataError  # noqa: PLC0415
 
     env = spec.environment
     inputs: dict[str, Any] = {}
-    for name, ref in spec.inputs.items():
-        clean = {k: v for k, v in ref.items() if k not in ("type", "description")}
-        try:
-            store = datastore_of(ws.path, clean).to_dict()
-        except DataError as err:
-            raise SpecError(f"inputs.{name}", str(err)) from None
-        inputs[name] = {"ref": clean, "datastore": store}
+    forward = False
+    for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        for name, ref in entries.items():
+            clean = {k: v for k, v in ref.items() if k not in ("type", "description")}
+            try:
+                store = datastore_of(ws.path, clean)
+            except DataError as err:
+                raise SpecError(f"{kind}.{name}", str(err)) from None
+            forward = forward or store.credentials == "forward"
+            if kind == "inputs":
+                inputs[name] = {"ref": clean, "datastore": store.to_dict()}
     return {
         "environment": None if env.is_default or env.user_managed else env_dict(env),
         "inputs": inputs,
         "outputs": list(spec.outputs),
         "cache_root": target.node_cache(),
+        # names only: the values stay in the supervisor's memory and reach the nodes' processes
+        # through the target (never a plan, request or log file)
+        "forward_env": sorted(v for v in CREDENTIAL_VARS if v in os.environ) if forward else [],
     }
 
 
