@@ -212,6 +212,29 @@ def test_a_sweep_across_machines_stops_a_poor_trial_on_a_remote_node(far_ws, clu
     assert details["sweep"]["early_terminated"] == 1
 
 
+def test_mpi_ranks_across_two_machines(far_ws, cluster, tmp_path):
+    """mpirun on node 0 reaches the other machine through the node agent's remote shell (no ssh)."""
+    pytest.importorskip("mpi4py")
+    m, _address, _env = cluster
+    write_script(tmp_path / "src", "mpi.py", """
+        import os, socket
+        from mpi4py import MPI
+        from torchyard import Run
+        comm = MPI.COMM_WORLD
+        run = Run.get_context()
+        assert int(os.environ["RANK"]) == comm.Get_rank()
+        run.log("total", comm.allreduce(comm.Get_rank() + 1))
+        run.log("hosts", len(set(comm.allgather(socket.gethostname()))))
+    """)
+    est = PyTorch(str(tmp_path / "src"), entry_script="mpi.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="mpi", compute_target="far")
+    run = Experiment(far_ws, "machines").submit(est)
+    details = run.wait_for_completion(timeout=240, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    assert run.get_metrics(rank="all") == {0: {"total": 3.0, "hosts": 2.0}, 1: {"total": 3.0, "hosts": 2.0}}
+    assert {n["ip"] for n in details["compute"]["nodes"]} == {m.ip(1), m.ip(2)}
+
+
 def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):
     """Every process of machine 2 is killed mid-run (runs last: the machine stays dead)."""
     m, _address, _env = cluster
