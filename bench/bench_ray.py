@@ -8,7 +8,11 @@ Starts its own two-node Ray cluster on this machine (tests/integration/raycluste
    Also Ray's own floor: an empty actor (num_cpus=0, no placement group) from a fresh driver.
 3. Peak memory (RSS) of the run's supervisor and of each node's NodeAgent actor while digits trains.
 
-Usage: python bench/bench_ray.py [--repeat N] [--epochs E]
+With ``--machines`` the worker nodes are two simulated separate machines
+(tests/integration/machines.py: own network namespace, address, hostname and /tmp; the workspace
+is not visible there), and the head has no CPUs, so every job node is on a machine. Root only.
+
+Usage: python bench/bench_ray.py [--repeat N] [--epochs E] [--machines]
 """
 
 from __future__ import annotations
@@ -132,8 +136,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--machines", action="store_true", help="two simulated separate machines (root)")
     args = parser.parse_args()
 
+    import contextlib
+
+    import machines
     import raycluster
 
     from torchyard import ComputeTarget, RayCompute, Workspace
@@ -145,7 +153,16 @@ def main() -> None:
     os.makedirs(folder)
     with open(os.path.join(folder, "up.py"), "w") as fh:
         fh.write(UP)
-    with raycluster.RayCluster(nodes=2) as cluster:
+    if args.machines and machines.unavailable_reason():
+        sys.exit(f"bench_ray: {machines.unavailable_reason()}")
+    with contextlib.ExitStack() as stack:
+        if args.machines:
+            m = stack.enter_context(machines.Machines(2, keep=[REPO, sys.prefix]))
+            cluster = stack.enter_context(raycluster.RayCluster(machines=m, node_env=lambda k: {
+                "TORCHYARD_RAY_NODE_DIR": os.path.join(m.folder(k), "ray-node"),
+                "TORCHYARD_NODE_CACHE": os.path.join(m.folder(k), "cache")}))
+        else:
+            cluster = stack.enter_context(raycluster.RayCluster(nodes=2))
         ws = Workspace(os.path.join(tmp, "ws"))
         ComputeTarget.attach(ws, "ray", RayCompute(address=cluster.address))
         time_to_ranks(ws, "ray", folder)  # warm: imports, worker processes
@@ -172,7 +189,8 @@ def main() -> None:
         ["left on the cluster afterwards", f"{len(state['placement_groups'])} placement groups, "
          f"{len(state['actors'])} actors", "", ""],
     ]
-    print_table(["measure", "Ray (2 nodes)", "local compute", "ratio"], rows)
+    where = "Ray (2 machines)" if args.machines else "Ray (2 nodes)"
+    print_table(["measure", where, "local compute", "ratio"], rows)
     print(f"all figures: Ray {[round(x, 2) for x in ray_up]}, local {[round(x, 2) for x in local_up]}")
 
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -52,7 +54,17 @@ def _ray_exe() -> str:
 
 
 class RayCluster:
-    def __init__(self, nodes: int = 2, cpus_per_node: int = 1) -> None:
+    """``nodes`` Ray nodes on this machine; or, with ``machines`` (tests/integration/machines.py),
+    the head on the submitting machine at the bridge address with no CPUs (no job node lands where
+    the workspace is visible) and one worker on each machine, with ``node_env(k)`` added to machine
+    k's environment (its node folder, cache, package index)."""
+
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, machines: Any = None,
+                 node_env: Callable[[int], dict[str, str]] | None = None) -> None:
+        self.machines = machines
+        self.node_env = node_env
+        if machines is not None:
+            nodes = machines.count + 1
         self.nodes = nodes
         self.cpus = cpus_per_node
         self.port = _free_port()
@@ -63,10 +75,10 @@ class RayCluster:
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONWARNINGS="ignore")
         self.started = False
 
-    def _ray(self, *args: str) -> None:
+    def _ray(self, *args: str, cpus: int | None = None) -> None:
         proc = subprocess.run(
-            [_ray_exe(), "start", *args, f"--num-cpus={self.cpus}", f"--object-store-memory={OBJECT_STORE}",
-             "--disable-usage-stats"],
+            [_ray_exe(), "start", *args, f"--num-cpus={self.cpus if cpus is None else cpus}",
+             f"--object-store-memory={OBJECT_STORE}", "--disable-usage-stats"],
             env=self.env, capture_output=True, text=True, timeout=120,
         )
         if proc.returncode:
@@ -75,16 +87,30 @@ class RayCluster:
     def start(self) -> RayCluster:
         self.started = True
         atexit.register(self.stop)  # also when a test session ends without its fixtures' teardown
-        self._ray("--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
-                  f"--ray-client-server-port={self.client_port}")
-        self.ip = subprocess.run(
-            [sys.executable, "-c", "import ray._private.services as s; print(s.get_node_ip_address())"],
-            capture_output=True, text=True, env=self.env, check=True,
-        ).stdout.strip() or "127.0.0.1"
+        m = self.machines
+        head = ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
+                f"--ray-client-server-port={self.client_port}"]
+        if m is not None:
+            self._ray(*head, f"--node-ip-address={m.host_ip}", cpus=0)
+            self.ip = m.host_ip
+        else:
+            self._ray(*head)
+            self.ip = subprocess.run(
+                [sys.executable, "-c", "import ray._private.services as s; print(s.get_node_ip_address())"],
+                capture_output=True, text=True, env=self.env, check=True,
+            ).stdout.strip() or "127.0.0.1"
         self.address = f"{self.ip}:{self.port}"
-        for _ in range(self.nodes - 1):
-            self._ray(f"--address={self.address}")
-        deadline = time.time() + 60
+        if m is not None:
+            for k in range(1, m.count + 1):
+                env = dict(self.env, **(self.node_env(k) if self.node_env else {}))
+                with open(os.path.join(m.folder(k), "ray.txt"), "ab") as log:
+                    m.popen(k, [_ray_exe(), "start", f"--address={self.address}", f"--node-ip-address={m.ip(k)}",
+                                f"--num-cpus={self.cpus}", f"--object-store-memory={OBJECT_STORE}", "--block",
+                                "--disable-usage-stats"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        else:
+            for _ in range(self.nodes - 1):
+                self._ray(f"--address={self.address}")
+        deadline = time.time() + 90
         while len(self.state()["alive_nodes"]) < self.nodes:
             if time.time() > deadline:
                 raise RuntimeError(f"the Ray cluster did not reach {self.nodes} nodes: {self.state()}")
@@ -105,7 +131,10 @@ class RayCluster:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env, timeout=120)
         if out.returncode:
             raise RuntimeError(f"could not read the Ray cluster's state:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        for line in reversed(out.stdout.strip().splitlines()):  # Ray may print after it (a dead node's warnings)
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"no state from the Ray cluster: {out.stdout[-2000:]}")
 
     def processes(self) -> list[psutil.Process]:
         """This cluster's processes (matched by GCS port or temp dir) and their descendants."""

@@ -27,86 +27,37 @@ REASON = machines.unavailable_reason() or raycluster.unavailable_reason()
 pytestmark = pytest.mark.skipif(bool(REASON), reason=str(REASON))
 
 
-def _ray_exe() -> str:
-    local = os.path.join(os.path.dirname(sys.executable), "ray")
-    return local if os.path.exists(local) else "ray"
-
-
 @pytest.fixture(scope="module")
 def cluster():
     with machines.Machines(2, keep=[str(REPO), sys.prefix]) as m:
-        port = 20000 + os.getpid() % 20000
-        temp = f"/tmp/tyrayh{os.getpid() % 10000}"
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONWARNINGS="ignore")
-        head = subprocess.run([_ray_exe(), "start", "--head", f"--node-ip-address={m.host_ip}", f"--port={port}",
-                               "--num-cpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
-                               f"--object-store-memory={raycluster.OBJECT_STORE}", "--disable-usage-stats"],
-                              env=env, capture_output=True, text=True, timeout=120)
-        assert head.returncode == 0, head.stdout + head.stderr
-        address = f"{m.host_ip}:{port}"
         # the machines reach no package registry: jobs' packages come from a local index (as on an
         # air-gapped cluster), which pip's PIP_INDEX_URL names and torchyard hands on to uv
         index = Path(m.root) / "index" / "simple"
         got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d",
                               str(index / "tomli-w"), "tomli-w==1.2.0"], capture_output=True, text=True)
         assert got.returncode == 0, got.stderr
-        try:
-            for k in (1, 2):
-                node_env = dict(env, TORCHYARD_RAY_NODE_DIR=os.path.join(m.folder(k), "ray-node"),
-                                TORCHYARD_NODE_CACHE=os.path.join(m.folder(k), "cache"),
-                                PIP_INDEX_URL=f"file://{index}", UV_CACHE_DIR=os.path.join(m.folder(k), "uv"))
-                log = open(os.path.join(m.folder(k), "ray.txt"), "ab")  # noqa: SIM115
-                m.popen(k, [_ray_exe(), "start", f"--address={address}", f"--node-ip-address={m.ip(k)}",
-                            "--num-cpus=2", f"--object-store-memory={raycluster.OBJECT_STORE}", "--block",
-                            "--disable-usage-stats"], env=node_env, stdout=log, stderr=subprocess.STDOUT)
-                log.close()
-            state = _state(address, env)
-            deadline = time.time() + 90
-            while len(state["alive_nodes"]) < 3:
-                assert time.time() < deadline, f"the worker machines did not join: {state}"
-                time.sleep(1)
-                state = _state(address, env)
-            yield m, address, env
-        finally:
-            m.stop()
-            procs = [p for p in __import__("psutil").process_iter(["cmdline"])
-                     if any(f":{port}" in c or temp in c for c in (p.info.get("cmdline") or []))]
-            for p in procs:
-                try:
-                    p.kill()
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-            subprocess.run(["rm", "-rf", temp], check=False)
+
+        def node_env(k: int) -> dict[str, str]:
+            return {"TORCHYARD_RAY_NODE_DIR": os.path.join(m.folder(k), "ray-node"),
+                    "TORCHYARD_NODE_CACHE": os.path.join(m.folder(k), "cache"),
+                    "PIP_INDEX_URL": f"file://{index}", "UV_CACHE_DIR": os.path.join(m.folder(k), "uv")}
+
+        with raycluster.RayCluster(cpus_per_node=2, machines=m, node_env=node_env) as ray:
+            yield m, ray.address, ray
 
 
-def _state(address: str, env: dict[str, str]) -> dict:
-    code = (
-        "import json, ray\n"
-        f"ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False)\n"
-        "import ray._private.state as st\n"
-        "pgs = [p for p in ray.util.placement_group_table().values() if p['state'] != 'REMOVED']\n"
-        "actors = [a.get('ActorClassName') for a in st.actors().values() if a.get('State') != 'DEAD']\n"
-        "print(json.dumps({'alive_nodes': [n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']],"
-        " 'placement_groups': [p['name'] for p in pgs], 'actors': actors}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    import json
-
-    for line in reversed(out.stdout.strip().splitlines()):  # Ray may print after it (a dead node's warnings)
-        if line.startswith("{"):
-            return json.loads(line)
-    raise AssertionError(f"no state from the Ray cluster: {out.stdout[-2000:]}")
+def _state(ray) -> dict:
+    return ray.state()
 
 
 @pytest.fixture
 def far_ws(ws, cluster):
-    _m, address, env = cluster
+    _m, address, ray = cluster
     ComputeTarget.attach(ws, "far", RayCompute(address=address, collect_all_outputs=True, shared_dirs=[_m.root]))
     yield ws
 
     def clean() -> bool:
-        state = _state(address, env)
+        state = _state(ray)
         return not state["placement_groups"] and not state["actors"]
 
     wait_until(clean, timeout=30, interval=1)
