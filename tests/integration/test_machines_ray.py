@@ -186,6 +186,36 @@ def test_mpi_ranks_across_two_machines(far_ws, cluster, tmp_path):
     assert {n["ip"] for n in details["compute"]["nodes"]} == {m.ip(1), m.ip(2)}
 
 
+def test_warm_agents_serve_run_after_run(far_ws, cluster, tmp_path):
+    """``keep_agents=True``: one detached agent per machine serves both runs (the same process), no
+    new actor per run; the runs' placement groups are still removed."""
+    m, address, ray = cluster
+    ComputeTarget.attach(far_ws, "warm", RayCompute(address=address, keep_agents=True, shared_dirs=[m.root]))
+    write_script(tmp_path / "src", "hi.py", """
+        import os
+        from torchyard import Run
+        Run.get_context().log("rank", int(os.environ["RANK"]))
+    """)
+    est = PyTorch(str(tmp_path / "src"), entry_script="hi.py", node_count=2, process_count_per_node=1,
+                  distributed_backend="pytorch", compute_target="warm")
+    try:
+        first = Experiment(far_ws, "machines").submit(est).wait_for_completion(timeout=240, raise_on_error=False)
+        second = Experiment(far_ws, "machines").submit(est).wait_for_completion(timeout=240, raise_on_error=False)
+        assert first["status"] == second["status"] == "Completed", (first.get("error"), second.get("error"))
+        assert second["compute"]["warm_agents"] is True
+        pids = [{n["ip"]: n["agent_pid"] for n in d["compute"]["nodes"]} for d in (first, second)]
+        assert pids[0] == pids[1] and set(pids[0]) == {m.ip(1), m.ip(2)}  # the same agents, one per machine
+        state = ray.state()
+        assert not state["placement_groups"] and state["actors"].count("NodePool") == 2, state
+    finally:
+        code = ("import ray, ray._private.state as st\n"
+                f"ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False)\n"
+                "for a in st.actors().values():\n"
+                "    if a.get('ActorClassName') == 'NodePool' and a.get('State') != 'DEAD':\n"
+                "        ray.kill(ray.get_actor(a['Name'], namespace='torchyard'))\n")
+        subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=ray.env)
+
+
 def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):
     """Every process of machine 2 is killed mid-run (runs last: the machine stays dead)."""
     m, _address, _env = cluster

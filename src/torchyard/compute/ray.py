@@ -24,6 +24,8 @@ class RayCompute(ComputeTarget):
     ``SPREAD`` let a small cluster hold more nodes than it has. ``cpus_per_process``: CPUs reserved
     per rank in each node's bundle (GPUs: one per rank with ``use_gpu``). ``collect_all_outputs``:
     also bring back the ``outputs/`` of nodes other than node 0 (as ``outputs/node_K/``).
+    ``keep_agents``: keep one warm node agent per Ray node between runs (a detached actor with no
+    resources of its own, ~90 MiB each), so a run starts no new actor.
     ``shared_dirs``: folders every Ray node mounts at the same path (an NFS mount, say); a local
     datastore is accepted only under one of them (nodes download everything else themselves).
     """
@@ -41,6 +43,8 @@ class RayCompute(ComputeTarget):
                check=lambda v: None if v >= 0 else "must be a number >= 0"),
         Option(name="collect_all_outputs", type=bool, default=False, flag="--all-outputs",
                help="also bring back other nodes' outputs/ (as outputs/node_K/)"),
+        Option(name="keep_agents", type=bool, default=False, flag="--keep-agents",
+               help="keep a warm node agent on each Ray node between runs (faster start; ~90 MiB per node)"),
         Option(name="shared_dirs", type=list, flag="--shared-dir", example="/mnt/nfs",
                help="folders every Ray node mounts at the same path (local datastores must be under one)",
                check=lambda v: None if all(isinstance(p, str) and p.startswith("/") for p in v)
@@ -52,12 +56,13 @@ class RayCompute(ComputeTarget):
     cpus_per_process: float
     collect_all_outputs: bool
     shared_dirs: list[str]
+    keep_agents: bool
 
     def __init__(self, address: str = "auto", placement: str = "STRICT_SPREAD", cpus_per_process: float = 1.0,
-                 collect_all_outputs: bool = False, shared_dirs: list[str] | tuple[str, ...] | None = None, *,
-                 name: str | None = None) -> None:
+                 collect_all_outputs: bool = False, shared_dirs: list[str] | tuple[str, ...] | None = None,
+                 keep_agents: bool = False, *, name: str | None = None) -> None:
         super().__init__(name, address=address, placement=placement, cpus_per_process=cpus_per_process,
-                         collect_all_outputs=collect_all_outputs,
+                         collect_all_outputs=collect_all_outputs, keep_agents=keep_agents,
                          shared_dirs=list(shared_dirs) if isinstance(shared_dirs, tuple) else shared_dirs)
 
     def shared_paths(self, workspace: str) -> tuple[str, ...] | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
 from torchyard.compute.mirror import Mirror
-from torchyard.compute.ray_node import NodeAgent, pack, remove_run_folder, unpack
+from torchyard.compute.ray_node import NodeAgent, NodePool, pack, remove_run_folder, unpack
 from torchyard.errors import ComputeError
 from torchyard.paths import NOT_CODE as NOT_CODE_DIRS
 from torchyard.paths import RunPaths
@@ -125,7 +125,9 @@ class RayHandle(Handle):
         self.drained = False
         self.next_node_check = 0.0
         self.timings: dict[str, float] = {"connected": time.time()}
-        self._create_actors()  # Ray schedules them as soon as the placement group is ready
+        self.pooled = bool(getattr(target, "keep_agents", False))
+        if not self.pooled:
+            self._create_actors()  # Ray schedules them as soon as the placement group is ready
 
     # ---- the state machine -----------------------------------------------------------------------
 
@@ -158,6 +160,8 @@ class RayHandle(Handle):
                 return
             self.reason = None
             self.timings["placed"] = time.time()
+            if self.pooled:
+                self._pool_slots()
             self.state = "setting up"
         if self.state == "setting up":
             if self.canceled:
@@ -215,6 +219,30 @@ class RayHandle(Handle):
             ).remote(run_id, k)
             self.actors.append(actor)
             self.setup_refs.append(actor.setup.remote(snapshot, self.bootstrap, k == 0, self._forwarded()))
+        self.mirror = Mirror(self.workdir, len(self.actors))
+        self.pull_refs = [None] * len(self.actors)
+        self.codes = [None] * len(self.actors)
+
+    def _pool_slots(self) -> None:
+        """With ``keep_agents``: each bundle's node's warm agent (created on its first use, detached,
+        no resources of its own), called for this run's node through a :class:`_Slot`."""
+        from ray.util.placement_group import placement_group_table  # noqa: PLC0415
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+        where = placement_group_table(self.pg).get("bundles_to_node_id", {})
+        pool: Any = self.ray.remote(NodePool)
+        run_id = self.plans[0].run_id
+        snapshot = self.ray.put(self.snapshot)
+        for k in range(len(self.bundles)):
+            node_id = where[k]
+            agent = pool.options(
+                name=f"torchyard-agents-{POOL_TAG}-{node_id[:16]}", namespace="torchyard", lifetime="detached",
+                get_if_exists=True, num_cpus=0, max_concurrency=64, max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote()
+            slot = _Slot(agent, run_id, k)
+            self.actors.append(slot)
+            self.setup_refs.append(slot.setup.remote(snapshot, self.bootstrap, k == 0, self._forwarded()))
         self.mirror = Mirror(self.workdir, len(self.actors))
         self.pull_refs = [None] * len(self.actors)
         self.codes = [None] * len(self.actors)
@@ -309,10 +337,12 @@ class RayHandle(Handle):
                 pass
 
     def details(self) -> dict[str, Any]:
-        nodes = [{"node": k, "ip": s["ip"], "ray_node_id": s["node_id"]} for k, s in enumerate(self.setups)]
+        nodes = [{"node": k, "ip": s["ip"], "ray_node_id": s["node_id"], "agent_pid": s["pid"]}
+                 for k, s in enumerate(self.setups)]
         return {
             "placement_group": self.pg.id.hex(),
             "strategy": self.strategy,
+            "warm_agents": self.pooled,
             "nodes": nodes,
             "timings": dict(self.timings),  # epoch seconds: connected, placed, set_up, started
         }
@@ -405,7 +435,8 @@ class RayHandle(Handle):
                 cleanups = [a.cleanup.remote() for a in self.actors]
                 ray.wait(cleanups, num_returns=len(cleanups), timeout=15)
             for actor in self.actors:
-                ray.kill(actor, no_restart=True)
+                if not isinstance(actor, _Slot):  # a warm agent stays for the next run
+                    ray.kill(actor, no_restart=True)
             if cleanups:
                 _clean_after(ray, self.pg, self.plans[0].run_id, cleanups)
             from ray.util.placement_group import remove_placement_group  # noqa: PLC0415
@@ -473,7 +504,43 @@ def _node_argv(argv: list[str], local_python: str, node_python: str) -> list[str
     return [a.replace(local_path, node_path, 1) if a.startswith(local_path) else a for a in argv]
 
 
+class _Slot:
+    """A run's node on a warm agent: ``slot.setup.remote(...)`` calls ``agent.setup.remote(run_id,
+    node_rank, ...)``, so the handle drives pooled and per-run agents alike."""
+
+    def __init__(self, agent: Any, run_id: str, node_rank: int) -> None:
+        self.agent = agent
+        self.run_id = run_id
+        self.node_rank = node_rank
+
+    def __getattr__(self, method: str) -> Any:
+        bound = getattr(self.agent, method)
+        slot = self
+
+        class _Remote:
+            @staticmethod
+            def remote(*args: Any) -> Any:
+                return bound.remote(slot.run_id, slot.node_rank, *args)
+
+        return _Remote
+
+
+def _pool_tag() -> str:
+    """Warm agents are named after the node code they run: a changed torchyard starts new ones."""
+    import hashlib  # noqa: PLC0415
+
+    from torchyard.compute import ray_node  # noqa: PLC0415
+
+    with open(ray_node.__file__, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:10]
+
+
+POOL_TAG = _pool_tag()
+
+
 def _actor_id(actor: Any) -> str:
+    if isinstance(actor, _Slot):
+        actor = actor.agent
     try:
         return str(actor._actor_id.hex())
     except AttributeError:

@@ -299,6 +299,64 @@ class NodeAgent:
                 proc.stdout.close()
 
 
+class NodePool:
+    """A warm node agent that outlives runs (``RayCompute(keep_agents=True)``): one detached actor
+    per Ray node, holding a :class:`NodeAgent` per (run, node) it serves, so a run's start costs no
+    new actor (Ray's floor, about a second). It reserves nothing: each run's placement group does."""
+
+    def __init__(self) -> None:
+        self.agents: dict[tuple[str, int], NodeAgent] = {}
+        self._lock = threading.Lock()
+
+    def _agent(self, run_id: str, node_rank: int, create: bool = False) -> NodeAgent:
+        with self._lock:
+            agent = self.agents.get((run_id, node_rank))
+            if agent is None:
+                if not create:
+                    raise RuntimeError(f"this node holds no node {node_rank} of run {run_id}")
+                agent = self.agents[(run_id, node_rank)] = NodeAgent(run_id, node_rank)
+            return agent
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def setup(self, run_id: str, node_rank: int, *args: Any) -> dict[str, Any]:
+        return self._agent(run_id, node_rank, create=True).setup(*args)
+
+    def start(self, run_id: str, node_rank: int, plan: dict[str, Any]) -> int:
+        return self._agent(run_id, node_rank).start(plan)
+
+    def wait(self, run_id: str, node_rank: int) -> int:
+        return self._agent(run_id, node_rank).wait()
+
+    def pull(self, run_id: str, node_rank: int, offsets: dict[str, int]) -> dict[str, Any]:
+        return self._agent(run_id, node_rank).pull(offsets)
+
+    def outputs(self, run_id: str, node_rank: int, what: list[str]) -> bytes:
+        return self._agent(run_id, node_rank).outputs(what)
+
+    def stop(self, run_id: str, node_rank: int) -> None:
+        with self._lock:
+            agent = self.agents.get((run_id, node_rank))
+        if agent is not None:
+            agent.stop()
+
+    def rsh_server(self, run_id: str, node_rank: int) -> list[Any]:
+        return self._agent(run_id, node_rank).rsh_server()
+
+    def cleanup(self, run_id: str, node_rank: int) -> None:
+        with self._lock:
+            agent = self.agents.pop((run_id, node_rank), None)
+        if agent is not None:
+            agent.cleanup()
+        else:
+            remove_run_folder(run_id, node_rank)
+
+    def runs(self) -> list[str]:
+        with self._lock:
+            return sorted({run_id for run_id, _ in self.agents})
+
+
 def node_folder(run_id: str, node_rank: int) -> str:
     return os.path.join(node_root(), "runs", run_id, f"node_{node_rank}")
 
