@@ -205,3 +205,55 @@ def test_metrics_are_the_service_totals_whichever_worker_answers(ws: Workspace, 
         fam = _families(client.get(base + "/metrics").text)
     assert fam["torchyard_requests"][("torchyard_requests_total", (("code", "200"), ("service", "pair")))] == 60
     assert fam["torchyard_workers"][("torchyard_workers", (("service", "pair"),))] == 2
+
+
+THREAD_SCORE = """
+import json, os, threading, time
+inside = 0
+overlapped = False
+lock = threading.Lock()
+def init():
+    pass
+def run(raw_data):
+    global inside, overlapped
+    with lock:
+        inside += 1
+        overlapped = overlapped or inside > 1
+    time.sleep(json.loads(raw_data).get("sleep", 0))
+    with lock:
+        inside -= 1
+    return {"thread": threading.current_thread().name, "overlapped": overlapped}
+"""
+
+
+def test_the_event_loop_fast_path(ws: Workspace, tmp_path: Path, cleanup: None) -> None:
+    """A lone quick request runs on the event loop (no thread hand-off); under concurrency the
+    inference thread takes over, and the user's code is never entered twice at once."""
+    folder = tmp_path / "threads"
+    folder.mkdir()
+    (folder / "score.py").write_text(textwrap.dedent(THREAD_SCORE))
+    model = _model(ws, tmp_path, "t")
+    on = Model.deploy(ws, "fast", [model], InferenceConfig(source_directory=str(folder)))
+    off = Model.deploy(ws, "slow", [model], InferenceConfig(source_directory=str(folder),
+                                                            environment_variables={"TORCHYARD_INLINE_MAX_MS": "0"}))
+    on.wait_for_deployment(timeout_sec=60)
+    off.wait_for_deployment(timeout_sec=60)
+    assert on.scoring_uri and off.scoring_uri
+    with httpx.Client(timeout=20) as client:
+        threads = [client.post(on.scoring_uri, json={}).json()["thread"] for _ in range(5)]
+        assert threads[0].startswith("torchyard-infer") and set(threads[1:]) == {"MainThread"}
+        assert {client.post(off.scoring_uri, json={}).json()["thread"] for _ in range(5)} == {"torchyard-infer_0"}
+    answers: list[dict[str, object]] = []
+
+    def hit(body: dict[str, float]) -> None:
+        with httpx.Client(timeout=20) as c:
+            for _ in range(10):
+                answers.append(c.post(on.scoring_uri, json=body).json())
+
+    workers = [threading.Thread(target=hit, args=({"sleep": 0.003 * (i % 2)},)) for i in range(6)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert len(answers) == 60 and not any(a["overlapped"] for a in answers)
+    assert any(str(a["thread"]).startswith("torchyard-infer") for a in answers)

@@ -225,7 +225,9 @@ class Endpoint:
 
         check_name(deployment_name, "deployment")
         config = deployment_config or LocalWebservice.deploy_configuration()
-        config = replace(config, host="127.0.0.1", port=None, auth_enabled=False)  # the router is the door
+        # the router is the door; a deployment on Ray Serve keeps its port (the cluster's one HTTP proxy)
+        config = replace(config, host="127.0.0.1", port=config.port if deployment_target not in (None, "local") else None,
+                         auth_enabled=False)
         doc = self._doc()
         service_name = f"{self.name}.{deployment_name}"
         if deployment_name in doc["deployments"]:

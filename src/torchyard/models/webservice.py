@@ -315,7 +315,8 @@ def deploy(
         if not overwrite:
             raise SpecError("name", f"a service {name!r} exists; delete it, update it, or pass overwrite=True")
         Webservice(ws, name).delete()
-    _check_port(config.host, config.port)
+    if ray_address is None:  # on Ray the port is the cluster's one Serve proxy, which may be up already
+        _check_port(config.host, config.port)
     shutil.rmtree(sdir, ignore_errors=True)
     try:
         os.makedirs(os.path.join(sdir, "logs"), exist_ok=True)

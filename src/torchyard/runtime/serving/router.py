@@ -61,7 +61,14 @@ class Router:
         doc = read_json(os.path.join(self.dir, "endpoint.json")) or {}
         self.revision = int(doc.get("revision", 0))
         self.name = str(doc.get("name", "endpoint"))
-        self.deployments: dict[str, str] = {k: v["uri"] for k, v in doc.get("deployments", {}).items()}
+        # a deployment's base URI is an origin and, for one on Ray Serve, its route prefix
+        self.deployments: dict[str, str] = {}
+        self.prefixes: dict[str, bytes] = {}
+        for k, v in doc.get("deployments", {}).items():
+            scheme, _, rest = str(v["uri"]).partition("://")
+            hostport, slash, prefix = rest.partition("/")
+            self.deployments[k] = f"{scheme}://{hostport}"
+            self.prefixes[k] = (slash + prefix).rstrip("/").encode()
         self.traffic = [(k, float(v)) for k, v in doc.get("traffic", {}).items() if v > 0 and k in self.deployments]
         self.mirror = [(k, float(v)) for k, v in doc.get("mirror", {}).items() if v > 0 and k in self.deployments]
         self.auth = doc.get("auth_mode") == "key"
@@ -157,16 +164,17 @@ class Router:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         target_path = path + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
-        head = (f"{method} {target_path} HTTP/1.1\r\nhost: upstream\r\n"
+        tail = (f"{target_path} HTTP/1.1\r\nhost: upstream\r\n"
                 f"content-type: {headers.get(b'content-type', b'application/json').decode('latin-1')}\r\n"
-                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
-        raw = head + body
+                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+        verb = method.encode() + b" "
         if pinned is None:
             for shadow, pct in self.mirror:
                 if shadow != target and random.random() * 100 < pct:
-                    asyncio.get_running_loop().create_task(self._mirror(shadow, raw))
+                    asyncio.get_running_loop().create_task(self._mirror(shadow, verb + self.prefixes[shadow] + tail))
         try:
-            status, resp_headers, resp_body = await self.client.request(self.deployments[target], raw)
+            status, resp_headers, resp_body = await self.client.request(self.deployments[target],
+                                                                        verb + self.prefixes[target] + tail)
         except Exception as err:  # noqa: BLE001 - the deployment did not answer
             self.counts[(target, 502)] += 1
             await self._answer(send, 502, json.dumps({"error": f"deployment {target!r} did not answer: {err!r}"})
