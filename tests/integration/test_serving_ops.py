@@ -97,6 +97,14 @@ def test_request_body_limit_on_a_service_and_an_endpoint(ws: Workspace, tmp_path
     with pytest.raises(SpecError) as info:
         Endpoint.create(ws, "tiny", max_request_bytes=-5)
     assert info.value.field == "max_request_bytes"
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "torchyard.cli.main", "endpoint", "create", "tiny",
+                           "--max-request-bytes", "0"], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "TORCHYARD_WORKSPACE": ws.path})
+    assert done.returncode == 2 and "max_request_bytes" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert Endpoint.list(ws) == []
     ep = Endpoint.create(ws, "tiny", max_request_bytes=1000)
     ep.deploy("blue", [model], _ic(tmp_path))
     assert ep.show()["max_request_bytes"] == 1000
