@@ -503,6 +503,8 @@ def main() -> int:
                                   input_example=np.asarray([sample], dtype=np.float32))
         port = free_port()
         mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        if not os.path.exists(mlflow_bin):  # a venv that sees the system's packages but not their scripts
+            mlflow_bin = shutil.which("mlflow") or mlflow_bin
         t0 = time.perf_counter()
         p = Proc([mlflow_bin, "models", "serve", "-m", str(mdir), "--env-manager", "local", "-p", str(port),
                   "-h", "127.0.0.1", "-w", "1"], str(work), str(work / "mlflow.log"))
