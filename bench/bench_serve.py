@@ -236,11 +236,115 @@ class Proc:
         self.log.close()
 
 
+HTTP_FLOOR_APP = """
+import sys, uvicorn
+ANSWER = b"[" + b",".join(b"0.123456789" for _ in range(10)) + b"]"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": ANSWER})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def _p50_us(fn: Any, n: int = 2000) -> float:
+    for _ in range(50):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def c1_profile(work: Path, body: bytes, sample: list[float], model: Any, n1: int, rounds: int) -> int:
+    """Where the time of one request at concurrency 1 goes: the in-process pieces of the scoring
+    path (msgspec decode, tensor, forward, tolist + encode), an HTTP round trip on the same stack
+    (uvicorn + uvloop + httptools, this client) with no model, and torchyard's service with the
+    event-loop fast path on and off (``TORCHYARD_INLINE_MAX_MS=0``), interleaved round by round."""
+    import msgspec  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    decode, encode = msgspec.json.decode, msgspec.json.encode
+    parsed = decode(body)
+    x = torch.tensor([parsed], dtype=torch.float32)
+    with torch.inference_mode():
+        out = model(x)
+        pieces = {
+            "msgspec decode of the 784-float body": _p50_us(lambda: decode(body)),
+            "torch.tensor([sample]) from the list": _p50_us(lambda: torch.tensor([parsed], dtype=torch.float32)),
+            "forward pass": _p50_us(lambda: model(x)),
+            "tolist() + msgspec encode of the answer": _p50_us(lambda: encode(out.tolist()[0])),
+            "all of the above (the scoring path in-process)": _p50_us(
+                lambda: encode(model(torch.tensor([decode(body)], dtype=torch.float32)).tolist()[0])),
+        }
+    print_table(["in-process piece (p50 of 2,000)", "µs"], [[k, f"{v:.0f}"] for k, v in pieces.items()])
+
+    from torchyard import InferenceConfig, LocalWebservice, Model, Workspace  # noqa: PLC0415
+
+    src = work / "ty_src"
+    src.mkdir(exist_ok=True)
+    (src / "score.py").write_text(textwrap.dedent(TORCHYARD_SCORE))
+    shutil.copy(work / "mlp.py", src / "mlp.py")
+    ws = Workspace(path=work / ".torchyard")
+    registered = Model.register(ws, work / "mlp.pt", "mlp")
+    ty_payload = request_bytes("/score", body)
+    (work / "floor.py").write_text(textwrap.dedent(HTTP_FLOOR_APP))
+    floor_port = free_port()
+    floor = Proc([sys.executable, str(work / "floor.py"), str(floor_port)], str(work), str(work / "floor.log"))
+    services = []
+    p50s: dict[str, list[float]] = {"HTTP round trip, no model (uvicorn floor)": [],
+                                    "torchyard, fast path off (thread hand-off)": [],
+                                    "torchyard, fast path on (default)": []}
+    try:
+        ports = {}
+        for label, env in (("torchyard, fast path off (thread hand-off)", {"TORCHYARD_INLINE_MAX_MS": "0"}),
+                           ("torchyard, fast path on (default)", {})):
+            port = free_port()
+            ic = InferenceConfig(entry_script="score.py", source_directory=str(src), environment_variables=env)
+            svc = Model.deploy(ws, f"mlp-{len(services)}", [registered], ic,
+                               LocalWebservice.deploy_configuration(port=port))
+            services.append(svc)
+            svc.wait_for_deployment()
+            ports[label] = port
+        ports["HTTP round trip, no model (uvicorn floor)"] = floor_port
+        wait_200(floor_port, request_bytes("/", body), proc=floor)
+        for port in ports.values():
+            asyncio.run(load(port, ty_payload, 1, 100))  # warm-up
+        for _ in range(rounds):
+            for label, port in ports.items():
+                res = asyncio.run(load(port, ty_payload, 1, n1))
+                assert res["errors"] == 0 and set(res["codes"]) == {200}, res
+                p50s[label].append(res["p50"])
+    finally:
+        for svc in services:
+            svc.delete()
+        floor.stop()
+    rows = [[label, " ".join(f"{v:.3f}" for v in vals), f"{statistics.median(vals):.3f}"]
+            for label, vals in p50s.items()]
+    print_table([f"c=1 over HTTP ({n1} requests a round)", "p50 ms by round", "median p50 ms"], rows)
+    forward = pieces["forward pass"] / 1000
+    for label, vals in p50s.items():
+        print(f"{label}: +{statistics.median(vals) - forward:.3f} ms over the in-process forward pass "
+              f"({forward:.3f} ms)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency-1 cell (x4 at 32/64)")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     ap.add_argument("--skip", default="", help="comma-separated peers to leave out: mlflow,fastapi,litserve")
+    ap.add_argument("--c1-profile", action="store_true",
+                    help="only the concurrency-1 breakdown: the in-process pieces, an HTTP floor without a model, "
+                    "and torchyard with and without the event-loop fast path, interleaved")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --c1-profile")
     args = ap.parse_args()
     n1 = 60 if args.quick else args.requests
     nbig = 4 * n1
@@ -279,6 +383,9 @@ def main() -> int:
             json.dumps(model(torch.tensor([json.loads(body)]))[0].tolist())
         t_json.append((time.perf_counter() - t0) * 1000)
     forward_json_ms = statistics.median(t_json)
+
+    if args.c1_profile:
+        return c1_profile(work, body, sample, model, n1, args.rounds)
 
     rows: list[list[Any]] = []
     results: dict[str, dict[str, Any]] = {}
@@ -396,6 +503,8 @@ def main() -> int:
                                   input_example=np.asarray([sample], dtype=np.float32))
         port = free_port()
         mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        if not os.path.exists(mlflow_bin):  # a venv that sees the system's packages but not their scripts
+            mlflow_bin = shutil.which("mlflow") or mlflow_bin
         t0 = time.perf_counter()
         p = Proc([mlflow_bin, "models", "serve", "-m", str(mdir), "--env-manager", "local", "-p", str(port),
                   "-h", "127.0.0.1", "-w", "1"], str(work), str(work / "mlflow.log"))

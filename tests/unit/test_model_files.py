@@ -103,3 +103,42 @@ def test_deploy_configuration_checks() -> None:
         assert info.value.field == field
     with pytest.raises(SpecError, match="entry_script"):
         InferenceConfig(entry_script="")
+
+
+def test_metrics_files_are_summed_over_workers(tmp_path: Path) -> None:
+    """Each worker's counters live in its own mapped file; any worker renders the sum, and a dead
+    worker's counts stay in it while its in-flight requests do not."""
+    import struct
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from torchyard.runtime.serving import app
+
+    a = app.Metrics('service="s"', 1, str(tmp_path), "1.0")
+    b = app.Metrics('service="s"', 1, str(tmp_path), "1.1")
+    a.observe(200, 0.001)
+    b.observe(200, 0.004)
+    b.observe(500, 20.0)
+    a.observe_batch(1)
+    b.observe_batch(3000)
+    a.inflight += 2
+    dead = bytearray(tmp_path.joinpath("1.1.metrics").read_bytes())
+    struct.pack_into("d", dead, 8 * app._PID, 2**22 + 12345.0)  # a pid no process has
+    struct.pack_into("d", dead, 8 * app._INFLIGHT, 7.0)
+    tmp_path.joinpath("0.9.metrics").write_bytes(bytes(dead))
+    tmp_path.joinpath("junk.metrics").write_bytes(b"short")
+    text = a.render()
+    assert text == b.render()
+    fams = {f.name: {(s.name, tuple(sorted(s.labels.items()))): s.value for s in f.samples}
+            for f in text_string_to_metric_families(text)}
+    assert fams["torchyard_requests"] == {("torchyard_requests_total", (("code", "200"), ("service", "s"))): 3,
+                                          ("torchyard_requests_total", (("code", "500"), ("service", "s"))): 2}
+    lat = fams["torchyard_request_duration_seconds"]
+    assert lat[("torchyard_request_duration_seconds_bucket", (("le", "0.001"), ("service", "s")))] == 1
+    assert lat[("torchyard_request_duration_seconds_bucket", (("le", "10.0"), ("service", "s")))] == 3
+    assert lat[("torchyard_request_duration_seconds_bucket", (("le", "+Inf"), ("service", "s")))] == 5
+    batch = fams["torchyard_batch_size"]
+    assert batch[("torchyard_batch_size_bucket", (("le", "1024"), ("service", "s")))] == 1
+    assert batch[("torchyard_batch_size_count", (("service", "s"),))] == 3
+    assert fams["torchyard_inflight_requests"] == {("torchyard_inflight_requests", (("service", "s"),)): 2}
+    assert fams["torchyard_workers"] == {("torchyard_workers", (("service", "s"),)): 2}

@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--port", type=int, help="port (default: any free one)")
     c.add_argument("--host", default="127.0.0.1", help="address (non-loopback needs --auth)")
     c.add_argument("--auth", action="store_true", help="issue keys, checked as Authorization: Bearer KEY")
+    c.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024,
+                   help="the router answers a larger request body 413 (default 16 MiB)")
     c.set_defaults(func=cmd_create)
 
     d = sub.add_parser("deploy", help="add or replace a deployment (or -f deployment.yml in Azure v2's shape)")
@@ -62,6 +64,8 @@ def register(subparsers: Any) -> None:
     d.add_argument("--max-batch-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     d.add_argument("--max-concurrent-requests", type=int, default=256, help="admitted per worker; more get 429")
     d.add_argument("--request-timeout-ms", type=int, default=5000, help="504 after this")
+    d.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024,
+                   help="a larger request body is answered 413 (default 16 MiB)")
     d.set_defaults(func=cmd_deploy)
 
     u = sub.add_parser("update", help="set the traffic split and mirroring")
@@ -105,7 +109,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         auth = {"key": "key", "aml_token": "key", None: auth}.get(doc.get("auth_mode"), doc.get("auth_mode"))
     if not name:
         raise SpecError("name", "give the endpoint's name (or -f endpoint.yml with name:)")
-    endpoint = Endpoint.create(_workspace(args), name, auth_mode=auth, port=args.port, host=args.host)
+    endpoint = Endpoint.create(_workspace(args), name, auth_mode=auth, port=args.port, host=args.host,
+                               max_request_bytes=args.max_request_bytes)
     print(endpoint.scoring_uri)
     return 0
 
@@ -117,6 +122,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     name, deployment, models = args.name, args.deployment, list(args.model)
     score, source = args.score, args.source_dir
     workers, timeout_ms, concurrent = args.workers, args.request_timeout_ms, args.max_concurrent_requests
+    max_bytes = args.max_request_bytes
     if args.file:
         doc = _yaml(args.file, "file")
         base = os.path.dirname(os.path.abspath(args.file))
@@ -133,6 +139,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         settings = doc.get("request_settings") or {}
         timeout_ms = int(settings.get("request_timeout_ms", timeout_ms))
         concurrent = int(settings.get("max_concurrent_requests_per_instance", concurrent))
+        max_bytes = int(settings.get("max_request_bytes", max_bytes))
     if not name:
         raise SpecError("name", "give the endpoint's name")
     if not deployment:
@@ -141,7 +148,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise SpecError("model", "give --model NAME:VERSION")
     config = LocalWebservice.deploy_configuration(
         workers=workers, max_batch_size=args.max_batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
-        max_concurrent_requests=concurrent, request_timeout_ms=timeout_ms,
+        max_concurrent_requests=concurrent, request_timeout_ms=timeout_ms, max_request_bytes=max_bytes,
     )
     endpoint = Endpoint(_workspace(args), name)
     endpoint.deploy(deployment, models, InferenceConfig(entry_script=score, source_directory=source), config)

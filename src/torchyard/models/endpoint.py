@@ -77,8 +77,11 @@ class Endpoint:
 
     @staticmethod
     def create(workspace: Workspace, name: str, auth_mode: str | None = None, port: int | None = None,
-               host: str = "127.0.0.1", description: str | None = None, wait_timeout: float = 30) -> Endpoint:
-        """Start the endpoint's router (``auth_mode="key"`` issues keys, checked as Bearer)."""
+               host: str = "127.0.0.1", description: str | None = None, wait_timeout: float = 30,
+               max_request_bytes: int = 16 * 1024 * 1024) -> Endpoint:
+        """Start the endpoint's router (``auth_mode="key"`` issues keys, checked as Bearer). A request
+        body larger than ``max_request_bytes`` is answered 413 by the router. The router is supervised:
+        if it dies it is restarted (``state`` is ``Unhealthy`` meanwhile; ``show()["restarts"]``)."""
         from torchyard.models.webservice import _check_port, _is_loopback  # noqa: PLC0415
         from torchyard.runtime.spawn import spawn_detached  # noqa: PLC0415
         from torchyard.workspace.workspace import check_name  # noqa: PLC0415
@@ -90,6 +93,8 @@ class Endpoint:
             raise SpecError("auth_mode", f"must be 'key' or None, got {auth_mode!r}")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise SpecError("port", f"must be 1-65535 or None, got {port!r}")
+        if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1:
+            raise SpecError("max_request_bytes", f"must be an integer of at least 1, got {max_request_bytes!r}")
         if not _is_loopback(host) and auth_mode != "key":
             raise SpecError("host", f"{host} is not a loopback address: an endpoint there needs auth_mode='key'")
         edir = _svc().endpoint_dir(workspace.path, name)
@@ -105,6 +110,7 @@ class Endpoint:
             _svc().write_json(os.path.join(edir, "endpoint.json"), {
                 "name": name, "host": host, "port": port, "auth_mode": auth_mode, "description": description,
                 "deployments": {}, "traffic": {}, "mirror": {}, "created_at": time.time(),
+                "max_request_bytes": max_request_bytes,
             })
             pid = spawn_detached("torchyard.runtime.serving.router", edir, os.path.join(edir, "logs", "router.txt"),
                                  what="the endpoint router")
@@ -142,12 +148,19 @@ class Endpoint:
     def state(self) -> str:
         st = self._state()
         state = str(st.get("state", "Transitioning"))
-        if state in ("Healthy", "Transitioning") and not _alive(st.get("pid"), b"torchyard.runtime.serving.router"):
+        live = ("Healthy", "Unhealthy", "Transitioning")
+        if state in live and not _alive(st.get("pid"), b"torchyard.runtime.serving.router"):
+            time.sleep(0.05)  # it may just have written its last state
             st = self._state()
             state = str(st.get("state", "Transitioning"))
-            if state in ("Healthy", "Transitioning") and not _alive(st.get("pid"), b"torchyard.runtime.serving.router"):
+            if state in live and not _alive(st.get("pid"), b"torchyard.runtime.serving.router"):
                 return "Failed"
         return state
+
+    @property
+    def restarts(self) -> int:
+        """How many times the router process died and was restarted."""
+        return int(self._state().get("restarts") or 0)
 
     @property
     def scoring_uri(self) -> str | None:
@@ -177,6 +190,8 @@ class Endpoint:
         return {
             "name": self.name, "scoring_uri": self.scoring_uri, "state": self.state,
             "auth_mode": doc.get("auth_mode"), "traffic": doc["traffic"], "mirror": doc["mirror"],
+            "restarts": self.restarts, "last_crash": self._state().get("last_crash"),
+            "max_request_bytes": doc.get("max_request_bytes"),
             "deployments": {k: {"service": v["service"], "models": v.get("models", []),
                                 "state": self.deployments[k].state} for k, v in doc["deployments"].items()},
         }
@@ -190,9 +205,12 @@ class Endpoint:
         pid = self._state().get("pid")
         if not _alive(pid, b"torchyard.runtime.serving.router"):
             return
-        os.kill(int(pid or 0), signal.SIGHUP)
+        os.kill(int(pid or 0), signal.SIGHUP)  # the supervisor passes it to the serving router
         deadline = time.monotonic() + timeout
-        while int(self._state().get("revision", 0)) < revision and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            applied = _svc().read_json(os.path.join(self._dir, "router.json")) or {}
+            if int(applied.get("revision", 0)) >= revision:
+                break
             time.sleep(0.005)
 
     # ---- deployments ------------------------------------------------------------------------------
@@ -207,7 +225,9 @@ class Endpoint:
 
         check_name(deployment_name, "deployment")
         config = deployment_config or LocalWebservice.deploy_configuration()
-        config = replace(config, host="127.0.0.1", port=None, auth_enabled=False)  # the router is the door
+        # the router is the door; a deployment on Ray Serve keeps its port (the cluster's one HTTP proxy)
+        config = replace(config, host="127.0.0.1", port=config.port if deployment_target not in (None, "local") else None,
+                         auth_enabled=False)
         doc = self._doc()
         service_name = f"{self.name}.{deployment_name}"
         if deployment_name in doc["deployments"]:

@@ -110,6 +110,7 @@ class LocalWebserviceDeploymentConfiguration:
     threads_per_worker: int = 1
     num_replicas: int = 1
     cpus_per_replica: float = 1.0
+    max_request_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
@@ -118,7 +119,8 @@ class LocalWebserviceDeploymentConfiguration:
         if not isinstance(self.host, str) or not self.host:
             raise SpecError("host", f"must be an address, got {self.host!r}")
         for name, low in (("workers", 1), ("max_concurrent_requests", 1), ("request_timeout_ms", 1),
-                          ("max_batch_size", 1), ("threads_per_worker", 1), ("num_replicas", 1)):
+                          ("max_batch_size", 1), ("threads_per_worker", 1), ("num_replicas", 1),
+                          ("max_request_bytes", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SpecError(name, f"must be an integer of at least {low}, got {value!r}")
@@ -152,18 +154,21 @@ class LocalWebservice:
         threads_per_worker: int = 1,
         num_replicas: int = 1,
         cpus_per_replica: float = 1.0,
+        max_request_bytes: int = 16 * 1024 * 1024,
     ) -> LocalWebserviceDeploymentConfiguration:
         """``port=None``: any free port. ``host`` other than loopback needs ``auth_enabled``.
         ``max_concurrent_requests``: admitted (queued + running) per worker, one more gets 429.
         ``request_timeout_ms``: 504 after it. ``max_batch_size`` > 1 batches the typed API's
         ``predict``, waiting at most ``max_batch_delay_ms`` for a batch to fill. With a Ray
         ``deployment_target``: ``num_replicas`` replicas of ``cpus_per_replica`` CPUs each (``workers``
-        is then unused), HTTP on the cluster's head node at ``host:port`` (default port 8000)."""
+        is then unused), HTTP on the cluster's head node at ``host:port`` (default port 8000).
+        ``max_request_bytes``: a larger request body is answered 413 (default 16 MiB)."""
         return LocalWebserviceDeploymentConfiguration(
             port=port, host=host, workers=workers, auth_enabled=auth_enabled,
             max_concurrent_requests=max_concurrent_requests, request_timeout_ms=request_timeout_ms,
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
             threads_per_worker=threads_per_worker, num_replicas=num_replicas, cpus_per_replica=cpus_per_replica,
+            max_request_bytes=max_request_bytes,
         )
 
 
@@ -310,7 +315,8 @@ def deploy(
         if not overwrite:
             raise SpecError("name", f"a service {name!r} exists; delete it, update it, or pass overwrite=True")
         Webservice(ws, name).delete()
-    _check_port(config.host, config.port)
+    if ray_address is None:  # on Ray the port is the cluster's one Serve proxy, which may be up already
+        _check_port(config.host, config.port)
     shutil.rmtree(sdir, ignore_errors=True)
     try:
         os.makedirs(os.path.join(sdir, "logs"), exist_ok=True)

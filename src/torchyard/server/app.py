@@ -788,3 +788,7 @@ def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | Non
     )
     app.state.ctx = Context(workspace=workspace, token=token is not None)
     return app
+
+
+from torchyard.server.api_models import install as _install_models  # noqa: E402, I001 - models, services
+_install_models(endpoint)

@@ -38,6 +38,9 @@ import msgspec
 _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.encode
 
+#: The default limit on a scoring request's body (``max_request_bytes`` in the deployment config).
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -139,82 +142,167 @@ class UserCode:
 # ---- metrics --------------------------------------------------------------------------------------
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_CODES = tuple(range(100, 600))
+# One worker's counters, as float64 slots: a header, then the histograms and the codes.
+_MAGIC = 7301.0  # the layout's version
+_PID, _INFLIGHT, _LAT_SUM, _BATCH_SUM, _HEAD = 1, 2, 3, 4, 5
+_LAT0 = _HEAD
+_BATCH0 = _LAT0 + len(_LATENCY_BUCKETS) + 1
+_CODE0 = _BATCH0 + len(_BATCH_BUCKETS) + 1
+_SLOTS = _CODE0 + len(_CODES)
+METRICS_SUFFIX = ".metrics"
 
 
 class Metrics:
-    """Counters and histograms in Prometheus's text format (this worker's own)."""
+    """Counters and histograms of one worker, kept in a small shared-memory file.
 
-    def __init__(self, labels: str, max_batch_size: int) -> None:
+    With ``folder`` (the service's status folder) the slots live in ``folder/LABEL.metrics``,
+    memory-mapped: the worker adds to them in place (one writer, no lock, no system call), and
+    ``render()`` sums the files of every worker of the service, so ``GET /metrics`` answered by any
+    worker gives the service's totals. A restarted worker's predecessor keeps its file, so the
+    totals never go backwards; only live workers count towards the in-flight gauge. Without
+    ``folder`` (a Ray replica) the slots are in plain memory and ``render()`` is this worker's own.
+    """
+
+    def __init__(self, labels: str, max_batch_size: int = 1, folder: str | None = None,
+                 name: str | None = None) -> None:
         self.labels = labels
-        self.codes: collections.Counter[int] = collections.Counter()
-        self.lat_counts = [0] * (len(_LATENCY_BUCKETS) + 1)
-        self.lat_sum = 0.0
-        b = 1
-        buckets = []
-        while b < max_batch_size:
-            buckets.append(b)
-            b *= 2
-        buckets.append(max_batch_size)
-        self.batch_buckets = tuple(buckets)
-        self.batch_counts = [0] * (len(self.batch_buckets) + 1)
-        self.batch_sum = 0
-        self.inflight = 0
+        self.folder = folder
+        self._map: Any = None
+        if folder is not None:
+            import mmap  # noqa: PLC0415
+
+            path = os.path.join(folder, f"{name or 'worker'}{METRICS_SUFFIX}")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.ftruncate(fd, _SLOTS * 8)
+                self._map = mmap.mmap(fd, _SLOTS * 8)
+            finally:
+                os.close(fd)
+            self.slots = memoryview(self._map).cast("d")
+        else:
+            self.slots = memoryview(bytearray(_SLOTS * 8)).cast("d")
+        self.slots[_PID] = float(os.getpid())
+        self.slots[0] = _MAGIC
+
+    @property
+    def inflight(self) -> int:
+        return int(self.slots[_INFLIGHT])
+
+    @inflight.setter
+    def inflight(self, value: int) -> None:
+        self.slots[_INFLIGHT] = float(value)
 
     def observe(self, code: int, seconds: float) -> None:
-        self.codes[code] += 1
-        self.lat_sum += seconds
+        slots = self.slots
+        if 100 <= code < 600:
+            slots[_CODE0 + code - 100] += 1.0
+        slots[_LAT_SUM] += seconds
         for i, bound in enumerate(_LATENCY_BUCKETS):
             if seconds <= bound:
-                self.lat_counts[i] += 1
+                slots[_LAT0 + i] += 1.0
                 return
-        self.lat_counts[-1] += 1
+        slots[_BATCH0 - 1] += 1.0
 
     def observe_batch(self, size: int) -> None:
-        self.batch_sum += size
-        for i, bound in enumerate(self.batch_buckets):
+        slots = self.slots
+        slots[_BATCH_SUM] += size
+        for i, bound in enumerate(_BATCH_BUCKETS):
             if size <= bound:
-                self.batch_counts[i] += 1
+                slots[_BATCH0 + i] += 1.0
                 return
-        self.batch_counts[-1] += 1
+        slots[_CODE0 - 1] += 1.0
+
+    def _totals(self) -> tuple[list[float], int]:
+        """The slots summed over the service's workers (the in-flight gauge over live ones only)."""
+        if self.folder is None:
+            return list(self.slots), 1
+        total = [0.0] * _SLOTS
+        workers = 0
+        try:
+            names = [n for n in os.listdir(self.folder) if n.endswith(METRICS_SUFFIX)]
+        except OSError:
+            names = []
+        for n in names:
+            try:
+                with open(os.path.join(self.folder, n), "rb") as fh:
+                    raw = fh.read(_SLOTS * 8)
+            except OSError:
+                continue
+            if len(raw) != _SLOTS * 8:
+                continue
+            vals = memoryview(raw).cast("d")
+            if vals[0] != _MAGIC:
+                continue
+            live = _pid_alive(int(vals[_PID]))
+            workers += live
+            for k in range(1, _SLOTS):
+                if k == _INFLIGHT and not live:
+                    continue
+                total[k] += vals[k]
+        return total, workers
 
     def render(self) -> str:
+        """Prometheus's text format (version 0.0.4)."""
+        t, workers = self._totals()
         lab = self.labels
         out = [
             "# HELP torchyard_requests_total Scoring requests answered, by HTTP status code.",
             "# TYPE torchyard_requests_total counter",
         ]
-        for code, n in sorted(self.codes.items()):
-            out.append(f'torchyard_requests_total{{{lab},code="{code}"}} {n}')
+        for k, code in enumerate(_CODES):
+            if t[_CODE0 + k]:
+                out.append(f'torchyard_requests_total{{{lab},code="{code}"}} {int(t[_CODE0 + k])}')
         out += [
             "# HELP torchyard_request_duration_seconds Time from request to response, in seconds.",
             "# TYPE torchyard_request_duration_seconds histogram",
         ]
         acc = 0
-        for bound, n in zip(_LATENCY_BUCKETS, self.lat_counts, strict=False):
-            acc += n
+        for k, bound in enumerate(_LATENCY_BUCKETS):
+            acc += int(t[_LAT0 + k])
             out.append(f'torchyard_request_duration_seconds_bucket{{{lab},le="{bound}"}} {acc}')
-        acc += self.lat_counts[-1]
+        acc += int(t[_BATCH0 - 1])
         out.append(f'torchyard_request_duration_seconds_bucket{{{lab},le="+Inf"}} {acc}')
-        out.append(f"torchyard_request_duration_seconds_sum{{{lab}}} {self.lat_sum}")
+        out.append(f"torchyard_request_duration_seconds_sum{{{lab}}} {t[_LAT_SUM]!r}")
         out.append(f"torchyard_request_duration_seconds_count{{{lab}}} {acc}")
         out += [
             "# HELP torchyard_batch_size Inputs per call of the model.",
             "# TYPE torchyard_batch_size histogram",
         ]
         acc = 0
-        for bound, n in zip(self.batch_buckets, self.batch_counts, strict=False):
-            acc += n
-            out.append(f'torchyard_batch_size_bucket{{{lab},le="{bound}"}} {acc}')
-        acc += self.batch_counts[-1]
+        for k, size in enumerate(_BATCH_BUCKETS):
+            acc += int(t[_BATCH0 + k])
+            out.append(f'torchyard_batch_size_bucket{{{lab},le="{size}"}} {acc}')
+        acc += int(t[_CODE0 - 1])
         out.append(f'torchyard_batch_size_bucket{{{lab},le="+Inf"}} {acc}')
-        out.append(f"torchyard_batch_size_sum{{{lab}}} {self.batch_sum}")
+        out.append(f"torchyard_batch_size_sum{{{lab}}} {int(t[_BATCH_SUM])}")
         out.append(f"torchyard_batch_size_count{{{lab}}} {acc}")
         out += [
             "# HELP torchyard_inflight_requests Requests admitted and not yet answered.",
             "# TYPE torchyard_inflight_requests gauge",
-            f"torchyard_inflight_requests{{{lab}}} {self.inflight}",
+            f"torchyard_inflight_requests{{{lab}}} {int(t[_INFLIGHT])}",
+            "# HELP torchyard_workers Worker processes whose counters these are (live ones).",
+            "# TYPE torchyard_workers gauge",
+            f"torchyard_workers{{{lab}}} {workers}",
         ]
         return "\n".join(out) + "\n"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (a dead worker its supervisor has not reaped yet) is not live
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 # ---- the batcher ----------------------------------------------------------------------------------
@@ -246,6 +334,12 @@ class Batcher:
     A batch is dispatched as soon as the thread is free and either it is full, every admitted
     request is already in it (no one else is about to join: no waiting at low load), or the oldest
     input has waited ``max_batch_delay_ms``. While a batch runs, new inputs accumulate for the next.
+
+    The fast path: when a request is the only one admitted, nothing is queued or running, and the
+    model's recent single-input calls took at most ``TORCHYARD_INLINE_MAX_MS`` (default 2 ms; 0
+    turns it off), the call runs on the event loop itself — no hand-off to the inference thread
+    and back (two thread wake-ups, the dominant cost left at concurrency 1). The user's code is
+    still never called twice at once: the loop is blocked while it runs, so no batch can start.
     """
 
     def __init__(self, code: UserCode, metrics: Metrics, max_batch_size: int, max_batch_delay_ms: float) -> None:
@@ -255,6 +349,9 @@ class Batcher:
         self.delay = max(0.0, max_batch_delay_ms) / 1000.0
         self.queue: collections.deque[tuple[float, _Item]] = collections.deque()
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="torchyard-infer")
+        self.inline_max = max(0.0, float(os.environ.get("TORCHYARD_INLINE_MAX_MS", "2"))) / 1000.0
+        self.single_call = float("inf")  # recent duration of a one-input call (a moving average), seconds
+        self.busy = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -268,6 +365,23 @@ class Batcher:
         assert self._wake is not None
         self._wake.set()
         return item
+
+    def can_inline(self) -> bool:
+        """Whether the next input may be answered on the event loop (see the class's docstring)."""
+        return (self.single_call <= self.inline_max and not self.busy and not self.queue
+                and self.metrics.inflight <= 1)
+
+    def call_inline(self, body: Any) -> Any:
+        self.metrics.observe_batch(1)
+        return self._timed([body])[0]
+
+    def _timed(self, bodies: list[Any]) -> list[Any]:
+        t0 = time.perf_counter()
+        out = self.code.call(bodies)
+        if len(bodies) == 1:
+            took = time.perf_counter() - t0
+            self.single_call = took if self.single_call == float("inf") else 0.8 * self.single_call + 0.2 * took
+        return out
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
@@ -303,14 +417,17 @@ class Batcher:
                 item.started = True
             self.metrics.observe_batch(len(batch))
             bodies = [item.body for item in batch]
+            self.busy = True
             try:
-                results = await loop.run_in_executor(self.executor, self.code.call, bodies)
+                results = await loop.run_in_executor(self.executor, self._timed, bodies)
             except Exception as err:  # noqa: BLE001 - the user's error goes to the caller as a 500
                 traceback.print_exc(file=sys.stderr)
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(err)
                 continue
+            finally:
+                self.busy = False
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
@@ -331,14 +448,20 @@ def _headers(request_id: bytes, content_type: bytes, extra: list[tuple[bytes, by
 class ScoringApp:
     """The ASGI application of one worker."""
 
-    def __init__(self, spec: dict[str, Any], worker_label: str, keys_path: str | None) -> None:
+    def __init__(self, spec: dict[str, Any], worker_label: str, keys_path: str | None,
+                 metrics_dir: str | None = None) -> None:
         self.spec = spec
         cfg = spec["config"]
         self.model_name: str = spec.get("service_name", "model")
         self.models: list[dict[str, Any]] = spec.get("models", [])
         self.max_concurrent = int(cfg.get("max_concurrent_requests", 256))
         self.timeout = float(cfg.get("request_timeout_ms", 5000)) / 1000.0
-        self.metrics = Metrics(f'worker="{worker_label}"', int(cfg.get("max_batch_size", 1)))
+        self.max_body = int(cfg.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES)
+        if metrics_dir is not None:  # every worker's counters, summed: the service's
+            labels = 'service="{}"'.format(self.model_name.replace("\\", "\\\\").replace('"', '\\"'))
+        else:
+            labels = f'worker="{worker_label}"'
+        self.metrics = Metrics(labels, int(cfg.get("max_batch_size", 1)), metrics_dir, worker_label)
         self.code = UserCode(spec["entry_path"], spec["model_dir"])
         self.batcher = Batcher(self.code, self.metrics, int(cfg.get("max_batch_size", 1)),
                                float(cfg.get("max_batch_delay_ms", 2)))
@@ -458,26 +581,50 @@ class ScoringApp:
             await self._plain(send, 503, {"error": "the service is starting"}, request_id,
                               [*(extra or []), (b"retry-after", b"1")])
             return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await self._too_large(send, request_id, extra, t0)
+            return
         if metrics.inflight >= self.max_concurrent:
             metrics.observe(429, time.perf_counter() - t0)
             await self._plain(send, 429, {"error": f"too many requests: {self.max_concurrent} are in progress"},
                               request_id, [*(extra or []), (b"retry-after", b"1")])
             return
         metrics.inflight += 1
+        inflight_taken = True
         try:
             chunks = []
             more = True
+            size = 0
             while more:
                 message = await receive()
-                chunks.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:  # a chunked body, or one longer than it said
+                    break
+                chunks.append(chunk)
                 more = message.get("more_body", False)
+            if size > self.max_body:
+                metrics.inflight -= 1
+                inflight_taken = False
+                await self._too_large(send, request_id, extra, t0)
+                return
             raw = b"".join(chunks) if len(chunks) != 1 else chunks[0]
             status = 200
             try:
                 body = self._decode(raw, oip)
             except ValueError as err:
                 status, payload = 400, {"error": str(err)}
-            if status == 200:
+            if status == 200 and self.batcher.can_inline():
+                started = time.perf_counter()
+                try:
+                    payload = self._encode_result(self.batcher.call_inline(body), oip, request_id)
+                except Exception as err:  # noqa: BLE001 - the user's code raised
+                    traceback.print_exc(file=sys.stderr)
+                    status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
+                if time.perf_counter() - started > self.timeout:
+                    status, payload = 504, {"error": f"no answer within request_timeout_ms ({self.timeout * 1000:.0f})"}
+            elif status == 200:
                 item = self.batcher.submit(body)
                 timer = asyncio.get_running_loop().call_later(self.timeout, _expire, item)
                 try:
@@ -494,11 +641,19 @@ class ScoringApp:
             except (TypeError, msgspec.EncodeError) as err:
                 status, data = 500, _json_encode({"error": f"the result is not JSON-able: {err}"})
         finally:
-            metrics.inflight -= 1
+            if inflight_taken:
+                metrics.inflight -= 1
         await send({"type": "http.response.start", "status": status,
                     "headers": _headers(request_id, b"application/json", extra)})
         await send({"type": "http.response.body", "body": data})
         metrics.observe(status, time.perf_counter() - t0)
+
+    async def _too_large(self, send: Send, request_id: bytes, extra: list[tuple[bytes, bytes]] | None,
+                         t0: float) -> None:
+        """413, and the connection closes (the rest of the body is never read)."""
+        self.metrics.observe(413, time.perf_counter() - t0)
+        await self._plain(send, 413, {"error": f"the request body is larger than max_request_bytes ({self.max_body})"},
+                          request_id, [*(x for x in (extra or []) if x[0] != b"connection"), (b"connection", b"close")])
 
     def _decode(self, raw: bytes, oip: bool) -> Any:
         if self.code.mode == "azure":
@@ -627,6 +782,17 @@ class ScoringApp:
                 },
             },
         }
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The request's Content-Length, or None (absent, or not a number: the body is counted as read)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 async def _no_receive() -> dict[str, Any]:  # pragma: no cover - responses never read the body

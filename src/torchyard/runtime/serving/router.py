@@ -9,6 +9,13 @@ discarded (its metrics are kept, on its own ``/metrics`` and here by code). The 
 
 SIGHUP re-reads ``endpoint.json`` (traffic, mirror, deployments): the new weights apply to the next
 request, requests in flight finish where they went, so a traffic shift drops nothing. SIGTERM stops.
+A request body larger than the endpoint's ``max_request_bytes`` is answered 413.
+
+Supervised like a service: the detached process started by ``Endpoint.create`` binds the address
+once and runs the router itself as its child (``router --serve DIR FD``, on the inherited socket);
+a child that dies is restarted (connections wait in the socket's queue meanwhile), and
+``state.json`` says so (``Unhealthy`` until it is back, ``restarts``, ``last_crash``). The serving
+child reports the configuration revision it applied in ``router.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +39,14 @@ from typing import Any
 from torchyard.workspace.services import read_json, write_json
 
 _PIN_HEADERS = (b"torchyard-deployment", b"azureml-model-deployment")
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+POLL_SECONDS = 0.05
+STOP_GRACE_SECONDS = 15.0
+
+
+def _log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} torchyard endpoint: {msg}", flush=True)
 
 
 class Router:
@@ -45,14 +61,25 @@ class Router:
         doc = read_json(os.path.join(self.dir, "endpoint.json")) or {}
         self.revision = int(doc.get("revision", 0))
         self.name = str(doc.get("name", "endpoint"))
-        self.deployments: dict[str, str] = {k: v["uri"] for k, v in doc.get("deployments", {}).items()}
+        # a deployment's base URI is an origin and, for one on Ray Serve, its route prefix
+        self.deployments: dict[str, str] = {}
+        self.prefixes: dict[str, bytes] = {}
+        for k, v in doc.get("deployments", {}).items():
+            scheme, _, rest = str(v["uri"]).partition("://")
+            hostport, slash, prefix = rest.partition("/")
+            self.deployments[k] = f"{scheme}://{hostport}"
+            self.prefixes[k] = (slash + prefix).rstrip("/").encode()
         self.traffic = [(k, float(v)) for k, v in doc.get("traffic", {}).items() if v > 0 and k in self.deployments]
         self.mirror = [(k, float(v)) for k, v in doc.get("mirror", {}).items() if v > 0 and k in self.deployments]
         self.auth = doc.get("auth_mode") == "key"
+        self.max_body = int(doc.get("max_request_bytes") or DEFAULT_MAX_REQUEST_BYTES)
         self.keys = self._file_keys() if self.auth else ()
-        state = read_json(os.path.join(self.dir, "state.json"))
-        if state is not None and state.get("state") == "Healthy" and state.get("pid") == os.getpid():
-            write_json(os.path.join(self.dir, "state.json"), {**state, "revision": self.revision})  # applied
+        self.applied()
+
+    def applied(self) -> None:
+        """Say which configuration revision this serving process routes by (``router.json``)."""
+        write_json(os.path.join(self.dir, "router.json"), {"pid": os.getpid(), "revision": self.revision,
+                                                            "time": time.time()})
 
     def pick(self) -> str | None:
         total = sum(w for _, w in self.traffic)
@@ -116,24 +143,38 @@ class Router:
         if target is None:
             await self._answer(send, 503, b'{"error":"no deployment takes traffic"}', request_id, None)
             return
+        declared = headers.get(b"content-length")
+        too_large = json.dumps({"error": f"the request body is larger than max_request_bytes ({self.max_body})"})
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            self.counts[(target, 413)] += 1
+            await self._answer(send, 413, too_large.encode(), request_id, None, extra=[(b"connection", b"close")])
+            return
         chunks = []
         more = True
+        size = 0
         while more:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                self.counts[(target, 413)] += 1
+                await self._answer(send, 413, too_large.encode(), request_id, None, extra=[(b"connection", b"close")])
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         target_path = path + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
-        head = (f"{method} {target_path} HTTP/1.1\r\nhost: upstream\r\n"
+        tail = (f"{target_path} HTTP/1.1\r\nhost: upstream\r\n"
                 f"content-type: {headers.get(b'content-type', b'application/json').decode('latin-1')}\r\n"
-                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
-        raw = head + body
+                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+        verb = method.encode() + b" "
         if pinned is None:
             for shadow, pct in self.mirror:
                 if shadow != target and random.random() * 100 < pct:
-                    asyncio.get_running_loop().create_task(self._mirror(shadow, raw))
+                    asyncio.get_running_loop().create_task(self._mirror(shadow, verb + self.prefixes[shadow] + tail))
         try:
-            status, resp_headers, resp_body = await self.client.request(self.deployments[target], raw)
+            status, resp_headers, resp_body = await self.client.request(self.deployments[target],
+                                                                        verb + self.prefixes[target] + tail)
         except Exception as err:  # noqa: BLE001 - the deployment did not answer
             self.counts[(target, 502)] += 1
             await self._answer(send, 502, json.dumps({"error": f"deployment {target!r} did not answer: {err!r}"})
@@ -239,25 +280,113 @@ async def _read_rest(reader: asyncio.StreamReader, head: bytes) -> tuple[int, di
     return status, headers, body, headers.get(b"connection", b"").lower() == b"close"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m torchyard.runtime.serving.router ENDPOINT_DIR", file=sys.stderr)
-        return 2
-    endpoint_dir = os.path.abspath(args[0])
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(endpoint_dir: str) -> int:
+    """The endpoint's detached process: bind once, run the router as a child, restart it if it dies."""
     doc = read_json(os.path.join(endpoint_dir, "endpoint.json")) or {}
     state_path = os.path.join(endpoint_dir, "state.json")
     host, port = str(doc.get("host", "127.0.0.1")), int(doc.get("port") or 0)
     try:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
+        sock = _bind(host, port)
     except OSError as err:
         write_json(state_path, {"state": "Failed", "pid": os.getpid(), "error": f"cannot bind {host}:{port}: {err}"})
         return 1
     with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(36, 1)
+        ctypes.CDLL("libc.so.6").prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    state: dict[str, Any] = {"state": "Transitioning", "pid": os.getpid(), "host": host,
+                             "port": sock.getsockname()[1], "restarts": 0, "router_pid": None,
+                             "started_at": time.time()}
+
+    def save(**changes: Any) -> None:
+        state.update(changes, updated_at=time.time())
+        write_json(state_path, state)
+
+    flags = {"stop": False}
+    child: list[subprocess.Popen[bytes]] = []
+
+    def forward_hup(*_: Any) -> None:
+        if child and child[0].poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child[0].send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, forward_hup)
+    signal.signal(signal.SIGTERM, lambda *_: flags.update(stop=True))
+    signal.signal(signal.SIGINT, lambda *_: flags.update(stop=True))
+
+    def spawn() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(endpoint_dir, "router.json"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torchyard.runtime.serving.router", "--serve", endpoint_dir, str(sock.fileno())],
+            stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        child[:] = [proc]
+        _log(f"router started (pid {proc.pid}) on {host}:{state['port']}")
+
+    spawn()
+    ever_ready = False
+    restart_at: float | None = None
+    while not flags["stop"]:
+        proc = child[0] if child else None
+        if proc is not None:
+            code = proc.poll()
+            if code is None:
+                report = read_json(os.path.join(endpoint_dir, "router.json")) or {}
+                if report.get("pid") == proc.pid and (state["state"] != "Healthy" or state["router_pid"] != proc.pid):
+                    ever_ready = True
+                    save(state="Healthy", router_pid=proc.pid)
+            else:
+                child.clear()
+                restarts = int(state["restarts"]) + 1
+                delay = RESTART_BACKOFF[min(restarts - 1, len(RESTART_BACKOFF) - 1)]
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                _log(f"router (pid {proc.pid}) died ({how}); restarting it in {delay:.1f} s (restart {restarts})")
+                crash = {"how": how, "pid": proc.pid, "time": time.time()}
+                if not ever_ready and restarts >= 3:
+                    _log("the router never started; giving up (see the lines above)")
+                    save(state="Failed", restarts=restarts, router_pid=None, last_crash=crash,
+                         error=f"the router exited ({how}) before it served, three times")
+                    sock.close()
+                    return 1
+                save(state="Unhealthy" if ever_ready else "Transitioning", restarts=restarts, router_pid=None,
+                     last_crash=crash)
+                restart_at = time.monotonic() + delay
+        if not child and restart_at is not None and time.monotonic() >= restart_at:
+            restart_at = None
+            spawn()
+        time.sleep(POLL_SECONDS)
+    _log("stopping the router")
+    for proc in child:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    sock.close()
+    save(state="Stopped", router_pid=None)
+    _log("endpoint stopped")
+    return 0
+
+
+def serve(endpoint_dir: str, fd: int) -> int:
+    """The serving child: the router app on the inherited socket ``fd``."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is in (the default would kill us)
+    parent = os.getppid()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: never outlive the supervisor
+    if os.getppid() != parent:
+        return 1
+    sock = socket.socket(fileno=fd)
     import uvicorn  # noqa: PLC0415
 
     router = Router(endpoint_dir)
@@ -273,15 +402,23 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, router.reload)
         loop.add_signal_handler(signal.SIGTERM, lambda: setattr(server, "should_exit", True))
-        write_json(state_path, {"state": "Healthy", "pid": os.getpid(), "host": host, "revision": router.revision,
-                                "port": sock.getsockname()[1], "started_at": time.time()})
+        router.reload()  # a SIGHUP ignored before the handler was in is not lost
         await server.serve(sockets=[sock])
 
     factory = uvicorn.Config(router).get_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(run())
-    write_json(state_path, {"state": "Stopped", "pid": os.getpid()})
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "--serve":
+        return serve(os.path.abspath(args[1]), int(args[2]))
+    if len(args) != 1:
+        print("usage: python -m torchyard.runtime.serving.router ENDPOINT_DIR", file=sys.stderr)
+        return 2
+    return supervise(os.path.abspath(args[0]))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from torchyard.runtime.serving.app import ScoringApp  # noqa: PLC0415
 
-    app = ScoringApp(spec, label, os.path.join(os.path.dirname(os.path.dirname(spec_path)), "keys.json"))
+    app = ScoringApp(spec, label, os.path.join(os.path.dirname(os.path.dirname(spec_path)), "keys.json"),
+                     metrics_dir=status_dir)  # /metrics sums every worker's counters
     sock = socket.socket(fileno=int(fd_text))
     ready_path = os.path.join(status_dir, f"{label}.ready")
     failed_path = os.path.join(status_dir, f"{label}.failed")
