@@ -12,7 +12,10 @@ With ``--machines`` the worker nodes are two simulated separate machines
 (tests/integration/machines.py: own network namespace, address, hostname and /tmp; the workspace
 is not visible there), and the head has no CPUs, so every job node is on a machine. Root only.
 
-Usage: python bench/bench_ray.py [--repeat N] [--epochs E] [--machines]
+``--keep-agents`` attaches the target with ``keep_agents=True`` (a warm node agent per Ray node
+between runs; the warm-up runs create them, so the measured runs start no actor).
+
+Usage: python bench/bench_ray.py [--repeat N] [--epochs E] [--machines] [--keep-agents]
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--machines", action="store_true", help="two simulated separate machines (root)")
+    parser.add_argument("--keep-agents", action="store_true", help="RayCompute(keep_agents=True)")
     args = parser.parse_args()
 
     import contextlib
@@ -164,7 +168,7 @@ def main() -> None:
         else:
             cluster = stack.enter_context(raycluster.RayCluster(nodes=2))
         ws = Workspace(os.path.join(tmp, "ws"))
-        ComputeTarget.attach(ws, "ray", RayCompute(address=cluster.address))
+        ComputeTarget.attach(ws, "ray", RayCompute(address=cluster.address, keep_agents=args.keep_agents))
         time_to_ranks(ws, "ray", folder)  # warm: imports, worker processes
         time_to_ranks(ws, "local", folder)
         PHASES.clear()
@@ -189,7 +193,7 @@ def main() -> None:
         ["left on the cluster afterwards", f"{len(state['placement_groups'])} placement groups, "
          f"{len(state['actors'])} actors", "", ""],
     ]
-    where = "Ray (2 machines)" if args.machines else "Ray (2 nodes)"
+    where = ("Ray (2 machines)" if args.machines else "Ray (2 nodes)") + (", warm agents" if args.keep_agents else "")
     print_table(["measure", where, "local compute", "ratio"], rows)
     print(f"all figures: Ray {[round(x, 2) for x in ray_up]}, local {[round(x, 2) for x in local_up]}")
 
