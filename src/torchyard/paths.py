@@ -122,6 +122,11 @@ class RunPaths:
         """Node K's launcher rewrites this every second while it lives (targets that ask for it)."""
         return self._p(INTERNAL, f"alive_node_{node_rank}")
 
+    @property
+    def supervisor_alive(self) -> str:
+        """The supervisor rewrites this while it follows the job (targets whose launchers watch it)."""
+        return self._p(INTERNAL, "alive_supervisor")
+
     def launcher_log(self, node_rank: int | str) -> str:
         return self._p(INTERNAL, f"launcher_node_{node_rank}.log")
 

@@ -175,6 +175,24 @@ def test_cancel_scancels_and_leaves_no_process(hpc, cluster, scripts):
     wait_until(lambda: not run_processes(run.workdir), timeout=20)
 
 
+def test_a_job_whose_supervisor_dies_ends_itself(ws, cluster, scripts):
+    """The supervisor is killed (SIGKILL) mid-run: the launchers see its heartbeat stop and end the
+    Slurm job after orphan_timeout, instead of leaving it running to its --time."""
+    import signal
+
+    ComputeTarget.attach(ws, "hpc", SlurmCompute(mpi_launch="mpirun", orphan_timeout=5))
+    run = _submit(ws, scripts, "sleepy.py")
+    wait_until(lambda: all(os.path.exists(os.path.join(run.workdir, f"up_{r}")) for r in range(2)), timeout=90)
+    job_id = _job_id(run)
+    os.kill(ws.store.get_run(run.id)["supervisor_pid"], signal.SIGKILL)
+    killed = __import__("time").time()
+    wait_until(lambda: job_id not in cluster.jobs(), timeout=40, interval=0.5)
+    assert __import__("time").time() - killed < 30
+    wait_until(lambda: not run_processes(run.workdir), timeout=20)
+    assert "supervisor has been silent" in Path(run.workdir, "logs", "slurm.txt").read_text() + "".join(
+        p.read_text() for p in Path(run.workdir, ".torchyard-run").glob("launcher_node_*.log"))
+
+
 def test_scancel_from_outside_ends_the_run_canceled(hpc, cluster, scripts):
     run = _submit(hpc, scripts, "sleepy.py", nodes=1)
     wait_until(lambda: os.path.exists(os.path.join(run.workdir, "up_0")), timeout=90)

@@ -76,6 +76,8 @@ MPI_ARGS = ["--mca", "ras", "^slurm", "--mca", "plm", "rsh"]
 #: after its SlurmdTimeout, minutes by default)
 HEARTBEAT_SECONDS = 1.0
 LOST_AFTER = 6.0
+#: how often the supervisor rewrites its own heartbeat for the launchers (``orphan_timeout``)
+SUPERVISOR_BEAT = 2.0
 MPI_LAUNCHES = ("srun", "mpirun")
 NODE_ADDR = "scontrol show node \"$1\" -o | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p'"
 
@@ -101,6 +103,9 @@ class SlurmCompute(ComputeTarget):
     ``python``: the interpreter with torchyard on the nodes (default: the submitting one).
     ``mpi_launch``: how the ranks of an mpi job start: ``"srun"`` (Slurm starts them, ``srun
     --mpi=pmix``; no ssh between nodes) or ``"mpirun"`` (node 0 runs mpirun over ssh to the others).
+    ``orphan_timeout``: the job's launchers end it when the run's supervisor (on the submitting
+    machine) has been silent this long — torchyard marks such a run Failed after 300 s — so a lost
+    supervisor does not leave the job running to its ``--time``; 0 keeps it running.
     """
 
     kind = "slurm"
@@ -122,6 +127,9 @@ class SlurmCompute(ComputeTarget):
                check=lambda v: None if v else "expected a folder path"),
         Option(name="python", type=str, help="the Python on the nodes that has torchyard (default: this one)",
                check=lambda v: None if v and "\n" not in v else "expected the path of a Python interpreter on the nodes"),
+        Option(name="orphan_timeout", type=float, default=300.0,
+               help="end the job when the run's supervisor has been silent this many seconds (0: never)",
+               check=lambda v: None if v == 0 or v >= 5 else "expected 0 (never) or at least 5 seconds"),
         Option(name="mpi_launch", type=str, default="srun", choices=MPI_LAUNCHES,
                help="how mpi ranks start: srun --mpi=pmix (Slurm itself) or mpirun over ssh between the nodes"),
     )
@@ -133,6 +141,7 @@ class SlurmCompute(ComputeTarget):
     extra_sbatch_args: list[str]
     shared_dir: str | None
     python: str | None
+    orphan_timeout: float
     mpi_launch: str
 
     def __init__(
@@ -145,12 +154,14 @@ class SlurmCompute(ComputeTarget):
         shared_dir: str | None = None,
         python: str | None = None,
         mpi_launch: str = "srun",
+        orphan_timeout: float = 300.0,
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name, partition=partition, account=account, qos=qos, time_limit=time_limit,
                          extra_sbatch_args=list(extra_sbatch_args) if isinstance(extra_sbatch_args, tuple)
-                         else extra_sbatch_args, shared_dir=shared_dir, python=python, mpi_launch=mpi_launch)
+                         else extra_sbatch_args, shared_dir=shared_dir, python=python, mpi_launch=mpi_launch,
+                         orphan_timeout=orphan_timeout)
         if self.shared_dir is not None:
             self.shared_dir = os.path.abspath(os.path.expanduser(self.shared_dir))
 
@@ -200,7 +211,7 @@ class SlurmCompute(ComputeTarget):
         plan_path = paths.target_file("plan_slurm.json")
         script_path = paths.target_file("job.sbatch")
         mpi = plan.mode == "mpi"
-        plan = plan.replace(heartbeat_seconds=HEARTBEAT_SECONDS)
+        plan = plan.replace(heartbeat_seconds=HEARTBEAT_SECONDS, orphan_after_seconds=self.orphan_timeout)
         if mpi and self.mpi_launch == "srun":
             plan = plan.replace(node_rank=0, mpi_launcher="srun", fill=fill)
         elif mpi:
@@ -237,6 +248,7 @@ class SlurmCompute(ComputeTarget):
             os.makedirs(folder, exist_ok=True)
         with open(plan.plan_path, "w") as fh:
             json.dump(plan.nodes[0].plan.to_dict(), fh, indent=2)
+        _beat(node.supervisor_alive)
         for path, content in plan.files.items():
             with open(path, "w") as fh:
                 fh.write(content)
@@ -361,6 +373,15 @@ def render_sbatch(target: SlurmCompute, job: PreparedJob, *, workdir: str, plan_
     return "\n".join(lines) + "\n"
 
 
+def _beat(path: str) -> None:
+    try:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(f"{time.time():.3f}\n")
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # the folder is gone: the run is over
+
+
 def _answers(addr: str, port: int) -> bool:
     """Whether something accepts a TCP connection at ``addr:port`` within a second."""
     try:
@@ -436,6 +457,7 @@ class SlurmHandle(Handle):
         self.heartbeats = plan.nodes[0].plan.heartbeat_seconds > 0
         self.beats: dict[int, tuple[str, float]] = {}  # node → (heartbeat seen, when it last changed)
         self.next_beat_check = 0.0
+        self.next_alive = 0.0
         self.lost: str | None = None  # why a node is taken for gone
 
     def details(self) -> dict[str, Any]:
@@ -465,6 +487,9 @@ class SlurmHandle(Handle):
         now = time.time()
         if self.rc is not None:
             return
+        if now >= self.next_alive:  # the launchers end the job if this stops (orphan_timeout)
+            self.next_alive = now + SUPERVISOR_BEAT
+            _beat(RunPaths(self.node_workdir).supervisor_alive)
         if self.heartbeats and self.state == "RUNNING" and now >= self.next_beat_check:
             self.next_beat_check = now + POLL_MIN
             self._check_heartbeats(now)

@@ -72,6 +72,7 @@ class Launcher:
         self.grace: float = plan.grace_seconds
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stop_signal: int | None = None
+        self.orphaned = False
         self.parent = os.getppid()
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.exit_dir, exist_ok=True)
@@ -237,6 +238,8 @@ class Launcher:
         """Rewrite the heartbeat file every ``heartbeat_seconds`` until ``stop`` (a thread: the node
         bootstrap may take minutes). A target that cannot see its nodes die watches it."""
         path = self.paths.heartbeat(self.plan.node_rank)
+        orphan_after = self.plan.orphan_after_seconds
+        seen: tuple[str, float] | None = None  # the supervisor's heartbeat, when it last changed
         beat = 0
         while True:
             beat += 1
@@ -246,6 +249,21 @@ class Launcher:
                 os.replace(path + ".tmp", path)
             except OSError:
                 pass  # the folder is being removed: the run is ending
+            if orphan_after > 0:
+                try:
+                    with open(self.paths.supervisor_alive) as fh:
+                        theirs = fh.read()
+                except OSError:
+                    theirs = None
+                now = time.monotonic()
+                if theirs is not None and (seen is None or seen[0] != theirs):
+                    seen = (theirs, now)
+                elif seen is not None and now - seen[1] > orphan_after:
+                    print(f"torchyard launcher: the run's supervisor has been silent for {now - seen[1]:.0f} s; "
+                          "stopping this node's ranks", file=sys.stderr, flush=True)
+                    self.orphaned = True
+                    os.kill(os.getpid(), signal.SIGTERM)  # the main loop stops the ranks and reports
+                    return
             if stop.wait(self.plan.heartbeat_seconds):
                 return
 
@@ -286,7 +304,7 @@ class Launcher:
             if done:
                 break
             if self.stop_signal is not None:
-                reason = "terminated"
+                reason = "supervisor_lost" if self.orphaned else "terminated"
                 break
             if os.getppid() != self.parent:
                 reason = "parent_died"

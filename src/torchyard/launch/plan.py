@@ -62,6 +62,9 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     mpi_launcher: Literal["mpirun", "srun"] = "mpirun"
     #: seconds between the launcher's heartbeats (``RunPaths.heartbeat``); 0: none
     heartbeat_seconds: float = 0.0
+    #: with heartbeats: stop the node (its ranks) when the supervisor's own heartbeat file
+    #: (``RunPaths.supervisor_alive``), once seen, has not changed for this long; 0: never
+    orphan_after_seconds: float = 0.0
     fill: NodeFill = NodeFill()
     #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
     #: job's environment and inputs are placed on the node, and the placeholders filled from its result
