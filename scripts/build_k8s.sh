@@ -4,13 +4,15 @@
 # repository under /var/cache/torchyard-k8s/<debian version>-<patch hash>/bin (see
 # /work/shared/KUBERNETES.md for how this was worked out). Idempotent: when the cached binaries exist it
 # returns at once. Prints the bin directory on its last line.
-# Usage: bash scripts/build_k8s.sh [--kubelet]
+# Usage: bash scripts/build_k8s.sh [--kubelet]   (--check: print the bin folder if cached, else exit 1)
 set -euo pipefail
 
 VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 ROOT="${TORCHYARD_K8S_CACHE:-/var/cache/torchyard-k8s}"
 WANT_KUBELET=0
+CHECK=0
 [ "${1:-}" = "--kubelet" ] && WANT_KUBELET=1
+[ "${1:-}" = "--check" ] && CHECK=1
 
 # The one patch applied to the tree: swap the vendored reflect2 1.0.1 (segfaults under Go >= 1.18
 # when CRDs register) for Debian's 1.0.2. Its description is hashed into the cache key, so changing
@@ -26,6 +28,7 @@ have_bins() {
   command -v etcd >/dev/null 2>&1 || return 1
 }
 if have_bins; then echo "$BIN"; exit 0; fi
+[ "$CHECK" = 1 ] && { echo "not built: bash scripts/build_k8s.sh" >&2; exit 1; }
 
 need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
