@@ -400,10 +400,10 @@ def judge(node_count: int, jobs: list[dict[str, Any]], pods: list[dict[str, Any]
     """The run's state from its Jobs and pods (pure; the state machine the unit tests walk)."""
     v = Verdict()
     by_rank: dict[int, dict[str, Any]] = {}
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
-        r = _rank(pod)
-        if r is not None and not pod["metadata"].get("deletionTimestamp"):
-            by_rank[r] = pod  # the newest live pod of each rank
+    for item in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        r = _rank(item)
+        if r is not None and not item["metadata"].get("deletionTimestamp"):
+            by_rank[r] = item  # the newest live pod of each rank
     job_by_rank = {r: j for j in jobs if (r := _rank(j)) is not None}
     waiting: list[str] = []
     ended = 0
@@ -418,7 +418,7 @@ def judge(node_count: int, jobs: list[dict[str, Any]], pods: list[dict[str, Any]
                            if queue else f"Job {job['metadata']['name']} is suspended")
             continue
         if pod is None:
-            if "Failed" in conds:
+            if job is not None and "Failed" in conds:
                 c = conds["Failed"]
                 v.failed_rank = k if v.failed_rank is None else v.failed_rank
                 v.message = v.message or f"Job {job['metadata']['name']} failed: {c.get('reason')}: {c.get('message')}"
