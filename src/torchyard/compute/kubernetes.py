@@ -90,7 +90,7 @@ class KubernetesCompute(ComputeTarget):
                check=m.check_dns_name),
         Option(name="node_selector", type=list, example="pool=gpu", help="KEY=VALUE node labels the pods need (repeatable)",
                check=m.check_node_selector),
-        Option(name="tolerations", type=list, example="gpu=true:NoSchedule",
+        Option(name="tolerations", type=list, flag="--toleration", example="gpu=true:NoSchedule",
                help="KEY[=VALUE]:EFFECT taints the pods tolerate (repeatable)", check=m.check_tolerations),
         Option(name="flavor", type=str, default="jobs", choices=m.FLAVORS,
                help="jobs (batch/v1 Jobs + headless Service), trainjob (Kubeflow Trainer v2) or pytorchjob (Training Operator v1)"),
