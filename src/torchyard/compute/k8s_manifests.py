@@ -197,9 +197,9 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
                             "metadata": _meta(f"{name}-{k}", ns, run_id, name, owner, rank=k, extra_labels=extra),
                             "spec": job_spec})
     elif flavor == "pytorchjob":
-        objects.append(_pytorchjob(settings, name, ns, run_id, owner, pods))
+        objects.append(_pytorchjob(settings, name, ns, run_id, owner, pods, nproc))
     elif flavor == "trainjob":
-        objects.append(_trainjob(settings, name, ns, run_id, owner, pods, node_count, nproc, use_gpu))
+        objects.append(_trainjob(settings, name, ns, run_id, owner, pods, node_count, nproc))
     return objects
 
 
@@ -277,23 +277,32 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
     return {"metadata": meta, "spec": spec}
 
 
-def _pytorchjob(settings: dict[str, Any], name: str, ns: str, run_id: str, owner: dict[str, Any],
-                pods: list[dict[str, Any]]) -> dict[str, Any]:
-    """Training Operator v1 PyTorchJob: one Master replica (node 0) and node_count-1 Workers. The
-    operator sets MASTER_ADDR/RANK itself; the node rank comes from the operator's ``RANK`` for a pod
-    (torchyard's launcher reads ``PET_NODE_RANK`` / ``TORCHYARD_NODE_RANK``, set per replica type)."""
-    def replica(pod: dict[str, Any], count: int) -> dict[str, Any]:
-        tmpl = json.loads(json.dumps(pod))
-        tmpl["spec"].pop("hostname", None)
-        tmpl["spec"].pop("subdomain", None)
-        tmpl["spec"]["containers"][0]["name"] = "pytorch"  # the operator finds the container by this name
-        tmpl["spec"]["containers"][0]["env"] = [e for e in tmpl["spec"]["containers"][0]["env"]
-                                                if e["name"] not in ("TORCHYARD_NODE_RANK", "PET_NODE_RANK", "PET_MASTER_ADDR")]
-        return {"replicas": count, "restartPolicy": "Never", "template": tmpl}
+#: env names the operators set themselves (torchyard's own per-Job values are left out of their pods)
+_OPERATOR_SET = ("TORCHYARD_NODE_RANK", "PET_NODE_RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_ADDR",
+                 "PET_MASTER_PORT")
 
-    specs = {"Master": replica(pods[0], 1)}
+
+def _operator_pod(pod: dict[str, Any], container_name: str) -> dict[str, Any]:
+    """A pod template for an operator's replicas: no per-rank label, hostname or rank variables."""
+    tmpl: dict[str, Any] = json.loads(json.dumps(pod))
+    tmpl["metadata"]["labels"].pop(RANK_LABEL, None)
+    tmpl["spec"].pop("hostname", None)
+    tmpl["spec"].pop("subdomain", None)
+    container = tmpl["spec"]["containers"][0]
+    container["name"] = container_name
+    container["env"] = [e for e in container["env"] if e["name"] not in _OPERATOR_SET]
+    return tmpl
+
+
+def _pytorchjob(settings: dict[str, Any], name: str, ns: str, run_id: str, owner: dict[str, Any],
+                pods: list[dict[str, Any]], nproc: int) -> dict[str, Any]:
+    """Training Operator v1 PyTorchJob: one Master replica (node 0) and node_count-1 Workers. The
+    operator sets MASTER_ADDR/MASTER_PORT and PET_NODE_RANK/PET_NNODES/PET_NPROC_PER_NODE in each
+    pod (``nprocPerNode`` set); torchyard's launcher plan reads them (its ``fill``)."""
+    tmpl = _operator_pod(pods[0], "pytorch")  # the operator finds the container by this name
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": tmpl}}
     if len(pods) > 1:
-        specs["Worker"] = replica(pods[1], len(pods) - 1)
+        specs["Worker"] = {"replicas": len(pods) - 1, "restartPolicy": "Never", "template": json.loads(json.dumps(tmpl))}
     run_policy: dict[str, Any] = {"cleanPodPolicy": "All", "backoffLimit": 0}
     if settings.get("queue"):
         run_policy["suspend"] = True
@@ -301,26 +310,34 @@ def _pytorchjob(settings: dict[str, Any], name: str, ns: str, run_id: str, owner
     if settings.get("queue"):
         meta["labels"][QUEUE_LABEL] = settings["queue"]
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta,
-            "spec": {"pytorchReplicaSpecs": specs, "runPolicy": run_policy,
-                     "nprocPerNode": pods[0]["spec"]["containers"][0]["env"][5]["value"]}}
+            "spec": {"pytorchReplicaSpecs": specs, "runPolicy": run_policy, "nprocPerNode": str(nproc)}}
 
 
 def _trainjob(settings: dict[str, Any], name: str, ns: str, run_id: str, owner: dict[str, Any],
-              pods: list[dict[str, Any]], node_count: int, nproc: int, use_gpu: bool) -> dict[str, Any]:
-    """Kubeflow Trainer v2 TrainJob on the ``torch-distributed`` ClusterTrainingRuntime."""
-    container = pods[0]["spec"]["containers"][0]
-    resources = dict(container["resources"])
+              pods: list[dict[str, Any]], node_count: int, nproc: int) -> dict[str, Any]:
+    """Kubeflow Trainer v2 TrainJob on the ``torch-distributed`` ClusterTrainingRuntime (its
+    replicated job and container are both called ``node``; the runtime sets the PET_* names). The
+    code and plan volumes come in as a runtime patch of that pod."""
+    tmpl = _operator_pod(pods[0], CONTAINER)
+    container = tmpl["spec"]["containers"][0]
     trainer: dict[str, Any] = {
         "image": container["image"],
         "command": container["command"],
         "numNodes": node_count,
-        "numProcPerNode": str(nproc) if not use_gpu else "gpu",
-        "env": [e for e in container["env"] if e["name"] not in ("TORCHYARD_NODE_RANK", "PET_NODE_RANK", "PET_MASTER_ADDR",
-                                                                   "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_PORT")],
-        "resourcesPerNode": resources,
+        "numProcPerNode": nproc,
+        "env": container["env"],
+        "resourcesPerNode": container["resources"],
     }
+    pod_patch: dict[str, Any] = {"volumes": tmpl["spec"]["volumes"],
+                                 "containers": [{"name": CONTAINER, "volumeMounts": container["volumeMounts"]}]}
+    for key in ("serviceAccountName", "nodeSelector", "tolerations"):
+        if key in tmpl["spec"]:
+            pod_patch[key] = tmpl["spec"][key]
+    patch = {"manager": "torchyard.dev/submit", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": "node", "template": {"spec": {"template": {"metadata": {"labels": tmpl["metadata"]["labels"]},
+                                                            "spec": pod_patch}}}}]}}}}
     spec: dict[str, Any] = {"runtimeRef": {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
-                                           "kind": "ClusterTrainingRuntime"}, "trainer": trainer}
+                                           "kind": "ClusterTrainingRuntime"}, "trainer": trainer, "runtimePatches": [patch]}
     if settings.get("queue"):
         spec["suspend"] = True
     meta = _meta(name, ns, run_id, name, owner)

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", required=True)
     parser.add_argument("--work", required=True)
     args = parser.parse_args(argv)
-    rank = int(os.environ.get("TORCHYARD_NODE_RANK", "0"))
+    # batch/v1 Jobs: set per Job; under the Kubeflow operators: their PET_NODE_RANK
+    rank = int(os.environ.get("TORCHYARD_NODE_RANK") or os.environ.get("PET_NODE_RANK") or "0")
     t0 = time.time()
     size = unpack_code(args.code, args.work)
     with open(args.plan) as fh:
