@@ -351,3 +351,10 @@ def test_state_a_failed_job_whose_pod_is_gone() -> None:
     v = judge(1, [job], [])
     assert v.failed_rank == 0 and v.message == ("Job r-0 failed: DeadlineExceeded: Job was active longer than "
                                                 "specified deadline")
+
+
+def test_the_readme_lists_the_options() -> None:
+    from torchyard.compute.base import option_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert option_table(KubernetesCompute) in readme, "regenerate the README table with option_table(KubernetesCompute)"
