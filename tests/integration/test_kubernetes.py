@@ -241,3 +241,64 @@ def test_every_object_of_the_full_option_case_round_trips(k8s, tmp_path):
         session.delete_run(m.object_name(job.run_id), 1)
     wait_until(lambda: not any(k8s.objects(m.selector(job.run_id, m.object_name(job.run_id))).values()),
                timeout=30, interval=0.5)  # the garbage collector removed what the Service owned
+
+
+@pytest.fixture(scope="module")
+def s3_url():
+    import s3server  # tests/integration is on sys.path (rootdir conftest)
+
+    reason = s3server.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with s3server.S3Server() as server:
+        assert server.endpoint_url
+        yield server.endpoint_url
+
+
+def test_s3_inputs_are_downloaded_in_the_pods_with_keys_from_a_secret(ws, k8s, s3_url, tmp_path, aws_env):
+    """The pods get no AWS settings from this machine (the node runner passes only PATH, HOME and
+    package-index settings): the keys come from the Secret the target names, or the input fails."""
+    import boto3
+    import numpy as np
+    from kubernetes import client as kc
+    from sklearn.datasets import load_digits
+
+    from torchyard.data.datastore import Datastore
+
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    s3.create_bucket(Bucket="k8s-inputs")
+    s3.close()
+    data = tmp_path / "digits_data"
+    data.mkdir()
+    d = load_digits()
+    np.savez(data / "digits.npz", x=d.data, y=d.target)
+    store = Datastore.register_s3(ws, "blobs", bucket="k8s-inputs", endpoint_url=s3_url)
+    store.upload(str(data), "digits")
+    api = k8s.api()
+    core = kc.CoreV1Api(api)
+    core.create_namespaced_secret("default", {"metadata": {"name": "s3-keys"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true"}})
+    try:
+        ComputeTarget.attach(ws, "kube-s3", KubernetesCompute(image=IMAGE, kubeconfig=str(k8s.kubeconfig),
+                                                              credentials_secret="s3-keys"))
+        ComputeTarget.attach(ws, "kube-nokeys", KubernetesCompute(image=IMAGE, kubeconfig=str(k8s.kubeconfig)))
+        est = PyTorch(str(EXAMPLES / "digits"), entry_script="train.py", compute_target="kube-s3", node_count=2,
+                      distributed_backend="pytorch",
+                      script_params={"--epochs": 3, "--data_dir": store.path("digits").as_download()})
+        run = Experiment(ws, "k8s").submit(est)
+        details = run.wait_for_completion(timeout=120, raise_on_error=False)
+        assert details["status"] == "Completed", details.get("error")
+        assert run.get_metrics()["accuracy"][-1] > 0.5
+        assert "logs/inputs_node_1.txt" in run.get_file_names()
+        write_script(tmp_path / "src", "ok.py", "print('never runs')\n")
+        bare = Experiment(ws, "k8s").submit(PyTorch(str(tmp_path / "src"), entry_script="ok.py", compute_target="kube-nokeys",
+                                                    script_params={"--data": store.path("digits").as_download()}))
+        details = bare.wait_for_completion(timeout=90, raise_on_error=False)
+        assert details["status"] == "Failed"
+        assert details["error"]["stage"] == "Preparing", details["error"]
+        assert details["error"]["message"].startswith("node 0 could not be prepared"), details["error"]
+        assert "no S3 credentials found" in details["error"]["message"]  # none leaked in from this machine
+    finally:
+        core.delete_namespaced_secret("s3-keys", "default")
+        api.close()
