@@ -10,6 +10,7 @@ each pod's log stream (the pod-logs API, served by the node runner through the A
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -87,6 +88,8 @@ ENV_SCRIPT = """
     print("SEES " + json.dumps({{"workspace": os.path.exists(os.environ["TORCHYARD_WORKSPACE"]),
                                 "marker": os.path.exists({marker!r}), "cwd": os.getcwd(),
                                 "python": sys.executable}}), flush=True)
+    import hashlib
+    print("BLOB " + hashlib.sha256(open("blob.bin", "rb").read()).hexdigest(), flush=True)
 """
 
 
@@ -95,6 +98,8 @@ def test_env_contract_on_every_rank_environment_built_in_the_pod_and_no_workspac
     marker.write_text("the pods must not see this\n")
     names = [*TORCH_NAMES, *AZURE_NAMES, *PET_NAMES, "TORCHYARD_RUN_ID", "TORCHYARD_NODE_CACHE", "GROUP_RANK"]
     write_script(tmp_path / "src", "env.py", ENV_SCRIPT.format(names=names, marker=str(marker)))
+    blob = os.urandom(2 * 1024 * 1024)  # incompressible: the code travels as 3 ConfigMaps
+    (tmp_path / "src" / "blob.bin").write_bytes(blob)
     est = PyTorch(str(tmp_path / "src"), entry_script="env.py", compute_target="kube", node_count=2,
                   process_count_per_node=2, distributed_backend="pytorch", pip_packages=["tomli-w==1.2.0"])
     run = Experiment(kws, "k8s").submit(est)
@@ -118,7 +123,9 @@ def test_env_contract_on_every_rank_environment_built_in_the_pod_and_no_workspac
         assert env["TORCHYARD_RUN_ID"] == run.id
         assert sees == {"workspace": False, "marker": False, "cwd": m.WORK_DIR, "python": sees["python"]}
         assert sees["python"].startswith(m.CACHE_DIR)  # the job's environment, built in the pod's cache
+        assert text.split("BLOB ", 1)[1].split()[0] == hashlib.sha256(blob).hexdigest()
     assert "logs/bootstrap_node_1.txt" in run.get_file_names()
+    assert details["compute"]["kubernetes"]["code_configmaps"] == 3
 
 
 FAIL_SCRIPT = """

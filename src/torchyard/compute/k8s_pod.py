@@ -59,7 +59,11 @@ def decode(text: str) -> Changes:
 def unpack_code(code_dir: str, work: str) -> int:
     """Join the chunks (``<code>/<i>/part-NNN``, in order) and untar them into ``work``."""
     parts = sorted(glob.glob(os.path.join(code_dir, "*", "part-*")), key=lambda p: os.path.basename(p))
-    data = b"".join(open(p, "rb").read() for p in parts)  # noqa: SIM115
+    chunks = []
+    for path in parts:
+        with open(path, "rb") as fh:
+            chunks.append(fh.read())
+    data = b"".join(chunks)
     os.makedirs(work, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(zlib.decompress(data)), mode="r") as tar:
         tar.extractall(work, filter="data")

@@ -54,6 +54,8 @@ DRAIN_SECONDS = 15.0
 #: after cancel: how long to wait for the pods to go before calling the job ended anyway
 CANCEL_WAIT = 30.0
 REQUEST_TIMEOUT = 15
+#: how long the API server may stay unreachable while a run goes before the run is failed
+UNREACHABLE_SECONDS = 120.0
 INSTALL_HINT = "pip install 'torchyard[kubernetes]' (the kubernetes Python client)"
 RBAC_HINT = ("the user or service account needs create/get/list/watch/delete on services, configmaps and "
              "jobs (batch) and get/list/watch on pods and pods/log in the namespace")
@@ -222,7 +224,9 @@ class KubernetesCompute(ComputeTarget):
         except BaseException:
             session.delete_run(plan.name)
             raise
-        return KubernetesHandle(self, session, plan, uid)
+        handle = KubernetesHandle(self, session, plan, uid)
+        handle.code_parts, handle.code_bytes = len(parts), len(code)
+        return handle
 
     def _where(self) -> str:
         return f"compute target {self.name!r} (namespace {self.namespace!r}" + (
@@ -487,6 +491,21 @@ def _container_state(status: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def new_only(have: dict[str, int], changes: Changes) -> Changes:
+    """``changes`` without what this side already has (``have``: the mirror's offsets for the node):
+    a stream read again from its start sends old frames again, and the files must only grow."""
+    out: Changes = {}
+    for rel, (offset, data) in changes.items():
+        if offset >= 0 and rel in have:
+            known = have[rel]
+            if offset + len(data) <= known:
+                continue
+            if offset < known:
+                data, offset = data[known - offset:], known
+        out[rel] = [offset, data]
+    return out
+
+
 class LogStream:
     """One pod's log stream, read in a thread: frames go to the handle's queue, other lines too."""
 
@@ -569,6 +588,9 @@ class KubernetesHandle(Handle):
         self.released = False
         self.gone_checks = 0
         self.timings: dict[str, float] = {"created": time.time()}
+        self.code_parts = 0
+        self.code_bytes = 0
+        self.unreachable_since: float | None = None
 
     # ---- reading the cluster ---------------------------------------------------------------------
 
@@ -582,7 +604,13 @@ class KubernetesHandle(Handle):
             pods = self.session.list("Pod", self.selector)
         except ComputeError as err:  # the API server briefly unreachable: ask again next time
             print(f"torchyard: {err}", flush=True)
+            self.unreachable_since = self.unreachable_since or now
+            if now - self.unreachable_since > UNREACHABLE_SECONDS:
+                self.rc = 1
+                self.failure = (RunStatus.FAILED, f"lost the Kubernetes API server for {now - self.unreachable_since:.0f} s "
+                                                  f"(the run's objects {self.job_id} may still exist): {err}")
             return
+        self.unreachable_since = None
         v = self.verdict = judge(self.node_count, jobs, pods)
         for k, pod in v.pods.items():
             stream = self.streams.get(k)
@@ -663,21 +691,7 @@ class KubernetesHandle(Handle):
                 with open(path, "a") as fh:
                     fh.write(item + "\n")
             else:
-                self.mirror.apply(rank, self._new_only(rank, item))
-
-    def _new_only(self, rank: int, changes: Changes) -> Changes:
-        """A frame without what this side already has (a re-read stream sends old frames again)."""
-        have = self.mirror.offsets[rank]
-        out: Changes = {}
-        for rel, (offset, data) in changes.items():
-            if offset >= 0 and rel in have:
-                known = have[rel]
-                if offset + len(data) <= known:
-                    continue
-                if offset < known:
-                    data, offset = data[known - offset:], known
-            out[rel] = [offset, data]
-        return out
+                self.mirror.apply(rank, new_only(self.mirror.offsets[rank], item))
 
     def collect(self) -> None:
         deadline = time.time() + DRAIN_SECONDS
@@ -701,7 +715,8 @@ class KubernetesHandle(Handle):
         out: dict[str, Any] = {"namespace": self.target.namespace, "service": self.name,
                                "jobs": [f"{self.name}-{k}" for k in range(self.node_count)],
                                "nodes": {str(k): n for k, n in sorted(self.verdict.nodes.items())},
-                               "pods": {str(k): p for k, p in sorted(self.verdict.pods.items())}}
+                               "pods": {str(k): p for k, p in sorted(self.verdict.pods.items())},
+                               "code_configmaps": self.code_parts, "code_bytes": self.code_bytes}
         if "running" in t:
             out["submit_to_running_seconds"] = round(t["running"] - t["created"], 3)
         return {"kubernetes": out}
