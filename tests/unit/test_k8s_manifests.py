@@ -358,3 +358,20 @@ def test_the_readme_lists_the_options() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert option_table(KubernetesCompute) in readme, "regenerate the README table with option_table(KubernetesCompute)"
+
+
+def test_compute_add_kubernetes_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchyard.cli.main import main
+
+    ws = ["--workspace", str(tmp_path / ".torchyard")]
+    assert main([*ws, "compute", "add", "kubernetes", "kube", "--image", "img:1", "--namespace", "Bad_NS"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "namespace: expected a DNS-1123 label" in err
+    assert main([*ws, "compute", "add", "kubernetes", "kube", "--image", "img:1", "--node-selector", "pool=a",
+                 "--toleration", "gpu:NoSchedule", "--toleration", "spot=yes:NoExecute", "--flavor", "pytorchjob"]) == 0
+    from torchyard.compute.registry import get_target
+
+    target = get_target("kube", str(tmp_path / ".torchyard"))
+    assert isinstance(target, KubernetesCompute)
+    assert (target.node_selector, target.tolerations, target.flavor) == (["pool=a"], ["gpu:NoSchedule", "spot=yes:NoExecute"],
+                                                                        "pytorchjob")
