@@ -184,13 +184,17 @@ def test_a_job_too_big_is_queued_with_the_schedulers_reason_then_gives_up(ws, k8
     wait_until(lambda: _no_objects_left(k8s, run), timeout=30, interval=0.5)
 
 
-def _fails_at_start(ws, tmp_path, target: str) -> str:
+def _start_failure(ws, tmp_path, target: str):
     write_script(tmp_path / "src", "ok.py", "print('never runs')\n")
     run = Experiment(ws, "k8s").submit(PyTorch(str(tmp_path / "src"), entry_script="ok.py", compute_target=target))
     details = run.wait_for_completion(timeout=60, raise_on_error=False)
     assert details["status"] == "Failed"
     assert details["error"]["stage"] == "Starting"
-    return str(details["error"]["message"])
+    return run, str(details["error"]["message"])
+
+
+def _fails_at_start(ws, tmp_path, target: str) -> str:
+    return _start_failure(ws, tmp_path, target)[1]
 
 
 def test_unreachable_api_server_forbidden_user_and_bad_settings_say_so(ws, k8s, tmp_path):
@@ -214,8 +218,9 @@ def test_unreachable_api_server_forbidden_user_and_bad_settings_say_so(ws, k8s, 
 
 def test_kueue_suspend_is_pruned_by_1_20_and_the_submit_says_so(ws, k8s, tmp_path):
     ComputeTarget.attach(ws, "kube-q", KubernetesCompute(image=IMAGE, kubeconfig=str(k8s.kubeconfig), queue="team-a"))
-    message = _fails_at_start(ws, tmp_path, "kube-q")
+    run, message = _start_failure(ws, tmp_path, "kube-q")
     assert "dropped or changed spec.suspend" in message and "Job suspend needs Kubernetes >= 1.21" in message
+    wait_until(lambda: _no_objects_left(k8s, run), timeout=30, interval=0.5)  # the unsuspended Job went at once
 
 
 def test_every_object_of_the_full_option_case_round_trips(k8s, tmp_path):

@@ -350,6 +350,11 @@ class Session:
             raise ComputeError(f"cannot create a {kind}")
         lost = round_trip_diff(obj, back)
         if lost:
+            if kind in ("Service", "Job", "ConfigMap"):  # never leave it running without what was asked
+                try:
+                    self.delete(kind, obj["metadata"]["name"])
+                except ComputeError:
+                    pass
             hint = ""
             if any(p.endswith("spec.suspend") for p in lost):
                 hint = (" (Job suspend needs Kubernetes >= 1.21, and Kueue to admit it: the queue= option "
