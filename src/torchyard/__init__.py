@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torchyard.compute.base import ComputeTarget
+    from torchyard.compute.kubernetes import KubernetesCompute
     from torchyard.compute.ray import RayCompute
     from torchyard.compute.slurm import SlurmCompute
     from torchyard.data.datastore import Datastore
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "ComputeTarget": "torchyard.compute.base",
     "RayCompute": "torchyard.compute.ray",
+    "KubernetesCompute": "torchyard.compute.kubernetes",
     "SlurmCompute": "torchyard.compute.slurm",
     "DataReference": "torchyard.data.references",
     "Datastore": "torchyard.data.datastore",
@@ -162,6 +164,7 @@ __all__ = [
     "PyTorch",
     "PyTorchConfiguration",
     "RayCompute",
+    "KubernetesCompute",
     "RandomParameterSampling",
     "Run",
     "RunFailedError",

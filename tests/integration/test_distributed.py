@@ -86,6 +86,8 @@ def test_every_rank_sees_the_env_contract(ws, envsrc, backend, nodes, ppn):
         assert env["AZ_BATCHAI_MPI_MASTER_NODE"] == addr
         assert env["AZ_BATCHAI_PYTORCH_INIT_METHOD"] == f"tcp://{addr}:{port}"
         assert env["AZUREML_NODE_COUNT"] == str(nodes)
+        assert (env["PET_NODE_RANK"], env["PET_NNODES"], env["PET_NPROC_PER_NODE"]) == (str(rank // ppn), str(nodes), str(ppn))
+        assert (env["PET_MASTER_ADDR"], env["PET_MASTER_PORT"]) == (addr, port)
         assert env["TORCHYARD_RUN_ID"] == run.id
         assert env["TORCHYARD_EXPERIMENT"] == "dist"
         assert env["TORCHYARD_WORKSPACE"] == ws.path

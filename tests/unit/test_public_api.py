@@ -8,7 +8,7 @@ EXPECTED = {
     "NotFoundError", "NotSupportedError", "PyTorch", "PyTorchConfiguration", "Run", "RunFailedError",
     "RunStatus", "ScriptRunConfig", "SpecError", "TorchyardError", "Workspace", "WorkspaceError", "__version__",
     # compute targets
-    "ComputeTarget", "RayCompute", "SlurmCompute",
+    "ComputeTarget", "RayCompute", "SlurmCompute", "KubernetesCompute",
     # sweeps (torchyard.hyperdrive)
     "BanditPolicy", "BayesianParameterSampling", "GridParameterSampling", "HyperDriveConfig", "HyperDriveRun",
     "MedianStoppingPolicy", "NoTerminationPolicy", "PrimaryMetricGoal", "RandomParameterSampling",

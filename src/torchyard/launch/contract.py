@@ -1,7 +1,8 @@
 """The env contract: every variable a rank sees, on every compute target and backend. One place.
 
 torch.distributed names: MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE,
-NODE_RANK (and GROUP_RANK, as torchrun sets it).
+NODE_RANK (and GROUP_RANK, as torchrun sets it); torchrun's and Kubeflow's PET_NODE_RANK, PET_NNODES,
+PET_NPROC_PER_NODE, PET_MASTER_ADDR, PET_MASTER_PORT.
 Azure ML names: AZ_BATCH_MASTER_NODE (addr:port), AZ_BATCHAI_MPI_MASTER_NODE (addr),
 AZ_BATCHAI_PYTORCH_INIT_METHOD (tcp://addr:port), AZ_BATCHAI_TASK_INDEX (global rank),
 AZUREML_NODE_COUNT. Under ``mpi``, Open MPI's OMPI_COMM_WORLD_* come from ``mpirun`` itself.
@@ -47,6 +48,8 @@ TORCHYARD_NAMES = (
     "TORCHYARD_UPLOAD_DIR",
 )
 MLFLOW_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")
+#: the names torchrun (its PET_* defaults) and Kubeflow's operators read, on every target (issue #17)
+PET_NAMES = ("PET_NODE_RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_ADDR", "PET_MASTER_PORT")
 MPI_NAMES = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
@@ -121,6 +124,12 @@ def node_env(
         # per rank in rank_env (and the mpi shim); under torchrun, which names ranks itself, per node
         "TORCHYARD_TENSORBOARD_DIR": os.path.join(paths.logs, "tensorboard", f"node_{node_rank}"),
         "PYTHONUNBUFFERED": "1",
+        # PET_NAMES (torchrun's and Kubeflow's)
+        "PET_NODE_RANK": str(node_rank),
+        "PET_NNODES": str(node_count),
+        "PET_NPROC_PER_NODE": str(process_count_per_node),
+        "PET_MASTER_ADDR": master_addr,
+        "PET_MASTER_PORT": str(master_port),
     }
     if "MLFLOW_TRACKING_URI" not in user_env and "MLFLOW_TRACKING_URI" not in os.environ and module_importable(
         "mlflow", python

@@ -169,7 +169,8 @@ class Launcher:
             f'TORCHYARD_JOURNAL_DIR=$D/{rel.journal} TORCHYARD_UPLOAD_DIR=$D/{rel.uploads}; '
             f'mkdir -p "$D/{rel.logs}" "$D/{rel.outputs}" "$D/{rel.journal}" "$D/{rel.exit}"; '
             'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
-            'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) AZ_BATCHAI_TASK_INDEX=$R '
+            'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) PET_NODE_RANK=$((R / P)) '
+            'AZ_BATCHAI_TASK_INDEX=$R '
             f'TORCHYARD_TENSORBOARD_DIR=$D/{rel.logs}/tensorboard/rank_$R; '
         )
         if self.gpus:
