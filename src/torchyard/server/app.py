@@ -30,8 +30,9 @@ from torchyard.errors import NotFoundError, SpecError, TorchyardError
 from torchyard.server.security import MAX_BODY, SecurityMiddleware, safe_path
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunKind
 
-READ, WRITE, ADMIN = "read", "write", "admin"
-PERMISSIONS = (READ, WRITE, ADMIN)
+READ, WRITE, ADMIN, PUBLIC = "read", "write", "admin", "public"
+#: ``public`` is for the login page and its assets only; ``unit/test_server_routes.py`` pins that list
+PERMISSIONS = (READ, WRITE, ADMIN, PUBLIC)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
@@ -76,6 +77,7 @@ class Context:
     workspace: Any
     token: bool = False
     _cache: Any = None
+    auth: Any = None
 
     @property
     def cache(self) -> Any:
@@ -134,9 +136,30 @@ def _json(data: Any, status: int = 200) -> Response:
                     media_type="application/json", headers={"cache-control": "no-store"})
 
 
-def _run_row(ctx: Context, run_id: str) -> dict[str, Any]:
+def _run_row(ctx: Context, run_id: str, wanted: str | None = None) -> dict[str, Any]:
+    """The run's row, if the caller may see its experiment (else the same 404 as a missing run) and
+    has the level the route needs (else 403). A per-run token sees only its own run."""
+    from torchyard.server.auth import current, require_experiment  # noqa: PLC0415
+
     row: dict[str, Any] = ctx.store.get_run(run_id)
+    principal, _permission = current()
+    try:
+        if principal.run_id is not None and principal.run_id != row["id"]:
+            raise NotFoundError("another run")
+        require_experiment(ctx.auth, row["experiment"], wanted)
+    except NotFoundError:
+        raise NotFoundError(f"no run {run_id!r} in this workspace; `torchyard runs list` shows the runs",
+                            run_id=run_id) from None
     return row
+
+
+def _visible(ctx: Context) -> list[str] | None:
+    """The experiments the caller may see (None: all of them)."""
+    from torchyard.server.auth import current  # noqa: PLC0415
+
+    principal, _permission = current()
+    levels = ctx.auth.levels(principal, None)
+    return None if levels is None else sorted(levels)
 
 
 def _sdk_run(ctx: Context, run_id: str) -> Any:
@@ -213,7 +236,10 @@ def openapi(request: Request) -> Response:
 @endpoint("GET", "/api/v1/experiments", permission=READ)
 def list_experiments(request: Request) -> Response:
     """The workspace's experiments."""
-    return _json({"experiments": _ctx(request).store.list_experiments()})
+    ctx = _ctx(request)
+    names = ctx.store.list_experiments()
+    visible = _visible(ctx)
+    return _json({"experiments": names if visible is None else [n for n in names if n in set(visible)]})
 
 
 @endpoint("GET", "/api/v1/runs", permission=READ, params=(
@@ -257,6 +283,7 @@ def list_runs(request: Request) -> Response:
         ctx.engine, experiment=qp.get("experiment") or None, status=status, tags=tags, parent_id=parent,
         top_level=top_level, search=qp.get("q") or None, metric=metric, sort=qp.get("sort", "created_at"),
         descending=order == "desc", limit=_int(request, "limit", 50, 1, 500) or 50, cursor=qp.get("cursor") or None,
+        experiments=_visible(ctx),
     )
     ids = [r["id"] for r in rows]
     tag_map = get_tags_for(ctx.engine, ids)
@@ -540,6 +567,9 @@ async def cancel_run(request: Request) -> Response:
     def work() -> str:
         run = _sdk_run(ctx, request.path_params["run_id"])
         run.cancel(reason)
+        from torchyard.server.auth import current  # noqa: PLC0415
+
+        ctx.auth.audit(current()[0].user, "run.cancel", run.id, experiment=run._row["experiment"], reason=reason)
         return str(ctx.store.get_status(run.id))
 
     status = await asyncio.to_thread(work)
@@ -659,10 +689,14 @@ async def runs_events(request: Request) -> Response:
     from torchyard.workspace.schema import runs  # noqa: PLC0415
 
     ctx = _ctx(request)
+    visible = await asyncio.to_thread(_visible, ctx)
 
     def count() -> int:
+        query = select(func.count()).select_from(runs)
+        if visible is not None:
+            query = query.where(runs.c.experiment.in_(visible))
         with ctx.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(runs)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
     async def events() -> AsyncIterator[tuple[str, Any]]:
         known: dict[str, str] = {}
@@ -671,7 +705,7 @@ async def runs_events(request: Request) -> Response:
         quiet = 0.0
         while not await request.is_disconnected():
             sent = False
-            changes = await asyncio.to_thread(status_changes, ctx.engine, since - 5, sorted(ACTIVE_VALUES))
+            changes = await asyncio.to_thread(status_changes, ctx.engine, since - 5, sorted(ACTIVE_VALUES), visible)
             for change in changes:
                 if known.get(change["id"]) != change["status"]:
                     known[change["id"]] = change["status"]
@@ -728,7 +762,13 @@ for _name, _path in (("runs", "/"), ("run", "/runs/{run_id}"), ("compare", "/com
     endpoint("GET", _path, permission=READ)(_page_handler(_name))
 
 
-@endpoint("GET", "/static/{name}", permission=READ)
+@endpoint("GET", "/login", permission=PUBLIC)
+async def login_page(request: Request) -> Response:
+    """The team server's login form."""
+    return _static("login.html")
+
+
+@endpoint("GET", "/static/{name}", permission=PUBLIC)
 async def static_file(request: Request) -> Response:
     """The dashboard's own script, style sheet and images (written for torchyard; no third-party code)."""
     return _static(request.path_params["name"])
@@ -738,8 +778,14 @@ async def static_file(request: Request) -> Response:
 
 
 def _error(request: Request, exc: Exception) -> Response:
+    from torchyard.server.auth import Forbidden, Unauthorized  # noqa: PLC0415
+
     body: dict[str, Any]
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, Unauthorized):
+        status, body = 401, {"message": str(exc)}
+    elif isinstance(exc, Forbidden):
+        status, body = 403, {"message": str(exc)}
+    elif isinstance(exc, NotFoundError):
         status, body = 404, {"message": str(exc)}
     elif isinstance(exc, SpecError):
         status, body = 400, {"field": getattr(exc, "field", None), "message": str(exc)}
@@ -770,21 +816,76 @@ def openapi_document() -> dict[str, Any]:
     return {"openapi": "3.1.0", "info": {"title": "torchyard dashboard API", "version": "1"}, "paths": paths}
 
 
-def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | None = None) -> Starlette:
-    """The dashboard app for ``workspace`` (a ``Workspace``), answering only ``hosts`` (None: any) and,
-    with ``token``, only requests that carry it."""
+def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    """The route's handler behind its declared permission: the middleware's principal must exist and
+    its token scope and role allow ``ep.permission``; a per-run token only reaches ``run_token`` routes.
+    Fail closed: a route without a known permission never gets here (create_app refuses it)."""
+    from torchyard.server.auth import CURRENT  # noqa: PLC0415
+
+    func, permission = ep.func, ep.permission
+    is_async = asyncio.iscoroutinefunction(func)
+    run_token_ok = bool(getattr(func, "run_token", False))
+
+    async def guarded(request: Request) -> Response:
+        if permission != PUBLIC:
+            principal = request.scope.get("torchyard.principal")
+            if principal is None:
+                if ep.method == "GET" and not ep.path.startswith("/api/") and getattr(
+                        request.app.state.ctx.auth, "users", False):
+                    from starlette.responses import RedirectResponse  # noqa: PLC0415
+
+                    return RedirectResponse("/login", status_code=303)
+                return _error(request, _unauthorized())
+            if principal.run_id is not None and not run_token_ok:
+                return _error(request, NotFoundError("not found"))
+            if not principal.allows(permission):
+                from torchyard.server.auth import Forbidden  # noqa: PLC0415
+
+                return _error(request, Forbidden(
+                    f"this needs {permission} access; {principal.user} ({principal.role}) "
+                    f"with a {principal.scope}-scoped token does not have it"))
+            CURRENT.set((principal, permission))
+        if is_async:
+            result: Response = await func(request)
+        else:
+            result = await asyncio.to_thread(func, request)
+        return result
+
+    guarded.__name__ = func.__name__
+    return guarded
+
+
+def _unauthorized() -> Exception:
+    from torchyard.server.auth import Unauthorized  # noqa: PLC0415
+
+    return Unauthorized("authentication needed: send 'Authorization: Bearer TOKEN' (torchyard login) or log in")
+
+
+def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | None = None,
+               users: bool = False) -> Starlette:
+    """The dashboard app for ``workspace`` (a ``Workspace``), answering only ``hosts`` (None: any).
+
+    ``users=False`` (``torchyard ui``): everyone, or with ``token`` whoever carries it, is the local
+    admin. ``users=True`` (``torchyard server``): users, hashed tokens, grants (``server.auth``)."""
+    from torchyard.server.auth import LocalAuth, ServerAuth  # noqa: PLC0415
+
     routes = []
     for ep in ENDPOINTS:
-        if getattr(ep.func, "permission", None) not in PERMISSIONS:
+        if getattr(ep.func, "permission", None) not in PERMISSIONS or ep.permission not in PERMISSIONS:
             raise RuntimeError(f"route {ep.method} {ep.path} declares no permission")
-        routes.append(Route(ep.path, ep.func, methods=[ep.method], name=f"{ep.method} {ep.path}"))
+        routes.append(Route(ep.path, _guard(ep), methods=[ep.method], name=f"{ep.method} {ep.path}"))
+    auth: Any = ServerAuth(workspace.store.engine) if users else LocalAuth(token)
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(SecurityMiddleware, hosts=hosts, token=token, max_body=MAX_BODY),
+            Middleware(SecurityMiddleware, hosts=hosts, token=token, max_body=MAX_BODY, auth=auth),
             Middleware(GZipMiddleware, minimum_size=2048, compresslevel=4),  # level 9 cost ~40 ms per chart
         ],
         exception_handlers={TorchyardError: _error},
     )
-    app.state.ctx = Context(workspace=workspace, token=token is not None)
+    app.state.ctx = Context(workspace=workspace, token=token is not None, auth=auth)
     return app
+
+
+# the team server's routes register themselves on import (they use this module's helpers)
+from torchyard.server import api_access, api_remote  # noqa: E402, F401

@@ -1,0 +1,365 @@
+"""The routes a remote workspace (``Workspace(url=..., token=...)``) needs beyond the dashboard's:
+content-addressed snapshot upload, submit, a run's status and metrics, tags and ``run.log``.
+
+Submit: the client snapshots its source folder locally, asks which objects the server lacks
+(``POST /api/v1/objects/missing``), uploads only those (``PUT /api/v1/objects/SHA256``, verified),
+records the manifest (``POST /api/v1/snapshots``) and submits (``POST /api/v1/runs``). The server
+materializes the snapshot into ``uploads/<manifest>`` (hard links) and submits from there through
+the runtime's one submit path, so the run's supervisor runs on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from torchyard.errors import NotFoundError, SpecError
+from torchyard.server.app import READ, WRITE, _ctx, _json, _run_row, _sdk_run, endpoint
+from torchyard.server.auth import Forbidden, current, require_experiment
+from torchyard.server.security import MAX_OBJECT
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_FILES = 100_000
+MAX_TAGS = 100
+MAX_VALUES = 100_000
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        raise SpecError("body", "is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise SpecError("body", "must be a JSON object")
+    return body
+
+
+def _sha(value: Any, field: str = "sha256") -> str:
+    if not isinstance(value, str) or not _SHA_RE.match(value):
+        raise SpecError(field, "must be 64 lowercase hex digits")
+    return value
+
+
+# ---- snapshot objects --------------------------------------------------------------------------------
+
+
+@endpoint("POST", "/api/v1/objects/missing", permission=WRITE)
+async def missing_objects(request: Request) -> Response:
+    """Of {"objects": [[sha256, size], ...]}, those the server does not have yet."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    items = body.get("objects")
+    if not isinstance(items, list) or len(items) > MAX_FILES:
+        raise SpecError("objects", f"must be a list of at most {MAX_FILES} [sha256, size] pairs")
+    pairs = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], int) or item[1] < 0:
+            raise SpecError("objects", "each entry must be [sha256, size]")
+        pairs.append((_sha(item[0]), item[1]))
+    store = ctx.workspace.snapshots
+
+    def check() -> list[str]:
+        return [sha for sha, size in pairs if not store._has_object(sha, size)]
+
+    return _json({"missing": await asyncio.to_thread(check)})
+
+
+@endpoint("PUT", "/api/v1/objects/{sha256}", permission=WRITE)
+async def put_object(request: Request) -> Response:
+    """Upload one object's bytes (application/octet-stream); kept only if its SHA-256 matches."""
+    ctx = _ctx(request)
+    sha = _sha(request.path_params["sha256"])
+    store = ctx.workspace.snapshots
+    tmp = os.path.join(store.tmp_dir, f"upload-{os.getpid()}-{secrets.token_hex(8)}")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_OBJECT:
+                    raise SpecError("body", f"an object is at most {MAX_OBJECT} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha:
+            raise SpecError("body", f"content hashes to {digest.hexdigest()}, not {sha}")
+        final = store.object_path(sha)
+        if not store._has_object(sha, size):
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return _json({"sha256": sha, "size": size}, 201)
+
+
+def _rel_path(value: Any) -> str:
+    if (not isinstance(value, str) or not value or len(value) > 4096 or value.startswith("/") or "\\" in value
+            or "\x00" in value or any(p in ("", ".", "..") for p in value.split("/"))):
+        raise SpecError("files.path", f"{value!r} is not a relative path inside the tree")
+    return value
+
+
+@endpoint("POST", "/api/v1/snapshots", permission=WRITE)
+async def put_snapshot(request: Request) -> Response:
+    """Record a snapshot manifest {"files": [{"path", "sha256", "size", "executable"}]} whose objects
+    are all uploaded; its id (same files → same id)."""
+    from torchyard.workspace.snapshots import SnapshotFile  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    items = body.get("files")
+    if not isinstance(items, list) or not items or len(items) > MAX_FILES:
+        raise SpecError("files", f"must be a list of 1 to {MAX_FILES} files")
+    files = []
+    seen = set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise SpecError("files", "each entry must be an object")
+        path = _rel_path(item.get("path"))
+        if path in seen:
+            raise SpecError("files.path", f"{path!r} is listed twice")
+        seen.add(path)
+        size = item.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise SpecError("files.size", "must be a non-negative integer")
+        files.append(SnapshotFile(path, _sha(item.get("sha256"), "files.sha256"), size, bool(item.get("executable"))))
+    files.sort(key=lambda f: f.path)
+    store = ctx.workspace.snapshots
+
+    def write() -> str:
+        lacking = [f.path for f in files if not store._has_object(f.sha256, f.size)]
+        if lacking:
+            raise SpecError("files", f"{len(lacking)} objects are not uploaded yet (first: {lacking[0]!r})")
+        return str(store._write_manifest(tuple(files), sum(f.size for f in files)))
+
+    return _json({"snapshot": await asyncio.to_thread(write)}, 201)
+
+
+# ---- submit -----------------------------------------------------------------------------------------
+
+
+def _str_map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_TAGS:
+        raise SpecError(field, f"must be an object of at most {MAX_TAGS} entries")
+    return {str(k)[:256]: str(v) for k, v in value.items()}
+
+
+def _may_create(ctx: Any, experiment: str) -> None:
+    """A new experiment: members and admins may create it (and then MANAGE it); an existing one
+    needs EDIT (invisible → 404)."""
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from torchyard.workspace.schema import experiments  # noqa: PLC0415
+
+    with ctx.engine.connect() as conn:
+        exists = conn.execute(select(experiments.c.name).where(experiments.c.name == experiment)).first()
+    principal, _ = current()
+    if exists:
+        require_experiment(ctx.auth, experiment, "EDIT")
+        return
+    if principal.role not in ("admin", "member"):
+        raise Forbidden(f"{principal.user} ({principal.role}) may not create experiments")
+    if getattr(ctx.auth, "users", False):
+        ctx.auth.access.claim_experiment(experiment, principal.user)
+
+
+def _set_created_by(ctx: Any, run_id: str, user: str) -> None:
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from torchyard.workspace.schema import runs  # noqa: PLC0415
+
+    with ctx.store.engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(created_by=user))
+
+
+@endpoint("POST", "/api/v1/runs", permission=WRITE)
+async def submit(request: Request) -> Response:
+    """Submit a job: {"experiment", "spec" (a JobSpec as JSON), "snapshot" (an uploaded manifest id),
+    "tags", "client_source"}. The server records the run and starts its supervisor; the run id."""
+    from torchyard.spec.job import JobSpec, build_job_spec  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    experiment = check_name(body.get("experiment"))  # type: ignore[arg-type]
+    snap = _sha(body.get("snapshot"), "snapshot")
+    tags = _str_map(body.get("tags"), "tags")
+    raw_spec = body.get("spec")
+    if not isinstance(raw_spec, dict):
+        raise SpecError("spec", "must be a job spec object")
+    principal, _ = current()
+
+    def work() -> str:
+        _may_create(ctx, experiment)
+        ws = ctx.workspace
+        store = ws.snapshots
+        folder = os.path.join(ws.path, "uploads", snap)
+        if not os.path.isdir(folder):
+            tmp = f"{folder}.{secrets.token_hex(6)}.tmp"
+            store.materialize(snap, tmp)
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another submit placed it first
+                import shutil  # noqa: PLC0415
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        fields = {k: v for k, v in raw_spec.items() if k in JobSpec.__struct_fields__}
+        fields["source_directory"] = folder
+        for key in ("arguments",):
+            if isinstance(fields.get(key), list):
+                fields[key] = tuple(fields[key])
+        spec = build_job_spec(**fields)
+        run_id = ws.submit(experiment, spec, tags=tags)
+        _set_created_by(ctx, run_id, principal.user)
+        client = body.get("client_source")
+        if isinstance(client, str) and len(client) < 4096:
+            ws.store.add_properties(run_id, {"torchyard.client_source_directory": client})
+        return str(run_id)
+
+    run_id = await asyncio.to_thread(work)
+    return _json({"run_id": run_id, "experiment": experiment}, 201)
+
+
+# ---- a run, for the SDK ------------------------------------------------------------------------------
+
+
+@endpoint("GET", "/api/v1/runs/{run_id}/status", permission=READ)
+def run_status(request: Request) -> Response:
+    """A run's status (liveness reconciled on the server, where its supervisor is)."""
+    from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    row = reconcile(ctx.store, _run_row(ctx, request.path_params["run_id"]))
+    return _json({"run_id": row["id"], "status": row["status"], "experiment": row["experiment"]})
+
+
+@endpoint("GET", "/api/v1/runs/{run_id}/details", permission=READ)
+def run_details(request: Request) -> Response:
+    """``Run.get_details()``, as the SDK returns it (log file paths left out), plus the run's row."""
+    from torchyard.server.app import _public  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    run = _sdk_run(ctx, request.path_params["run_id"])
+    details = run.get_details()
+    details.pop("logFiles", None)
+    summary = run._summary() if request.query_params.get("summary") in ("1", "true") else None
+    return _json({"details": details, "summary": summary, "run": {**_public(run._row), "kind": run._row.get("kind"),
+                                              "created_by": run._row.get("created_by")}})
+
+
+@endpoint("GET", "/api/v1/runs/{run_id}/values", permission=READ, params=(
+    ("rank", "string", "a rank number or 'all' (default 0)"),
+    ("name", "string", "only this metric"),
+))
+def run_values(request: Request) -> Response:
+    """``Run.get_metrics(name, rank)``: every logged value (for ``rank=all``: by rank)."""
+    ctx = _ctx(request)
+    run = _sdk_run(ctx, request.path_params["run_id"])
+    raw = request.query_params.get("rank", "0")
+    rank: int | str = "all" if raw == "all" else _rank(raw)
+    metrics = run.get_metrics(request.query_params.get("name") or None, rank=rank)
+    return _json({"metrics": metrics, "rank": rank})
+
+
+def _rank(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError("rank", f"must be a rank number or 'all', got {raw!r}") from None
+    if not 0 <= value < 1 << 20:
+        raise SpecError("rank", "out of range")
+    return value
+
+
+@endpoint("GET", "/api/v1/runs/{run_id}/files", permission=READ)
+def run_files(request: Request) -> Response:
+    """``Run.get_file_names()``: artifact paths (local or in the artifact datastore)."""
+    ctx = _ctx(request)
+    run = _sdk_run(ctx, request.path_params["run_id"])
+    return _json({"files": run.get_file_names()})
+
+
+@endpoint("POST", "/api/v1/runs/{run_id}/tags", permission=WRITE)
+async def set_tags(request: Request) -> Response:
+    """Set tags on a run: {"tags": {KEY: VALUE}} (needs EDIT on its experiment)."""
+    ctx = _ctx(request)
+    tags = _str_map((await _body(request)).get("tags"), "tags")
+
+    def work() -> dict[str, str]:
+        row = _run_row(ctx, request.path_params["run_id"])
+        ctx.store.set_tags(row["id"], tags)
+        return dict(ctx.store.get_tags(row["id"]))
+
+    return _json({"tags": await asyncio.to_thread(work)})
+
+
+@endpoint("POST", "/api/v1/runs/{run_id}/log", permission=WRITE)
+async def log_values(request: Request) -> Response:
+    """``run.log`` from outside the run, batched: {"rank": 0, "series": [[name, [values], [steps|null], [ts]]]}."""
+    from torchyard.workspace.summary import update_summary  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    rank = body.get("rank", 0)
+    if not isinstance(rank, int) or not 0 <= rank < 1 << 20:
+        raise SpecError("rank", "must be a rank number")
+    series = body.get("series")
+    if not isinstance(series, list) or not series:
+        raise SpecError("series", "must be a non-empty list of [name, values, steps, times]")
+    packed = []
+    total = 0
+    for item in series:
+        if not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str) or not item[0]:
+            raise SpecError("series", "each entry must be [name, values, steps, times]")
+        name, vals, steps, ts = item
+        if not all(isinstance(x, list) for x in (vals, steps, ts)) or not len(vals) == len(steps) == len(ts):
+            raise SpecError("series", f"{name!r}: values, steps and times must be lists of one length")
+        total += len(vals)
+        try:
+            packed.append((name[:256], [float(v) for v in vals], [None if s is None else int(s) for s in steps],
+                           [float(t) for t in ts]))
+        except (TypeError, ValueError):
+            raise SpecError("series", f"{name!r}: values and times must be numbers, steps integers or null") from None
+    if total > MAX_VALUES:
+        raise SpecError("series", f"at most {MAX_VALUES} values per request")
+
+    def work() -> None:
+        row = _run_row(ctx, request.path_params["run_id"])
+        ctx.store.insert_series(row["id"], rank, packed)
+        update_summary(ctx.store.engine, row["id"], rank, packed)
+
+    await asyncio.to_thread(work)
+    return _json({"stored": total, "at": time.time()})
+
+
+@endpoint("GET", "/api/v1/experiments/{name}/runs", permission=READ, params=(
+    ("status", "string", "only runs with this status"),
+    ("limit", "integer", "at most this many, 1-10000"),
+))
+def experiment_runs(request: Request) -> Response:
+    """``Experiment.get_runs()``: the experiment's runs (rows), newest first."""
+    from torchyard.server.app import _int, _public  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    name = request.path_params["name"]
+    try:
+        require_experiment(ctx.auth, name, "READ")
+    except NotFoundError:
+        return _json({"runs": []})  # as for an experiment with no runs: nothing said about it
+    rows = ctx.store.list_runs(experiment=name, status=request.query_params.get("status") or None,
+                               limit=_int(request, "limit", 1000, 1, 10000))
+    return _json({"runs": [{**_public(r), "kind": r.get("kind"), "created_by": r.get("created_by")} for r in rows]})
