@@ -13,14 +13,23 @@ from torchyard.remote.client import q
 from torchyard.status import TERMINAL_VALUES, RunStatus
 
 
+class ExperimentRef:
+    """What a remote run knows of its experiment: the name and the workspace."""
+
+    def __init__(self, workspace: Any, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace!r})"
+
+
 class RemoteRun:
     """One run of a :class:`~torchyard.remote.workspace.RemoteWorkspace` (``Run``'s methods)."""
 
     def __init__(self, workspace: Any, experiment: Any, run_id: str, *, row: dict[str, Any] | None = None) -> None:
-        from torchyard.experiment import Experiment  # noqa: PLC0415
-
         self.workspace = workspace
-        self.experiment = experiment if not isinstance(experiment, str) else Experiment(workspace, experiment)
+        self.experiment = experiment if not isinstance(experiment, str) else ExperimentRef(workspace, experiment)
         self.id = run_id
         self._row = row or {}
         self._base = f"/api/v1/runs/{q(run_id)}"

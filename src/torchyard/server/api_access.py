@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from torchyard.errors import NotSupportedError, SpecError
-from torchyard.server.app import ADMIN, PUBLIC, READ, WRITE, _ctx, _int, _json, endpoint
 from torchyard.server.auth import SESSION_COOKIE, SESSION_SECONDS, Forbidden, current, require_experiment
+from torchyard.server.routing import ADMIN, PUBLIC, READ, WRITE, _ctx, _int, _json, endpoint
 from torchyard.workspace.access import LEVELS, SCOPES
 
 MAX_TOKEN_DAYS = 366

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from torchyard.errors import NotFoundError, SpecError
-from torchyard.server.app import READ, WRITE, _ctx, _json, _run_row, _sdk_run, endpoint
 from torchyard.server.auth import Forbidden, current, require_experiment
+from torchyard.server.routing import READ, WRITE, _ctx, _int, _json, _public, _run_row, _sdk_run, endpoint
 from torchyard.server.security import MAX_OBJECT
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -250,7 +250,6 @@ def run_status(request: Request) -> Response:
 @endpoint("GET", "/api/v1/runs/{run_id}/details", permission=READ)
 def run_details(request: Request) -> Response:
     """``Run.get_details()``, as the SDK returns it (log file paths left out), plus the run's row."""
-    from torchyard.server.app import _public  # noqa: PLC0415
 
     ctx = _ctx(request)
     run = _sdk_run(ctx, request.path_params["run_id"])
@@ -352,7 +351,6 @@ async def log_values(request: Request) -> Response:
 ))
 def experiment_runs(request: Request) -> Response:
     """``Experiment.get_runs()``: the experiment's runs (rows), newest first."""
-    from torchyard.server.app import _int, _public  # noqa: PLC0415
 
     ctx = _ctx(request)
     name = request.path_params["name"]
