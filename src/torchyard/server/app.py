@@ -698,6 +698,8 @@ def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     run_token_ok = bool(getattr(func, "run_token", False))
 
     async def guarded(request: Request) -> Response:
+        if any("\x00" in str(v) for v in request.path_params.values()):  # never a name here; PostgreSQL refuses NUL
+            return _error(request, NotFoundError("not found"))
         if permission != PUBLIC:
             principal = request.scope.get("torchyard.principal")
             if principal is None:
