@@ -87,6 +87,8 @@ class Client:
         self.timeout = timeout
         self.retries = retries
         self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []  # every thread's, closed with the client
+        self._lock = threading.Lock()
         self.sent_bytes = 0
 
     def _conn(self) -> http.client.HTTPConnection:
@@ -95,6 +97,8 @@ class Client:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
         return conn
 
     def _drop(self) -> None:
@@ -102,9 +106,23 @@ class Client:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
 
     def close(self) -> None:
-        self._drop()
+        """Close every kept-alive connection (also done when the client is garbage-collected)."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def headers(self, ctype: str | None = None) -> dict[str, str]:
         out = {"Accept": "application/json", "Origin": self.url}
