@@ -54,6 +54,7 @@ def env(pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     make_run(ws, RUN, experiment=EXP, series={"loss": ([3.0, 2.0, 1.0], [0, 1, 2])},
              logs={0: "rank zero says hi\n"}, artifacts={"outputs/model.txt": b"weights"}, source=src)
     make_sweep(ws, SWEEP, [({"lr": 0.1}, [0.5, 0.7], "completed")], experiment=EXP)
+    make_run(ws, "secret_live", experiment=EXP, statuses=(RunStatus.RUNNING,))
     make_run(ws, "open_run", experiment="open-exp", statuses=(RunStatus.RUNNING, RunStatus.COMPLETED))
     with ws.store.engine.begin() as conn:
         conn.execute(update(experiments).where(experiments.c.name == EXP).values(created_by="member"))
@@ -163,6 +164,9 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("POST", "/api/v1/runs/{run_id}/tags"): (f"{R}/tags", {"tags": {"k": "v"}}, RUN_WRITE),
     ("POST", "/api/v1/runs/{run_id}/log"): (f"{R}/log", {"series": [["x", [1.0], [0], [time.time()]]]}, RUN_WRITE),
     ("GET", "/api/v1/experiments/{name}/runs"): (f"/api/v1/experiments/{EXP}/runs", None, EVERYONE),
+    ("POST", "/api/v1/runs/{run_id}/token"): (f"{R}/token", {"hours": 1}, RUN_WRITE),
+    ("PUT", "/api/v1/runs/{run_id}/journal/{rank:int}"): ("/api/v1/runs/secret_live/journal/3?offset=0", b"",
+                                                         RUN_WRITE),
 }
 PUBLIC = {("POST", "/api/v1/login"), ("GET", "/login"), ("GET", "/static/{name}")}
 

@@ -90,7 +90,10 @@ class ServerAuth:
     def authenticate(self, headers: dict[str, str]) -> tuple[Principal | None, bool]:
         offered = bearer(headers)
         if offered is not None:
-            return self.access.resolve_token(offered), False
+            found = self.access.resolve_token(offered)
+            if found is not None and found.run_id is not None and self._ended(found.run_id):
+                return None, False  # a run's token expires with the run
+            return found, False
         offered = cookie(headers, SESSION_COOKIE)
         if offered is not None:
             found = self.access.resolve_token(offered)
@@ -102,6 +105,16 @@ class ServerAuth:
         if principal.role == "admin":
             return None
         return self.access.levels(principal, names)
+
+    def _ended(self, run_id: str) -> bool:
+        from sqlalchemy import select  # noqa: PLC0415
+
+        from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
+        from torchyard.workspace.schema import runs  # noqa: PLC0415
+
+        with self.access.engine.connect() as conn:
+            status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        return status is None or status in TERMINAL_VALUES
 
     def audit(self, actor: str | None, action: str, target: str | None, **detail: Any) -> None:
         self.access.audit(actor, action, target, **detail)

@@ -27,6 +27,8 @@ MAX_BODY = 64 * 1024
 #: snapshot objects are uploaded raw (PUT /api/v1/objects/SHA256), one file each
 MAX_OBJECT = 256 * 1024 * 1024
 OBJECT_PREFIX = "/api/v1/objects/"
+#: a batch of a rank's metric journal (PUT /api/v1/runs/ID/journal/RANK?offset=N)
+MAX_JOURNAL = 16 * 1024 * 1024
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -103,8 +105,9 @@ class SecurityMiddleware:
             if problem:
                 await _reply(send, 403, problem)
                 return
-            upload = method == "PUT" and scope["path"].startswith(OBJECT_PREFIX)
-            limit = MAX_OBJECT if upload else self.max_body
+            journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/journal/" in scope["path"]
+            upload = journal or (method == "PUT" and scope["path"].startswith(OBJECT_PREFIX))
+            limit = MAX_JOURNAL if journal else MAX_OBJECT if upload else self.max_body
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await _reply(send, 413, f"request bodies are limited to {limit} bytes")
