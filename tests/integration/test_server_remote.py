@@ -98,6 +98,25 @@ def test_readme_sdk_flow_against_the_server(env: dict[str, Any], tmp_path: Path,
     assert len(rows) == 3 and creators == {"member"}
 
 
+def test_a_2000_file_tree_uploads_once(env: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    from torchyard import Experiment, PyTorch, Workspace
+
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    for i in range(1999):
+        (tree / f"pkg_{i // 100:02d}").mkdir(parents=True, exist_ok=True)
+        (tree / f"pkg_{i // 100:02d}" / f"m_{i:04d}.py").write_text(f"VALUE = {i}\n")
+    (tree / "train.py").write_text("print('big tree')\n")
+    ws = Workspace(url=env["server"].url, token=env["tokens"]["member"])
+    est = PyTorch(source_directory=str(tree), entry_script="train.py", compute_target="local")
+    first = Experiment(ws, "big-tree").submit(est)
+    assert ws.last_upload_bytes == sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    again = Experiment(ws, "big-tree").submit(est)
+    assert ws.last_upload_bytes == 0
+    for run in (first, again):
+        assert run.wait_for_completion()["status"] == "Completed"
+
+
 def test_another_member_sees_nothing_and_cancel_goes_through_the_server(env: dict[str, Any], tmp_path: Path,
                                                                        monkeypatch) -> None:
     from torchyard import Experiment, PyTorch, Workspace

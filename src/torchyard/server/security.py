@@ -29,6 +29,8 @@ MAX_OBJECT = 256 * 1024 * 1024
 OBJECT_PREFIX = "/api/v1/objects/"
 #: a batch of a rank's metric journal (PUT /api/v1/runs/ID/journal/RANK?offset=N)
 MAX_JOURNAL = 16 * 1024 * 1024
+#: JSON bodies that list a whole snapshot (up to 100,000 files) may be this large
+BIG_JSON = {("POST", "/api/v1/objects/missing"): 16 * 1024 * 1024, ("POST", "/api/v1/snapshots"): 16 * 1024 * 1024}
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -107,7 +109,8 @@ class SecurityMiddleware:
                 return
             journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/journal/" in scope["path"]
             upload = journal or (method == "PUT" and scope["path"].startswith(OBJECT_PREFIX))
-            limit = MAX_JOURNAL if journal else MAX_OBJECT if upload else self.max_body
+            limit = (MAX_JOURNAL if journal else MAX_OBJECT if upload
+                     else max(self.max_body, BIG_JSON.get((method, scope["path"]), 0)))
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await _reply(send, 413, f"request bodies are limited to {limit} bytes")
