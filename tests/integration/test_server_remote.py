@@ -79,6 +79,9 @@ def test_readme_sdk_flow_against_the_server(env: dict[str, Any], tmp_path: Path,
     assert Run(exp, run.id).get_status() == ws.get_run(run.id).get_status() == "Completed"
     run.cancel()  # idempotent on an ended run
     assert run.get_status() == "Completed"
+    assert {"name": "local", "kind": "local"} in ws.compute_names()
+    assert [d["name"] for d in ws.datastore_names()] == ["workspaceblobstore"]
+    assert ws.environment_names() == []
 
     again = exp.submit(est)  # unchanged tree: nothing travels
     assert ws.last_upload_bytes == 0

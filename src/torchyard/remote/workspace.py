@@ -136,6 +136,18 @@ class RemoteWorkspace:
 
     # ---- what stays on the server ---------------------------------------------------------------
 
+    def compute_names(self) -> list[dict[str, Any]]:
+        """The server's compute targets (name, kind); attaching them happens on the server."""
+        return list(self.client.get("/api/v1/compute")["compute"])
+
+    def datastore_names(self) -> list[dict[str, Any]]:
+        """The server's datastores (name, kind): their URLs and credentials stay on the server."""
+        return list(self.client.get("/api/v1/datastores")["datastores"])
+
+    def environment_names(self) -> list[dict[str, Any]]:
+        """The environments registered on the server (name, version)."""
+        return list(self.client.get("/api/v1/environments")["environments"])
+
     def _local_only(self, what: str) -> NotSupportedError:
         return NotSupportedError(what, f"{what} of a team server's workspace are managed on the server")
 

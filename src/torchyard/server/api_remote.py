@@ -443,3 +443,28 @@ async def put_journal(request: Request) -> Response:
 
 
 put_journal.run_token = True  # type: ignore[attr-defined]  # the one route a run token reaches
+
+
+# ---- what the server's workspace has (names only: configurations and credentials stay here) ---------
+
+
+@endpoint("GET", "/api/v1/compute", permission=READ)
+def list_compute(request: Request) -> Response:
+    """The compute targets attached to the server's workspace: name and kind (no configuration)."""
+    ws = _ctx(request).workspace
+    return _json({"compute": [{"name": r["name"], "kind": r.get("kind")} for r in ws.compute_targets.list()]})
+
+
+@endpoint("GET", "/api/v1/datastores", permission=READ)
+def list_datastores(request: Request) -> Response:
+    """The server's datastores: names and kinds only (URLs, options and credentials stay on the server)."""
+    ws = _ctx(request).workspace
+    stores = [ws.get_default_datastore(), *ws.datastores.list()]
+    return _json({"datastores": [{"name": d.name, "kind": d.kind} for d in stores]})
+
+
+@endpoint("GET", "/api/v1/environments", permission=READ)
+def list_environments(request: Request) -> Response:
+    """The environments registered on the server: name and version."""
+    ws = _ctx(request).workspace
+    return _json({"environments": [{"name": e.name, "version": e.version} for e in ws.environments.list()]})
