@@ -155,6 +155,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
                                                            RUN_WRITE),
     ("POST", "/api/v1/objects/missing"): ("/api/v1/objects/missing", {"objects": [[OBJ_SHA, len(OBJ)]]}, WRITERS),
     ("PUT", "/api/v1/objects/{sha256}"): (f"/api/v1/objects/{OBJ_SHA}", OBJ, WRITERS),
+    ("PUT", "/api/v1/packs"): ("/api/v1/packs", OBJ_SHA.encode() + len(OBJ).to_bytes(8, "big") + OBJ,
+                                 WRITERS),
     ("POST", "/api/v1/snapshots"): ("/api/v1/snapshots", SNAP_FILES, WRITERS),
     ("POST", "/api/v1/runs"): ("/api/v1/runs", "SUBMIT", RUN_WRITE),
     ("GET", "/api/v1/runs/{run_id}/status"): (f"{R}/status", None, RUN_READ),

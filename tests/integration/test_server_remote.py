@@ -108,7 +108,7 @@ def test_a_2000_file_tree_uploads_once(env: dict[str, Any], tmp_path: Path, monk
     tree = tmp_path / "tree"
     for i in range(1999):
         (tree / f"pkg_{i // 100:02d}").mkdir(parents=True, exist_ok=True)
-        (tree / f"pkg_{i // 100:02d}" / f"m_{i:04d}.py").write_text(f"VALUE = {i}\n")
+        (tree / f"pkg_{i // 100:02d}" / f"m_{i:04d}.py").write_text(f"BIG = {i}\n")
     (tree / "train.py").write_text("print('big tree')\n")
     ws = Workspace(url=env["server"].url, token=env["tokens"]["member"])
     est = PyTorch(source_directory=str(tree), entry_script="train.py", compute_target="local")

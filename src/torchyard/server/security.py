@@ -27,6 +27,8 @@ MAX_BODY = 64 * 1024
 #: snapshot objects are uploaded raw (PUT /api/v1/objects/SHA256), one file each
 MAX_OBJECT = 256 * 1024 * 1024
 OBJECT_PREFIX = "/api/v1/objects/"
+#: many small objects in one request: (64 hex digits, 8-byte big-endian length, the bytes) repeated
+PACK_PATH = "/api/v1/packs"
 #: a batch of a rank's metric journal (PUT /api/v1/runs/ID/journal/RANK?offset=N)
 MAX_JOURNAL = 16 * 1024 * 1024
 #: JSON bodies that list a whole snapshot (up to 100,000 files) may be this large
@@ -108,7 +110,8 @@ class SecurityMiddleware:
                 await _reply(send, 403, problem)
                 return
             journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/journal/" in scope["path"]
-            upload = journal or (method == "PUT" and scope["path"].startswith(OBJECT_PREFIX))
+            upload = journal or (method == "PUT" and (scope["path"].startswith(OBJECT_PREFIX)
+                                                      or scope["path"] == PACK_PATH))
             limit = (MAX_JOURNAL if journal else MAX_OBJECT if upload
                      else max(self.max_body, BIG_JSON.get((method, scope["path"]), 0)))
             length = headers.get("content-length")
