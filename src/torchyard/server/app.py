@@ -1,8 +1,11 @@
 """The ASGI app: a JSON API under ``/api/v1`` (documented at ``/api/v1/openapi.json``) and the pages.
 
-Every route is declared with :func:`endpoint`, which records its permission (``read``, ``write`` or
-``admin``) on the handler; the app refuses to build if one has none. Reads go through the same
-Workspace, Store and SDK objects scripts use.
+Every route is declared with :func:`endpoint` (``server/routing.py``), which records its permission
+(``read``, ``write``, ``admin``; ``public`` for the login page only); the app refuses to build if one
+has none, and serves each behind :func:`_guard` (the caller's token scope and role against the
+permission; the experiment rule where a run is looked up). ``torchyard ui`` acts as one local admin;
+``torchyard server`` has users (``server/auth.py``). Reads go through the same Workspace, Store and SDK
+objects scripts use.
 """
 
 from __future__ import annotations
