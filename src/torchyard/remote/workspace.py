@@ -167,6 +167,12 @@ class RemoteWorkspace:
     def _local_only(self, what: str) -> NotSupportedError:
         return NotSupportedError(what, f"{what} of a team server's workspace are managed on the server")
 
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotSupportedError(name, f"Workspace.{name} is not available through a team server (yet); "
+                                      "use it on the server's own workspace")
+
     @property
     def compute_targets(self) -> Any:
         raise self._local_only("compute_targets")
