@@ -367,3 +367,10 @@ def test_audit_log_records_permission_changes_and_cancels(env: dict[str, Any]) -
     actions = [(e["user_name"], e["action"], e["target"]) for e in entries]
     assert ("admin", "grant.set", EXP) in actions and ("admin", "run.cancel", RUN) in actions
     assert any(a == "user.add" and t == "member" for _u, a, t in actions)  # from the CLI
+
+
+def test_no_admin_no_server(tmp_path: Path) -> None:
+    from teamserver import cli
+
+    proc = cli("server", "--workspace", str(tmp_path / ".torchyard"), "--port", "0", "--host", "0.0.0.0", check=False)
+    assert proc.returncode == 2 and "create-admin" in proc.stderr and "Traceback" not in proc.stderr
