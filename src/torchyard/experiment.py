@@ -24,6 +24,8 @@ class Experiment:
     def submit(self, config: Any, tags: Mapping[str, Any] | None = None) -> Run:
         """Submit a ``PyTorch`` estimator, a ``ScriptRunConfig`` or a ``JobSpec``; returns the Run.
         A ``HyperDriveConfig`` starts a sweep and returns its ``HyperDriveRun``."""
+        if getattr(self.workspace, "is_remote", False):  # a team server's workspace (torchyard.remote)
+            return self.workspace.submit_config(self.name, config, tags)  # type: ignore[attr-defined]
         from torchyard.runtime.submit import start_sweep, submit_run  # noqa: PLC0415
         from torchyard.spec.job import JobSpec  # noqa: PLC0415
 
@@ -39,6 +41,8 @@ class Experiment:
 
     def get_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
         """This experiment's runs, newest first."""
+        if getattr(self.workspace, "is_remote", False):
+            return self.workspace.runs_of(self.name, status, limit)  # type: ignore[attr-defined]
         rows = self.workspace.store.list_runs(experiment=self.name, status=status, limit=limit)
         return [Run(self, r["id"], _row=r) for r in rows]
 

@@ -34,6 +34,13 @@ class Run:
     """One execution of a job. ``Run.get_context()`` inside a training script; ``Run(exp, run_id)``
     or ``exp.submit(...)`` outside."""
 
+    def __new__(cls, experiment: Experiment, run_id: str, *, _row: dict[str, Any] | None = None) -> Any:
+        if getattr(experiment.workspace, "is_remote", False):  # a team server's run (torchyard.remote)
+            from torchyard.remote.run import RemoteRun  # noqa: PLC0415
+
+            return RemoteRun(experiment.workspace, experiment, run_id)
+        return super().__new__(cls)
+
     def __init__(self, experiment: Experiment, run_id: str, *, _row: dict[str, Any] | None = None) -> None:
         self.experiment = experiment
         self.id = run_id

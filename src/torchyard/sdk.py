@@ -4,7 +4,8 @@ submit path."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from torchyard.workspace.workspace import WorkspaceFolder
 
@@ -21,7 +22,24 @@ class Workspace(WorkspaceFolder):
     ``Workspace()`` finds ``./.torchyard`` (or a parent's), else creates it in the working directory.
     ``Workspace(path=...)`` or ``TORCHYARD_WORKSPACE`` choose the folder; ``db_url=...`` or
     ``TORCHYARD_DB_URL`` put the metadata store in PostgreSQL (or any SQLAlchemy URL) instead of SQLite.
+
+    ``Workspace(url="http://HOST:PORT", token=...)`` (or ``TORCHYARD_SERVER``, or a URL in
+    ``TORCHYARD_WORKSPACE``) is a team server's workspace: the same calls, over HTTP (``token``
+    defaults to ``TORCHYARD_TOKEN`` or what ``torchyard login`` saved).
     """
+
+    def __new__(cls, path: Any = None, *, db_url: str | None = None, url: str | None = None,
+                token: str | None = None) -> Any:
+        url = url or server_url(path)
+        if url:
+            from torchyard.remote.workspace import RemoteWorkspace  # noqa: PLC0415
+
+            return RemoteWorkspace(url, token)
+        return super().__new__(cls)
+
+    def __init__(self, path: Any = None, *, db_url: str | None = None, url: str | None = None,
+                 token: str | None = None) -> None:
+        super().__init__(path, db_url=db_url)
 
     @property
     def experiments(self) -> dict[str, Experiment]:
@@ -56,3 +74,16 @@ class Workspace(WorkspaceFolder):
         from torchyard.runtime.submit import record_run  # noqa: PLC0415
 
         return record_run(self, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
+
+
+def server_url(path: Any = None) -> str | None:
+    """The team server a workspace argument names: ``path`` if it is an http(s) URL, else (without a
+    path) ``TORCHYARD_SERVER`` or an http(s) ``TORCHYARD_WORKSPACE``; None for a folder."""
+    if path is not None:
+        text = os.fspath(path) if not isinstance(path, str) else path
+        return text if text.startswith(("http://", "https://")) else None
+    for name in ("TORCHYARD_SERVER", "TORCHYARD_WORKSPACE"):
+        value = os.environ.get(name, "")
+        if value.startswith(("http://", "https://")):
+            return value
+    return None

@@ -106,7 +106,7 @@ def test_openapi_documents_every_api_route(client: httpx.Client) -> None:
     assert doc["openapi"].startswith("3.")
     ops = [(p, m, op) for p, methods in doc["paths"].items() for m, op in methods.items()]
     assert ("/api/v1/runs/{run_id}/cancel", "post") in {(p, m) for p, m, _ in ops}
-    assert all(op["x-permission"] in ("read", "write", "admin") for _, _, op in ops)
+    assert all(op["x-permission"] in ("read", "write", "admin", "public") for _, _, op in ops)  # public: login only
     assert {q["name"] for q in doc["paths"]["/api/v1/runs/{run_id}/metrics/{name}"]["get"]["parameters"]} >= {
         "x", "from", "to", "points", "rank"}
 

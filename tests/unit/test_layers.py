@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "torchyard"
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (6, ("torchyard.cli", "torchyard.__main__")),
     (5, ("torchyard.sdk", "torchyard.experiment", "torchyard.run", "torchyard.hyperdrive", "torchyard.sweeps.run", "torchyard.server",
-         "torchyard.models", "torchyard.integrations")),
+         "torchyard.models", "torchyard.integrations", "torchyard.remote")),
     (4, ("torchyard.runtime",)),
     (3, ("torchyard.compute",)),
     (2, ("torchyard.workspace", "torchyard.environments", "torchyard.data")),

@@ -56,9 +56,22 @@ def kv(items: list[str], what: str) -> dict[str, str]:
 
 
 def workspace(args: argparse.Namespace) -> Any:
+    """The workspace a command works on: ``--workspace`` (a folder or a team server's URL), else
+    TORCHYARD_WORKSPACE / TORCHYARD_SERVER, else ``./.torchyard`` or a parent's, else the server
+    ``torchyard login`` saved, else a new ``./.torchyard``."""
+    import os  # noqa: PLC0415
+
     from torchyard.sdk import Workspace  # noqa: PLC0415
 
-    return Workspace(args.workspace)
+    chosen = args.workspace
+    if chosen is None and not os.environ.get("TORCHYARD_WORKSPACE") and not os.environ.get("TORCHYARD_SERVER"):
+        from torchyard.workspace.workspace import find_workspace  # noqa: PLC0415
+
+        if find_workspace() is None:
+            from torchyard.remote.client import load_credentials  # noqa: PLC0415
+
+            chosen = load_credentials().get("current") or None
+    return Workspace(chosen)
 
 
 def rank_arg(value: str) -> int | str:

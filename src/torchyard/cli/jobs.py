@@ -76,7 +76,7 @@ def _via_agent(
     from torchyard.runtime import agent  # noqa: PLC0415
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
-    if not agent.enabled() or (wait and json_out):
+    if not agent.enabled() or (wait and json_out) or getattr(ws, "is_remote", False):
         return None
     check_name(experiment)
     sock = agent.connect(ws.path, ws.db_url)

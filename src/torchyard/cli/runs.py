@@ -97,7 +97,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
 
     run = workspace(args).get_run(args.run_id)
-    follower = LogFollower(run.workdir, rank_arg(args.rank))
+    remote = getattr(run, "log_follower", None)  # a team server's run reads its logs over HTTP
+    follower = remote(rank_arg(args.rank)) if remote else LogFollower(run.workdir, rank_arg(args.rank))
     try:
         while True:
             status = run.get_status()

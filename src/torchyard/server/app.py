@@ -1,8 +1,11 @@
 """The ASGI app: a JSON API under ``/api/v1`` (documented at ``/api/v1/openapi.json``) and the pages.
 
-Every route is declared with :func:`endpoint`, which records its permission (``read``, ``write`` or
-``admin``) on the handler; the app refuses to build if one has none. Reads go through the same
-Workspace, Store and SDK objects scripts use.
+Every route is declared with :func:`endpoint` (``server/routing.py``), which records its permission
+(``read``, ``write``, ``admin``; ``public`` for the login page only); the app refuses to build if one
+has none, and serves each behind :func:`_guard` (the caller's token scope and role against the
+permission; the experiment rule where a run is looked up). ``torchyard ui`` acts as one local admin;
+``torchyard server`` has users (``server/auth.py``). Reads go through the same Workspace, Store and SDK
+objects scripts use.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,139 +29,34 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from torchyard.errors import NotFoundError, SpecError, TorchyardError
+from torchyard.server.routing import (  # noqa: F401 - re-exported: route modules declare with these
+    ADMIN,
+    ENDPOINTS,
+    PERMISSIONS,
+    PUBLIC,
+    READ,
+    WRITE,
+    Context,
+    Endpoint,
+    _ctx,
+    _float,
+    _int,
+    _is_sweep,
+    _json,
+    _public,
+    _run_row,
+    _sdk_run,
+    _visible,
+    endpoint,
+)
 from torchyard.server.security import MAX_BODY, SecurityMiddleware, safe_path
-from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunKind
+from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
 
-READ, WRITE, ADMIN = "read", "write", "admin"
-PERMISSIONS = (READ, WRITE, ADMIN)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 LOG_CHUNK = 64 * 1024
 POLL_S = 0.25
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One declared route: method, path, handler, permission, and its query parameters for OpenAPI."""
-
-    method: str
-    path: str
-    func: Callable[..., Any]
-    permission: str
-    summary: str
-    params: tuple[tuple[str, str, str], ...] = ()
-
-
-ENDPOINTS: list[Endpoint] = []
-
-
-def endpoint(method: str, path: str, *, permission: str,
-             params: tuple[tuple[str, str, str], ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a route with its permission and query parameters ((name, type, description), ...)."""
-    if permission not in PERMISSIONS:
-        raise ValueError(f"permission must be one of {PERMISSIONS}, not {permission!r}")
-
-    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        func.permission = permission  # type: ignore[attr-defined]
-        summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else func.__name__
-        ENDPOINTS.append(Endpoint(method, path, func, permission, summary, params))
-        return func
-
-    return deco
-
-
-@dataclass
-class Context:
-    """What the handlers share: the workspace, its store, and the series cache."""
-
-    workspace: Any
-    token: bool = False
-    _cache: Any = None
-
-    @property
-    def cache(self) -> Any:
-        """The series cache (numpy is imported on the first chart, not at start-up)."""
-        if self._cache is None:
-            from torchyard.server.buckets import SeriesCache  # noqa: PLC0415
-
-            self._cache = SeriesCache()
-        return self._cache
-
-    @property
-    def store(self) -> Any:
-        return self.workspace.store
-
-    @property
-    def engine(self) -> Any:
-        return self.workspace.store.read_engine
-
-
-def _ctx(request: Request) -> Context:
-    ctx: Context = request.app.state.ctx
-    return ctx
-
-
-# ---- small helpers ------------------------------------------------------------------------------------
-
-
-def _int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(name, f"must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SpecError(name, f"must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _float(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SpecError(name, f"must be a number, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise SpecError(name, f"must be a finite number, got {raw!r}")
-    return value
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=str, allow_nan=False), status_code=status,
-                    media_type="application/json", headers={"cache-control": "no-store"})
-
-
-def _run_row(ctx: Context, run_id: str) -> dict[str, Any]:
-    row: dict[str, Any] = ctx.store.get_run(run_id)
-    return row
-
-
-def _sdk_run(ctx: Context, run_id: str) -> Any:
-    from torchyard.experiment import Experiment  # noqa: PLC0415
-    from torchyard.run import Run  # noqa: PLC0415
-
-    row = _run_row(ctx, run_id)
-    exp = Experiment(ctx.workspace, row["experiment"])
-    if _is_sweep(row):
-        from torchyard.sweeps.run import HyperDriveRun  # noqa: PLC0415
-
-        return HyperDriveRun(exp, run_id, _row=row)
-    return Run(exp, run_id, _row=row)
-
-
-def _is_sweep(row: dict[str, Any]) -> bool:
-    return bool(row.get("kind") == RunKind.SWEEP)
-
-
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "experiment", "parent_id", "status", "display_name", "compute_target", "created_at",
-            "started_at", "ended_at", "exit_code")
-    return {k: row.get(k) for k in keys}
 
 
 def _summaries(ctx: Context, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -213,7 +110,10 @@ def openapi(request: Request) -> Response:
 @endpoint("GET", "/api/v1/experiments", permission=READ)
 def list_experiments(request: Request) -> Response:
     """The workspace's experiments."""
-    return _json({"experiments": _ctx(request).store.list_experiments()})
+    ctx = _ctx(request)
+    names = ctx.store.list_experiments()
+    visible = _visible(ctx)
+    return _json({"experiments": names if visible is None else [n for n in names if n in set(visible)]})
 
 
 @endpoint("GET", "/api/v1/runs", permission=READ, params=(
@@ -257,6 +157,7 @@ def list_runs(request: Request) -> Response:
         ctx.engine, experiment=qp.get("experiment") or None, status=status, tags=tags, parent_id=parent,
         top_level=top_level, search=qp.get("q") or None, metric=metric, sort=qp.get("sort", "created_at"),
         descending=order == "desc", limit=_int(request, "limit", 50, 1, 500) or 50, cursor=qp.get("cursor") or None,
+        experiments=_visible(ctx),
     )
     ids = [r["id"] for r in rows]
     tag_map = get_tags_for(ctx.engine, ids)
@@ -540,6 +441,9 @@ async def cancel_run(request: Request) -> Response:
     def work() -> str:
         run = _sdk_run(ctx, request.path_params["run_id"])
         run.cancel(reason)
+        from torchyard.server.auth import current  # noqa: PLC0415
+
+        ctx.auth.audit(current()[0].user, "run.cancel", run.id, experiment=run._row["experiment"], reason=reason)
         return str(ctx.store.get_status(run.id))
 
     status = await asyncio.to_thread(work)
@@ -659,10 +563,14 @@ async def runs_events(request: Request) -> Response:
     from torchyard.workspace.schema import runs  # noqa: PLC0415
 
     ctx = _ctx(request)
+    visible = await asyncio.to_thread(_visible, ctx)
 
     def count() -> int:
+        query = select(func.count()).select_from(runs)
+        if visible is not None:
+            query = query.where(runs.c.experiment.in_(visible))
         with ctx.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(runs)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
     async def events() -> AsyncIterator[tuple[str, Any]]:
         known: dict[str, str] = {}
@@ -671,7 +579,7 @@ async def runs_events(request: Request) -> Response:
         quiet = 0.0
         while not await request.is_disconnected():
             sent = False
-            changes = await asyncio.to_thread(status_changes, ctx.engine, since - 5, sorted(ACTIVE_VALUES))
+            changes = await asyncio.to_thread(status_changes, ctx.engine, since - 5, sorted(ACTIVE_VALUES), visible)
             for change in changes:
                 if known.get(change["id"]) != change["status"]:
                     known[change["id"]] = change["status"]
@@ -728,7 +636,13 @@ for _name, _path in (("runs", "/"), ("run", "/runs/{run_id}"), ("compare", "/com
     endpoint("GET", _path, permission=READ)(_page_handler(_name))
 
 
-@endpoint("GET", "/static/{name}", permission=READ)
+@endpoint("GET", "/login", permission=PUBLIC)
+async def login_page(request: Request) -> Response:
+    """The team server's login form."""
+    return _static("login.html")
+
+
+@endpoint("GET", "/static/{name}", permission=PUBLIC)
 async def static_file(request: Request) -> Response:
     """The dashboard's own script, style sheet and images (written for torchyard; no third-party code)."""
     return _static(request.path_params["name"])
@@ -738,8 +652,14 @@ async def static_file(request: Request) -> Response:
 
 
 def _error(request: Request, exc: Exception) -> Response:
+    from torchyard.server.auth import Forbidden, Unauthorized  # noqa: PLC0415
+
     body: dict[str, Any]
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, Unauthorized):
+        status, body = 401, {"message": str(exc)}
+    elif isinstance(exc, Forbidden):
+        status, body = 403, {"message": str(exc)}
+    elif isinstance(exc, NotFoundError):
         status, body = 404, {"message": str(exc)}
     elif isinstance(exc, SpecError):
         status, body = 400, {"field": getattr(exc, "field", None), "message": str(exc)}
@@ -770,25 +690,81 @@ def openapi_document() -> dict[str, Any]:
     return {"openapi": "3.1.0", "info": {"title": "torchyard dashboard API", "version": "1"}, "paths": paths}
 
 
-def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | None = None) -> Starlette:
-    """The dashboard app for ``workspace`` (a ``Workspace``), answering only ``hosts`` (None: any) and,
-    with ``token``, only requests that carry it."""
+def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    """The route's handler behind its declared permission: the middleware's principal must exist and
+    its token scope and role allow ``ep.permission``; a per-run token only reaches ``run_token`` routes.
+    Fail closed: a route without a known permission never gets here (create_app refuses it)."""
+    from torchyard.server.auth import CURRENT  # noqa: PLC0415
+
+    func, permission = ep.func, ep.permission
+    is_async = asyncio.iscoroutinefunction(func)
+    run_token_ok = bool(getattr(func, "run_token", False))
+
+    async def guarded(request: Request) -> Response:
+        if any("\x00" in str(v) for v in request.path_params.values()):  # never a name here; PostgreSQL refuses NUL
+            return _error(request, NotFoundError("not found"))
+        if permission != PUBLIC:
+            principal = request.scope.get("torchyard.principal")
+            if principal is None:
+                if ep.method == "GET" and not ep.path.startswith("/api/") and getattr(
+                        request.app.state.ctx.auth, "users", False):
+                    from starlette.responses import RedirectResponse  # noqa: PLC0415
+
+                    return RedirectResponse("/login", status_code=303)
+                return _error(request, _unauthorized())
+            if principal.run_id is not None and not run_token_ok:
+                return _error(request, NotFoundError("not found"))
+            if not principal.allows(permission):
+                from torchyard.server.auth import Forbidden  # noqa: PLC0415
+
+                return _error(request, Forbidden(
+                    f"this needs {permission} access; {principal.user} ({principal.role}) "
+                    f"with a {principal.scope}-scoped token does not have it"))
+            CURRENT.set((principal, permission))
+        if is_async:
+            result: Response = await func(request)
+        else:
+            result = await asyncio.to_thread(func, request)
+        return result
+
+    guarded.__name__ = func.__name__
+    guarded.permission = permission  # type: ignore[attr-defined]
+    return guarded
+
+
+def _unauthorized() -> Exception:
+    from torchyard.server.auth import Unauthorized  # noqa: PLC0415
+
+    return Unauthorized("authentication needed: send 'Authorization: Bearer TOKEN' (torchyard login) or log in")
+
+
+def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | None = None,
+               users: bool = False) -> Starlette:
+    """The dashboard app for ``workspace`` (a ``Workspace``), answering only ``hosts`` (None: any).
+
+    ``users=False`` (``torchyard ui``): everyone, or with ``token`` whoever carries it, is the local
+    admin. ``users=True`` (``torchyard server``): users, hashed tokens, grants (``server.auth``)."""
+    from torchyard.server.auth import LocalAuth, ServerAuth  # noqa: PLC0415
+
     routes = []
     for ep in ENDPOINTS:
-        if getattr(ep.func, "permission", None) not in PERMISSIONS:
+        if getattr(ep.func, "permission", None) not in PERMISSIONS or ep.permission not in PERMISSIONS:
             raise RuntimeError(f"route {ep.method} {ep.path} declares no permission")
-        routes.append(Route(ep.path, ep.func, methods=[ep.method], name=f"{ep.method} {ep.path}"))
+        routes.append(Route(ep.path, _guard(ep), methods=[ep.method], name=f"{ep.method} {ep.path}"))
+    auth: Any = ServerAuth(workspace.store.engine) if users else LocalAuth(token)
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(SecurityMiddleware, hosts=hosts, token=token, max_body=MAX_BODY),
+            Middleware(SecurityMiddleware, hosts=hosts, token=token, max_body=MAX_BODY, auth=auth),
             Middleware(GZipMiddleware, minimum_size=2048, compresslevel=4),  # level 9 cost ~40 ms per chart
         ],
         exception_handlers={TorchyardError: _error},
     )
-    app.state.ctx = Context(workspace=workspace, token=token is not None)
+    app.state.ctx = Context(workspace=workspace, token=token is not None, auth=auth)
     return app
 
 
 from torchyard.server.api_models import install as _install_models  # noqa: E402, I001 - models, services
 _install_models(endpoint)
+# the team server's routes register themselves on import (they use this module's helpers)
+from torchyard.server import api_access, api_remote  # noqa: E402, F401

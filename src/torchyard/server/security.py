@@ -24,6 +24,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_COOKIE = "torchyard_token"
 MAX_BODY = 64 * 1024
+#: snapshot objects are uploaded raw (PUT /api/v1/objects/SHA256), one file each
+MAX_OBJECT = 256 * 1024 * 1024
+OBJECT_PREFIX = "/api/v1/objects/"
+#: many small objects in one request: (64 hex digits, 8-byte big-endian length, the bytes) repeated
+PACK_PATH = "/api/v1/packs"
+#: a batch of a rank's metric journal (PUT /api/v1/runs/ID/journal/RANK?offset=N)
+MAX_JOURNAL = 16 * 1024 * 1024
+#: JSON bodies that list a whole snapshot (up to 100,000 files) may be this large
+BIG_JSON = {("POST", "/api/v1/objects/missing"): 16 * 1024 * 1024, ("POST", "/api/v1/snapshots"): 16 * 1024 * 1024}
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -57,12 +66,14 @@ class SecurityMiddleware:
     nosniff/CSP/frame headers on every response."""
 
     def __init__(
-        self, app: ASGIApp, *, hosts: frozenset[str] | None, token: str | None, max_body: int = MAX_BODY
+        self, app: ASGIApp, *, hosts: frozenset[str] | None, token: str | None, max_body: int = MAX_BODY,
+        auth: Any = None,
     ) -> None:
         self.app = app
         self.hosts = hosts
         self.token = token
         self.max_body = max_body
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +85,8 @@ class SecurityMiddleware:
             await _reply(send, 421, "this server does not answer for that Host header")
             return
         method = scope["method"]
-        if self.token is not None:
+        from_cookie = False
+        if self.token is not None and not getattr(self.auth, "users", False):
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             offered = query.get("token", [None])[0]
             if (offered is not None and method == "GET" and not scope["path"].startswith("/api/")
@@ -85,20 +97,33 @@ class SecurityMiddleware:
                 await _reply(send, 401, "an access token is needed: open the URL torchyard ui printed, "
                                         "or send 'Authorization: Bearer TOKEN'")
                 return
+        if self.auth is not None:
+            import asyncio  # noqa: PLC0415
+
+            principal, from_cookie = await asyncio.to_thread(self.auth.authenticate, headers)
+            scope["torchyard.principal"] = principal  # None: the route answers 401 unless it is public
         if method in UNSAFE:
             problem = _cross_origin(headers, host)
+            if problem is None and from_cookie and "origin" not in headers and "sec-fetch-site" not in headers:
+                problem = "a cookie session's unsafe request must carry Origin (CSRF check)"
             if problem:
                 await _reply(send, 403, problem)
                 return
+            journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/journal/" in scope["path"]
+            upload = journal or (method == "PUT" and (scope["path"].startswith(OBJECT_PREFIX)
+                                                      or scope["path"] == PACK_PATH))
+            limit = (MAX_JOURNAL if journal else MAX_OBJECT if upload
+                     else max(self.max_body, BIG_JSON.get((method, scope["path"]), 0)))
             length = headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await _reply(send, 413, f"request bodies are limited to {self.max_body} bytes")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _reply(send, 413, f"request bodies are limited to {limit} bytes")
                 return
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-            if (length not in (None, "0") or "transfer-encoding" in headers) and ctype != "application/json":
-                await _reply(send, 415, "request bodies must be application/json")
+            want = "application/octet-stream" if upload else "application/json"
+            if (length not in (None, "0") or "transfer-encoding" in headers) and ctype != want:
+                await _reply(send, 415, f"request bodies must be {want}")
                 return
-            receive = _limited(receive, self.max_body)
+            receive = _limited(receive, limit)
 
         started = time.perf_counter()
 
@@ -120,7 +145,7 @@ class SecurityMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except _BodyTooLarge:
-            await _reply(send, 413, f"request bodies are limited to {self.max_body} bytes")
+            await _reply(send, 413, "the request body is over its limit")
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         assert self.token is not None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from torchyard.errors import SpecError
 from torchyard.server.security import allowed_hosts, is_loopback
@@ -73,3 +74,68 @@ def serve(
     finally:
         sock.close()
         ws.store.dispose()
+
+
+def open_team_workspace(workspace_path: str | None, db: str | None, artifacts: str | None) -> Any:
+    """The server's workspace: ``db`` (PostgreSQL URL, or SQLite for a single user) and ``artifacts``
+    (a registered datastore's name, an ``s3://bucket/prefix`` URL, or ``local``)."""
+    from torchyard.sdk import Workspace  # noqa: PLC0415
+
+    ws = Workspace(path=workspace_path, db_url=db)
+    ws.store  # noqa: B018 - open (and migrate) the store first
+    if artifacts:
+        if artifacts == "local":
+            ws.set_artifact_store(None)
+        elif artifacts.startswith("s3://"):
+            from torchyard.data.datastore import Datastore  # noqa: PLC0415
+
+            bucket, _, prefix = artifacts[5:].partition("/")
+            Datastore.register_s3(ws, "server-artifacts", bucket, prefix or None,
+                                  endpoint_url=os.environ.get("TORCHYARD_ARTIFACTS_ENDPOINT") or None)
+            ws.set_artifact_store("server-artifacts")
+        else:
+            ws.set_artifact_store(artifacts)
+    return ws
+
+
+def serve_team(
+    workspace_path: str | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    db: str | None = None,
+    artifacts: str | None = None,
+    extra_hosts: Sequence[str] = (),
+    out: TextIO | None = None,
+) -> None:
+    """``torchyard server``: the dashboard and the whole API behind users and tokens, until interrupted.
+    Refuses to start before an admin exists (``torchyard server create-admin``)."""
+    import uvicorn  # noqa: PLC0415
+
+    from torchyard.server.app import create_app  # noqa: PLC0415
+    from torchyard.workspace.access import AccessStore  # noqa: PLC0415
+
+    ws = open_team_workspace(workspace_path, db, artifacts)
+    if not AccessStore(ws.store.engine).has_admin():
+        raise SpecError("server", "no admin user yet: run `torchyard server create-admin NAME` first "
+                                  "(with the same --workspace/--db)")
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    app = create_app(ws, hosts=allowed_hosts(host, port, extra_hosts), users=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
+    stream = out or sys.stdout
+    print(f"torchyard server for {ws.path} (store {_safe(ws.db_url)})", file=stream)
+    print(f"http://{shown}:{port}/", file=stream, flush=True)
+    config = uvicorn.Config(app, log_level=os.environ.get("TORCHYARD_UI_LOG", "warning"), access_log=False,
+                            timeout_graceful_shutdown=1, lifespan="off")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        ws.store.dispose()
+
+
+def _safe(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

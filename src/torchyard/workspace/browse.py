@@ -53,6 +53,7 @@ def list_runs_page(
     descending: bool = True,
     limit: int = 50,
     cursor: str | None = None,
+    experiments: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of runs and the cursor of the next page (None at the end).
 
@@ -90,6 +91,8 @@ def list_runs_page(
         query = query.where(exists().where(cond))
     if experiment:
         query = query.where(runs.c.experiment == experiment)
+    if experiments is not None:  # the team server: only the experiments the caller may see
+        query = query.where(runs.c.experiment.in_(list(experiments)))
     if status:
         query = query.where(runs.c.status.in_(list(status)))
     if parent_id is not None:
@@ -177,10 +180,14 @@ def read_chunks(
         return [tuple(r) for r in conn.execute(query.order_by(t.c.id))]
 
 
-def status_changes(engine: Engine, since: float, active: Sequence[str]) -> list[dict[str, Any]]:
-    """Runs that are active, or ended after ``since`` (what a live runs table needs to refresh)."""
+def status_changes(engine: Engine, since: float, active: Sequence[str],
+                   experiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Runs that are active, or ended after ``since`` (what a live runs table needs to refresh);
+    ``experiments``: only theirs."""
     query = select(runs.c.id, runs.c.status, runs.c.started_at, runs.c.ended_at).where(
         or_(runs.c.status.in_(list(active)), runs.c.ended_at >= since)
     )
+    if experiments is not None:
+        query = query.where(runs.c.experiment.in_(list(experiments)))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]

@@ -80,6 +80,7 @@ class ModelRecord:
     description: str | None
     framework: str | None
     created_at: float
+    created_by: str | None = None  # the team server's user (revision 0006)
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)

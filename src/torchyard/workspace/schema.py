@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -26,6 +26,7 @@ experiments = Table(
     metadata,
     Column("name", String(128), primary_key=True),
     Column("created_at", Float, nullable=False),
+    Column("created_by", String(128), nullable=True),  # revision 0006: the team server's user
 )
 
 runs = Table(
@@ -48,6 +49,7 @@ runs = Table(
     Column("supervisor_pid", Integer, nullable=True),
     Column("supervisor_host", String(256), nullable=True),
     Column("heartbeat_at", Float, nullable=True),
+    Column("created_by", String(128), nullable=True),  # revision 0006
 )
 
 status_events = Table(
@@ -154,6 +156,7 @@ models = Table(
     Column("description", Text, nullable=True),
     Column("framework", String(64), nullable=True),
     Column("created_at", Float, nullable=False),
+    Column("created_by", String(128), nullable=True),  # revision 0006
 )
 
 model_tags = Table(
@@ -194,3 +197,54 @@ model_alias_events = Table(
     Column("ts", Float, nullable=False),
 )
 Index("ix_model_alias_events", model_alias_events.c.name, model_alias_events.c.alias)
+
+# ---- the team server's users and access (revision 0006) ----------------------------------------
+# Passwords are scrypt hashes; token secrets are stored as SHA-256 of 32 random bytes (the token's
+# id is public, its secret never stored). ``kind`` is api (made by a user), session (a browser login)
+# or run (a job's per-run token, scoped to ``run_id``).
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # admin, member, viewer
+    Column("created_at", Float, nullable=False),
+    Column("disabled", SmallInteger, nullable=False, server_default="0"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_name", String(128), nullable=False, index=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),  # read, write, admin
+    Column("kind", String(16), nullable=False),  # api, session, run
+    Column("run_id", String(200), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+experiment_grants = Table(
+    "experiment_grants",
+    metadata,
+    Column("experiment", String(128), primary_key=True),
+    Column("user_name", String(128), primary_key=True),
+    Column("level", String(16), nullable=False),  # READ, EDIT, MANAGE
+    Column("granted_by", String(128), nullable=True),
+    Column("granted_at", Float, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("user_name", String(128), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=True),
+    Column("detail", Text, nullable=True),
+)
+Index("ix_audit_log_ts", audit_log.c.ts)

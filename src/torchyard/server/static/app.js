@@ -46,6 +46,7 @@ async function api(path, params) {
     else if (v !== null && v !== undefined && v !== "") { url.searchParams.set(k, v); }
   }
   const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  if (resp.status === 401 && document.body.dataset.login !== "no") { location.href = "/login"; }
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const err = new Error((body.error && body.error.message) || `${resp.status} ${resp.statusText}`);
