@@ -56,6 +56,11 @@ def env(pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     make_sweep(ws, SWEEP, [({"lr": 0.1}, [0.5, 0.7], "completed")], experiment=EXP)
     make_run(ws, "secret_live", experiment=EXP, statuses=(RunStatus.RUNNING,))
     make_run(ws, "open_run", experiment="open-exp", statuses=(RunStatus.RUNNING, RunStatus.COMPLETED))
+    from torchyard.workspace.models import ModelRegistry
+
+    weights = root / "weights.bin"
+    weights.write_bytes(b"weights of the secret model")
+    ModelRegistry(ws.store, ws.snapshots).register("hushmodel", weights, run_id=RUN, experiment=EXP)
     with ws.store.engine.begin() as conn:
         conn.execute(update(experiments).where(experiments.c.name == EXP).values(created_by="member"))
     access.grant(EXP, "viewer", "READ", by="test")
@@ -102,6 +107,7 @@ EVERYONE = {"admin": OK, "member": OK, "viewer": OK, "outsider": OK}
 ADMIN_ONLY = {"admin": OK, "member": FORBIDDEN, "viewer": FORBIDDEN, "outsider": FORBIDDEN}
 WRITERS = {"admin": OK, "member": OK, "viewer": FORBIDDEN, "outsider": OK}
 MANAGERS_READ = {"admin": OK, "member": OK, "viewer": FORBIDDEN, "outsider": HIDDEN}
+NO_SUCH = {"admin": HIDDEN, "member": HIDDEN, "viewer": HIDDEN, "outsider": HIDDEN}
 
 R = f"/api/v1/runs/{RUN}"
 SNAP_FILES = {"files": [{"path": "train.py", "sha256": OBJ_SHA, "size": len(OBJ), "executable": False}]}
@@ -172,6 +178,21 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("POST", "/api/v1/runs/{run_id}/token"): (f"{R}/token", {"hours": 1}, RUN_WRITE),
     ("PUT", "/api/v1/runs/{run_id}/journal/{rank:int}"): ("/api/v1/runs/secret_live/journal/3?offset=0", b"",
                                                          RUN_WRITE),
+    # models from a run of an experiment: hidden with it (the list leaves them out, by name they 404)
+    ("GET", "/api/v1/models"): ("/api/v1/models", None, EVERYONE),
+    ("GET", "/api/v1/models/{name}"): ("/api/v1/models/hushmodel", None, RUN_READ),
+    ("GET", "/api/v1/models/{name}/versions/{version}"): ("/api/v1/models/hushmodel/versions/1", None, RUN_READ),
+    # no service or endpoint exists here: the list is empty for everyone and a name is a 404 for everyone
+    ("GET", "/api/v1/services"): ("/api/v1/services", None, EVERYONE),
+    ("GET", "/api/v1/services/{name}"): ("/api/v1/services/nosuch", None, NO_SUCH),
+    ("GET", "/api/v1/endpoints"): ("/api/v1/endpoints", None, EVERYONE),
+    ("GET", "/api/v1/endpoints/{name}"): ("/api/v1/endpoints/nosuch", None, NO_SUCH),
+    ("GET", "/models"): ("/models", None, EVERYONE),  # the pages: HTML shells, their data is checked above
+    ("GET", "/models/{name}"): ("/models/hushmodel", None, EVERYONE),
+    ("GET", "/models/{name}/versions/{version}"): ("/models/hushmodel/versions/1", None, EVERYONE),
+    ("GET", "/services"): ("/services", None, EVERYONE),
+    ("GET", "/services/{name}"): ("/services/nosuch", None, EVERYONE),
+    ("GET", "/endpoints/{name}"): ("/endpoints/nosuch", None, EVERYONE),
 }
 PUBLIC = {("POST", "/api/v1/login"), ("GET", "/login"), ("GET", "/static/{name}")}
 
@@ -222,7 +243,7 @@ def test_role_by_route_matrix(env: dict[str, Any], who: str) -> None:
         if not ok:
             failures.append(f"{method} {route}: {status} (want {expect}) {text[:200]}")
         asked = MATRIX[key][0] + (EXP if key == ("POST", "/api/v1/runs") else "")  # what the request named
-        seen = [n for n in (EXP, RUN, SWEEP, "rank zero says hi", "weights") if n not in asked and n in text]
+        seen = [n for n in (EXP, RUN, SWEEP, "rank zero says hi", "weights", "hushmodel") if n not in asked and n in text]
         if who == "outsider" and seen:
             failures.append(f"{method} {route}: the outsider saw {seen}: {text[:200]}")
     assert not failures, f"{who}:\n" + "\n".join(failures)
@@ -293,12 +314,13 @@ def test_path_traversal_corpus_on_every_path_taking_route(env: dict[str, Any]) -
                     name = p.strip("{}").split(":")[0]
                     value = attack if name == param else {"run_id": RUN, "name": EXP, "user": "extra", "rank": "0",
                                                           "sha256": OBJ_SHA, "token_id": "0" * 16,
-                                                          "path": "outputs/model.txt"}[name]
+                                                          "path": "outputs/model.txt", "version": "1"}[name]
                     path = path.replace(p, value)
                 for method in ("GET", "PUT", "DELETE"):
                     status, body = _raw(env, method, path)
                     leaked = b"top secret" in body or b"root:" in body
                     if leaked or status >= 500 or (status < 400 and attack != "outputs/./model.txt"
+                                                   and route.startswith("/api/")  # pages: HTML shells
                                                    and param in ("path", "name") and "grants" not in route
                                                    and "runs" not in route.split("{name}")[-1]):
                         bad.append(f"{method} {path}: {status} {body[:80]!r}")

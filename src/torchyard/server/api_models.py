@@ -68,6 +68,24 @@ def _ctx(request: Request) -> Any:
     return request.app.state.ctx
 
 
+def _hidden(request: Request) -> Callable[[str | None], bool]:
+    """Whether a model from experiment ``name`` is hidden from the caller: on the team server a
+    user without a grant on an experiment sees nothing of it, its models included (a model with no
+    run behind it belongs to no experiment and is shown to every reader)."""
+    from torchyard.server.routing import _visible  # noqa: PLC0415 - the app's access rules
+
+    visible = _visible(_ctx(request))
+    if visible is None:
+        return lambda name: False
+    allowed = set(visible)
+    return lambda name: name is not None and name not in allowed
+
+
+def _model_visible(request: Request, record: Any) -> None:
+    if _hidden(request)(record.experiment):
+        raise NotFoundError(f"no model {record.name!r} in this workspace")
+
+
 def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -151,7 +169,8 @@ def list_models(request: Request) -> Response:
         tags[key] = value if sep else None
     latest = qp.get("latest", "0") not in ("0", "false", "no", "")
     records = _registry(request).list(name=qp.get("name") or None, tags=tags or None, latest=latest)
-    return _json({"models": [r.to_dict() for r in records]})
+    hidden = _hidden(request)
+    return _json({"models": [r.to_dict() for r in records if not hidden(r.experiment)]})
 
 
 @endpoint("GET", "/api/v1/models/{name}", permission=READ)
@@ -159,9 +178,10 @@ def get_model(request: Request) -> Response:
     """A model name: its versions (newest first), its aliases, and every re-point of them."""
     reg = _registry(request)
     name = request.path_params["name"]
-    versions = reg.list(name=name)
+    hidden = _hidden(request)
+    versions = [r for r in reg.list(name=name) if not hidden(r.experiment)]
     if not versions:
-        reg.get(name)  # raises NotFoundError naming the registered ones
+        raise NotFoundError(f"no model {name!r} in this workspace; GET /api/v1/models lists them")
     aliases = {a: r.version for r in versions for a in r.aliases}
     return _json({"name": name, "versions": [r.to_dict() for r in versions], "aliases": aliases,
                   "alias_history": reg.alias_history(name)})
@@ -175,6 +195,7 @@ def get_model_version(request: Request) -> Response:
 
     reg = _registry(request)
     record = reg.get(request.path_params["name"], _version(request))
+    _model_visible(request, record)
     ws = _ctx(request).workspace
     run_exists = False
     if record.run_id:
@@ -228,10 +249,28 @@ def list_services(request: Request) -> Response:
     out = []
     for svc in Webservice.list(_ctx(request).workspace):
         try:
-            out.append(_service_summary(svc))
+            summary = _service_summary(svc)
         except NotFoundError:  # deleted while we read
             continue
+        if _serves_visible(request, summary["models"]):
+            out.append(summary)
     return _json({"services": out})
+
+
+def _serves_visible(request: Request, model_ids: list[str]) -> bool:
+    """A service is shown when it serves no model, or one the caller may see."""
+    hidden = _hidden(request)
+    if not model_ids:
+        return True
+    reg = _registry(request)
+    for model_id in model_ids:
+        name, _sep, version = str(model_id).rpartition(":")
+        try:
+            if not hidden(reg.get(name, int(version)).experiment):
+                return True
+        except (NotFoundError, ValueError):
+            return True  # a model deleted since: nothing of an experiment to hide
+    return False
 
 
 @endpoint("GET", "/api/v1/services/{name}", permission=READ, params=(
@@ -242,7 +281,10 @@ def get_service(request: Request) -> Response:
     from torchyard.models.webservice import Webservice  # noqa: PLC0415
 
     svc = Webservice(_ctx(request).workspace, request.path_params["name"])
-    return _json({"service": _service_summary(svc), "logs": svc.get_logs(num_lines=_tail_lines(request))})
+    summary = _service_summary(svc)
+    if not _serves_visible(request, summary["models"]):
+        raise NotFoundError(f"no service {svc.name!r} in this workspace")
+    return _json({"service": summary, "logs": svc.get_logs(num_lines=_tail_lines(request))})
 
 
 def _endpoint_summary(ep: Any) -> dict[str, Any]:
