@@ -568,7 +568,18 @@ def pod_exec(path: str) -> None:
             mount("-o", "remount,bind,ro", target)
     mount("--bind", plan["hosts"], "/etc/hosts")
     mount("-t", "tmpfs", "tmpfs", "/dev/shm")
-    mount("-t", "tmpfs", "tmpfs", "/tmp")  # a private /tmp: the submitter's workspace (under /tmp) is not here
+    # a private /tmp: the submitter's workspace (under /tmp) is not here; the Python install and the
+    # checkout stay (the node's image), also when they live under /tmp (a CI clone, its venv)
+    repo = str(Path(__file__).resolve().parents[2])
+    keep = sorted({os.path.realpath(p) for p in (repo, sys.prefix) if os.path.realpath(p).startswith("/tmp/")})
+    stages = [os.path.join(POD_ROOT, ".image", str(i)) for i in range(len(keep))]
+    for kept, stage in zip(keep, stages, strict=True):
+        os.makedirs(stage, exist_ok=True)
+        mount("--bind", kept, stage)
+    mount("-t", "tmpfs", "tmpfs", "/tmp")
+    for kept, stage in zip(keep, stages, strict=True):
+        os.makedirs(kept, exist_ok=True)
+        mount("--bind", stage, kept)
     os.chdir(plan["cwd"])
     os.execvpe(plan["argv"][0], plan["argv"], plan["env"])
 
