@@ -15,65 +15,24 @@ The pages (``/models``, ``/models/{name}``, ``/models/{name}/versions/{version}`
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from torchyard.errors import NotFoundError, SpecError
+from torchyard.server.routing import READ, _ctx, _int, _json, _visible, endpoint
 
-READ = "read"
 TAIL_LINES = 200
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route of this module, declared with its permission (installed into the app by ``install``)."""
-
-    method: str
-    path: str
-    func: Callable[..., Any]
-    permission: str
-    params: tuple[tuple[str, str, str], ...] = ()
-
-
-ROUTES: list[Route] = []
-
-
-def endpoint(method: str, path: str, *, permission: str,
-             params: tuple[tuple[str, str, str], ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a route with its permission and query parameters, as :func:`torchyard.server.app.endpoint`
-    does (this module does not import the app: the app installs these)."""
-
-    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        func.permission = permission  # type: ignore[attr-defined]
-        ROUTES.append(Route(method, path, func, permission, params))
-        return func
-
-    return deco
-
-
-def install(declare: Callable[..., Callable[[Callable[..., Any]], Callable[..., Any]]]) -> None:
-    """Declare every route of this module with the app's ``endpoint`` decorator."""
-    for r in ROUTES:
-        declare(r.method, r.path, permission=r.permission, params=r.params)(r.func)
-
-
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
 
 
 def _hidden(request: Request) -> Callable[[str | None], bool]:
     """Whether a model from experiment ``name`` is hidden from the caller: on the team server a
     user without a grant on an experiment sees nothing of it, its models included (a model with no
     run behind it belongs to no experiment and is shown to every reader)."""
-    from torchyard.server.routing import _visible  # noqa: PLC0415 - the app's access rules
-
     visible = _visible(_ctx(request))
     if visible is None:
         return lambda name: False
@@ -84,24 +43,6 @@ def _hidden(request: Request) -> Callable[[str | None], bool]:
 def _model_visible(request: Request, record: Any) -> None:
     if _hidden(request)(record.experiment):
         raise NotFoundError(f"no model {record.name!r} in this workspace")
-
-
-def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(name, f"must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SpecError(name, f"must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _json(data: Any) -> Response:
-    return Response(json.dumps(data, default=str, allow_nan=False), media_type="application/json",
-                    headers={"cache-control": "no-store"})
 
 
 _PAGE: list[tuple[bytes, str]] = []
@@ -133,7 +74,7 @@ def _version(request: Request) -> int:
 
 
 def _tail_lines(request: Request) -> int:
-    return _int(request, "lines", TAIL_LINES, 1, 5000)
+    return _int(request, "lines", TAIL_LINES, 1, 5000) or TAIL_LINES
 
 
 def _tail(path: str, lines: int) -> str:

@@ -764,7 +764,5 @@ def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | Non
     return app
 
 
-from torchyard.server.api_models import install as _install_models  # noqa: E402, I001 - models, services
-_install_models(endpoint)
-# the team server's routes register themselves on import (they use this module's helpers)
-from torchyard.server import api_access, api_remote  # noqa: E402, F401
+# the other route modules register themselves on import (with server/routing.py's helpers)
+from torchyard.server import api_access, api_models, api_remote  # noqa: E402, F401
