@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from torchyard.errors import NotFoundError, RunFailedError, SpecError
 from torchyard.runtime.liveness import reconcile
 from torchyard.runtime.summary import execution_summary, metrics_by_rank
-from torchyard.status import TERMINAL_VALUES, RunStatus
+from torchyard.status import RunStatus, follow_until_done
 
 if TYPE_CHECKING:
     from torchyard.tracking.context import LiveRun, OfflineRun
@@ -226,22 +226,7 @@ class Run:
         Raises RunFailedError for a failed run unless ``raise_on_error=False``."""
         stream = out or sys.stdout
         follower = LogFollower(self.workdir, ranks) if show_output else None
-        deadline = None if timeout is None else time.time() + timeout
-        delay = 0.02
-        last_status = None
-        while True:
-            status = self.get_status()
-            if status != last_status and on_status is not None:
-                on_status(status)
-            last_status = status
-            if follower is not None:
-                follower.pump(stream)
-            if status in TERMINAL_VALUES:
-                break
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"run {self.id} still {status} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        status = follow_until_done(self.id, self.get_status, follower, stream, timeout, on_status)
         if follower is not None:
             follower.pump(stream)
             stream.write(self._summary())

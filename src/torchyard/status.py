@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 
 class RunStatus(enum.StrEnum):
@@ -36,3 +39,26 @@ class RunKind(enum.StrEnum):
     RUN = "run"
     SWEEP = "sweep"
     TRIAL = "trial"
+
+
+def follow_until_done(run_id: str, get_status: Callable[[], str], follower: Any, stream: TextIO,
+                      timeout: float | None, on_status: Callable[[str], None] | None,
+                      first: float = 0.02, most: float = 0.25) -> str:
+    """Poll ``get_status`` (every ``first`` s, backing off to ``most``) until the run ends, pumping
+    ``follower``'s new output into ``stream`` and telling ``on_status`` of each change; the final
+    status. TimeoutError after ``timeout`` s."""
+    deadline = None if timeout is None else time.time() + timeout
+    delay, last = first, None
+    while True:
+        status = get_status()
+        if status != last and on_status is not None:
+            on_status(status)
+        last = status
+        if follower is not None:
+            follower.pump(stream)
+        if status in TERMINAL_VALUES:
+            return status
+        if deadline is not None and time.time() > deadline:
+            raise TimeoutError(f"run {run_id} still {status} after {timeout} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, most)

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from torchyard.errors import NotFoundError, RunFailedError
 from torchyard.remote.client import q
-from torchyard.status import TERMINAL_VALUES, RunStatus
+from torchyard.status import RunStatus, follow_until_done
 
 
 class ExperimentRef:
@@ -136,21 +136,8 @@ class RemoteRun:
         """Block until the run ends (``show_output``: stream its output, then the execution summary)."""
         stream = out or sys.stdout
         follower = self.log_follower(ranks) if show_output else None
-        deadline = None if timeout is None else time.time() + timeout
-        delay, last = 0.05, None
-        while True:
-            status = self.get_status()
-            if status != last and on_status is not None:
-                on_status(status)
-            last = status
-            if follower is not None:
-                follower.pump(stream)
-            if status in TERMINAL_VALUES:
-                break
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"run {self.id} still {status} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+        status = follow_until_done(self.id, self.get_status, follower, stream, timeout, on_status,
+                                   first=0.05, most=0.5)  # each status is a request to the server
         found = self._client.get(self._base + "/details", summary="1" if show_output else None)
         details: dict[str, Any] = found["details"]
         if follower is not None:
