@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import machines
+import psutil
 import pytest
 import slurmcluster
 from tests.conftest import EXAMPLES, REPO, wait_until, write_script
@@ -37,7 +39,7 @@ def cluster():
         os.environ["SLURM_CONF"] = c.conf
         # the machines reach no package registry: jobs' packages come from a local index
         index = Path(m.root) / "index" / "simple"
-        got = __import__("subprocess").run(
+        got = subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(index / "tomli-w"),
              "tomli-w==1.2.0"], capture_output=True, text=True)
         assert got.returncode == 0, got.stderr
@@ -64,7 +66,7 @@ def hpc(ws, cluster, monkeypatch):
 
 def _cmdline(pid: int) -> str:
     try:
-        return " ".join(__import__("psutil").Process(pid).cmdline())
+        return " ".join(psutil.Process(pid).cmdline())
     except Exception:  # noqa: BLE001 - gone meanwhile
         return ""
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,9 +186,9 @@ def test_a_job_whose_supervisor_dies_ends_itself(ws, cluster, scripts):
     wait_until(lambda: all(os.path.exists(os.path.join(run.workdir, f"up_{r}")) for r in range(2)), timeout=90)
     job_id = _job_id(run)
     os.kill(ws.store.get_run(run.id)["supervisor_pid"], signal.SIGKILL)
-    killed = __import__("time").time()
+    killed = time.time()
     wait_until(lambda: job_id not in cluster.jobs(), timeout=40, interval=0.5)
-    assert __import__("time").time() - killed < 30
+    assert time.time() - killed < 30
     wait_until(lambda: not run_processes(run.workdir), timeout=20)
     assert "supervisor has been silent" in Path(run.workdir, "logs", "slurm.txt").read_text() + "".join(
         p.read_text() for p in Path(run.workdir, ".torchyard-run").glob("launcher_node_*.log"))

@@ -513,16 +513,16 @@ class _Slot:
         self.run_id = run_id
         self.node_rank = node_rank
 
-    def __getattr__(self, method: str) -> Any:
-        bound = getattr(self.agent, method)
-        slot = self
+    def __getattr__(self, method: str) -> _SlotMethod:
+        return _SlotMethod(getattr(self.agent, method), self.run_id, self.node_rank)
 
-        class _Remote:
-            @staticmethod
-            def remote(*args: Any) -> Any:
-                return bound.remote(slot.run_id, slot.node_rank, *args)
 
-        return _Remote
+class _SlotMethod:
+    def __init__(self, bound: Any, run_id: str, node_rank: int) -> None:
+        self.bound, self.run_id, self.node_rank = bound, run_id, node_rank
+
+    def remote(self, *args: Any) -> Any:
+        return self.bound.remote(self.run_id, self.node_rank, *args)
 
 
 def _pool_tag() -> str:
