@@ -216,6 +216,50 @@ def test_warm_agents_serve_run_after_run(far_ws, cluster, tmp_path):
         subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=ray.env)
 
 
+def test_forwarded_credentials_reach_the_ray_nodes_and_no_file(far_ws, cluster, tmp_path, aws_env, monkeypatch):
+    """``credentials="forward"`` on Ray: the keys travel as an actor call's argument; the nodes
+    (which have no AWS credentials of their own) download the input, and no file holds the secret."""
+    import uuid
+
+    import boto3
+    import s3server
+
+    if s3server.unavailable_reason():
+        pytest.skip(s3server.unavailable_reason())
+    m, _address, _ray = cluster
+    secret = f"tysecret{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with s3server.S3Server(host=m.host_ip) as server:
+        client = boto3.client("s3", endpoint_url=server.endpoint_url)
+        client.create_bucket(Bucket="tyraydata")
+        client.put_object(Bucket="tyraydata", Key="in/n.txt", Body=b"9\n")
+        client.close()
+        write_script(tmp_path / "src", "use.py", """
+            import os, sys
+            from torchyard import Run
+            folder = sys.argv[sys.argv.index("--data") + 1]
+            Run.get_context().log("n", int(open(os.path.join(folder, "n.txt")).read()))
+        """)
+        store = Datastore.register_s3(far_ws, "rayblobs", "tyraydata", endpoint_url=server.endpoint_url,
+                                      credentials="forward")
+        est = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
+                      distributed_backend="pytorch", compute_target="far",
+                      script_params={"--data": store.path("in").as_download()})
+        details = Experiment(far_ws, "machines").submit(est).wait_for_completion(timeout=240, raise_on_error=False)
+        assert details["status"] == "Completed", details.get("error")
+    found = []
+    for root in (far_ws.path, m.root):
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                try:
+                    with open(os.path.join(folder, name), "rb") as fh:
+                        if secret.encode() in fh.read():
+                            found.append(os.path.join(folder, name))
+                except OSError:
+                    continue
+    assert not found, f"the forwarded secret was written to {found}"
+
+
 def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):
     """Every process of machine 2 is killed mid-run (runs last: the machine stays dead)."""
     m, _address, _env = cluster
