@@ -396,3 +396,47 @@ def test_no_admin_no_server(tmp_path: Path) -> None:
 
     proc = cli("server", "--workspace", str(tmp_path / ".torchyard"), "--port", "0", "--host", "0.0.0.0", check=False)
     assert proc.returncode == 2 and "create-admin" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_first_submits_into_a_new_experiment_race_to_one_creator(env: dict[str, Any], pg: str) -> None:
+    """Eight callers claiming the same new experiments at once on PostgreSQL: no error (it was a
+    unique violation, a 500 to the client), exactly one creator each, the first claim kept."""
+    import threading
+
+    ws, access = access_store(env["folder"], pg)
+    names = [f"race-{n}" for n in range(20)]
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def claim(user: str) -> None:
+        try:
+            for name in names:
+                barrier.wait(10)
+                access.claim_experiment(name, user)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=("member" if n % 2 else "outsider",)) for n in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        creators = _creators(ws, names)
+        assert sorted(creators) == sorted(names) and set(creators.values()) <= {"member", "outsider"}
+        access.claim_experiment(names[0], "admin")
+        assert _creators(ws, names)[names[0]] == creators[names[0]]
+    finally:
+        ws.store.dispose()
+
+
+def _creators(ws: Any, names: list[str]) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from torchyard.workspace.schema import experiments
+
+    with ws.store.engine.connect() as conn:
+        rows = conn.execute(select(experiments.c.name, experiments.c.created_by)
+                            .where(experiments.c.name.in_(names))).all()
+    return {name: creator for name, creator in rows}

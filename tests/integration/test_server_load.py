@@ -58,7 +58,7 @@ def test_32_clients_submit_and_log_at_once(tmp_path: Path) -> None:
                          for n in range(CLIENTS)]
                 outputs = [p.communicate(timeout=240)[0] for p in procs]
                 failed = [(n, out[-500:]) for n, (p, out) in enumerate(zip(procs, outputs, strict=True)) if p.returncode]
-                assert not failed, failed
+                assert not failed, (failed, "".join(server.output)[-4000:])
                 run_ids = {out.strip().splitlines()[-1] for out in outputs}
                 assert len(run_ids) == CLIENTS
                 rows = [r for r in ws.store.list_runs() if r["id"] in run_ids]

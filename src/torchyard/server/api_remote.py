@@ -212,13 +212,14 @@ def _may_create(ctx: Any, experiment: str) -> None:
     with ctx.engine.connect() as conn:
         exists = conn.execute(select(experiments.c.name).where(experiments.c.name == experiment)).first()
     principal, _ = current()
-    if exists:
-        require_experiment(ctx.auth, experiment, "EDIT")
-        return
-    if principal.role not in ("admin", "member"):
-        raise Forbidden(f"{principal.user} ({principal.role}) may not create experiments")
-    if getattr(ctx.auth, "users", False):
+    if not exists:
+        if principal.role not in ("admin", "member"):
+            raise Forbidden(f"{principal.user} ({principal.role}) may not create experiments")
+        if not getattr(ctx.auth, "users", False):
+            return
         ctx.auth.access.claim_experiment(experiment, principal.user)
+    # Checked after the claim too: another user may have created it in between.
+    require_experiment(ctx.auth, experiment, "EDIT")
 
 
 def _set_created_by(ctx: Any, run_id: str, user: str) -> None:
