@@ -157,6 +157,56 @@ def test_resolve_download_uses_the_cache(s3ds: Datastore, wsdir: str, tmp_path: 
     assert read_tree(warm["path"])["a.txt"] == b"alpha\n"  # the earlier run's copy is untouched
 
 
+def test_presigned_inputs_are_read_with_no_credentials(
+    s3: s3server.S3Server, bucket: str, wsdir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``credentials="presigned"``: the submitter signs one URL per object (its secret is in none),
+    a process with no AWS variables at all fetches exactly those, through the cache the second time;
+    a URL that is refused fails naming the object."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from torchyard.data.transfer import presign_input
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("TORCHYARD_PRESIGN_SECONDS", "600")
+    ds = Datastore.register_s3(wsdir, "signed", bucket, prefix="team", endpoint_url=s3.endpoint_url,
+                               credentials="presigned")
+    assert json.loads(Path(wsdir, "datastores", "signed.json").read_text())["credentials"] == "presigned"
+    ds.upload(make_tree(tmp_path / "src"), target_path="data")
+    ref = ds.path("data").as_download().to_dict()
+    signed = presign_input(ds, ref)
+    assert [f["rel"] for f in signed["files"]] == sorted(TREE)
+    text = json.dumps(signed)
+    assert SECRET not in text and time.time() + 500 < signed["expires_at"] < time.time() + 700
+    for entry in signed["files"]:
+        query = parse_qs(urlsplit(entry["url"]).query)
+        assert query["X-Amz-Expires"] == ["600"] and query["X-Amz-Credential"][0].startswith(KEY_ID + "/")
+        assert urlsplit(entry["url"]).path.endswith(f"/team/data/{entry['rel']}")  # one object each
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # the node: no credentials of any kind
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    total = sum(len(d) for d in TREE.values())
+    node = str(tmp_path / "nodecache")
+    log = io.StringIO()
+    cold = resolve_input(node, ref, str(tmp_path / "run1" / "in"), log, store=ds, presigned=signed)
+    assert (cold["files"], cold["bytes_downloaded"], cold["bytes_total"]) == (len(TREE), total, total)
+    assert read_tree(cold["path"]) == TREE
+    warm = resolve_input(node, ref, str(tmp_path / "run2" / "in"), log, store=ds, presigned=signed)
+    assert (warm["bytes_downloaded"], warm["files"]) == (0, len(TREE)) and read_tree(warm["path"]) == TREE
+    with pytest.raises(DataError, match="no S3 credentials found"):  # the credentialed path, for contrast
+        resolve_input(str(tmp_path / "other"), ref, str(tmp_path / "run3" / "in"), log, store=ds)
+    broken = {**signed, "files": [{**signed["files"][0], "url": signed["files"][0]["url"].replace("/data/", "/gone/"),
+                                    "identity": None}]}
+    with pytest.raises(DataError, match=r"object 'a.txt' through its presigned URL: HTTP 40\d"):
+        resolve_input(node, ref, str(tmp_path / "run4" / "in"), log, store=ds, presigned=broken)
+    hostile = {**signed, "files": [{**signed["files"][0], "rel": "../../escape.txt"}]}
+    with pytest.raises(DataError, match="leaves the input folder"):
+        resolve_input(node, ref, str(tmp_path / "run5" / "in"), log, store=ds, presigned=hostile)
+    with pytest.raises(TorchyardError, match="'presigned' is for S3 datastores"):
+        Datastore("x", "local", str(tmp_path), credentials="presigned")
+
+
 def test_resolve_s3_mount_downloads_and_says_so(
     s3ds: Datastore, wsdir: str, tmp_path: Path, bucket: str
 ) -> None:

@@ -44,9 +44,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS)"
     )
     s3.add_argument("--profile", help="AWS profile for credentials (default: the AWS environment variables)")
-    s3.add_argument("--credentials", choices=("node", "forward"), default="node",
-                    help="on cluster nodes: their own credentials (node, default), or this machine's AWS "
-                         "variables handed to the run's processes in memory (forward)")
+    s3.add_argument("--credentials", choices=("node", "forward", "presigned"), default="node",
+                    help="on cluster nodes: their own credentials (node, default), this machine's AWS "
+                         "variables handed to the run's processes in memory (forward), or none: expiring "
+                         "read-only URLs per input object, signed here when the run starts (presigned)")
     fs = kinds.add_parser("fsspec", help="any fsspec URL (memory://, gs://, sftp://...)")
     fs.add_argument("name")
     fs.add_argument("url")

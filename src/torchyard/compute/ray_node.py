@@ -133,8 +133,8 @@ class NodeAgent:
         request = {**request, "cache_root": request.get("cache_root") or node_root()}
         request_path = paths.target_file(f"bootstrap_node_{self.node_rank}.json")
         result_path = paths.target_file(f"placement_node_{self.node_rank}.json")
-        with open(request_path, "w") as fh:
-            json.dump(request, fh)
+        with os.fdopen(os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            json.dump(request, fh)  # presigned URLs, if any: the run's owner only
         log_path = paths.log(f"bootstrap_node_{self.node_rank}.txt")
         with open(log_path, "ab") as log:
             rc = subprocess.call([sys.executable, "-m", "torchyard.runtime.bootstrap", request_path, result_path,

@@ -246,8 +246,8 @@ class SlurmCompute(ComputeTarget):
         node = RunPaths(plan.node_workdir)
         for folder in (node.logs, node.outputs, node.internal):
             os.makedirs(folder, exist_ok=True)
-        with open(plan.plan_path, "w") as fh:
-            json.dump(plan.nodes[0].plan.to_dict(), fh, indent=2)
+        with os.fdopen(os.open(plan.plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            json.dump(plan.nodes[0].plan.to_dict(), fh, indent=2)  # presigned URLs, if any: owner only
         _beat(node.supervisor_alive)
         for path, content in plan.files.items():
             with open(path, "w") as fh:

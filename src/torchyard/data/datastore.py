@@ -56,7 +56,9 @@ from torchyard.records import JsonRecords
 #: parallel transfers per call (override with TORCHYARD_DATA_WORKERS)
 DEFAULT_WORKERS = 16
 
-CREDENTIAL_SOURCES = ("node", "forward")
+CREDENTIAL_SOURCES = ("node", "forward", "presigned")
+#: how long a presigned input URL stays valid (``credentials="presigned"``); TORCHYARD_PRESIGN_SECONDS overrides
+PRESIGN_SECONDS = 12 * 3600
 #: the submitting process's variables that ``credentials="forward"`` hands to a run's nodes; a
 #: target whose nodes are other machines passes none of them otherwise
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -66,7 +68,8 @@ _SECRET_OPTION = re.compile(
     r"secret|passw|token|credential|(^|_)key($|_)|api_?key|access_?key", re.IGNORECASE
 )
 # botocore: fail fast when the endpoint cannot be reached (connect 3 s, 2 attempts in all)
-_S3_CONFIG = {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
+_S3_CONFIG = {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"},
+              "signature_version": "s3v4"}  # presigned URLs too (botocore still presigns SigV2 by default)
 _OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "adl", "memory")
 _CREDENTIAL_CODES = (
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
@@ -116,8 +119,9 @@ class Datastore:
     url: str
     options: dict[str, Any] = field(default_factory=dict)
     #: where a cluster node's credentials come from: ``"node"`` (its own environment or profile, as
-    #: with instance roles) or ``"forward"`` (the submitting process's AWS variables, handed to the
-    #: run's processes in memory only)
+    #: with instance roles), ``"forward"`` (the submitting process's AWS variables, handed to the
+    #: run's processes in memory only) or ``"presigned"`` (no credentials at all: the submitter signs
+    #: one expiring read-only URL per input object when the run starts, and the nodes fetch those)
     credentials: str = "node"
 
     def __post_init__(self) -> None:
@@ -125,8 +129,8 @@ class Datastore:
             raise SpecError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.credentials not in CREDENTIAL_SOURCES:
             raise SpecError("credentials", f"must be one of {', '.join(CREDENTIAL_SOURCES)}, got {self.credentials!r}")
-        if self.credentials == "forward" and self.kind != "s3":
-            raise SpecError("credentials", f"'forward' is for S3 datastores (their AWS variables), not {self.kind}")
+        if self.credentials != "node" and self.kind != "s3":
+            raise SpecError("credentials", f"{self.credentials!r} is for S3 datastores, not {self.kind}")
         if self.name and not _NAME.match(self.name):
             raise SpecError(
                 "name", f"invalid datastore name {self.name!r}: use letters, digits, '_', '-' or '.'"
@@ -155,8 +159,10 @@ class Datastore:
     ) -> Datastore:
         """Register an S3 (or S3-compatible, with ``endpoint_url``) bucket, optionally under ``prefix``.
         Credentials: the AWS environment variables, or ``profile`` from the AWS config files — on a
-        cluster node, that node's own (``credentials="node"``), or with ``credentials="forward"`` the
-        submitting process's AWS variables, passed to the run's processes in memory only."""
+        cluster node, that node's own (``credentials="node"``), with ``credentials="forward"`` the
+        submitting process's AWS variables, passed to the run's processes in memory only, or with
+        ``credentials="presigned"`` none: the nodes read inputs through expiring URLs, one per object,
+        signed by the submitter (the team server) when the run starts."""
         if not isinstance(bucket, str) or not _BUCKET.match(bucket):
             raise SpecError("bucket", f"invalid bucket name {bucket!r} (3-63 characters: a-z, 0-9, '.', '-')")
         if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):

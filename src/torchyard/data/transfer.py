@@ -10,6 +10,7 @@ import time
 from typing import Any, TextIO
 
 from torchyard.data.datastore import (
+    PRESIGN_SECONDS,
     Datastore,
     _as_data_error,
     _atomic_copy,
@@ -30,7 +31,8 @@ from torchyard.errors import DataError, SpecError
 
 
 def resolve_input(
-    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO, *, store: Datastore | None = None
+    workspace_path: Any, ref: DataReference | dict[str, Any], dest: str, log: TextIO, *, store: Datastore | None = None,
+    presigned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the input ``ref`` a local path for a run.
 
@@ -41,7 +43,9 @@ def resolve_input(
     hard links).
 
     ``store``: the datastore itself, where the workspace's registry is not at hand (on a node of a
-    cluster, ``workspace_path`` is then only the folder of the download cache)."""
+    cluster, ``workspace_path`` is then only the folder of the download cache). ``presigned``: what
+    :func:`presign_input` made for this input on the submitter; the objects are then fetched through
+    those URLs, with no credentials."""
     workspace_path = _workspace_path(workspace_path)
     try:
         reference = _ref(ref)
@@ -56,7 +60,8 @@ def resolve_input(
         if reference.mode == "mount":
             fuse = "a FUSE filesystem (s3fs-fuse)" if store.url.startswith("s3") else "a FUSE filesystem"
             _say(log, f"mount of {store.url_of(reference.path)} needs {fuse}; downloading instead")
-        result = _resolve_remote(workspace_path, store, reference, dest)
+        result = (_resolve_presigned(workspace_path, store, reference, dest, presigned) if presigned
+                  else _resolve_remote(workspace_path, store, reference, dest))
     if result["mode"] == "download":
         cached = result.pop("cached", 0)
         _say(
@@ -141,6 +146,114 @@ class _Cache:
     def path(self, identity: list[Any]) -> str:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return os.path.join(self.root, key[:2], key)
+
+
+def presign_seconds() -> int:
+    raw = os.environ.get("TORCHYARD_PRESIGN_SECONDS")
+    try:
+        return max(60, int(raw)) if raw else PRESIGN_SECONDS
+    except ValueError:
+        raise SpecError("TORCHYARD_PRESIGN_SECONDS", f"must be a number of seconds, got {raw!r}") from None
+
+
+def presign_input(store: Datastore, ref: DataReference | dict[str, Any], seconds: int | None = None) -> dict[str, Any]:
+    """On the submitter, with its credentials: every object of the input ``ref`` with a presigned
+    GET URL valid for ``seconds`` (default :func:`presign_seconds`), its size and cache identity.
+    The URLs carry a signature and the access key's id, never the secret key."""
+    reference = _ref(ref)
+    seconds = seconds or presign_seconds()
+    fs = store.filesystem()
+    root, files = store._find(fs, reference.path)
+    if not files:
+        raise DataError(f"{store.describe()}: {store.url_of(reference.path)} does not exist (no objects there)",
+                        datastore=store.name or None)
+    single = list(files) == [root]
+    out = []
+    try:
+        for rpath, info in sorted(files.items()):
+            out.append({"rel": os.path.basename(rpath) if single else _relative(root, rpath),
+                        "url": fs.url(rpath, expires=seconds), "size": int(info.get("size") or 0),
+                        "identity": _identity(store, fs, rpath, info)})
+    except Exception as err:  # noqa: BLE001 - named by _as_data_error
+        raise _as_data_error(err, store, reference.path) from None
+    return {"single": single, "files": out, "expires_at": time.time() + seconds}
+
+
+def _http_get(url: str, target: str) -> int:
+    import shutil  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(url, timeout=60) as resp, open(target, "wb") as fh:  # noqa: S310 - an http(s) URL we signed
+        shutil.copyfileobj(resp, fh, 1 << 20)
+    return os.path.getsize(target)
+
+
+def _presigned_error(err: BaseException, store: Datastore, ref: DataReference, rel: str,
+                     presigned: dict[str, Any]) -> DataError:
+    import urllib.error  # noqa: PLC0415
+
+    where = f"{store.describe()}, {store.url_of(ref.path)}: object {rel!r} through its presigned URL"
+    if isinstance(err, urllib.error.HTTPError):
+        expired = time.time() > float(presigned.get("expires_at") or 0)
+        why = ("the URL expired: the run started its nodes after TORCHYARD_PRESIGN_SECONDS"
+               if expired else "refused: the object changed or the signing credentials lost access")
+        return DataError(f"{where}: HTTP {err.code} ({why})", datastore=store.name or None)
+    if isinstance(err, urllib.error.URLError | OSError):
+        return DataError(f"{where}: cannot reach the endpoint ({err}); check that the nodes reach the S3 server",
+                         datastore=store.name or None)
+    return _as_data_error(err, store, ref.path)
+
+
+def _resolve_presigned(workspace_path: str, store: Datastore, ref: DataReference, dest: str,
+                       presigned: dict[str, Any]) -> dict[str, Any]:
+    dest = os.path.abspath(dest)
+    cache = _Cache(workspace_path)
+    entries = list(presigned.get("files") or [])
+    if not entries:
+        raise DataError(f"{store.describe()}: no objects were signed for {store.url_of(ref.path)}",
+                        datastore=store.name or None)
+    jobs = [(e, os.path.join(dest, *str(e["rel"]).split("/"))) for e in entries]
+    for entry, target in jobs:
+        if os.path.relpath(target, dest).startswith(".."):
+            raise DataError(f"{store.describe()}: object name {entry['rel']!r} leaves the input folder")
+
+    def fetch(job: tuple[dict[str, Any], str]) -> tuple[int, int, bool]:
+        entry, target = job
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        size = int(entry.get("size") or 0)
+        identity = entry.get("identity")
+        cached = cache.path(identity) if identity else None
+        if cached:
+            try:
+                if os.path.getsize(cached) == size:
+                    _place(cached, target)
+                    return 0, size, True
+            except OSError:
+                pass
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = _tmp_name(cached or target)
+        try:
+            got = _http_get(entry["url"], tmp)
+            if cached is None or got != size:
+                _unlink(target)
+                os.replace(tmp, target)
+                return got, got, False
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, cached)
+        finally:
+            _unlink(tmp)
+        _place(cached, target)
+        return size, size, False
+
+    results = _parallel(fetch, jobs, lambda err, job: _presigned_error(err, store, ref, job[0]["rel"], presigned))
+    return {
+        "path": jobs[0][1] if presigned.get("single") else dest,
+        "mode": "download",
+        "files": len(jobs),
+        "bytes_downloaded": sum(r[0] for r in results),
+        "bytes_total": sum(r[1] for r in results),
+        "cached": sum(1 for r in results if r[2]),
+    }
 
 
 def _resolve_remote(workspace_path: str, store: Datastore, ref: DataReference, dest: str) -> dict[str, Any]:

@@ -129,8 +129,8 @@ class Launcher:
                                           or plan.bootstrap.get("outputs")):
                 return {"python": sys.executable, "bin": os.path.dirname(sys.executable), "paths": {}}
             request = self.paths.target_file(f"bootstrap_node_{plan.node_rank}.json")
-            with open(request, "w") as fh:
-                json.dump(plan.bootstrap, fh)
+            with os.fdopen(os.open(request, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+                json.dump(plan.bootstrap, fh)  # presigned URLs, if any: the run's owner only
             with open(self.paths.log(f"bootstrap_node_{plan.node_rank}.txt"), "ab") as log:
                 rc = subprocess.call([sys.executable, "-m", "torchyard.runtime.bootstrap", request, result_path,
                                       str(plan.node_rank)],

@@ -14,7 +14,8 @@ The request (written by the launcher, or by a target's node agent, from ``NodePl
 
 The result: ``{"python": ..., "bin": ..., "paths": {"inputs.NAME": path, "outputs.NAME": path},
 "environment": {...}, "inputs": {NAME: {...}}}``. Nothing secret is in either: a datastore names
-where its credentials come from, and the node reads them from its own environment.
+where its credentials come from, and the node reads them from its own environment; an input on a
+``credentials="presigned"`` datastore lists its objects with expiring read-only URLs instead.
 
 The cache (environments and downloaded objects) is ``cache_root``, else ``TORCHYARD_NODE_CACHE``,
 else ``~/.cache/torchyard``: one per node (or per shared folder), reused by every run there.
@@ -59,8 +60,9 @@ def place(request: dict[str, Any], workdir: str, log_path: str) -> dict[str, Any
             ref = entry["ref"]
             store = Datastore.from_dict(entry["datastore"]) if entry.get("datastore") else None
             dest = paths.input(ref.get("path_on_compute") or name)
+            signed = entry.get("presigned")
             found = resolve_input(root, {k: v for k, v in ref.items() if k not in ("type", "description")},
-                                  dest, log, store=store)
+                                  dest, log, store=store, presigned=signed if isinstance(signed, dict) else None)
             result["inputs"][name] = found
             result["paths"][f"inputs.{name}"] = found["path"]
     for name in request.get("outputs") or []:

@@ -272,9 +272,11 @@ def node_placeholders(spec: JobSpec) -> dict[tuple[str, str], str]:
     return paths
 
 
-def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget) -> dict[str, Any]:
+def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget, *, sign: bool = True) -> dict[str, Any]:
     """What the node bootstrap places on each node: the environment (None: the node's own
-    interpreter), each input with its datastore's settings (never credentials), the named outputs."""
+    interpreter), each input with its datastore's settings (never credentials), the named outputs.
+    An input on a ``credentials="presigned"`` datastore carries its objects' presigned URLs, signed
+    here with this process's credentials (``sign=False``, for the dry run: a placeholder)."""
     from torchyard.data.datastore import CREDENTIAL_VARS, datastore_of  # noqa: PLC0415
     from torchyard.environments import env_dict  # noqa: PLC0415
     from torchyard.errors import DataError  # noqa: PLC0415
@@ -292,6 +294,9 @@ def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget)
             forward = forward or store.credentials == "forward"
             if kind == "inputs":
                 inputs[name] = {"ref": clean, "datastore": store.to_dict()}
+                if store.credentials == "presigned":
+                    inputs[name]["presigned"] = _presigned(store, clean, f"{kind}.{name}") if sign \
+                        else "<signed when the run starts>"
     return {
         "environment": None if env.is_default or env.user_managed else env_dict(env),
         "inputs": inputs,
@@ -301,6 +306,16 @@ def bootstrap_request(ws: WorkspaceFolder, spec: JobSpec, target: ComputeTarget)
         # through the target (never a plan, request or log file)
         "forward_env": sorted(v for v in CREDENTIAL_VARS if v in os.environ) if forward else [],
     }
+
+
+def _presigned(store: Any, ref: dict[str, Any], field: str) -> dict[str, Any]:
+    from torchyard.data.transfer import presign_input  # noqa: PLC0415
+    from torchyard.errors import DataError  # noqa: PLC0415
+
+    try:
+        return presign_input(store, ref)
+    except DataError as err:
+        raise SpecError(field, f"could not sign its URLs: {err}") from None
 
 
 def with_data(spec: JobSpec, paths: dict[tuple[str, str], str]) -> JobSpec:
@@ -386,7 +401,7 @@ def plan(ws: WorkspaceFolder, experiment: str, spec: JobSpec) -> DryRun:
     else:  # placed by the node bootstrap on every node
         env, python, paths = {"python": PYTHON, "key": None, "cached": False, "placed_on": "nodes"}, PYTHON, \
             node_placeholders(spec)
-        bootstrap = bootstrap_request(ws, spec, target)
+        bootstrap = bootstrap_request(ws, spec, target, sign=False)
     job = prepared_job("<run_id>", experiment, "<workspace>", workdir, spec, python, paths, bootstrap)
     return DryRun(experiment=experiment, spec=job.spec, plan=target.dryrun(job),
                   environment={**env, "python": python})
