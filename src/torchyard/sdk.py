@@ -62,11 +62,13 @@ class Workspace(WorkspaceFolder):
         return ComputeRegistry(self.path)
 
     def submit(self, experiment: str, spec: JobSpec, *, tags: dict[str, str] | None = None,
-               parent_id: str | None = None, run_id: str | None = None) -> str:
-        """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor; its id."""
+               parent_id: str | None = None, run_id: str | None = None, created_by: str | None = None) -> str:
+        """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor; its id.
+        ``created_by``: the team server's user submitting it."""
         from torchyard.runtime.submit import submit_run  # noqa: PLC0415
 
-        return submit_run(self, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
+        return submit_run(self, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id,
+                          created_by=created_by)
 
     def record_run(self, experiment: str, spec: JobSpec, *, tags: dict[str, str] | None = None,
                    parent_id: str | None = None, run_id: str | None = None) -> str:

@@ -178,6 +178,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("POST", "/api/v1/runs/{run_id}/token"): (f"{R}/token", {"hours": 1}, RUN_WRITE),
     ("PUT", "/api/v1/runs/{run_id}/journal/{rank:int}"): ("/api/v1/runs/secret_live/journal/3?offset=0", b"",
                                                          RUN_WRITE),
+    ("GET", "/api/v1/runs/{run_id}/mirror/{node:int}"): (f"{R}/mirror/0", None, RUN_READ),
+    ("PUT", "/api/v1/runs/{run_id}/mirror/{node:int}"): ("/api/v1/runs/secret_live/mirror/1", b"\x80", RUN_WRITE),
     # models from a run of an experiment: hidden with it (the list leaves them out, by name they 404)
     ("GET", "/api/v1/models"): ("/api/v1/models", None, EVERYONE),
     ("GET", "/api/v1/models/{name}"): ("/api/v1/models/hushmodel", None, RUN_READ),
@@ -314,7 +316,7 @@ def test_path_traversal_corpus_on_every_path_taking_route(env: dict[str, Any]) -
                     name = p.strip("{}").split(":")[0]
                     value = attack if name == param else {"run_id": RUN, "name": EXP, "user": "extra", "rank": "0",
                                                           "sha256": OBJ_SHA, "token_id": "0" * 16,
-                                                          "path": "outputs/model.txt", "version": "1"}[name]
+                                                          "path": "outputs/model.txt", "version": "1", "node": "0"}[name]
                     path = path.replace(p, value)
                 for method in ("GET", "PUT", "DELETE"):
                     status, body = _raw(env, method, path)

@@ -58,8 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise SpecError("--port", f"must be between 0 and 65535, got {args.port}")
+    if args.report_url is not None and not args.report_url.startswith(("http://", "https://")):
+        raise SpecError("--report-url", f"expected http(s)://HOST:PORT, got {args.report_url!r}")
     serve_team(args.server_workspace or args.workspace, host=args.host, port=args.port, db=args.server_db,
-               artifacts=args.artifacts, extra_hosts=args.allowed_host)
+               artifacts=args.artifacts, extra_hosts=args.allowed_host, report_url=args.report_url)
     return 0
 
 
@@ -178,6 +180,8 @@ def register(subparsers: Any) -> None:
                    "name, or s3://BUCKET/PREFIX (endpoint from TORCHYARD_ARTIFACTS_ENDPOINT)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another Host header name to answer (e.g. a reverse proxy's); repeatable")
+    p.add_argument("--report-url", default=None, metavar="URL",
+                   help="where nodes that report over HTTP reach this server (default: the URL it prints)")
     _store_args(p, top=True)
     p.set_defaults(func=cmd_serve)
     sub = p.add_subparsers(dest="server_command", metavar="SUBCOMMAND")

@@ -143,6 +143,8 @@ class PreparedJob:
     rank_python: str = ""  # the interpreter in rank_argv (targets whose nodes have their own swap it)
     #: the node bootstrap's request when the environment and inputs are placed on the nodes
     bootstrap: dict[str, Any] | None = None
+    #: the team server the nodes report to, when the target's nodes do so (``reports_over_http``)
+    report_url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +308,14 @@ class ComputeTarget(abc.ABC):
         nodes share the workspace, else no folder at all."""
         return None if self.shares_files(workspace) else ()
 
+    def reports_over_http(self) -> bool:
+        """Whether this target's nodes report (logs, metric journals, node reports) to the team server
+        over HTTP with the run's own token, instead of through a channel the target moves itself (a
+        shared folder, a Ray actor, a pod's log stream): for nodes that reach only the server's API.
+        The supervisor then passes ``report_url`` in the plan and ``TORCHYARD_RUN_TOKEN`` in the
+        environment of what it starts (never in a file); the launcher runs the pusher."""
+        return False
+
     @abc.abstractmethod
     def dryrun(self, job: PreparedJob) -> LaunchPlan:
         """Pure: what would run (the target's request and each node's plan). No side effects."""
@@ -349,6 +359,7 @@ def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir
         max_restarts=dist.max_restarts,
         fill=fill or NodeFill(),
         bootstrap=job.bootstrap,
+        report_url=job.report_url,
     )
 
 

@@ -10,8 +10,9 @@ Two halves, owned here and not by each target:
   them to the run's own folder, and at the end brings ``outputs/`` (node 0's; every node's under
   ``outputs/node_K/`` with ``collect_all_outputs``).
 
-A target only moves frames (a Ray actor call; a file system; later the team server over HTTP: a
-frame is ``{relative path: [offset, bytes]}``, msgpack-encodable as it is, offset -1 for a whole file).
+A target only moves frames (a Ray actor call; a file system; the team server over HTTP, see
+:mod:`torchyard.compute.mirror_push` and :func:`apply_at`): a frame is ``{relative path: [offset,
+bytes]}``, msgpack-encodable as it is, offset -1 for a whole file.
 """
 
 from __future__ import annotations
@@ -131,3 +132,69 @@ class Mirror:
             if os.path.isdir(src):
                 target = os.path.join(self.workdir, sub) if node == 0 else self.outputs_destination(node)
                 shutil.copytree(src, target, dirs_exist_ok=True)
+
+
+# ---- the same frames over HTTP (torchyard.compute.mirror_push → the team server) -------------------
+
+
+def frame_path(node: int, rel: str) -> str | None:
+    """``rel`` if node ``node`` may write it into the run folder through the server: a path under
+    one of :meth:`RunPaths.mirrored`'s folders, or that node's own report; None for anything else
+    (absolute, ``..``, another node's report, torchyard's internal files)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel or os.path.isabs(rel):
+        return None
+    if os.path.normpath(rel) != rel or rel.startswith("..") or "/../" in f"/{rel}/":
+        return None
+    if rel == os.path.relpath(RunPaths("/").node_report(node), "/"):
+        return rel
+    return rel if any(rel.startswith(f"{sub}/") for sub in RunPaths.mirrored()) else None
+
+
+def held(workdir: str, node: int) -> dict[str, int]:
+    """What the run folder has, in :func:`scan`'s terms (bytes of append-only files, CRC-32 of the
+    node's report): a pusher that starts (or restarts) sends only the rest."""
+    out: dict[str, int] = {}
+    for sub in RunPaths.mirrored():
+        for rel, path in _files_under(workdir, sub):
+            try:
+                out[rel] = os.path.getsize(path)
+            except OSError:
+                continue
+    report = RunPaths(workdir).node_report(node)
+    try:
+        with open(report, "rb") as fh:
+            out[os.path.relpath(report, workdir)] = zlib.crc32(fh.read())
+    except OSError:
+        pass
+    return out
+
+
+def apply_at(workdir: str, node: int, changes: Changes) -> dict[str, int]:
+    """Apply a frame from node ``node`` with no state kept between frames: bytes land at their
+    offset (re-sending a range is harmless), a gap is not filled, a whole file is replaced
+    atomically. Returns, per path of the frame, what the run folder now has (a pusher resumes from
+    there). ValueError names a path the node may not write."""
+    out: dict[str, int] = {}
+    for rel, entry in changes.items():
+        if frame_path(node, rel) is None:
+            raise ValueError(f"node {node} may not write {rel!r}")
+        offset, data = int(entry[0]), bytes(entry[1])
+        path = os.path.join(workdir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if offset < 0:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+            out[rel] = zlib.crc32(data)
+            continue
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if offset <= size and data:
+                os.pwrite(fd, data, offset)
+                size = max(size, offset + len(data))
+            out[rel] = size
+        finally:
+            os.close(fd)
+    return out

@@ -74,6 +74,8 @@ class Launcher:
         self.stop_signal: int | None = None
         self.orphaned = False
         self.parent = os.getppid()
+        # the run's token (nodes that report to the team server): for the pusher only, not the ranks
+        self.run_token = os.environ.pop("TORCHYARD_RUN_TOKEN", None)
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.exit_dir, exist_ok=True)
         os.makedirs(self.paths.outputs, exist_ok=True)
@@ -273,10 +275,42 @@ class Launcher:
         stop = threading.Event()
         if self.plan.heartbeat_seconds > 0:
             threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat").start()
+        pusher = self._start_pusher()
         try:
             return self._run()
         finally:
             stop.set()
+            if pusher is not None:
+                self._end_pusher(pusher)
+
+    def _start_pusher(self) -> subprocess.Popen[bytes] | None:
+        """With ``report_url``: torchyard.compute.mirror_push, sending this node's logs, journals and
+        report to the team server (a program, as the bootstrap is: the launcher stays stdlib + msgspec)."""
+        plan = self.plan
+        if not plan.report_url:
+            return None
+        if not self.run_token:
+            raise SystemExit("torchyard launcher: the plan reports to a team server but TORCHYARD_RUN_TOKEN is not set")
+        log = open(self.paths.target_file(f"mirror_push_node_{plan.node_rank}.txt"), "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "torchyard.compute.mirror_push", plan.report_url, plan.run_id,
+                 str(plan.node_rank), self.workdir],
+                env={**os.environ, "TORCHYARD_RUN_TOKEN": self.run_token}, stdin=subprocess.PIPE, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.workdir,
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, WAITED))  # it outlives us to flush
+        finally:
+            log.close()
+
+    def _end_pusher(self, pusher: subprocess.Popen[bytes]) -> None:
+        """Tell the pusher the node is done (its stdin closes) and wait until it has sent the rest."""
+        if pusher.stdin is not None:
+            pusher.stdin.close()
+        try:
+            pusher.wait(float(os.environ.get("TORCHYARD_REPORT_LINGER") or 300) + 30)
+        except (subprocess.TimeoutExpired, ValueError):
+            pusher.kill()
+            pusher.wait()
 
     def _run(self) -> int:
         started = time.time()

@@ -69,6 +69,9 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
     #: job's environment and inputs are placed on the node, and the placeholders filled from its result
     bootstrap: dict[str, Any] | None = None
+    #: the team server nodes report to (``torchyard.compute.mirror_push``, with the run's token from
+    #: ``TORCHYARD_RUN_TOKEN``), for targets whose nodes only reach its HTTP API; None: not used
+    report_url: str | None = None
 
     def placed(self, result: Mapping[str, Any]) -> NodePlan:
         """This plan with the bootstrap's ``result`` filled into the rank command and variables."""

@@ -121,9 +121,11 @@ def record_run(
     tags: dict[str, str] | None = None,
     parent_id: str | None = None,
     run_id: str | None = None,
+    created_by: str | None = None,
 ) -> str:
     """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
-    explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one."""
+    explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one. ``created_by``:
+    the team server's user who submitted it (recorded with the run, before its supervisor starts)."""
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     check_name(experiment)
@@ -159,6 +161,7 @@ def record_run(
         properties=properties,
         queued=True,
         kind="trial" if parent_id else "run",
+        created_by=created_by,
     )
     return run_id
 
@@ -179,9 +182,10 @@ def submit_run(
     tags: dict[str, str] | None = None,
     parent_id: str | None = None,
     run_id: str | None = None,
+    created_by: str | None = None,
 ) -> str:
     """Validate, snapshot, record the run (NotStarted → Queued) and start its supervisor."""
-    run_id = record_run(ws, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id)
+    run_id = record_run(ws, experiment, spec, tags=tags, parent_id=parent_id, run_id=run_id, created_by=created_by)
     ws.store.set_supervisor(run_id, spawn_supervisor(ws.run_dir(run_id)))
     return run_id
 
@@ -325,13 +329,15 @@ def with_data(spec: JobSpec, paths: dict[tuple[str, str], str]) -> JobSpec:
 
 
 def prepared_job(run_id: str, experiment: str, workspace: str, workdir: str, spec: JobSpec, python: str,
-                 paths: dict[tuple[str, str], str], bootstrap: dict[str, Any] | None = None) -> Any:
+                 paths: dict[tuple[str, str], str], bootstrap: dict[str, Any] | None = None,
+                 report_url: str | None = None) -> Any:
     """The PreparedJob a target's ``dryrun`` gets: the same for a real run and a dry run."""
     from torchyard.compute.base import PreparedJob  # noqa: PLC0415
 
     spec = with_data(spec, paths)
     return PreparedJob(
         bootstrap=bootstrap,
+        report_url=report_url,
         run_id=run_id,
         experiment=experiment,
         workspace=workspace,

@@ -129,11 +129,19 @@ class Supervisor:
             key = environment_key(spec.environment) if bootstrap["environment"] else None
             self.environment = {"placed_on": "nodes", "key": key}
             self.store.update_details(self.run_id, environment=self.environment)
+        report_url = None
+        if target.reports_over_http():
+            try:
+                report_url = self._run_token(target.name, bootstrap)
+            except TorchyardError as err:
+                self.fail_reason, self.fail_stage = str(err), "Preparing"
+                self._finish(None)
+                return
         if self.cancel_reason:
             self._finish(None)
             return
         job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python,
-                           paths, bootstrap)
+                           paths, bootstrap, report_url)
         spec = self.spec = job.spec
         plan = target.dryrun(job)
         self._status(RunStatus.STARTING)
@@ -148,6 +156,31 @@ class Supervisor:
             self._watch(handle)
         finally:
             handle.release()
+            if report_url:
+                from torchyard.workspace.access import AccessStore  # noqa: PLC0415
+
+                AccessStore(self.store.engine).revoke_run_tokens(self.run_id)
+
+    def _run_token(self, target: str, bootstrap: dict[str, Any] | None) -> str:
+        """For a target whose nodes report to the team server: a token scoped to this run, made for
+        the user who submitted it, put in this process's environment (what it starts inherits it;
+        targets forward it like credentials: ``forward_env``), never in a file. The server's URL."""
+        from torchyard.errors import ComputeError  # noqa: PLC0415
+        from torchyard.workspace.access import AccessStore  # noqa: PLC0415
+
+        url = os.environ.get("TORCHYARD_REPORT_URL")
+        user = self.store.get_run(self.run_id).get("created_by")
+        if not url or not user:
+            raise ComputeError(f"compute target {target!r}: its nodes report to a team server, so runs on it must be "
+                               "submitted through `torchyard server` (Workspace(url=...), TORCHYARD_SERVER)")
+        limit = self.spec.max_run_duration_seconds
+        _id, token = AccessStore(self.store.engine).create_token(
+            user, scope="write", kind="run", run_id=self.run_id, expires_in=(limit + 3600) if limit else 7 * 86400,
+            description=f"the nodes of run {self.run_id} (made by its supervisor)")
+        os.environ["TORCHYARD_RUN_TOKEN"] = token
+        if bootstrap is not None:
+            bootstrap["forward_env"] = sorted({*bootstrap.get("forward_env", ()), "TORCHYARD_RUN_TOKEN"})
+        return url
 
     def _watch(self, handle: Handle) -> None:
         """Follow a submitted job to its end: queue wait, limits, hangs, cancel, ingest."""

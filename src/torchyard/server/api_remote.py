@@ -268,7 +268,7 @@ async def submit(request: Request) -> Response:
             if isinstance(fields.get(key), list):
                 fields[key] = tuple(fields[key])
         spec = build_job_spec(**fields)
-        run_id = ws.submit(experiment, spec, tags=tags)
+        run_id = ws.submit(experiment, spec, tags=tags, created_by=principal.user)
         _set_created_by(ctx, run_id, principal.user)
         client = body.get("client_source")
         if isinstance(client, str) and len(client) < 4096:

@@ -109,7 +109,8 @@ class SecurityMiddleware:
             if problem:
                 await _reply(send, 403, problem)
                 return
-            journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/journal/" in scope["path"]
+            journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and (
+                "/journal/" in scope["path"] or "/mirror/" in scope["path"])  # in-job reporting: raw bytes
             upload = journal or (method == "PUT" and (scope["path"].startswith(OBJECT_PREFIX)
                                                       or scope["path"] == PACK_PATH))
             limit = (MAX_JOURNAL if journal else MAX_OBJECT if upload

@@ -107,9 +107,11 @@ def serve_team(
     artifacts: str | None = None,
     extra_hosts: Sequence[str] = (),
     out: TextIO | None = None,
+    report_url: str | None = None,
 ) -> None:
     """``torchyard server``: the dashboard and the whole API behind users and tokens, until interrupted.
-    Refuses to start before an admin exists (``torchyard server create-admin``)."""
+    Refuses to start before an admin exists (``torchyard server create-admin``). ``report_url``:
+    where nodes of targets that report over HTTP reach this server (default: the URL it prints)."""
     import uvicorn  # noqa: PLC0415
 
     from torchyard.server.app import create_app  # noqa: PLC0415
@@ -126,6 +128,8 @@ def serve_team(
     shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
     stream = out or sys.stdout
     print(f"torchyard server for {ws.path} (store {_safe(ws.db_url)})", file=stream)
+    # the supervisors this server starts hand it to nodes that report over HTTP (with a run token)
+    os.environ["TORCHYARD_REPORT_URL"] = report_url or os.environ.get("TORCHYARD_REPORT_URL") or f"http://{shown}:{port}"
     print(f"http://{shown}:{port}/", file=stream, flush=True)
     config = uvicorn.Config(app, log_level=os.environ.get("TORCHYARD_UI_LOG", "warning"), access_log=False,
                             timeout_graceful_shutdown=1, lifespan="off")

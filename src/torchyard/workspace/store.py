@@ -160,6 +160,7 @@ class Store:
         properties: dict[str, str] | None = None,
         queued: bool = False,
         kind: str = "run",
+        created_by: str | None = None,
     ) -> None:
         """Record a new run, NotStarted (or, with ``queued``, NotStarted then Queued in the same
         transaction, so that no reader ever sees a recorded run nobody will start)."""
@@ -183,6 +184,7 @@ class Store:
                     spec=spec_json,
                     details="{}",
                     run_dir=run_dir,
+                    created_by=created_by,
                 )
             )
             conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))

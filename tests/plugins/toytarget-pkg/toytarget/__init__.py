@@ -4,7 +4,10 @@ in torchyard's own source names it.
 
 Each node of a job is a launcher process in a folder of its own (``<root>/<run_id>/node_K``) with
 its own copy of the code: the nodes do not share the run folder, so logs, metric journals and node
-reports come back through the framework's mirror channel, and outputs at the end.
+reports come back through the framework's mirror channel, and outputs at the end. With
+``report="server"`` the target moves nothing while the job runs: the nodes report to the team
+server over HTTP themselves (``ComputeTarget.reports_over_http``), as nodes that reach only the
+server's API would.
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ class ToyCompute(ComputeTarget):
     options = (
         Option(name="root", type=str, help="where the nodes' folders go (default: a temporary folder)"),
         Option(name="max_nodes", type=int, default=4, help="the most nodes a job may have"),
+        Option(name="report", type=str, default="mirror", choices=("mirror", "server"),
+               help="how nodes report while the job runs: the target's mirror, or the nodes to the team server"),
     )
 
     root: str | None
     max_nodes: int
+    report: str
+
+    def reports_over_http(self) -> bool:
+        return self.report == "server"
 
     def check(self, spec: Any) -> None:
         super().check(spec)
@@ -92,15 +101,17 @@ class ToyCompute(ComputeTarget):
             with log:
                 procs.append(subprocess.Popen(node.argv, cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
-        return ToyHandle(source, [n.plan.workdir for n in plan.nodes], procs)
+        return ToyHandle(source, [n.plan.workdir for n in plan.nodes], procs, mirror=self.report == "mirror")
 
 
 class ToyHandle(Handle):
-    def __init__(self, workdir: str, node_dirs: list[str], procs: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(self, workdir: str, node_dirs: list[str], procs: list[subprocess.Popen[bytes]],
+                 mirror: bool = True) -> None:
         self.job_id = f"toy-{procs[0].pid}"
         self.node_dirs = node_dirs
         self.procs = procs
         self.mirror = Mirror(workdir, len(node_dirs))
+        self.mirroring = mirror
 
     def poll(self) -> int | None:
         codes = [p.poll() for p in self.procs]
@@ -117,13 +128,19 @@ class ToyHandle(Handle):
                 os.kill(p.pid, signal.SIGTERM)
 
     def sync(self) -> None:
+        if not self.mirroring:  # the nodes send it to the team server themselves
+            return
         for k, folder in enumerate(self.node_dirs):
             self.mirror.pull_folder(k, folder)
 
     def collect(self) -> None:
         self.sync()
         for k, folder in enumerate(self.node_dirs):
-            self.mirror.collect_folder(k, folder)
+            if self.mirroring:
+                self.mirror.collect_folder(k, folder)
+            elif os.path.isdir(os.path.join(folder, "outputs")):  # outputs only: the rest came over HTTP
+                shutil.copytree(os.path.join(folder, "outputs"), self.mirror.outputs_destination(k) if k else
+                                os.path.join(self.mirror.workdir, "outputs"), dirs_exist_ok=True)
 
     def node_statuses(self) -> list[dict[str, Any]]:
         out = []
