@@ -5,9 +5,10 @@ Both servers run on this machine, each on its own database of ONE throwaway Post
 
 1. Logging, values/s stored, one client, sequential:
    - torchyard ``Run.log_batch`` (``POST /api/v1/runs/ID/log``, 1,000 values a request, stored
-     synchronously in the store and its summary) and the in-job path: a rank's journal shipped by
-     ``tracking/shipper.py`` (``PUT /api/v1/runs/ID/journal/RANK``) until acknowledged, and until the
-     run's supervisor has the values in the store (end-to-end delay: last value written → readable);
+     synchronously in the store and its summary) and the in-job path of nodes that report over HTTP:
+     a rank's journal pushed by ``torchyard.compute.mirror_push`` (``PUT /api/v1/runs/ID/mirror/NODE``)
+     until acknowledged, and until the run's supervisor has the values in the store (end-to-end
+     delay: first byte pushed → every value readable);
    - MLflow ``MlflowClient.log_batch`` (1,000 metrics a request: MLflow's own per-request maximum).
 2. Submit of a 2,000-file tree through the server: first time, and unchanged (bytes uploaded, seconds
    for the upload and for the whole submit). MLflow has no code snapshot to compare with.
@@ -149,8 +150,9 @@ def _wait_running(run: Any) -> None:
 
 def bench_logging(url: str, token: str, n: int, scratch: Path, ws: Any) -> list[list[Any]]:
     from torchyard import Experiment, PyTorch, Workspace
+    from torchyard.compute.mirror_push import Pusher
+    from torchyard.paths import RunPaths
     from torchyard.tracking import journal as j
-    from torchyard.tracking.shipper import JournalShipper
 
     src = scratch / "wait"
     src.mkdir()
@@ -167,17 +169,18 @@ def bench_logging(url: str, token: str, n: int, scratch: Path, ws: Any) -> list[
     log_batch_rate = n / (time.perf_counter() - t0)
 
     run_token = client.client.post(f"/api/v1/runs/{run.id}/token", {"hours": 1})["token"]
-    path = scratch / "node" / "rank_1.journal"
-    path.parent.mkdir()
+    node = scratch / "node"  # node 1's copy of the run folder, as a node that reports over HTTP has it
+    path = Path(RunPaths(str(node)).rank_journal(1))
+    path.parent.mkdir(parents=True)
     with open(path, "wb") as fh:  # what a rank writes in n/1000 flushes
         for start in range(0, n, 1000):
             now = time.time()
             fh.write(j.encode_frame(*j.pack([(j.SCALAR, "shipped", float(i), i, now) for i in range(start, start + 1000)])))
-    shipper = JournalShipper(url, run_token, run.id, 1, str(path))
+    pusher = Pusher(url, run_token, run.id, 1, str(node))
     t0 = time.perf_counter()
-    stop = threading.Event()
-    stop.set()
-    shipper.run(stop)
+    done = threading.Event()
+    done.set()
+    pusher.run(done)
     acked = time.perf_counter() - t0
     while True:  # until the supervisor has ingested the last value
         series = ws.store.get_series(run.id, 1, "shipped")
@@ -190,8 +193,8 @@ def bench_logging(url: str, token: str, n: int, scratch: Path, ws: Any) -> list[
     return [
         ["log_batch, 1,000 values a request: values/s stored", f"{log_batch_rate:,.0f}", "MLFLOW_RATE",
          f"{n:,} values, one client, sequential requests"],
-        ["in-job journal shipped: values/s acknowledged", f"{n / acked:,.0f}", "-",
-         f"{n:,} values in {n // 1000} frames, batches up to 8 MB"],
+        ["in-job journal pushed: values/s acknowledged", f"{n / acked:,.0f}", "-",
+         f"{n:,} values in {n // 1000} journal frames; mirror frames of up to 4 MiB ({pusher.requests} requests)"],
         ["in-job journal: all values readable in the store after", f"{end_to_end:.2f} s", "-",
          "includes the supervisor's ingest interval"],
     ]

@@ -176,8 +176,6 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/api/v1/datastores"): ("/api/v1/datastores", None, EVERYONE),
     ("GET", "/api/v1/environments"): ("/api/v1/environments", None, EVERYONE),
     ("POST", "/api/v1/runs/{run_id}/token"): (f"{R}/token", {"hours": 1}, RUN_WRITE),
-    ("PUT", "/api/v1/runs/{run_id}/journal/{rank:int}"): ("/api/v1/runs/secret_live/journal/3?offset=0", b"",
-                                                         RUN_WRITE),
     ("GET", "/api/v1/runs/{run_id}/mirror/{node:int}"): (f"{R}/mirror/0", None, RUN_READ),
     ("PUT", "/api/v1/runs/{run_id}/mirror/{node:int}"): ("/api/v1/runs/secret_live/mirror/1", b"\x80", RUN_WRITE),
     # models from a run of an experiment: hidden with it (the list leaves them out, by name they 404)

@@ -84,6 +84,11 @@ def test_nodes_report_through_the_server_across_a_server_restart(tmp_path: Path,
                 assert len(pushers) == 2, [p.cmdline() for p in pushers]
                 token = pushers[0].environ()["TORCHYARD_RUN_TOKEN"]
                 assert token.startswith("ty_")
+                with httpx.Client(base_url=first.url, timeout=10) as h:  # its mirror routes only, nothing else
+                    bearer = {"Authorization": f"Bearer {token}"}
+                    assert h.get(f"/api/v1/runs/{run.id}/mirror/1", headers=bearer).status_code == 200
+                    assert h.get(f"/api/v1/runs/{run.id}", headers=bearer).status_code == 404
+                    assert h.get("/api/v1/runs", headers=bearer).status_code == 404
                 first.proc.kill()  # SIGKILL, mid-run
                 first.proc.wait(10)
                 at_kill = len(ws.store.get_series(run.id, 1)[(1, "m")][0])

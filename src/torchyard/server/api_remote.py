@@ -413,7 +413,7 @@ def experiment_runs(request: Request) -> Response:
 
 @endpoint("POST", "/api/v1/runs/{run_id}/token", permission=WRITE)
 async def run_token(request: Request) -> Response:
-    """A token for the run's own nodes: scoped to this run (only its journal route), expiring when the
+    """A token for the run's own nodes: scoped to this run (only its mirror routes), expiring when the
     run ends (or after {"hours": N}, default 168); needs EDIT on the experiment. Shown once."""
     ctx = _ctx(request)
     body = await _body(request)
@@ -433,61 +433,6 @@ async def run_token(request: Request) -> Response:
 
     token_id, token = await asyncio.to_thread(work)
     return _json({"id": token_id, "token": token, "run_id": request.path_params["run_id"]}, 201)
-
-
-def _whole_frames(data: bytes) -> bool:
-    from torchyard.tracking.shipper import complete_end  # noqa: PLC0415
-
-    return complete_end(data) == len(data)
-
-
-@endpoint("PUT", "/api/v1/runs/{run_id}/journal/{rank:int}", permission=WRITE, params=(
-    ("offset", "integer", "the byte offset of the rank's journal these whole frames start at"),
-))
-async def put_journal(request: Request) -> Response:
-    """Whole journal frames of one rank, at ``offset`` of the server's copy (the supervisor ingests
-    it). Idempotent: a range already there is rewritten with the same bytes. 409 (with the server's
-    ``offset``) when the offset is past what the server has."""
-    from torchyard.paths import RunPaths  # noqa: PLC0415
-    from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
-
-    ctx = _ctx(request)
-    offset = _int(request, "offset", None, 0, 1 << 62)
-    if offset is None:
-        raise SpecError("offset", "is required")
-    rank = int(request.path_params["rank"])
-    if not 0 <= rank < 1 << 20:
-        raise SpecError("rank", "out of range")
-    data = await request.body()
-    if not _whole_frames(data):
-        raise SpecError("body", "must be whole journal frames")
-
-    def work() -> tuple[int, int]:
-        row = _run_row(ctx, request.path_params["run_id"], "EDIT")
-        if row["status"] in TERMINAL_VALUES:
-            raise SpecError("run", f"run {row['id']} has ended ({row['status']})")
-        path = RunPaths(row["run_dir"]).rank_journal(rank)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if offset > size:
-                return 409, size
-            if data:
-                os.pwrite(fd, data, offset)
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return 200, offset + len(data)
-
-    status, at = await asyncio.to_thread(work)
-    if status == 409:
-        return _json({"error": {"status": 409, "message": f"the server has {at} bytes of this journal"},
-                      "offset": at}, 409)
-    return _json({"offset": at})
-
-
-put_journal.run_token = True  # type: ignore[attr-defined]  # the one route a run token reaches
 
 
 # ---- what the server's workspace has (names only: configurations and credentials stay here) ---------

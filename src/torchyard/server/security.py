@@ -29,8 +29,8 @@ MAX_OBJECT = 256 * 1024 * 1024
 OBJECT_PREFIX = "/api/v1/objects/"
 #: many small objects in one request: (64 hex digits, 8-byte big-endian length, the bytes) repeated
 PACK_PATH = "/api/v1/packs"
-#: a batch of a rank's metric journal (PUT /api/v1/runs/ID/journal/RANK?offset=N)
-MAX_JOURNAL = 16 * 1024 * 1024
+#: a node's mirror frame (PUT /api/v1/runs/ID/mirror/NODE: logs, metric journals, its report)
+MAX_FRAME = 16 * 1024 * 1024
 #: JSON bodies that list a whole snapshot (up to 100,000 files) may be this large
 BIG_JSON = {("POST", "/api/v1/objects/missing"): 16 * 1024 * 1024, ("POST", "/api/v1/snapshots"): 16 * 1024 * 1024}
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -109,11 +109,10 @@ class SecurityMiddleware:
             if problem:
                 await _reply(send, 403, problem)
                 return
-            journal = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and (
-                "/journal/" in scope["path"] or "/mirror/" in scope["path"])  # in-job reporting: raw bytes
-            upload = journal or (method == "PUT" and (scope["path"].startswith(OBJECT_PREFIX)
-                                                      or scope["path"] == PACK_PATH))
-            limit = (MAX_JOURNAL if journal else MAX_OBJECT if upload
+            frame = method == "PUT" and scope["path"].startswith("/api/v1/runs/") and "/mirror/" in scope["path"]
+            upload = frame or (method == "PUT" and (scope["path"].startswith(OBJECT_PREFIX)
+                                                    or scope["path"] == PACK_PATH))
+            limit = (MAX_FRAME if frame else MAX_OBJECT if upload
                      else max(self.max_body, BIG_JSON.get((method, scope["path"]), 0)))
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
