@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from torchyard.data.datastore import (
@@ -148,6 +149,44 @@ class _Cache:
         return os.path.join(self.root, key[:2], key)
 
 
+def _cached_get(cache: _Cache, identity: list[Any] | None, size: int, target: str,
+                get: Callable[[str], Any]) -> tuple[int, int, bool]:
+    """Put one remote object at ``target`` through the content cache: ``get(path)`` downloads it.
+    Returns (bytes fetched, bytes placed, whether it came from the cache)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if identity is None:  # nothing to key a cache entry on: fetch every time
+        tmp = _tmp_name(target)
+        try:
+            get(tmp)
+            os.replace(tmp, target)
+        finally:
+            _unlink(tmp)
+        got = os.path.getsize(target)
+        return got, got, False
+    cached = cache.path(identity)
+    try:
+        if os.path.getsize(cached) == size:
+            _place(cached, target)
+            return 0, size, True
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    tmp = _tmp_name(cached)
+    try:
+        get(tmp)
+        got = os.path.getsize(tmp)
+        if got != size:  # changed since it was listed: use it, but do not cache it under the old identity
+            _unlink(target)
+            os.replace(tmp, target)
+            return got, got, False
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, cached)
+    finally:
+        _unlink(tmp)
+    _place(cached, target)
+    return size, size, False
+
+
 def presign_seconds() -> int:
     raw = os.environ.get("TORCHYARD_PRESIGN_SECONDS")
     try:
@@ -219,31 +258,8 @@ def _resolve_presigned(workspace_path: str, store: Datastore, ref: DataReference
 
     def fetch(job: tuple[dict[str, Any], str]) -> tuple[int, int, bool]:
         entry, target = job
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        size = int(entry.get("size") or 0)
-        identity = entry.get("identity")
-        cached = cache.path(identity) if identity else None
-        if cached:
-            try:
-                if os.path.getsize(cached) == size:
-                    _place(cached, target)
-                    return 0, size, True
-            except OSError:
-                pass
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = _tmp_name(cached or target)
-        try:
-            got = _http_get(entry["url"], tmp)
-            if cached is None or got != size:
-                _unlink(target)
-                os.replace(tmp, target)
-                return got, got, False
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, cached)
-        finally:
-            _unlink(tmp)
-        _place(cached, target)
-        return size, size, False
+        return _cached_get(cache, entry.get("identity"), int(entry.get("size") or 0), target,
+                           lambda tmp: _http_get(entry["url"], tmp))
 
     results = _parallel(fetch, jobs, lambda err, job: _presigned_error(err, store, ref, job[0]["rel"], presigned))
     return {
@@ -274,40 +290,8 @@ def _resolve_remote(workspace_path: str, store: Datastore, ref: DataReference, d
 
     def fetch(job: tuple[str, dict[str, Any], str]) -> tuple[int, int, bool]:
         rpath, info, target = job
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        size = int(info.get("size") or 0)
-        identity = _identity(store, fs, rpath, info)
-        if identity is None:  # nothing to key a cache entry on: fetch every time
-            tmp = _tmp_name(target)
-            try:
-                fs.get_file(rpath, tmp)
-                os.replace(tmp, target)
-            finally:
-                _unlink(tmp)
-            got = os.path.getsize(target)
-            return got, got, False
-        cached = cache.path(identity)
-        try:
-            if os.path.getsize(cached) == size:
-                _place(cached, target)
-                return 0, size, True
-        except OSError:
-            pass
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = _tmp_name(cached)
-        try:
-            fs.get_file(rpath, tmp)
-            got = os.path.getsize(tmp)
-            if got != size:  # changed while we looked: use it, but do not cache it under the old identity
-                _unlink(target)
-                os.replace(tmp, target)
-                return got, got, False
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, cached)
-        finally:
-            _unlink(tmp)
-        _place(cached, target)
-        return size, size, False
+        return _cached_get(cache, _identity(store, fs, rpath, info), int(info.get("size") or 0), target,
+                           lambda tmp: fs.get_file(rpath, tmp))
 
     results = _parallel(fetch, jobs, lambda err, job: _as_data_error(err, store, ref.path))
     return {
