@@ -45,7 +45,12 @@ async function api(path, params) {
     if (Array.isArray(v)) { v.forEach((x) => url.searchParams.append(k, x)); }
     else if (v !== null && v !== undefined && v !== "") { url.searchParams.set(k, v); }
   }
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  return answer(fetch(url, { headers: { Accept: "application/json" } }));
+}
+
+/* The JSON of a fetch's response; an error (with its status) for an error answer. */
+async function answer(pending) {
+  const resp = await pending;
   if (resp.status === 401 && document.body.dataset.login !== "no") { location.href = "/login"; }
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
@@ -197,21 +202,17 @@ async function runsPage(main) {
 
 function metricPath(runId, name) { return `/runs/${enc(runId)}/metrics/${name.split("/").map(enc).join("/")}`; }
 
-/* Opening a run straight on its Metrics tab: ask for the metric keys and each chart's buckets at once,
- * sized from the window, while the run's details load (one round trip less before the first chart). */
-const prefetched = { data: null };
-function prefetchCharts(runId) {
-  prefetched.data = api(`/runs/${enc(runId)}/metrics`).then((k) => {
-    const names = k.metrics.filter((m) => m.rank === 0).map((m) => m.name);
-    const width = Math.min(window.innerWidth, 1500) - 40;
-    const cols = Math.max(1, Math.min(names.length, Math.floor((width + 12) / 472)));
-    const points = Math.max(50, Math.round((width - (cols - 1) * 12) / cols - 78));
-    const out = {};
-    names.forEach((n) => { out[n] = api(metricPath(runId, n), { rank: 0, x: "step", points }).catch(() => null); });
-    return out;
-  }).catch(() => ({}));
+/* What boot.js asked for before this script ran (a run's details; opened on the Metrics tab, each
+ * chart's buckets), taken once, for the run it was asked for. */
+function booted(key, runId) {
+  const boot = window.tyBoot;
+  if (!boot || boot.runId !== runId || !boot[key]) { return null; }
+  const found = boot[key];
+  delete boot[key];
+  return found;
 }
 
+const prefetched = { data: null };
 async function takePrefetched(name) {
   if (!prefetched.data) { return null; }
   const all = await prefetched.data;
@@ -263,7 +264,8 @@ class MetricPanel {
 
 async function runPage(main, runId) {
   let info;
-  try { info = await api(`/runs/${enc(runId)}`); } catch (err) {
+  const early = booted("details", runId);
+  try { info = await (early ? answer(early) : api(`/runs/${enc(runId)}`)); } catch (err) {
     add(clear(main), el("h1", {}, "Run not found"), el("p", { class: "muted" }, err.message));
     return;
   }
@@ -499,7 +501,7 @@ async function route() {
   try {
     if (path === "/" || path === "") { await runsPage(main); }
     else if ((m = path.match(/^\/runs\/([^/]+)$/))) {
-      if (location.hash === "#metrics") { prefetchCharts(decodeURIComponent(m[1])); }
+      prefetched.data = booted("charts", decodeURIComponent(m[1]));
       await runPage(main, decodeURIComponent(m[1]));
     }
     else if ((m = path.match(/^\/sweeps\/([^/]+)$/))) { await sweepPage(main, decodeURIComponent(m[1])); }
