@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -229,9 +230,18 @@ state = "{c / 'state'}"
         raise RuntimeError("containerd did not start")
 
     def _import_images(self) -> None:
-        p = self.root / "podman"
-        podman = ["podman", "--root", str(p / "root"), "--runroot", str(p / "run"), "--storage-driver", "vfs",
-                  "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+        p = Path(tempfile.mkdtemp(prefix="ty-podman-"))  # podman wants a runroot of at most 50 characters
+        try:
+            self._podman_import(["podman", "--root", str(p / "root"), "--runroot", str(p / "run"), "--storage-driver",
+                                 "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        finally:
+            shutil.rmtree(p, ignore_errors=True)
+        names = self.ctr("images", "list", "-q").stdout.split()
+        missing = [r for r in (NODE_IMAGE, PAUSE_IMAGE) if r not in names]
+        if missing:
+            raise RuntimeError(f"ctr images import did not name {missing}: containerd has {names}")
+
+    def _podman_import(self, podman: list[str]) -> None:
         node_rootfs(self.root / "node-rootfs.tar")
         pause_rootfs(self.root / "pause-rootfs.tar", os.path.join(self.bin, "pause"))
         for ref, tar, changes in (
@@ -246,10 +256,6 @@ state = "{c / 'state'}"
             archive = self.root / (tar.replace("-rootfs.tar", "") + ".oci.tar")
             _run([*podman, "save", "--format", "oci-archive", "-o", str(archive), ref])
             self.ctr("images", "import", "--base-name", ref.rsplit(":", 1)[0], str(archive))
-        names = self.ctr("images", "list", "-q").stdout.split()
-        missing = [r for r in (NODE_IMAGE, PAUSE_IMAGE) if r not in names]
-        if missing:
-            raise RuntimeError(f"ctr images import did not name {missing}: containerd has {names}")
 
     def _start_kubelet(self) -> None:
         self.kubelet_root.mkdir(parents=True, exist_ok=True)
