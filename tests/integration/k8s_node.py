@@ -21,7 +21,7 @@ What it starts, all under one folder of its own and stopped by pid when the fixt
 Teardown (also after a failed start): the kubelet stops, every container and pod sandbox containerd
 still runs is killed and deleted with ``ctr``, containerd stops, then every mount left under the
 kubelet's root dir (its self bind mount, emptyDir tmpfs) and containerd's state is unmounted, and
-the ``/var/log/pods`` folders the node made are removed.
+the ``/var/log/pods`` folders (and ``/var/log/containers`` links) the node made are removed.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from tests.integration.k8s_cluster import REPO, Cluster, free_port
 NODE_IMAGE = "localhost/torchyard-node:test"
 PAUSE_IMAGE = "localhost/torchyard-pause:test"
 POD_LOGS = "/var/log/pods"
+CONTAINER_LOGS = "/var/log/containers"  # the kubelet's symlinks into POD_LOGS
 #: what the pods mount read-only from this machine: the Python install (torch, the test deps) and /usr
 PYTHON_PREFIX = os.path.realpath(sys.base_prefix)
 HOST_PATHS = sorted({PYTHON_PREFIX, "/usr"})
@@ -143,7 +144,7 @@ class RealNode:
         self.kubelet_root = root / "kubelet"
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.timings: dict[str, float] = {}
-        self.logs_before: set[str] = set()
+        self.logs_before: dict[str, set[str]] = {}
 
     # ---- start ------------------------------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class RealNode:
     def start(self) -> RealNode:
         t0 = time.time()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.logs_before = set(os.listdir(POD_LOGS)) if os.path.isdir(POD_LOGS) else set()
+        self.logs_before = {d: set(os.listdir(d)) if os.path.isdir(d) else set() for d in (POD_LOGS, CONTAINER_LOGS)}
         self._start_containerd()
         self.timings["containerd_ready"] = time.time() - t0
         self._import_images()
@@ -321,9 +322,13 @@ state = "{c / 'state'}"
         self.procs.clear()
         self._end_shims()
         self._unmount_under([str(self.kubelet_root), str(self.root / "containerd")])
-        if os.path.isdir(POD_LOGS):
-            for entry in set(os.listdir(POD_LOGS)) - self.logs_before:
-                shutil.rmtree(os.path.join(POD_LOGS, entry), ignore_errors=True)
+        for folder, before in self.logs_before.items():
+            for entry in (set(os.listdir(folder)) - before) if os.path.isdir(folder) else ():
+                path = os.path.join(folder, entry)
+                if os.path.islink(path):
+                    os.unlink(path)
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
         if errors:
             print("k8s_node teardown:", *errors[:5], sep="\n  ", flush=True)
 
