@@ -104,8 +104,10 @@ def main() -> None:
             t0 = time.time()
             real = RealNode(cluster, Path(work, "node"), bin_dir, ip).start()
             real.timings["tier_ready"] = cluster.timings["nodes_ready"] + time.time() - t0
+            # 1 CPU per rank: the kubelet turns the request into cpu.shares (1 CPU = 1024, what any host process
+            # has, e.g. local compute's ranks), and the node's 2 CPUs hold both pods
             ComputeTarget.attach(ws, "kube", KubernetesCompute(
-                image=NODE_IMAGE, kubeconfig=str(cluster.kubeconfig), cpus_per_process=0.5, host_network=True,
+                image=NODE_IMAGE, kubeconfig=str(cluster.kubeconfig), cpus_per_process=1.0, host_network=True,
                 host_paths=HOST_PATHS, log_files=POD_LOGS))
         else:
             ComputeTarget.attach(ws, "kube", KubernetesCompute(image="local", kubeconfig=str(cluster.kubeconfig)))

@@ -21,7 +21,12 @@ What it starts, all under one folder of its own and stopped by pid when the fixt
 Teardown (also after a failed start): the kubelet stops, every container and pod sandbox containerd
 still runs is killed and deleted with ``ctr``, containerd stops, then every mount left under the
 kubelet's root dir (its self bind mount, emptyDir tmpfs) and containerd's state is unmounted, and
-the ``/var/log/pods`` folders (and ``/var/log/containers`` links) the node made are removed.
+the ``/var/log/pods`` folders (and ``/var/log/containers`` links) and the ``k8s.io`` cgroups the node
+made are removed.
+
+CPU weight: without QoS cgroups containerd puts all pods in one cgroup, ``/k8s.io``, which would
+weigh as one process against every other process of this (shared) machine; the fixture gives it the
+weight of the node's CPUs (1024 each), as a kubelet's ``kubepods`` cgroup has.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ NODE_IMAGE = "localhost/torchyard-node:test"
 PAUSE_IMAGE = "localhost/torchyard-pause:test"
 POD_LOGS = "/var/log/pods"
 CONTAINER_LOGS = "/var/log/containers"  # the kubelet's symlinks into POD_LOGS
+#: containerd's cgroup parent for the pods (cgroup v1 cpu controller; --cgroups-per-qos=false)
+POD_CPU_CGROUP = "/sys/fs/cgroup/cpu/k8s.io"
 #: what the pods mount read-only from this machine: the Python install (torch, the test deps) and /usr
 PYTHON_PREFIX = os.path.realpath(sys.base_prefix)
 HOST_PATHS = sorted({PYTHON_PREFIX, "/usr"})
@@ -145,6 +152,7 @@ class RealNode:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.timings: dict[str, float] = {}
         self.logs_before: dict[str, set[str]] = {}
+        self.cgroups_before: set[str] = set()
 
     # ---- start ------------------------------------------------------------------------------------
 
@@ -217,6 +225,7 @@ state = "{c / 'state'}"
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni}"
 """)
+        self._pod_cpu_weight()
         self._spawn("containerd", ["containerd", "--config", str(c / "config.toml")])
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -229,6 +238,20 @@ state = "{c / 'state'}"
                     pass
             time.sleep(0.2)
         raise RuntimeError("containerd did not start")
+
+    def _pod_cpu_weight(self) -> None:
+        """Give the pods' cgroup the CPU weight of the node's CPUs (1024 each), as the kubelet's
+        ``kubepods`` cgroup has with QoS cgroups. Without QoS cgroups (``--cgroups-per-qos=false``,
+        needed here) containerd puts every pod under ``/k8s.io`` at the default 1024: all pods together
+        would weigh as much as ONE process of this machine, and a busy machine would starve them."""
+        import glob  # noqa: PLC0415
+
+        self.cgroups_before = set(glob.glob("/sys/fs/cgroup/*/k8s.io"))
+        if not os.path.isdir(os.path.dirname(POD_CPU_CGROUP)):
+            return  # not the cgroup v1 cpu controller: leave it
+        if not os.path.isdir(POD_CPU_CGROUP):
+            os.mkdir(POD_CPU_CGROUP)
+        Path(POD_CPU_CGROUP, "cpu.shares").write_text(str(1024 * (os.cpu_count() or 1)))
 
     def _import_images(self) -> None:
         p = Path(tempfile.mkdtemp(prefix="ty-podman-"))  # podman wants a runroot of at most 50 characters
@@ -322,6 +345,7 @@ state = "{c / 'state'}"
         self.procs.clear()
         self._end_shims()
         self._unmount_under([str(self.kubelet_root), str(self.root / "containerd")])
+        self._remove_cgroups()
         for folder, before in self.logs_before.items():
             for entry in (set(os.listdir(folder)) - before) if os.path.isdir(folder) else ():
                 path = os.path.join(folder, entry)
@@ -331,6 +355,20 @@ state = "{c / 'state'}"
                     shutil.rmtree(path, ignore_errors=True)
         if errors:
             print("k8s_node teardown:", *errors[:5], sep="\n  ", flush=True)
+
+    def _remove_cgroups(self) -> None:
+        """The (empty) ``k8s.io`` cgroups this node's containers left, of every controller."""
+        import glob  # noqa: PLC0415
+
+        for path in set(glob.glob("/sys/fs/cgroup/*/k8s.io")) - self.cgroups_before:
+            for _ in range(20):  # runc removes the containers' own cgroups as they are deleted
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
     @staticmethod
     def _end(proc: subprocess.Popen[bytes]) -> None:

@@ -61,8 +61,10 @@ def node(tmp_path_factory):
 
 @pytest.fixture
 def kws(ws, node):
+    # 1 CPU per rank: the kubelet turns the request into cpu.shares (1 CPU = 1024, what any host process
+    # has, e.g. local compute's ranks), and the node's 2 CPUs hold both pods
     ComputeTarget.attach(ws, "kubelet", KubernetesCompute(
-        image=NODE_IMAGE, kubeconfig=str(node.cluster.kubeconfig), cpus_per_process=0.5, host_network=True,
+        image=NODE_IMAGE, kubeconfig=str(node.cluster.kubeconfig), cpus_per_process=1.0, host_network=True,
         host_paths=HOST_PATHS, log_files=POD_LOGS))
     return ws
 

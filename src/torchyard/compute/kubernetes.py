@@ -701,9 +701,10 @@ class KubernetesHandle(Handle):
 
     def _create_later(self, pods: list[dict[str, Any]]) -> None:
         """host_network: once node 0's pod has its node's IP, create the other nodes' Jobs with it."""
-        ip = next((((p.get("status") or {}).get("hostIP")) for p in pods
-                   if _rank(p) == 0 and not p["metadata"].get("deletionTimestamp")), None)
-        if not ip:
+        pod0 = next((p for p in pods if _rank(p) == 0 and not p["metadata"].get("deletionTimestamp")), None)
+        status = (pod0 or {}).get("status") or {}
+        ip = status.get("hostIP")
+        if not ip or status.get("phase") == "Failed":  # a failed node 0 fails the run: the others are not needed
             return
         later, self.later = self.later, {}
         plan = self.plan
