@@ -146,3 +146,28 @@ def test_env_contract_in_the_containers(kws, node, tmp_path):
         assert env["TORCHYARD_RUN_ID"] == run.id
         assert sees == {"workspace": False, "busybox": True, "cwd": m.WORK_DIR}  # the image's root, not this machine's
     wait_until(lambda: not _pods(node, run), timeout=60, interval=0.5)  # released: the pods went
+
+
+FAIL_SCRIPT = """
+    import sys, time
+    import torch, torch.distributed as dist
+    dist.init_process_group("gloo")
+    if dist.get_rank() == 1:
+        print("rank 1 is about to fail", flush=True)
+        raise SystemExit(3)
+    dist.barrier()  # rank 0 waits here for a rank that never comes
+    time.sleep(600)
+"""
+
+
+def test_a_failing_rank_fails_the_run_naming_it_with_its_lines_from_the_cri_log(kws, node, tmp_path):
+    write_script(tmp_path / "src", "fail.py", FAIL_SCRIPT)
+    est = PyTorch(str(tmp_path / "src"), entry_script="fail.py", compute_target="kubelet", node_count=2,
+                  distributed_backend="pytorch")
+    run = Experiment(kws, "k8s-node").submit(est)
+    details = run.wait_for_completion(timeout=120, raise_on_error=False)
+    assert details["status"] == "Failed"
+    error = details["error"]
+    assert error["rank"] == 1 and error["node_rank"] == 1, error
+    assert "rank 1 is about to fail" in json.dumps(error)  # its last lines, which came over the CRI log file
+    wait_until(lambda: not _pods(node, run), timeout=60, interval=0.5)  # node 0's pod was stopped and deleted
