@@ -12,7 +12,11 @@ then, interleaved so drift hits both:
 
 Also prints how long the control plane took to start (API server ready, both Nodes Ready).
 
-Usage: python bench/bench_k8s.py [--repeat N] [--epochs E]
+``--real-node``: the real-node tier instead of the node runner (tests/integration/k8s_node.py: one
+Node run by a real kubelet + containerd + runc, pods in containers of an image built from local files,
+host network, logs from the CRI log files; ``bash scripts/build_k8s.sh --kubelet`` first).
+
+Usage: python bench/bench_k8s.py [--repeat N] [--epochs E] [--real-node]
 """
 
 from __future__ import annotations
@@ -70,15 +74,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--real-node", action="store_true", help="one Node run by a real kubelet + containerd + runc")
     args = ap.parse_args()
     from tests.integration.k8s_cluster import Cluster, control_plane_bin
+    from tests.integration.k8s_node import HOST_PATHS, NODE_IMAGE, POD_LOGS, RealNode, node_bin, node_ip
 
     from torchyard import ComputeTarget, Experiment, Workspace
     from torchyard.compute.kubernetes import KubernetesCompute
 
-    bin_dir = control_plane_bin()
+    bin_dir = node_bin() if args.real_node else control_plane_bin()
     if bin_dir is None:
-        sys.exit("bench_k8s: the control plane is not built: bash scripts/build_k8s.sh")
+        sys.exit("bench_k8s: not built: bash scripts/build_k8s.sh" + (" --kubelet" if args.real_node else ""))
     work = tempfile.mkdtemp(prefix="tybench_k8s_")
     src = os.path.join(work, "src")
     os.makedirs(src)
@@ -87,11 +93,24 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     root = Path(work, "k8s")
     root.mkdir()
-    cluster = Cluster(root, bin_dir)
+    cluster = Cluster(root, bin_dir, nodes=() if args.real_node else ("node-a", "node-b"))
+    real = None
     try:
         cluster.start()
         ws = Workspace(path=os.path.join(work, ".torchyard"))
-        ComputeTarget.attach(ws, "kube", KubernetesCompute(image="local", kubeconfig=str(cluster.kubeconfig)))
+        if args.real_node:
+            ip = node_ip()
+            assert ip, "the kubelet needs a non-loopback address"
+            t0 = time.time()
+            real = RealNode(cluster, Path(work, "node"), bin_dir, ip).start()
+            real.timings["tier_ready"] = cluster.timings["nodes_ready"] + time.time() - t0
+            # 1 CPU per rank: the kubelet turns the request into cpu.shares (1 CPU = 1024, what any host process
+            # has, e.g. local compute's ranks), and the node's 2 CPUs hold both pods
+            ComputeTarget.attach(ws, "kube", KubernetesCompute(
+                image=NODE_IMAGE, kubeconfig=str(cluster.kubeconfig), cpus_per_process=1.0, host_network=True,
+                host_paths=HOST_PATHS, log_files=POD_LOGS))
+        else:
+            ComputeTarget.attach(ws, "kube", KubernetesCompute(image="local", kubeconfig=str(cluster.kubeconfig)))
         exp = Experiment(ws, "bench")
         to_running(exp, src, "local")  # warm the page cache for both
         to_running(exp, src, "kube")
@@ -103,19 +122,31 @@ def main() -> None:
             dig_k.append(digits(exp, "kube", args.epochs))
             dig_l.append(digits(exp, "local", args.epochs))
     finally:
+        if real is not None:
+            real.stop()
         cluster.stop()
     med = statistics.median
     t = cluster.timings
-    rows = [
-        ("control plane start → API server ready", f"{t['apiserver_ready']:.2f} s", "", "", "etcd + kube-apiserver"),
-        ("control plane start → 2 Nodes Ready", f"{t['nodes_ready']:.2f} s", "", "",
-         "+ controller-manager, scheduler, 2 node runners"),
+    rows = [("control plane start → API server ready", f"{t['apiserver_ready']:.2f} s", "", "", "etcd + kube-apiserver")]
+    if real is not None:
+        r = real.timings
+        rows += [
+            ("real node: containerd ready / images imported / Node Ready",
+             f"{r['containerd_ready']:.2f} / {r['images_imported']:.2f} / {r['node_ready']:.2f} s", "", "",
+             "after the control plane; images: rootfs tar → podman import → oci-archive → ctr import"),
+            ("tier start → the kubelet's Node Ready", f"{r['tier_ready']:.2f} s", "", "", "control plane + containerd + kubelet"),
+        ]
+    else:
+        rows.append(("control plane start → 2 Nodes Ready", f"{t['nodes_ready']:.2f} s", "", "",
+                     "+ controller-manager, scheduler, 2 node runners"))
+    rows += [
         ("submit → every rank running, 2x1", f"{med(run_k):.2f} s", "local compute", f"{med(run_l):.2f} s",
          f"+{med(run_k) - med(run_l):.2f} s; runs {', '.join(f'{x:.2f}' for x in run_k)}"),
         (f"DDP digits 2x1, {args.epochs} epochs, submit → Completed", f"{med(dig_k):.2f} s", "local compute",
-         f"{med(dig_l):.2f} s", f"ratio {med(dig_k) / med(dig_l):.2f}"),
+         f"{med(dig_l):.2f} s", f"ratio {med(dig_k) / med(dig_l):.2f}; runs {', '.join(f'{x:.2f}' for x in dig_k)}"),
     ]
-    print(f"{args.repeat} repeats each, medians; Kubernetes 1.20.2 control plane + 2 node-runner Nodes on this machine")
+    nodes = "1 real kubelet + containerd + runc Node" if real is not None else "2 node-runner Nodes"
+    print(f"{args.repeat} repeats each, medians; Kubernetes 1.20.2 control plane + {nodes} on this machine")
     print_table(("what", "Kubernetes", "peer", "peer figure", "note"), rows)
 
 

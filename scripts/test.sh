@@ -21,6 +21,12 @@ fi
 # the Kubernetes 1.20.2 control plane for tests/integration/test_kubernetes.py, built once from Debian's
 # source package and cached outside the repository (cold: ~6.5-11 min on 2 cores; cached: < 1 s)
 bash scripts/build_k8s.sh >/dev/null || echo "scripts/build_k8s.sh failed: tests/integration/test_kubernetes.py will skip" >&2
+# the Kubernetes real-node tier (tests/integration/test_k8s_node.py) only when asked for
+# (TORCHYARD_TEST_K8S_NODE=1): the kubelet, a static pause, and Debian's containerd runc podman
+# busybox-static containernetworking-plugins, which build_k8s.sh --kubelet installs
+if [ "${TORCHYARD_TEST_K8S_NODE:-}" = 1 ]; then
+  bash scripts/build_k8s.sh --kubelet >/dev/null || echo "scripts/build_k8s.sh --kubelet failed: tests/integration/test_k8s_node.py will skip" >&2
+fi
 
 PY="${PYTHON:-python3}"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -48,6 +48,9 @@ CASES = {
         {"process_count_per_node": 4, "distributed_backend": "nccl", "use_gpu": True, "max_run_duration_seconds": 3600},
     ),
     "jobs_2x1_kueue": ({"image": "registry.local/torchyard:1", "queue": "team-a"}, {"node_count": 2, "distributed_backend": "pytorch"}),
+    "jobs_2x1_host_network": ({"image": "localhost/torchyard-node:test", "host_network": True,
+                               "host_paths": ["/opt/python", "/usr"], "log_files": "/var/log/pods"},
+                              {"node_count": 2, "distributed_backend": "pytorch"}),
 }  # fmt: skip
 
 
@@ -375,3 +378,72 @@ def test_compute_add_kubernetes_from_the_cli(tmp_path: Path, capsys: pytest.Capt
     assert isinstance(target, KubernetesCompute)
     assert (target.node_selector, target.tolerations, target.flavor) == (["pool=a"], ["gpu:NoSchedule", "spot=yes:NoExecute"],
                                                                         "pytorchjob")
+
+
+# ---- clusters without a pod network (the real-node tier's options) ----------------------------------
+
+
+def _env(job: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_host_network_pods_read_node_0s_node_ip_and_a_port_of_the_run(tmp_path: Path) -> None:
+    settings = {"image": "img:1", "host_network": True, "host_paths": ["/opt/python"]}
+    job = _job(tmp_path, node_count=2, distributed_backend="pytorch")
+    target = KubernetesCompute(name="k8s", **settings)
+    plan = target.dryrun(job)
+    port = m.master_port(target.settings(), plan.name)
+    assert 20000 <= port < 30000 and port == plan.common["master_port"]
+    assert plan.common["fill"]["master_addr"] == m.MASTER_ADDR_ENV  # the launcher reads it in each pod
+    objects = m.render(target.settings(), run_id=job.run_id, experiment="digits", plan=plan.common, node_count=2,
+                       nproc=1, use_gpu=False, code_parts=1, owner_uid="u", master_ip="10.0.0.7")
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    env0, env1 = _env(jobs[0]), _env(jobs[1])
+    assert env0[m.MASTER_ADDR_ENV] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}
+    assert env1[m.MASTER_ADDR_ENV] == "10.0.0.7"
+    assert env0["PET_MASTER_ADDR"] == env1["PET_MASTER_ADDR"] == f"$({m.MASTER_ADDR_ENV})"
+    assert env0["PET_MASTER_PORT"] == str(port)
+    pod = jobs[1]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert {"name": "host-0", "hostPath": {"path": "/opt/python", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "host-0", "mountPath": "/opt/python", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert m.master_port({}, plan.name) == m.MASTER_PORT  # a pod network keeps the fixed port
+    pending = _render(settings, job)  # before node 0 is placed (the dry run): a placeholder, never sent
+    assert _env([o for o in pending if o["kind"] == "Job"][1])[m.MASTER_ADDR_ENV] == m.MASTER_ADDR_PENDING
+
+
+@pytest.mark.parametrize(("option", "value"), [("host_paths", ["relative/dir"]), ("host_paths", ["/a/"]),
+                                               ("log_files", "var/log/pods"), ("host_network", "yes")])
+def test_bad_node_options_name_the_option(option: str, value: object) -> None:
+    with pytest.raises(SpecError, match=f"^{option}: "):
+        KubernetesCompute(image="img:1", **{option: value})
+
+
+def test_cri_log_files_are_parsed_joining_partial_lines(tmp_path: Path) -> None:
+    """The kubelet's CRI log format: ``<time> <stream> <P|F> <text>``; a long line comes in P parts."""
+    import queue
+
+    from torchyard.compute.k8s_pod import END, FRAME, encode
+    from torchyard.compute.kubernetes import CriFileStream
+
+    frame = f"{FRAME} {encode({'logs/rank_0.txt': [0, b'hello' * 1000]})}"
+    folder = tmp_path / "default_pod-a_uid-1" / m.CONTAINER
+    folder.mkdir(parents=True)
+    t = "2026-12-01T12:00:00.000000000Z"
+    cut = [frame[i:i + 1000] for i in range(0, len(frame), 1000)]
+    lines = [f"{t} stdout F plain one"] + [f"{t} stdout P {c}" for c in cut[:-1]]
+    lines += [f"{t} stderr F from stderr", f"{t} stdout F {cut[-1]}", f"{t} stdout F {END} 0"]
+    (folder / "0.log").write_text("\n".join(lines) + "\n")
+    (folder / "0.log.20261201-120000").write_text("a rotated file is not read\n")
+
+    class FakeSession:  # the stream only needs the namespace
+        ns = "default"
+
+    out: queue.Queue = queue.Queue()
+    stream = CriFileStream(FakeSession(), "pod-a", 0, out, str(tmp_path))  # type: ignore[arg-type]
+    assert stream.closed.wait(10)
+    items = [out.get_nowait() for _ in range(out.qsize())]
+    assert stream.end == 0
+    assert [i for _, i in items if isinstance(i, str)] == ["plain one", "from stderr"]
+    frames = [i for _, i in items if not isinstance(i, str)]
+    assert frames == [{"logs/rank_0.txt": [0, b"hello" * 1000]}]

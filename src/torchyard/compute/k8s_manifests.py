@@ -36,6 +36,10 @@ RUN_LABEL = "torchyard/run-id"
 RANK_LABEL = "torchyard/rank"
 RUN_ANNOTATION = "torchyard/run-id"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: host-network pods (option ``host_network``): where each pod reads node 0's address (node 0: its own
+#: node's IP from the downward API; the others: that IP, written into their Jobs once node 0's pod is placed)
+MASTER_ADDR_ENV = "TORCHYARD_MASTER_ADDR"
+MASTER_ADDR_PENDING = "<node 0's node IP, set once its pod is placed>"
 FLAVORS = ("jobs", "trainjob", "pytorchjob")
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -83,6 +87,13 @@ def check_tolerations(values: list[str]) -> str | None:
     return None
 
 
+def check_host_paths(values: list[str]) -> str | None:
+    for v in values:
+        if not v.startswith("/") or v != v.rstrip("/") or ":" in v:
+            return f"each entry must be an absolute folder path on the nodes (no trailing '/'), got {v!r}"
+    return None
+
+
 def check_dns_name(value: str) -> str | None:
     if len(value) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", value):
         return f"expected a DNS-1123 label (lower case letters, digits, '-'; at most 63), got {value!r}"
@@ -92,6 +103,15 @@ def check_dns_name(value: str) -> str | None:
 def chunks(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
     """``data`` cut into ConfigMap-sized parts (at least one, possibly empty)."""
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def master_port(settings: dict[str, Any], name: str) -> int:
+    """The rendezvous port: :data:`MASTER_PORT` in a pod network; on the host network (shared with
+    everything else on the node) one derived from the run's name, in 20000-29999 (below Linux's
+    ephemeral range), so two runs on one node rarely meet."""
+    if not settings.get("host_network"):
+        return MASTER_PORT
+    return 20000 + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 10000
 
 
 def _quantity(value: float) -> str:
@@ -142,7 +162,7 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict[str, Any], node_count: int,
            nproc: int, use_gpu: bool, code_parts: list[bytes] | int, owner_uid: str | None,
-           max_run_seconds: float | None = None) -> list[dict[str, Any]]:
+           max_run_seconds: float | None = None, master_ip: str | None = None) -> list[dict[str, Any]]:
     """Every object of the run, in creation order (the Service first: the others name it as owner).
 
     ``settings``: the target's options. ``plan``: the launcher plan every node shares (NodePlan as a
@@ -167,7 +187,8 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
             "clusterIP": "None",
             "selector": {RUN_LABEL: run_label(run_id, name), "app.kubernetes.io/managed-by": MANAGED_BY},
             "publishNotReadyAddresses": True,
-            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "protocol": "TCP", "targetPort": MASTER_PORT}],
+            "ports": [{"name": "rendezvous", "port": master_port(settings, name), "protocol": "TCP",
+                       "targetPort": master_port(settings, name)}],
         },
     }
     objects: list[dict[str, Any]] = [service]
@@ -183,7 +204,7 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
     objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{name}-plan", ns, run_id, name, owner),
                     "data": {PLAN_FILE: json.dumps(plan, indent=1, sort_keys=True)}})
     pods = [pod_template(settings, name=name, run_id=run_id, experiment=experiment, rank=k, node_count=node_count,
-                         nproc=nproc, use_gpu=use_gpu, parts=count) for k in range(node_count)]
+                         nproc=nproc, use_gpu=use_gpu, parts=count, master_ip=master_ip) for k in range(node_count)]
     if flavor == "jobs":
         for k, pod in enumerate(pods):
             job_spec: dict[str, Any] = {"backoffLimit": 0, "parallelism": 1, "completions": 1, "template": pod}
@@ -204,11 +225,12 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
 
 
 def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment: str, rank: int, node_count: int,
-                 nproc: int, use_gpu: bool, parts: int) -> dict[str, Any]:
+                 nproc: int, use_gpu: bool, parts: int, master_ip: str | None = None) -> dict[str, Any]:
     """The pod of node ``rank``: unpack the code, run the node bootstrap and the launcher
     (``python -m torchyard.compute.k8s_pod``), stream logs and metric journals on stdout."""
-    master = f"{name}-0.{name}"
-    env = [
+    host_network = bool(settings.get("host_network"))
+    master = f"$({MASTER_ADDR_ENV})" if host_network else f"{name}-0.{name}"
+    env: list[dict[str, Any]] = [
         {"name": "TORCHYARD_NODE_RANK", "value": str(rank)},
         {"name": "TORCHYARD_NODE_CACHE", "value": CACHE_DIR},
         {"name": "TORCHYARD_K8S_OBJECT", "value": name},
@@ -217,8 +239,11 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
         {"name": "PET_NNODES", "value": str(node_count)},
         {"name": "PET_NPROC_PER_NODE", "value": str(nproc)},
         {"name": "PET_MASTER_ADDR", "value": master},
-        {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "PET_MASTER_PORT", "value": str(master_port(settings, name))},
     ]
+    if host_network:  # no pod DNS on the host network: node 0's node IP instead of <name>-0.<name>
+        env.insert(0, {"name": MASTER_ADDR_ENV, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}}
+                   if rank == 0 else {"name": MASTER_ADDR_ENV, "value": master_ip or MASTER_ADDR_PENDING})
     cpus = float(settings.get("cpus_per_process") or 1.0) * nproc
     requests: dict[str, str] = {"cpu": _quantity(cpus)}
     if settings.get("memory"):
@@ -244,6 +269,8 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "cache", "mountPath": CACHE_DIR},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *({"name": f"host-{i}", "mountPath": path, "readOnly": True}
+              for i, path in enumerate(settings.get("host_paths") or [])),
         ],
     }
     if settings.get("credentials_secret"):
@@ -255,6 +282,8 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
         {"name": "cache", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", **({"sizeLimit": settings["shm_size"]}
                                                             if settings.get("shm_size") else {})}},
+        *({"name": f"host-{i}", "hostPath": {"path": path, "type": "Directory"}}
+          for i, path in enumerate(settings.get("host_paths") or [])),
     ]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -265,6 +294,9 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
         "containers": [container],
         "volumes": volumes,
     }
+    if host_network:
+        spec["hostNetwork"] = True
+        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     if settings.get("service_account"):
         spec["serviceAccountName"] = settings["service_account"]
     if settings.get("node_selector"):
@@ -278,7 +310,7 @@ def pod_template(settings: dict[str, Any], *, name: str, run_id: str, experiment
 
 
 #: env names the operators set themselves (torchyard's own per-Job values are left out of their pods)
-_OPERATOR_SET = ("TORCHYARD_NODE_RANK", "PET_NODE_RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_ADDR",
+_OPERATOR_SET = ("TORCHYARD_NODE_RANK", MASTER_ADDR_ENV, "PET_NODE_RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_ADDR",
                  "PET_MASTER_PORT")
 
 

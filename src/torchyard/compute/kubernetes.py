@@ -74,6 +74,14 @@ class KubernetesCompute(ComputeTarget):
     ``flavor``: ``jobs`` (batch/v1 Jobs, any cluster), ``trainjob`` (Kubeflow Trainer v2) or
     ``pytorchjob`` (Kubeflow Training Operator v1). ``credentials_secret``: a Secret whose keys become
     the pods' environment (e.g. ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for S3 inputs).
+
+    Clusters without a pod network (or pod DNS), such as a lone kubelet: ``host_network`` runs the pods
+    on their nodes' network (node 0's address is its node's IP: node 0 reads it from the downward API,
+    and the other nodes' Jobs are created once node 0's pod is placed, with that IP; the rendezvous
+    port is derived from the run). ``host_paths``: node folders mounted read-only at the same path in
+    every pod (e.g. a Python install the image does not carry). ``log_files``: read the pods' logs from
+    the kubelet's CRI log files under this folder (``/var/log/pods``) instead of the pod-logs API — only
+    where torchyard runs on the (single) node itself, e.g. when the API server cannot reach the kubelet.
     """
 
     kind = "kubernetes"
@@ -103,6 +111,16 @@ class KubernetesCompute(ComputeTarget):
                check=m.check_quantity),
         Option(name="credentials_secret", type=str, help="a Secret whose keys become the pods' environment (S3 keys)",
                check=m.check_dns_name),
+        # ---- clusters without a pod network, e.g. one kubelet (the tests' real-node tier) ----
+        Option(name="host_network", type=bool, default=False,
+               help="run the pods on their nodes' network (no pod network or pod DNS needed)"),
+        Option(name="host_paths", type=list, flag="--host-path", example="/opt/python",
+               help="a node folder mounted read-only at the same path in every pod (repeatable)",
+               check=m.check_host_paths),
+        Option(name="log_files", type=str, example="/var/log/pods",
+               help="read pod logs from the kubelet's CRI log files in this folder (torchyard on the node itself) "
+                    "instead of the pod-logs API",
+               check=lambda v: None if v.startswith("/") else "expected an absolute folder path such as /var/log/pods"),
     )
 
     image: str | None
@@ -118,19 +136,24 @@ class KubernetesCompute(ComputeTarget):
     memory: str | None
     shm_size: str | None
     credentials_secret: str | None
+    host_network: bool
+    host_paths: list[str]
+    log_files: str | None
 
     def __init__(self, image: str | None = None, kubeconfig: str | None = None, context: str | None = None,
                  namespace: str = "default", service_account: str | None = None, queue: str | None = None,
                  node_selector: list[str] | dict[str, str] | None = None, tolerations: list[str] | None = None,
                  flavor: str = "jobs", cpus_per_process: float = 1.0, memory: str | None = None,
-                 shm_size: str | None = None, credentials_secret: str | None = None, *, name: str | None = None) -> None:
+                 shm_size: str | None = None, credentials_secret: str | None = None, host_network: bool = False,
+                 host_paths: list[str] | None = None, log_files: str | None = None, *, name: str | None = None) -> None:
         if isinstance(node_selector, dict):
             node_selector = [f"{k}={v}" for k, v in node_selector.items()]
         super().__init__(name, image=image, kubeconfig=kubeconfig, context=context, namespace=namespace,
                          service_account=service_account, queue=queue, node_selector=node_selector,
                          tolerations=list(tolerations) if isinstance(tolerations, tuple) else tolerations,
                          flavor=flavor, cpus_per_process=cpus_per_process, memory=memory, shm_size=shm_size,
-                         credentials_secret=credentials_secret)
+                         credentials_secret=credentials_secret, host_network=host_network,
+                         host_paths=list(host_paths) if isinstance(host_paths, tuple) else host_paths, log_files=log_files)
         if self.kubeconfig:
             self.kubeconfig = os.path.abspath(os.path.expanduser(self.kubeconfig))
 
@@ -155,11 +178,15 @@ class KubernetesCompute(ComputeTarget):
         name = m.object_name(job.run_id)
         master = f"{name}-0.{name}"
         fill = {  # where each pod finds its node rank (and, under an operator, the rendezvous)
-            "jobs": NodeFill(node_rank="TORCHYARD_NODE_RANK"),
+            "jobs": NodeFill(node_rank="TORCHYARD_NODE_RANK",
+                             master_addr=m.MASTER_ADDR_ENV if self.host_network else None),
             "pytorchjob": NodeFill(node_rank="PET_NODE_RANK", master_addr="MASTER_ADDR", master_port="MASTER_PORT"),
             "trainjob": NodeFill(node_rank="PET_NODE_RANK", master_addr="PET_MASTER_ADDR", master_port="PET_MASTER_PORT"),
         }[self.flavor]
-        plan = common_plan(job, master_addr=master, master_port=m.MASTER_PORT, workdir=m.WORK_DIR, fill=fill)
+        if self.host_network:
+            master = m.MASTER_ADDR_PENDING
+        plan = common_plan(job, master_addr=master, master_port=m.master_port(self.settings(), name), workdir=m.WORK_DIR,
+                           fill=fill)
         objects = m.render(self.settings(), run_id=job.run_id, experiment=job.experiment, plan=plan.to_dict(),
                            node_count=dist.node_count, nproc=dist.process_count_per_node, use_gpu=job.spec.use_gpu,
                            code_parts=1, owner_uid=None, max_run_seconds=job.spec.max_run_duration_seconds)
@@ -215,16 +242,22 @@ class KubernetesCompute(ComputeTarget):
                                   code_parts=len(parts), owner_uid=None, max_run_seconds=plan.max_run_seconds)
         created = session.create(service)
         uid = created["metadata"]["uid"]
+        later: dict[str, Any] = {}
         try:
             objects = m.render(self.settings(), run_id=plan.run_id, experiment=plan.experiment, plan=plan.common,
                                node_count=plan.node_count, nproc=plan.nproc, use_gpu=plan.use_gpu, code_parts=parts,
                                owner_uid=uid, max_run_seconds=plan.max_run_seconds)[1:]
+            if self.host_network and plan.node_count > 1:
+                # the other nodes need node 0's node IP: their Jobs are created once its pod is placed
+                later = {"parts": parts, "uid": uid}
+                objects = [o for o in objects if o["kind"] != "Job" or o["metadata"]["name"] == f"{plan.name}-0"]
             for obj in objects:
                 session.create(obj)
         except BaseException:
             session.delete_run(plan.name)
             raise
         handle = KubernetesHandle(self, session, plan, uid)
+        handle.later = later
         handle.code_parts, handle.code_bytes = len(parts), len(code)
         return handle
 
@@ -522,15 +555,14 @@ class LogStream:
         self.end: int | None = None   # the pod's own exit code, once its END line came
         self.closed = threading.Event()  # the stream ended (EOF or error)
         self.plain_seen = 0            # plain lines already passed on (a re-read skips them)
+        self.plain = 0                 # plain lines read by this stream
+        self.pod_ended = False         # set by the handle once the pod is Succeeded/Failed
         self.stop = False
         self.resp: Any = None
         self.thread = threading.Thread(target=self._run, name=f"k8s-log-{pod}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        from torchyard.compute.k8s_pod import END, FRAME, decode  # noqa: PLC0415
-
-        plain = 0
         try:
             self.resp = self.session.core.read_namespaced_pod_log(
                 self.pod, self.session.ns, container=m.CONTAINER, follow=True, _preload_content=False)
@@ -541,21 +573,26 @@ class LogStream:
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
                 for raw in lines:
-                    line = raw.decode("utf-8", "replace")
-                    if line.startswith(FRAME + " "):
-                        self.out.put((self.rank, decode(line[len(FRAME) + 1:])))
-                    elif line.startswith(END + " "):
-                        self.end = int(line.split()[1])
-                    else:
-                        plain += 1
-                        if plain > self.plain_seen:
-                            self.plain_seen = plain
-                            self.out.put((self.rank, line))
+                    self._line(raw.decode("utf-8", "replace"))
         except Exception as err:  # noqa: BLE001  (a broken stream is read again by the handle)
             if not self.stop:
                 self.out.put((self.rank, f"torchyard: the log stream of pod {self.pod} broke: {err}"))
         finally:
             self.closed.set()
+
+    def _line(self, line: str) -> None:
+        """One line of the pod's output: a mirror frame, the END line, or a plain line."""
+        from torchyard.compute.k8s_pod import END, FRAME, decode  # noqa: PLC0415
+
+        if line.startswith(FRAME + " "):
+            self.out.put((self.rank, decode(line[len(FRAME) + 1:])))
+        elif line.startswith(END + " "):
+            self.end = int(line.split()[1])
+        else:
+            self.plain += 1
+            if self.plain > self.plain_seen:
+                self.plain_seen = self.plain
+                self.out.put((self.rank, line))
 
     def close(self) -> None:
         self.stop = True
@@ -565,6 +602,68 @@ class LogStream:
                 self.resp.close()
         except Exception:  # noqa: BLE001,S110
             pass
+
+
+class CriFileStream(LogStream):
+    """One pod's log read from the kubelet's CRI log file (``log_files``: torchyard runs on the node)
+    instead of the pod-logs API: ``<log_files>/<namespace>_<pod>_<uid>/<container>/<restarts>.log``,
+    lines ``<time> <stdout|stderr> <P|F> <text>`` (``P``: a long line's part, joined up to its ``F``).
+    Tailed until the END line, or until the pod ended and the file stopped growing. A rotated file
+    (the kubelet's ``--container-log-max-size``) is not followed."""
+
+    def __init__(self, session: Session, pod: str, rank: int, out: queue.Queue[tuple[int, Any]], folder: str) -> None:
+        self.folder = folder
+        super().__init__(session, pod, rank, out)
+
+    def _find(self) -> str | None:
+        import glob  # noqa: PLC0415
+
+        found = [p for p in glob.glob(os.path.join(self.folder, f"{self.session.ns}_{self.pod}_*", m.CONTAINER, "*.log"))
+                 if os.path.basename(p)[:-4].isdigit()]  # <restart count>.log; rotated ones end otherwise
+        return max(found, key=lambda p: int(os.path.basename(p)[:-4])) if found else None
+
+    def _run(self) -> None:
+        try:
+            path, since = self._find(), time.time()
+            while path is None:
+                if self.stop or (self.pod_ended and time.time() - since > DRAIN_SECONDS):
+                    if not self.stop:
+                        self.out.put((self.rank, f"torchyard: no CRI log file of pod {self.pod} under {self.folder}"))
+                    return
+                time.sleep(0.1)
+                path = self._find()
+            parts: dict[bytes, bytes] = {}
+            buf = b""
+            idle_since: float | None = None
+            with open(path, "rb") as fh:
+                while not self.stop:
+                    chunk = fh.read(256 * 1024)
+                    if not chunk:
+                        if self.end is not None:
+                            break
+                        if self.pod_ended:
+                            idle_since = idle_since or time.time()
+                            if time.time() - idle_since > 2.0:
+                                break
+                        time.sleep(0.05)
+                        continue
+                    idle_since = None
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for raw in lines:
+                        fields = raw.split(b" ", 3)
+                        if len(fields) < 3:
+                            continue
+                        stream, tag = fields[1], fields[2]
+                        parts[stream] = parts.get(stream, b"") + (fields[3] if len(fields) > 3 else b"")
+                        if tag == b"P":
+                            continue
+                        self._line(parts.pop(stream).decode("utf-8", "replace"))
+        except Exception as err:  # noqa: BLE001  (a broken stream is read again by the handle)
+            if not self.stop:
+                self.out.put((self.rank, f"torchyard: reading the CRI log of pod {self.pod} broke: {err}"))
+        finally:
+            self.closed.set()
 
 
 class KubernetesHandle(Handle):
@@ -596,6 +695,31 @@ class KubernetesHandle(Handle):
         self.code_parts = 0
         self.code_bytes = 0
         self.unreachable_since: float | None = None
+        self.plan = plan
+        #: host_network with several nodes: what creating the other nodes' Jobs needs (empty: nothing left)
+        self.later: dict[str, Any] = {}
+
+    def _create_later(self, pods: list[dict[str, Any]]) -> None:
+        """host_network: once node 0's pod has its node's IP, create the other nodes' Jobs with it."""
+        pod0 = next((p for p in pods if _rank(p) == 0 and not p["metadata"].get("deletionTimestamp")), None)
+        status = (pod0 or {}).get("status") or {}
+        ip = status.get("hostIP")
+        if not ip or status.get("phase") == "Failed":  # a failed node 0 fails the run: the others are not needed
+            return
+        later, self.later = self.later, {}
+        plan = self.plan
+        objects = m.render(self.target.settings(), run_id=plan.run_id, experiment=plan.experiment, plan=plan.common,
+                           node_count=plan.node_count, nproc=plan.nproc, use_gpu=plan.use_gpu, code_parts=later["parts"],
+                           owner_uid=later["uid"], max_run_seconds=plan.max_run_seconds, master_ip=ip)
+        try:
+            for obj in objects:
+                if obj["kind"] == "Job" and obj["metadata"]["name"] != f"{self.name}-0":
+                    self.session.create(obj)
+        except ComputeError as err:
+            self.rc = 1
+            self.failure = (RunStatus.FAILED, f"creating the other nodes' Jobs (node 0's node IP {ip}): {err}")
+            self.session.delete_run(self.name, self.node_count)
+        self.timings["all_jobs_created"] = time.time()
 
     # ---- reading the cluster ---------------------------------------------------------------------
 
@@ -616,14 +740,23 @@ class KubernetesHandle(Handle):
                                                   f"(the run's objects {self.job_id} may still exist): {err}")
             return
         self.unreachable_since = None
+        if self.later and not self.canceled:
+            self._create_later(pods)
+            if self.rc is not None:
+                return
         v = self.verdict = judge(self.node_count, jobs, pods)
         for k, pod in v.pods.items():
             stream = self.streams.get(k)
             if stream is None or (stream.pod != pod) or (stream.closed.is_set() and stream.end is None
                                                           and v.pod_phase.get(k) == "Running"):
                 seen = stream.plain_seen if stream is not None and stream.pod == pod else 0
-                self.streams[k] = LogStream(self.session, pod, k, self.frames)
+                if self.target.log_files:
+                    self.streams[k] = CriFileStream(self.session, pod, k, self.frames, self.target.log_files)
+                else:
+                    self.streams[k] = LogStream(self.session, pod, k, self.frames)
                 self.streams[k].plain_seen = seen
+            if v.pod_phase.get(k) in ("Succeeded", "Failed"):
+                self.streams[k].pod_ended = True
         if v.queued is None and "running" not in self.timings:
             self.timings["running"] = now
         if self.canceled:
