@@ -285,7 +285,9 @@ def test_role_by_route_matrix(env: dict[str, Any], who: str) -> None:
         ok = (status < 400) if expect == OK else status == {HIDDEN: 404, FORBIDDEN: 403, INVALID: 400}[expect]
         if not ok:
             failures.append(f"{method} {route}: {status} (want {expect}) {text[:200]}")
-        asked = MATRIX[key][0] + (EXP if key == ("POST", "/api/v1/runs") else "")  # what the request named
+        named = MATRIX[key][1]  # what the request named (in its path or its body) may be echoed
+        asked = (MATRIX[key][0] + (EXP if named in ("SUBMIT", "SWEEPBODY") else "")
+                 + (json.dumps(named) if isinstance(named, dict) else ""))
         seen = [n for n in (EXP, RUN, SWEEP, "rank zero says hi", "weights", "hushmodel") if n not in asked and n in text]
         if who == "outsider" and seen:
             failures.append(f"{method} {route}: the outsider saw {seen}: {text[:200]}")

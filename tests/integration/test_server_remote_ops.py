@@ -1,0 +1,308 @@
+"""Sweeps, the model registry and model services through a real ``torchyard server`` on a real
+PostgreSQL, from remote clients (the SDK and the CLI): a sweep's controller and a service run on
+the server; what a viewer and a member without the experiment's grant get."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pgserver
+import pytest
+from teamserver import access_store, cli, make_users, team_server
+
+TRIAL = """\
+import argparse, time
+from torchyard import Run
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, default=0.0)
+p.add_argument("--sleep", type=float, default=0.0)
+a = p.parse_args()
+run = Run.get_context()
+for i in range(3):
+    run.log("acc", a.lr * (i + 1), step=i)
+time.sleep(a.sleep)
+print("trial lr", a.lr, flush=True)
+"""
+
+TRAIN = """\
+import os
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/model.txt", "w") as fh:
+    fh.write("weights from the run")
+print("trained", flush=True)
+"""
+
+SCORE = """\
+import json, os
+def init():
+    global weights
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")) as fh:
+        weights = fh.read()
+def run(raw_data):
+    data = json.loads(raw_data)
+    return {"sum": sum(data["x"]), "weights": weights}
+"""
+
+EXP = "remote-ops"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    reason = pgserver.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("remoteops")
+    folder = str(root / "server" / ".torchyard")
+    for name, text in (("trial", TRIAL), ("train", TRAIN), ("score", SCORE)):
+        (root / name).mkdir()
+        (root / name / f"{name}.py").write_text(text)
+    with pgserver.PgServer() as pg:
+        make_users(folder, pg.url)
+        ws, access = access_store(folder, pg.url)
+        tokens = {name: access.create_token(name, scope="admin" if name == "admin" else "write")[1]
+                  for name in ("admin", "member", "viewer", "outsider")}
+        with team_server(folder, pg.url) as server:
+            yield {"server": server, "tokens": tokens, "root": root, "ws": ws, "access": access}
+            for name in os.listdir(os.path.join(folder, "services")) if os.path.isdir(
+                    os.path.join(folder, "services")) else []:  # a failed test's service: stopped here
+                from torchyard.models.webservice import Webservice
+
+                Webservice(ws, name).delete()
+        ws.store.dispose()
+
+
+def _ws(env: dict[str, Any], who: str) -> Any:
+    from torchyard import Workspace
+
+    return Workspace(url=env["server"].url, token=env["tokens"][who])
+
+
+def _sweep_config(env: dict[str, Any], sleep: float = 0.0) -> Any:
+    from torchyard import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, PyTorch, choice
+
+    est = PyTorch(source_directory=str(env["root"] / "trial"), entry_script="trial.py", compute_target="local",
+                  script_params={"--sleep": sleep})
+    return HyperDriveConfig(run_config=est, hyperparameter_sampling=GridParameterSampling({"--lr": choice(0.1, 0.5)}),
+                            primary_metric_name="acc", primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                            max_total_runs=2, max_concurrent_runs=2)
+
+
+# ---- sweeps ------------------------------------------------------------------------------------------
+
+
+def test_a_sweep_submitted_remotely_runs_on_the_server(env: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    from torchyard import Experiment
+    from torchyard.remote.client import AccessDenied
+    from torchyard.remote.run import RemoteSweepRun
+
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    member = _ws(env, "member")
+    hd = Experiment(member, EXP).submit(_sweep_config(env), tags={"who": "member"})
+    assert isinstance(hd, RemoteSweepRun)
+    out = io.StringIO()
+    details = hd.wait_for_completion(show_output=False, out=out)
+    assert details["status"] == "Completed", details
+    children = hd.get_children()
+    assert len(children) == 2 and all(c.get_status() == "Completed" for c in children)
+    assert sorted(p["--lr"] for p in hd.get_hyperparameters().values()) == [0.1, 0.5]
+    best = hd.get_best_run_by_primary_metric()
+    assert best is not None and best.get_metrics()["acc"] == pytest.approx([0.5, 1.0, 1.5])
+    ranked = hd.get_children_sorted_by_primary_metric()
+    assert [r["best_primary_metric"] for r in ranked] == pytest.approx([1.5, 0.3])
+    assert set(hd.get_metrics()) == {c.id for c in children}
+    assert hd.get_primary_metric_config() == {"name": "acc", "goal": "MAXIMIZE"}
+    assert hd.get_tags()["who"] == "member"
+    # the controller ran on the server: the server's workspace holds the sweep, its trials and the code
+    server_ws = env["ws"]
+    row = server_ws.store.get_run(hd.id)
+    assert row["kind"] == "sweep" and row["created_by"] == "member"
+    assert len(server_ws.store.list_runs(parent_id=hd.id)) == 2
+    # the same sweep opened by id, by a viewer with READ
+    env["access"].grant(EXP, "viewer", "READ", by="test")
+    viewer = _ws(env, "viewer")
+    seen = viewer.get_run(hd.id)
+    assert isinstance(seen, RemoteSweepRun) and seen.get_best_run_by_primary_metric().id == best.id
+    with pytest.raises(AccessDenied, match="403"):
+        Experiment(viewer, EXP).submit(_sweep_config(env))
+    with pytest.raises(AccessDenied, match="403"):
+        seen.cancel()
+    from torchyard.errors import NotFoundError
+
+    outsider = _ws(env, "outsider")
+    with pytest.raises(NotFoundError):
+        Experiment(outsider, EXP).submit(_sweep_config(env))  # it exists and is not theirs: as if it did not
+    with pytest.raises(NotFoundError):
+        outsider.get_run(hd.id)
+
+
+def test_cancelling_a_remote_sweep_cancels_its_trials_and_the_cli_sees_it(env: dict[str, Any], tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from torchyard import Experiment
+
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    member = _ws(env, "member")
+    hd = Experiment(member, EXP).submit(_sweep_config(env, sleep=60))
+    deadline = time.time() + 60
+    while not any(c.get_status() == "Running" for c in hd.get_children()):
+        assert time.time() < deadline, "no trial started"
+        time.sleep(0.2)
+    base = {"TORCHYARD_SERVER": env["server"].url, "TORCHYARD_TOKEN": env["tokens"]["member"],
+            "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    shown = json.loads(cli("sweep", "show", hd.id, "--json", env=base).stdout)
+    assert shown["run_id"] == hd.id and shown["primary_metric"]["name"] == "acc"
+    assert "cancel requested" in cli("sweep", "cancel", hd.id, env=base).stdout
+    hd.wait_for_completion(raise_on_error=False, timeout=60)
+    assert hd.get_status() == "Canceled"
+    children = hd.get_children()
+    deadline = time.time() + 60
+    while any(c.get_status() not in ("Canceled", "Completed", "Failed") for c in children):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert {c.get_status() for c in children} == {"Canceled"}
+    # refusals are one line
+    viewer_env = {**base, "TORCHYARD_TOKEN": env["tokens"]["viewer"]}
+    refused = cli("sweep", "cancel", hd.id, env=viewer_env, check=False)
+    assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+    missing = cli("sweep", "show", "no_such_run", env=base, check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_a_sweep_yaml_submitted_with_the_cli(env: dict[str, Any], tmp_path: Path) -> None:
+    job = tmp_path / "sweep.yml"
+    job.write_text(f"""\
+type: sweep
+experiment: {EXP}
+trial:
+  code: {env['root'] / 'trial'}
+  command: python trial.py --lr ${{{{search_space.lr}}}}
+compute: local
+search_space:
+  lr: {{type: choice, values: [0.2, 0.3]}}
+sampling_algorithm: grid
+objective: {{goal: maximize, primary_metric: acc}}
+limits: {{max_total_trials: 2, max_concurrent_trials: 2}}
+""")
+    base = {"TORCHYARD_SERVER": env["server"].url, "TORCHYARD_TOKEN": env["tokens"]["member"],
+            "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    done = cli("submit", str(job), "--stream", "--json", env=base)
+    shown = json.loads(done.stdout)
+    assert shown["status"] == "Completed" and len(shown["trials"]) == 2
+    assert shown["trials"][0]["best_primary_metric"] == pytest.approx(0.9)
+
+
+# ---- models and services -----------------------------------------------------------------------------
+
+
+def test_models_and_a_service_from_a_remote_client(env: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    from torchyard import Experiment, InferenceConfig, LocalWebservice, Model, PyTorch, Webservice
+    from torchyard.errors import NotFoundError
+    from torchyard.remote.client import AccessDenied
+
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    member = _ws(env, "member")
+    run = Experiment(member, "models-exp").submit(PyTorch(source_directory=str(env["root"] / "train"),
+                                                          entry_script="train.py", compute_target="local"))
+    run.wait_for_completion()
+    model = run.register_model("digits", "outputs/model.txt", tags={"stage": "dev"})
+    assert (model.id, model.run_id, model.experiment_name) == ("digits:1", run.id, "models-exp")
+    model.set_alias("champion")
+    assert Model(member, "digits", alias="champion").id == "digits:1"
+    assert Model(member, "digits").tags == {"stage": "dev"}
+    assert [m.id for m in Model.list(member, name="digits")] == ["digits:1"]
+    got = Model(member, id="digits:1").download(str(tmp_path / "dl"))
+    assert Path(got).read_text() == "weights from the run"
+    # a folder registered from the client: content-addressed, only what the server lacks travels
+    folder = tmp_path / "folder-model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.txt").write_text("weights from a folder")
+    (folder / "sub" / "extra.bin").write_bytes(b"\x00\x01" * 100)
+    first = Model.register(member, str(folder), "folder-model", tags={"k": "v"})
+    assert member.last_upload_bytes == len("weights from a folder") + 200
+    again = Model.register(member, str(folder), "folder-model")
+    assert member.last_upload_bytes == 0 and again.version == first.version + 1
+    back = Path(again.download(str(tmp_path / "dl2")))
+    assert (back / "model.txt").read_text() == "weights from a folder"
+    assert (back / "sub" / "extra.bin").read_bytes() == b"\x00\x01" * 100
+    again.update(tags={"a": "b"})
+    assert Model(member, "folder-model", version=again.version).tags == {"a": "b"}
+    again.delete()
+    with pytest.raises(NotFoundError):
+        Model(member, "folder-model", version=again.version)
+
+    # a viewer (READ on the experiment) sees, and may not change
+    env["access"].grant("models-exp", "viewer", "READ", by="test")
+    viewer = _ws(env, "viewer")
+    assert Model(viewer, "digits").id == "digits:1"
+    with pytest.raises(AccessDenied, match="403"):
+        viewer.get_run(run.id).register_model("digits", "outputs/model.txt")
+    with pytest.raises(AccessDenied, match="403"):
+        Model(viewer, "digits").set_alias("mine")
+    # an outsider sees nothing of it
+    outsider = _ws(env, "outsider")
+    with pytest.raises(NotFoundError):
+        Model(outsider, "digits")
+    assert "digits" not in [m.name for m in Model.list(outsider)]
+    with pytest.raises(NotFoundError):
+        outsider.get_run(run.id)
+
+    # a service deployed remotely runs on the server; its scoring URL is the server's host
+    inference = InferenceConfig(entry_script="score.py", source_directory=str(env["root"] / "score"))
+    svc = Model.deploy(member, "digits-svc", [model], inference, LocalWebservice.deploy_configuration())
+    try:
+        svc.wait_for_deployment(timeout_sec=90)
+        assert svc.state == "Healthy"
+        uri = svc.scoring_uri
+        assert uri.startswith("http://127.0.0.1:") and uri.endswith("/score")
+        answer = httpx.post(uri, json={"x": [1, 2, 3]}, timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"sum": 6, "weights": "weights from the run"}
+        assert svc.run({"x": [4]}) == {"sum": 4, "weights": "weights from the run"}
+        assert "service.txt" in svc.get_logs()
+        assert [s.name for s in Webservice.list(member)] == ["digits-svc"]
+        assert Webservice(member, "digits-svc").models == ["digits:1"]
+        with pytest.raises(AccessDenied, match="403"):
+            Model.deploy(viewer, "viewer-svc", [Model(viewer, "digits")], inference)
+        with pytest.raises(NotFoundError):
+            Model.deploy(outsider, "outsider-svc", ["digits:1"], inference)
+        with pytest.raises(NotFoundError):
+            Webservice(outsider, "digits-svc")
+        with pytest.raises(Exception, match="used by the service"):
+            model.delete()
+    finally:
+        svc.delete()
+    with pytest.raises(NotFoundError):
+        Webservice(member, "digits-svc")
+    with pytest.raises(httpx.TransportError):
+        httpx.post(uri, json={"x": [1]}, timeout=5)
+
+
+def test_model_cli_against_the_server(env: dict[str, Any], tmp_path: Path) -> None:
+    base = {"TORCHYARD_SERVER": env["server"].url, "TORCHYARD_TOKEN": env["tokens"]["member"],
+            "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    weights = tmp_path / "cli.pt"
+    weights.write_bytes(b"cli weights")
+    registered = json.loads(cli("model", "register", "cli-model", str(weights), "--tag", "t=1", "--json",
+                                env=base).stdout)
+    assert registered["id"] == "cli-model:1" and registered["tags"] == {"t": "1"}
+    listed = json.loads(cli("model", "list", "--name", "cli-model", "--json", env=base).stdout)
+    assert [m["id"] for m in listed] == ["cli-model:1"]
+    cli("model", "alias", "cli-model:1", "prod", env=base)
+    shown = json.loads(cli("model", "show", "cli-model@prod", "--json", env=base).stdout)
+    assert shown["version"] == 1 and shown["aliases"] == ["prod"]
+    got = cli("model", "download", "cli-model:1", "--to", str(tmp_path / "out"), env=base).stdout.strip()
+    assert Path(got).read_bytes() == b"cli weights"
+    history = cli("model", "alias", "cli-model", "--history", env=base).stdout
+    assert "prod -> cli-model:1" in history
+    viewer = {**base, "TORCHYARD_TOKEN": env["tokens"]["viewer"]}
+    refused = cli("model", "register", "viewer-model", str(weights), env=viewer, check=False)
+    assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+    bad = cli("model", "show", "no-such-model", env=base, check=False)
+    assert bad.returncode == 2 and "no model" in bad.stderr and "Traceback" not in bad.stderr
+    cli("model", "delete", "cli-model:1", env=base)
+    assert json.loads(cli("model", "list", "--name", "cli-model", "--json", env=base).stdout) == []
