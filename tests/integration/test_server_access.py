@@ -219,6 +219,16 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
                                                         "snapshot": "0" * 64}, INPUT_WRITE),
     ("DELETE", "/api/v1/services/{name}"): ("/api/v1/services/nosuch", None, NO_SUCH_WRITE),
     ("GET", "/api/v1/services/{name}/keys"): ("/api/v1/services/nosuch/keys", None, NO_SUCH_WRITE),
+    ("POST", "/api/v1/endpoints"): ("/api/v1/endpoints", {"name": "not a name!"},
+                                    {"admin": INVALID, "member": INVALID, "viewer": FORBIDDEN, "outsider": INVALID}),
+    ("POST", "/api/v1/endpoints/{name}/deployments"): ("/api/v1/endpoints/nosuch/deployments",
+                                                     {"deployment": "d", "models": ["hushmodel:1"]}, NO_SUCH_WRITE),
+    ("PUT", "/api/v1/endpoints/{name}/traffic"): ("/api/v1/endpoints/nosuch/traffic", {"traffic": {"d": 100}},
+                                                NO_SUCH_WRITE),
+    ("DELETE", "/api/v1/endpoints/{name}/deployments/{deployment}"): ("/api/v1/endpoints/nosuch/deployments/d", None,
+                                                                    NO_SUCH_WRITE),
+    ("DELETE", "/api/v1/endpoints/{name}"): ("/api/v1/endpoints/nosuch", None, NO_SUCH_WRITE),
+    ("GET", "/api/v1/endpoints/{name}/keys"): ("/api/v1/endpoints/nosuch/keys", None, NO_SUCH_WRITE),
     ("GET", "/models"): ("/models", None, EVERYONE),  # the pages: HTML shells, their data is checked above
     ("GET", "/models/{name}"): ("/models/hushmodel", None, EVERYONE),
     ("GET", "/models/{name}/versions/{version}"): ("/models/hushmodel/versions/1", None, EVERYONE),
@@ -360,7 +370,7 @@ def test_path_traversal_corpus_on_every_path_taking_route(env: dict[str, Any]) -
                     value = attack if name == param else {"run_id": RUN, "name": EXP, "user": "extra", "rank": "0",
                                                           "sha256": OBJ_SHA, "token_id": "0" * 16,
                                                           "path": "outputs/model.txt", "version": "1",
-                                                          "alias": "champion"}[name]
+                                                          "alias": "champion", "deployment": "blue"}[name]
                     path = path.replace(p, value)
                 for method in ("GET", "PUT", "DELETE"):
                     status, body = _raw(env, method, path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,12 +68,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         tokens = {name: access.create_token(name, scope="admin" if name == "admin" else "write")[1]
                   for name in ("admin", "member", "viewer", "outsider")}
         with team_server(folder, pg.url) as server:
-            yield {"server": server, "tokens": tokens, "root": root, "ws": ws, "access": access}
-            for name in os.listdir(os.path.join(folder, "services")) if os.path.isdir(
-                    os.path.join(folder, "services")) else []:  # a failed test's service: stopped here
+            try:
+                yield {"server": server, "tokens": tokens, "root": root, "ws": ws, "access": access}
+            finally:  # what a failed test left running: stopped here
+                from torchyard.models.endpoint import Endpoint
                 from torchyard.models.webservice import Webservice
 
-                Webservice(ws, name).delete()
+                for ep in Endpoint.list(ws):
+                    ep.delete()
+                for svc in Webservice.list(ws):
+                    svc.delete()
         ws.store.dispose()
 
 
@@ -306,3 +309,37 @@ def test_model_cli_against_the_server(env: dict[str, Any], tmp_path: Path) -> No
     assert bad.returncode == 2 and "no model" in bad.stderr and "Traceback" not in bad.stderr
     cli("model", "delete", "cli-model:1", env=base)
     assert json.loads(cli("model", "list", "--name", "cli-model", "--json", env=base).stdout) == []
+
+
+def test_an_endpoint_through_the_cli_runs_on_the_server(env: dict[str, Any], tmp_path: Path) -> None:
+    base = {"TORCHYARD_SERVER": env["server"].url, "TORCHYARD_TOKEN": env["tokens"]["member"],
+            "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.txt").write_text("endpoint weights")
+    cli("model", "register", "ep-model", str(tmp_path / "m" / "model.txt"), env=base)
+    uri = cli("endpoint", "create", "ep1", env=base).stdout.strip()
+    assert uri.startswith("http://127.0.0.1:") and uri.endswith("/score")
+    try:
+        deployed = json.loads(cli("endpoint", "deploy", "ep1", "--deployment", "blue", "--model", "ep-model:1",
+                                  "--score", "score.py", "--source-dir", str(env["root"] / "score"), env=base).stdout)
+        assert deployed == {"deployment": "blue", "traffic": {"blue": 100}}
+        request = tmp_path / "req.json"
+        request.write_text(json.dumps({"x": [2, 3]}))
+        answer = json.loads(cli("endpoint", "invoke", "ep1", "--request-file", str(request), env=base).stdout)
+        assert answer == {"sum": 5, "weights": "endpoint weights"}
+        direct = httpx.post(uri, json={"x": [7]}, timeout=30)
+        assert direct.status_code == 200 and direct.json()["sum"] == 7
+        shown = json.loads(cli("endpoint", "show", "ep1", env=base).stdout)
+        assert shown["scoring_uri"] == uri and shown["deployments"]["blue"]["state"] == "Healthy"
+        assert "ep1" in cli("endpoint", "list", env=base).stdout
+        assert "service.txt" in cli("endpoint", "logs", "ep1", "--deployment", "blue", env=base).stdout
+        viewer = {**base, "TORCHYARD_TOKEN": env["tokens"]["viewer"]}
+        refused = cli("endpoint", "delete", "ep1", env=viewer, check=False)
+        assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+        bad = cli("endpoint", "update", "ep1", "--traffic", "green=100", env=base, check=False)
+        assert bad.returncode == 2 and "unknown deployment" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        cli("endpoint", "delete", "ep1", env=base, check=False)
+    assert "no endpoints" in cli("endpoint", "list", env=base).stdout
+    with pytest.raises(httpx.TransportError):
+        httpx.post(uri, json={"x": [1]}, timeout=5)

@@ -164,9 +164,9 @@ class RemoteRegistry:
 # ---- services ----------------------------------------------------------------------------------------
 
 
-def deploy(ws: Any, name: str, models: Any, inference_config: Any, deployment_config: Any,
-           deployment_target: str | None = None, overwrite: bool = False) -> RemoteWebservice:
-    """``Model.deploy`` against a server: upload the entry script's folder, start the service there."""
+def _deployment_body(ws: Any, models: Any, inference_config: Any, deployment_config: Any,
+                     deployment_target: str | None) -> dict[str, Any]:
+    """What a deployment sends: the models' ids, the entry script, its uploaded folder, the config."""
     from torchyard.models.webservice import InferenceConfig, LocalWebserviceDeploymentConfiguration  # noqa: PLC0415
 
     if models is None or isinstance(models, str) or hasattr(models, "version"):
@@ -185,11 +185,28 @@ def deploy(ws: Any, name: str, models: Any, inference_config: Any, deployment_co
     config = dataclasses.asdict(deployment_config) if deployment_config is not None else {}
     snapshot, sent = ws.upload_snapshot(os.path.abspath(os.fspath(inference_config.source_directory)))
     ws.last_upload_bytes = sent
-    body = {"name": name, "models": ids, "entry_script": inference_config.entry_script, "snapshot": snapshot,
+    return {"models": ids, "entry_script": inference_config.entry_script, "snapshot": snapshot,
             "environment_variables": dict(inference_config.environment_variables), "deployment_config": config,
-            "deployment_target": deployment_target, "overwrite": bool(overwrite)}
+            "deployment_target": deployment_target}
+
+
+def deploy(ws: Any, name: str, models: Any, inference_config: Any, deployment_config: Any,
+           deployment_target: str | None = None, overwrite: bool = False) -> RemoteWebservice:
+    """``Model.deploy`` against a server: upload the entry script's folder, start the service there."""
+    body = {"name": name, **_deployment_body(ws, models, inference_config, deployment_config, deployment_target),
+            "overwrite": bool(overwrite)}
     found = ws.client.post("/api/v1/services", body)["service"]
     return RemoteWebservice(ws, found["name"])
+
+
+def on_server_host(ws: Any, uri: str | None) -> str | None:
+    """``uri`` (an address on the server's machine) with the host the client reaches the server by."""
+    if not uri:
+        return None
+    parts = urlsplit(uri)
+    host = urlsplit(ws.url).hostname or parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, parts.query, ""))
 
 
 class RemoteWebservice:
@@ -228,12 +245,7 @@ class RemoteWebservice:
     def _on_server_host(self, uri: str | None) -> str | None:
         """The service's address with the host the client reaches the server by (the service runs
         on the server's machine; it listens on the address its deployment configuration names)."""
-        if not uri:
-            return None
-        parts = urlsplit(uri)
-        host = urlsplit(self.workspace.url).hostname or parts.hostname or "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, parts.query, ""))
+        return on_server_host(self.workspace, uri)
 
     @property
     def scoring_uri(self) -> str | None:
@@ -284,27 +296,17 @@ class RemoteWebservice:
 
     def run(self, input_data: Any, timeout: float = 60.0) -> Any:
         """POST ``input_data`` to the service's ``/score`` on the server's host; the answer."""
-        from torchyard.models.webservice import DeploymentError, WebserviceError  # noqa: PLC0415
+        from torchyard.models.webservice import DeploymentError  # noqa: PLC0415
 
         details = self.get_details()
         uri = details["scoring_uri"]
         if uri is None:
             raise DeploymentError(f"service {self.name!r} has no address yet (state {details['state']})")
-        body = input_data.encode() if isinstance(input_data, str) else json.dumps(input_data).encode()
         headers = {"Content-Type": "application/json"}
         if details.get("auth_enabled"):
             headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
-        request = urllib.request.Request(uri, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - the server's service
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            text = err.read().decode("utf-8", "replace")
-            raise WebserviceError(f"service {self.name!r} answered {err.code}: {text}", status_code=err.code,
-                                  body=text) from None
-        except urllib.error.URLError as err:
-            raise WebserviceError(f"service {self.name!r} did not answer: {err.reason}", status_code=None,
-                                  body=None) from None
+        return _post_json(uri, input_data, {k: v for k, v in headers.items() if k != "Content-Type"}, timeout,
+                          f"service {self.name!r}")
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         raise NotSupportedError("update", "updating a service through a team server is not supported yet; "
@@ -312,6 +314,140 @@ class RemoteWebservice:
 
     def delete(self) -> None:
         """Stop the service on the server and remove it. Idempotent."""
+        try:
+            self.workspace.client.request("DELETE", self._path)
+        except NotFoundError:
+            pass
+
+
+# ---- endpoints ----------------------------------------------------------------------------------------
+
+
+def _post_json(uri: str, data: Any, headers: dict[str, str], timeout: float, what: str) -> Any:
+    from torchyard.models.webservice import WebserviceError  # noqa: PLC0415
+
+    body = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+    request = urllib.request.Request(uri, data=body, headers={"Content-Type": "application/json", **headers},
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - the server's endpoint
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        text = err.read().decode("utf-8", "replace")
+        raise WebserviceError(f"{what} answered {err.code}: {text}", status_code=err.code, body=text) from None
+    except urllib.error.URLError as err:
+        raise WebserviceError(f"{what} did not answer: {err.reason}", status_code=None, body=None) from None
+
+
+class RemoteEndpoint:
+    """An online endpoint on a team server (``Endpoint``'s methods): its router and deployments run
+    on the server; its scoring URL names the server's host."""
+
+    def __init__(self, workspace: Any, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._path = f"/api/v1/endpoints/{q(name)}"
+        self._get()  # NotFoundError when there is none
+
+    def __repr__(self) -> str:
+        return f"Endpoint(name={self.name!r}, server={self.workspace.url!r})"
+
+    @staticmethod
+    def create(workspace: Any, name: str, auth_mode: str | None = None, port: int | None = None,
+               host: str = "127.0.0.1", description: str | None = None, wait_timeout: float = 30,
+               max_request_bytes: int = 16 * 1024 * 1024) -> RemoteEndpoint:
+        """Start the endpoint's router on the server (see ``Endpoint.create``)."""
+        body = {"name": name, "auth_mode": auth_mode, "port": port, "host": host, "description": description,
+                "max_request_bytes": max_request_bytes}
+        workspace.client.post("/api/v1/endpoints", body)
+        return RemoteEndpoint(workspace, name)
+
+    @staticmethod
+    def list(workspace: Any) -> builtins.list[RemoteEndpoint]:
+        return [RemoteEndpoint(workspace, e["name"]) for e in workspace.client.get("/api/v1/endpoints")["endpoints"]]
+
+    def _get(self, lines: int = 1) -> dict[str, Any]:
+        found: dict[str, Any] = self.workspace.client.get(self._path, lines=lines)
+        return found
+
+    def show(self) -> dict[str, Any]:
+        """The endpoint as a dict: address (the server's host), state, traffic, mirror, deployments."""
+        shown = dict(self._get()["endpoint"])
+        shown["scoring_uri"] = on_server_host(self.workspace, shown.get("scoring_uri"))
+        return shown
+
+    @property
+    def state(self) -> str:
+        return str(self.show()["state"])
+
+    @property
+    def restarts(self) -> int:
+        return int(self.show().get("restarts") or 0)
+
+    @property
+    def scoring_uri(self) -> str | None:
+        return self.show()["scoring_uri"]
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        return dict(self.show()["traffic"])
+
+    @property
+    def mirror_traffic(self) -> dict[str, int]:
+        return dict(self.show()["mirror"])
+
+    @property
+    def deployments(self) -> dict[str, RemoteWebservice]:
+        return {k: RemoteWebservice(self.workspace, v["service"]) for k, v in self.show()["deployments"].items()}
+
+    def deploy(self, deployment_name: str, models: Any, inference_config: Any, deployment_config: Any = None,
+               deployment_target: str | None = None) -> RemoteWebservice:
+        """Add or replace a deployment on the server (the entry script's folder is uploaded)."""
+        body = {"deployment": deployment_name,
+                **_deployment_body(self.workspace, models, inference_config, deployment_config, deployment_target)}
+        found = self.workspace.client.post(self._path + "/deployments", body)
+        return RemoteWebservice(self.workspace, found["service"])
+
+    def set_traffic(self, traffic: dict[str, int], mirror: dict[str, int] | None = None) -> None:
+        """Split live traffic by percent (and mirror); returns once the server's router applies it."""
+        self.workspace.client.request("PUT", self._path + "/traffic", {"traffic": traffic, "mirror": mirror or {}})
+
+    def delete_deployment(self, deployment_name: str) -> None:
+        self.workspace.client.request("DELETE", f"{self._path}/deployments/{q(deployment_name)}")
+
+    def get_keys(self) -> tuple[str, str]:
+        keys = self.workspace.client.get(self._path + "/keys")
+        return str(keys["primary"]), str(keys["secondary"])
+
+    def regen_key(self, key: str) -> None:
+        raise NotSupportedError("regen_key", "regenerate an endpoint's keys on the server")
+
+    def invoke(self, data: Any, deployment: str | None = None, timeout: float = 60.0) -> Any:
+        """POST ``data`` to the endpoint on the server's host (``deployment`` pins one)."""
+        from torchyard.models.webservice import WebserviceError  # noqa: PLC0415
+
+        shown = self.show()
+        if shown["scoring_uri"] is None:
+            raise WebserviceError(f"endpoint {self.name!r} has no address (state {shown['state']})",
+                                  status_code=None, body=None)
+        if deployment is not None and deployment not in shown["deployments"]:
+            raise SpecError("deployment", f"unknown deployment {deployment!r}")
+        headers = {"torchyard-deployment": deployment} if deployment else {}
+        if shown.get("auth_mode") == "key":
+            headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
+        return _post_json(shown["scoring_uri"], data, headers, timeout, f"endpoint {self.name!r}")
+
+    def get_logs(self, deployment: str | None = None) -> str:
+        """The router's log (its last 5000 lines), or one deployment's service logs."""
+        if deployment is not None:
+            shown = self.show()
+            if deployment not in shown["deployments"]:
+                raise SpecError("deployment", f"unknown deployment {deployment!r}")
+            return RemoteWebservice(self.workspace, shown["deployments"][deployment]["service"]).get_logs()
+        return str(self._get(lines=5000)["logs"])
+
+    def delete(self) -> None:
+        """Stop the router and delete every deployment, on the server. Idempotent."""
         try:
             self.workspace.client.request("DELETE", self._path)
         except NotFoundError:

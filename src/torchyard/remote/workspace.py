@@ -205,6 +205,23 @@ class RemoteWorkspace:
 
         return deploy(self, name, models, inference_config, deployment_config, deployment_target, overwrite)
 
+    def endpoint(self, name: str) -> Any:
+        """The server's online endpoint ``name``."""
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint(self, name)
+
+    def endpoints(self) -> list[Any]:
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint.list(self)
+
+    def create_endpoint(self, name: str, **kwargs: Any) -> Any:
+        """``Endpoint.create``: start the endpoint's router on the server."""
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint.create(self, name, **kwargs)
+
     # ---- what stays on the server ---------------------------------------------------------------
 
     def compute_names(self) -> list[dict[str, Any]]:

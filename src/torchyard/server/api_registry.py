@@ -273,14 +273,8 @@ async def deploy_service(request: Request) -> Response:
     def work() -> dict[str, Any]:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice, deploy  # noqa: PLC0415
 
-        records = []
-        for model_id in ids:  # each model must be one the caller may see (else: as if it did not exist)
-            model_name, _sep, number = model_id.partition(":")
-            try:
-                version = int(number) if number else None
-            except ValueError:
-                raise SpecError("models", f"expected NAME or NAME:VERSION, got {model_id!r}") from None
-            records.append(_record(request, model_name, version))
+        # each model must be one the caller may see (else: as if it did not exist)
+        records = [_record_of_id(request, model_id) for model_id in ids]
         if overwrite and _exists(ctx, name):
             _service(request, name)  # replacing one needs seeing it
         snap = _sha(body.get("snapshot"), "snapshot")
@@ -332,4 +326,131 @@ def service_keys(request: Request) -> Response:
     """A service's (primary, secondary) scoring keys (one deployed with auth_enabled)."""
     svc = _service(request, request.path_params["name"])
     primary, secondary = svc.get_keys()
+    return _json({"primary": primary, "secondary": secondary})
+
+
+# ---- endpoints -----------------------------------------------------------------------------------------
+
+
+def _endpoint(request: Request) -> Any:
+    from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    name = request.path_params["name"]
+    try:
+        check_name(name, "name")
+    except SpecError:
+        raise NotFoundError(f"no endpoint {name!r} in this workspace") from None
+    return Endpoint(_ctx(request).workspace, name)
+
+
+@endpoint("POST", "/api/v1/endpoints", permission=WRITE)
+async def create_endpoint(request: Request) -> Response:
+    """Start an online endpoint's router on the server: {"name", "auth_mode" ("key" or null), "port",
+    "host", "description", "max_request_bytes"}."""
+    from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    known = {"name", "auth_mode", "port", "host", "description", "max_request_bytes"}
+    if set(body) - known:
+        raise SpecError("body", f"unknown fields {sorted(set(body) - known)}; expected {sorted(known)}")
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise SpecError("name", "must be the endpoint's name")
+    kwargs = {k: body[k] for k in ("auth_mode", "port", "host", "description", "max_request_bytes") if k in body
+              and body[k] is not None}
+
+    def work() -> dict[str, Any]:
+        ep = Endpoint.create(ctx.workspace, name, **kwargs)
+        ctx.auth.audit(current()[0].user, "endpoint.create", name)
+        return {"name": ep.name, "state": ep.state}
+
+    return _json({"endpoint": await asyncio.to_thread(work)}, 201)
+
+
+@endpoint("POST", "/api/v1/endpoints/{name}/deployments", permission=WRITE)
+async def deploy_to_endpoint(request: Request) -> Response:
+    """Add or replace a deployment: {"deployment", "models", "entry_script", "snapshot",
+    "environment_variables", "deployment_config", "deployment_target"} (as ``POST /api/v1/services``);
+    the first one takes all the traffic."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    deployment = body.get("deployment")
+    if not isinstance(deployment, str):
+        raise SpecError("deployment", "must be the deployment's name")
+    ids = body.get("models")
+    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    entry = _text(body, "entry_script", 1024) or "score.py"
+    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
+    raw_cfg = body.get("deployment_config") or {}
+    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+    target = _text(body, "deployment_target", 128)
+
+    def work() -> dict[str, Any]:
+        from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
+
+        ep = _endpoint(request)
+        records = [_record_of_id(request, model_id) for model_id in ids]
+        snap = _sha(body.get("snapshot"), "snapshot")
+        if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
+            raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+        folder = materialize_upload(ctx.workspace, snap)
+        inference = InferenceConfig(entry_script=entry, source_directory=folder, environment_variables=env_vars)
+        svc = ep.deploy(deployment, [r.id for r in records], inference,
+                        LocalWebservice.deploy_configuration(**raw_cfg), target)
+        ctx.auth.audit(current()[0].user, "endpoint.deploy", ep.name, deployment=deployment,
+                       models=[r.id for r in records])
+        return {"endpoint": ep.name, "deployment": deployment, "service": svc.name, "traffic": ep.traffic}
+
+    return _json(await asyncio.to_thread(work), 201)
+
+
+def _record_of_id(request: Request, model_id: str) -> Any:
+    model_name, _sep, number = model_id.partition(":")
+    try:
+        version = int(number) if number else None
+    except ValueError:
+        raise SpecError("models", f"expected NAME or NAME:VERSION, got {model_id!r}") from None
+    return _record(request, model_name, version)
+
+
+@endpoint("PUT", "/api/v1/endpoints/{name}/traffic", permission=WRITE)
+async def set_endpoint_traffic(request: Request) -> Response:
+    """Split live traffic {"traffic": {DEPLOYMENT: PERCENT}} and mirror {"mirror": {...}}; returns
+    once the router applies it."""
+    body = await _body(request)
+
+    def work() -> dict[str, Any]:
+        ep = _endpoint(request)
+        ep.set_traffic(body.get("traffic"), body.get("mirror"))
+        return {"traffic": ep.traffic, "mirror": ep.mirror_traffic}
+
+    return _json(await asyncio.to_thread(work))
+
+
+@endpoint("DELETE", "/api/v1/endpoints/{name}/deployments/{deployment}", permission=WRITE)
+def delete_endpoint_deployment(request: Request) -> Response:
+    """Remove a deployment that takes no traffic."""
+    ep = _endpoint(request)
+    ep.delete_deployment(request.path_params["deployment"])
+    return _json({"endpoint": ep.name, "deployment": request.path_params["deployment"], "deleted": True})
+
+
+@endpoint("DELETE", "/api/v1/endpoints/{name}", permission=WRITE)
+def delete_endpoint(request: Request) -> Response:
+    """Stop an endpoint's router and delete every deployment."""
+    ctx = _ctx(request)
+    ep = _endpoint(request)
+    ep.delete()
+    ctx.auth.audit(current()[0].user, "endpoint.delete", ep.name)
+    return _json({"endpoint": ep.name, "deleted": True})
+
+
+@endpoint("GET", "/api/v1/endpoints/{name}/keys", permission=WRITE)
+def endpoint_keys(request: Request) -> Response:
+    """An endpoint's (primary, secondary) keys (one created with auth_mode "key")."""
+    primary, secondary = _endpoint(request).get_keys()
     return _json({"primary": primary, "secondary": secondary})
