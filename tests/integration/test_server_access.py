@@ -229,6 +229,15 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
                                                                     NO_SUCH_WRITE),
     ("DELETE", "/api/v1/endpoints/{name}"): ("/api/v1/endpoints/nosuch", None, NO_SUCH_WRITE),
     ("GET", "/api/v1/endpoints/{name}/keys"): ("/api/v1/endpoints/nosuch/keys", None, NO_SUCH_WRITE),
+    # registrations: admins only; everyone may list (the list routes above)
+    ("POST", "/api/v1/environments"): ("/api/v1/environments", {"name": "matrix-env", "pip_packages": ["six"]},
+                                       ADMIN_ONLY),
+    ("GET", "/api/v1/environments/{name}"): ("/api/v1/environments/nosuch", None, NO_SUCH),
+    ("POST", "/api/v1/datastores"): ("/api/v1/datastores", {"name": "matrix-ds", "kind": "fsspec",
+                                                           "url": "memory://matrix"}, ADMIN_ONLY),
+    ("POST", "/api/v1/compute"): ("/api/v1/compute", {"kind": "ray", "name": "matrix-ray",
+                                                     "config": {"address": "127.0.0.1:6379"}}, ADMIN_ONLY),
+    ("DELETE", "/api/v1/compute/{name}"): ("/api/v1/compute/matrix-ray", None, ADMIN_ONLY),
     ("GET", "/models"): ("/models", None, EVERYONE),  # the pages: HTML shells, their data is checked above
     ("GET", "/models/{name}"): ("/models/hushmodel", None, EVERYONE),
     ("GET", "/models/{name}/versions/{version}"): ("/models/hushmodel/versions/1", None, EVERYONE),

@@ -343,3 +343,92 @@ def test_an_endpoint_through_the_cli_runs_on_the_server(env: dict[str, Any], tmp
     assert "no endpoints" in cli("endpoint", "list", env=base).stdout
     with pytest.raises(httpx.TransportError):
         httpx.post(uri, json={"x": [1]}, timeout=5)
+
+
+# ---- registrations -----------------------------------------------------------------------------------
+
+SECRETS = ("secret-bucket-q7", "secret-endpoint-q7", "secret-profile-q7", "secret-path-q7", "secret-option-q7",
+           "secret-folder-q7", "secret-head-q7")
+
+
+def _every_get_route(env: dict[str, Any], token: str) -> dict[str, str]:
+    """The body of every declared GET route, its parameters filled with what exists on the server."""
+    from torchyard.server.app import ENDPOINTS
+
+    ws = env["ws"]
+    runs = [r["id"] for r in ws.store.list_runs(limit=20)]
+    fills = {"run_id": runs, "name": ["sds", "fds", "lds", "rayc", "digits", "reg-env", EXP], "rank": ["0"],
+             "version": ["1"], "path": ["outputs/model.txt", "model.txt"], "alias": ["champion"],
+             "deployment": ["blue"], "user": ["member"], "sha256": ["0" * 64], "token_id": ["0" * 16],
+             "name:path": ["acc"]}
+    bodies: dict[str, str] = {}
+    with httpx.Client(base_url=env["server"].url, timeout=30,
+                      headers={"Authorization": f"Bearer {token}", "Origin": env["server"].url}) as client:
+        for ep in ENDPOINTS:
+            if ep.method != "GET" or ep.path.endswith("/events"):  # live streams: they hold no settings either
+                continue
+            paths = [ep.path]
+            for part in [p for p in ep.path.split("/") if p.startswith("{")]:
+                key = part.strip("{}")
+                key = key if key in fills else key.split(":")[0]
+                paths = [p.replace(part, value) for p in paths for value in fills[key]]
+            for path in paths:
+                resp = client.get(path)
+                bodies[path] = resp.text
+    return bodies
+
+
+def test_registrations_are_admin_only_and_what_they_name_stays_on_the_server(env: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    url = env["server"].url
+    admin = {"TORCHYARD_SERVER": url, "TORCHYARD_TOKEN": env["tokens"]["admin"], "TORCHYARD_WORKSPACE": "",
+             "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    member = {**admin, "TORCHYARD_TOKEN": env["tokens"]["member"]}
+    outputs: list[str] = []
+
+    def ty(*argv: str, who: dict[str, str] = admin, check: bool = True) -> Any:
+        proc = cli(*argv, env=who, check=check)
+        outputs.append(proc.stdout + proc.stderr)
+        return proc
+
+    # environments: the requirements file travels as its text
+    (tmp_path / "reqs.txt").write_text("six\n")
+    (tmp_path / "env.yml").write_text("name: reg-env\npip: [tomli-w]\npip_requirements_file: reqs.txt\n")
+    assert ty("env", "register", str(tmp_path / "env.yml")).stdout.strip() == "reg-env:1"
+    shown = json.loads(ty("env", "show", "reg-env", "--json", who=member).stdout)
+    assert shown["pip_packages"] == ["tomli-w"] and shown["version"] == "1"
+    assert [e["name"] for e in json.loads(ty("env", "list", "--json", who=member).stdout)["registered"]] == ["reg-env"]
+    kept = env["ws"].environments.get("reg-env")
+    assert Path(kept.pip_requirements_file).read_text() == "six\n"  # on the server, in its workspace
+
+    # datastores: registered on the server, listed by name and kind only
+    folder = tmp_path / "secret-folder-q7"
+    folder.mkdir()
+    ty("datastore", "add", "s3", "sds", "--bucket", "secret-bucket-q7", "--endpoint-url",
+       "http://secret-endpoint-q7.example:9000", "--profile", "secret-profile-q7")
+    ty("datastore", "add", "fsspec", "fds", "memory://secret-path-q7", "--option", "region=secret-option-q7")
+    ty("datastore", "add", "local", "lds", str(folder))
+    listed = json.loads(ty("datastore", "list", "--json", who=member).stdout)
+    assert {"name": "sds", "kind": "s3"} in listed and {"name": "lds", "kind": "local"} in listed
+    assert env["ws"].datastores.get("sds").url == "s3://secret-bucket-q7"  # the server has it all
+    refused = ty("datastore", "add", "fsspec", "mine", "memory://x", who=member, check=False)
+    assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+    secret_option = ty("datastore", "add", "fsspec", "bad", "memory://x", "--option", "password=hunter2", check=False)
+    assert secret_option.returncode == 2 and "secret" in secret_option.stderr and "Traceback" not in secret_option.stderr
+
+    # compute targets: attached on the server
+    ty("compute", "add", "ray", "rayc", "--address", "ray://secret-head-q7:10001")
+    assert {"name": "rayc", "kind": "ray", "config": {}} in json.loads(ty("compute", "list", "--json", who=member).stdout)
+    assert env["ws"].compute_targets.record("rayc")["config"]["address"] == "ray://secret-head-q7:10001"
+    no = ty("compute", "remove", "rayc", who=member, check=False)
+    assert no.returncode == 2 and "403" in no.stderr and "Traceback" not in no.stderr
+
+    # no read route, for an admin or a member, names what was registered
+    bodies = {**_every_get_route(env, env["tokens"]["admin"]),
+              **{f"member {k}": v for k, v in _every_get_route(env, env["tokens"]["member"]).items()}}
+    assert len(bodies) > 80
+    leaks = [(path, s) for path, text in bodies.items() for s in SECRETS if s in text]
+    leaks += [("cli", s) for text in outputs for s in SECRETS if s in text]
+    assert not leaks, leaks
+    ty("compute", "remove", "rayc")
+    assert "rayc" not in [r["name"] for r in env["ws"].compute_targets.list()]

@@ -236,9 +236,6 @@ class RemoteWorkspace:
         """The environments registered on the server (name, version)."""
         return list(self.client.get("/api/v1/environments")["environments"])
 
-    def _local_only(self, what: str) -> NotSupportedError:
-        return NotSupportedError(what, f"{what} of a team server's workspace are managed on the server")
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -247,12 +244,21 @@ class RemoteWorkspace:
 
     @property
     def compute_targets(self) -> Any:
-        raise self._local_only("compute_targets")
+        """The server's compute targets: ``list()``, and ``attach``/``remove`` for admins."""
+        from torchyard.remote.registrations import RemoteComputeTargets  # noqa: PLC0415
+
+        return RemoteComputeTargets(self)
 
     @property
     def environments(self) -> Any:
-        raise self._local_only("environments")
+        """The server's environments: ``list()``, ``get()``, and ``register()`` for admins."""
+        from torchyard.remote.registrations import RemoteEnvironments  # noqa: PLC0415
+
+        return RemoteEnvironments(self)
 
     @property
     def datastores(self) -> Any:
-        raise self._local_only("datastores")
+        """The server's datastores (names and kinds): ``list()``, and ``register_*`` for admins."""
+        from torchyard.remote.registrations import RemoteDatastores  # noqa: PLC0415
+
+        return RemoteDatastores(self)
