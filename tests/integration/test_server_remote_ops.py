@@ -430,5 +430,8 @@ def test_registrations_are_admin_only_and_what_they_name_stays_on_the_server(env
     leaks = [(path, s) for path, text in bodies.items() for s in SECRETS if s in text]
     leaks += [("cli", s) for text in outputs for s in SECRETS if s in text]
     assert not leaks, leaks
+    for argv in (("datastore", "upload", "lds", str(folder)), ("env", "prune")):  # not yet remotely: one line
+        not_yet = ty(*argv, check=False)
+        assert not_yet.returncode == 2 and "Traceback" not in not_yet.stderr and not_yet.stderr.count("\n") == 1
     ty("compute", "remove", "rayc")
     assert "rayc" not in [r["name"] for r in env["ws"].compute_targets.list()]

@@ -89,8 +89,14 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     from torchyard.data.datastore import Datastore, DatastoreRegistry  # noqa: PLC0415
 
     command = getattr(args, "datastore_command", None)
-    if getattr(workspace, "is_remote", False) and command in ("add", "list"):
-        return _remote(args, workspace, command)
+    if getattr(workspace, "is_remote", False):
+        if command in ("upload", "download"):
+            from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+            raise NotSupportedError(command, "moving a team server's datastore files from a client is not "
+                                    "supported yet; use runs' inputs and outputs, or do it on the server")
+        if command in ("add", "list"):
+            return _remote(args, workspace, command)
     if command == "add":
         kind = getattr(args, "datastore_kind", None)
         if kind == "local":
