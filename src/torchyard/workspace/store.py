@@ -183,6 +183,9 @@ class Store:
                     spec=spec_json,
                     details="{}",
                     run_dir=run_dir,
+                    # a sweep's trial is its parent's creator's (the team server's user; revision 0006)
+                    created_by=(select(runs.c.created_by).where(runs.c.id == parent_id).scalar_subquery()
+                                if parent_id else None),
                 )
             )
             conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))
