@@ -215,6 +215,9 @@ def test_models_and_a_service_from_a_remote_client(env: dict[str, Any], tmp_path
     run.wait_for_completion()
     model = run.register_model("digits", "outputs/model.txt", tags={"stage": "dev"})
     assert (model.id, model.run_id, model.experiment_name) == ("digits:1", run.id, "models-exp")
+    from torchyard.workspace.models import ModelRegistry
+
+    assert ModelRegistry(env["ws"].store, env["ws"].snapshots).get("digits", 1).created_by == "member"
     model.set_alias("champion")
     assert Model(member, "digits", alias="champion").id == "digits:1"
     assert Model(member, "digits").tags == {"stage": "dev"}
@@ -435,3 +438,8 @@ def test_registrations_are_admin_only_and_what_they_name_stays_on_the_server(env
         assert not_yet.returncode == 2 and "Traceback" not in not_yet.stderr and not_yet.stderr.count("\n") == 1
     ty("compute", "remove", "rayc")
     assert "rayc" not in [r["name"] for r in env["ws"].compute_targets.list()]
+    entries = httpx.get(f"{url}/api/v1/audit", headers={"Authorization": f"Bearer {env['tokens']['admin']}"},
+                        timeout=30).json()["entries"]
+    done = {(e["user_name"], e["action"], e["target"]) for e in entries}
+    assert {("admin", "environment.register", "reg-env:1"), ("admin", "datastore.register", "sds"),
+            ("admin", "compute.attach", "rayc"), ("admin", "compute.remove", "rayc")} <= done
