@@ -255,6 +255,9 @@ def test_models_and_a_service_from_a_remote_client(env: dict[str, Any], tmp_path
     with pytest.raises(NotFoundError):
         Model(outsider, "digits")
     assert "digits" not in [m.name for m in Model.list(outsider)]
+    (tmp_path / "evil.txt").write_text("not the real weights")
+    with pytest.raises(AccessDenied, match="taken"):  # no "latest" slipped under a name others deploy
+        Model.register(outsider, str(tmp_path / "evil.txt"), "digits")
     with pytest.raises(NotFoundError):
         outsider.get_run(run.id)
 

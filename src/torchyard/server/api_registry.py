@@ -11,7 +11,9 @@ script's folder is uploaded the same way and the service's supervisor starts ON 
 
 Permissions: a model registered from a run (or a version with an experiment) is changed with EDIT
 on that experiment, and one of an experiment the caller cannot see is a 404, as for its reads; a
-model with no experiment is changed by any member or admin (the route's ``write``). Deploying needs
+model with no experiment is changed by any member or admin (the route's ``write``). A new version
+of an existing name needs EDIT on the experiments its versions come from (403 "the name is taken"
+otherwise: nobody slips a "latest" under a model others deploy by name). Deploying needs
 the ``write`` permission and that every model served is visible to the caller; a service serving
 only models the caller cannot see is a 404 to it (as in ``GET /api/v1/services``).
 """
@@ -51,6 +53,22 @@ def _editable(request: Request, name: str, version: int | None = None) -> Any:
         except NotFoundError:
             raise NotFoundError(f"no model {name!r} in this workspace") from None
     return record
+
+
+def _may_add_version(request: Request, name: str) -> None:
+    """A new version of an existing name needs EDIT on every experiment its versions come from, so
+    nobody can slip a "latest" version under a model others deploy by name. (A refusal says the
+    name is taken, not by what.)"""
+    from torchyard.server.auth import Forbidden  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    experiments = {r.experiment for r in _registry(request).list(name=name) if r.experiment}
+    for experiment in sorted(experiments):
+        try:
+            require_experiment(ctx.auth, experiment, "EDIT")
+        except (NotFoundError, Forbidden):
+            raise Forbidden(f"the model name {name!r} is taken by versions you may not change; "
+                            "register under another name") from None
 
 
 def _set_model_creator(ctx: Any, name: str, version: int, user: str) -> None:
@@ -100,6 +118,7 @@ async def register_model(request: Request) -> Response:
         manifest = ws.snapshots.load(snap)
         if kind == "file" and manifest.file_count != 1:
             raise SpecError("kind", f"a file model is one file; the manifest holds {manifest.file_count}")
+        _may_add_version(request, name)
         tmp = tempfile.mkdtemp(prefix="model-", dir=ws.snapshots.tmp_dir)
         try:
             ws.snapshots.materialize(snap, tmp)
@@ -131,6 +150,7 @@ async def register_run_model(request: Request) -> Response:
 
     def work() -> dict[str, Any]:
         _run_row(ctx, request.path_params["run_id"], "EDIT")
+        _may_add_version(request, name)
         run = _sdk_run(ctx, request.path_params["run_id"])
         model = register_from_run(run, name, model_path, tags, props, description, framework)
         _set_model_creator(ctx, model.name, model.version, principal.user)
