@@ -217,6 +217,8 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
                                                            None, RUN_WRITE),
     ("POST", "/api/v1/services"): ("/api/v1/services", {"name": "matrix-svc", "models": ["hushmodel:1"],
                                                         "snapshot": "0" * 64}, INPUT_WRITE),
+    ("POST", "/api/v1/services/{name}/update"): ("/api/v1/services/nosuch/update", {"models": ["hushmodel:1"]},
+                                                NO_SUCH_WRITE),
     ("DELETE", "/api/v1/services/{name}"): ("/api/v1/services/nosuch", None, NO_SUCH_WRITE),
     ("GET", "/api/v1/services/{name}/keys"): ("/api/v1/services/nosuch/keys", None, NO_SUCH_WRITE),
     ("POST", "/api/v1/endpoints"): ("/api/v1/endpoints", {"name": "not a name!"},

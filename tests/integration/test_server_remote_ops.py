@@ -283,6 +283,11 @@ def test_models_and_a_service_from_a_remote_client(env: dict[str, Any], tmp_path
             Webservice(outsider, "digits-svc")
         with pytest.raises(Exception, match="used by the service"):
             model.delete()
+        # an update through the server: new code (uploaded), the same model, no restart of the address
+        (tmp_path / "score2").mkdir()
+        (tmp_path / "score2" / "score.py").write_text(SCORE.replace('"sum": sum', '"total": sum'))
+        svc.update(inference_config=InferenceConfig(entry_script="score.py", source_directory=str(tmp_path / "score2")))
+        assert svc.scoring_uri == uri and svc.run({"x": [1, 1]}) == {"total": 2, "weights": "weights from the run"}
     finally:
         svc.delete()
     with pytest.raises(NotFoundError):

@@ -308,9 +308,21 @@ class RemoteWebservice:
         return _post_json(uri, input_data, {k: v for k, v in headers.items() if k != "Content-Type"}, timeout,
                           f"service {self.name!r}")
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        raise NotSupportedError("update", "updating a service through a team server is not supported yet; "
-                                "deploy again with overwrite=True")
+    def update(self, models: Any = None, inference_config: Any = None, deployment_config: Any = None) -> None:
+        """Serve other models and/or other code on the server, with no request dropped (see
+        ``Webservice.update``); new code's folder is uploaded (only what the server lacks)."""
+        body: dict[str, Any] = {}
+        if models is not None:
+            items = [models] if isinstance(models, str) or hasattr(models, "version") else list(models)
+            body["models"] = [m if isinstance(m, str) else f"{m.name}:{m.version}" for m in items]
+        if inference_config is not None or deployment_config is not None:
+            sent = _deployment_body(self.workspace, body.get("models") or self.models,
+                                    inference_config, deployment_config, None) if inference_config is not None else {}
+            if inference_config is not None:
+                body.update({k: sent[k] for k in ("entry_script", "snapshot", "environment_variables")})
+            if deployment_config is not None:
+                body["deployment_config"] = dataclasses.asdict(deployment_config)
+        self.workspace.client.post(self._path + "/update", body)
 
     def delete(self) -> None:
         """Stop the service on the server and remove it. Idempotent."""

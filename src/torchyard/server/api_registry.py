@@ -331,6 +331,43 @@ def _service(request: Request, name: str) -> Any:
     return svc
 
 
+@endpoint("POST", "/api/v1/services/{name}/update", permission=WRITE)
+async def update_service(request: Request) -> Response:
+    """``Webservice.update`` on the server, with no request dropped: {"models"} and/or new code
+    {"entry_script", "snapshot", "environment_variables"} and/or {"deployment_config"}."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    ids = body.get("models")
+    if ids is not None and (not isinstance(ids, list) or not ids or len(ids) > 100
+                            or not all(isinstance(m, str) for m in ids)):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    raw_cfg = body.get("deployment_config")
+    if raw_cfg is not None and (not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS)):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+
+    def work() -> dict[str, Any]:
+        from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
+
+        svc = _service(request, request.path_params["name"])
+        records = [_record_of_id(request, m) for m in ids] if ids is not None else None
+        inference = None
+        if body.get("snapshot") is not None:
+            snap = _sha(body.get("snapshot"), "snapshot")
+            if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
+                raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+            inference = InferenceConfig(entry_script=_text(body, "entry_script", 1024) or "score.py",
+                                        source_directory=materialize_upload(ctx.workspace, snap),
+                                        environment_variables=_str_map(body.get("environment_variables"),
+                                                                       "environment_variables"))
+        config = LocalWebservice.deploy_configuration(**raw_cfg) if raw_cfg is not None else None
+        svc.update(models=[r.id for r in records] if records is not None else None, inference_config=inference,
+                   deployment_config=config)
+        ctx.auth.audit(current()[0].user, "service.update", svc.name, models=svc.models)
+        return {"name": svc.name, "state": svc.state, "models": svc.models}
+
+    return _json({"service": await asyncio.to_thread(work)})
+
+
 @endpoint("DELETE", "/api/v1/services/{name}", permission=WRITE)
 def delete_service(request: Request) -> Response:
     """Stop a service on the server and remove it (its workers drain first)."""
