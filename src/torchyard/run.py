@@ -36,9 +36,10 @@ class Run:
 
     def __new__(cls, experiment: Experiment, run_id: str, *, _row: dict[str, Any] | None = None) -> Any:
         if getattr(experiment.workspace, "is_remote", False):  # a team server's run (torchyard.remote)
-            from torchyard.remote.run import RemoteRun  # noqa: PLC0415
+            from torchyard.remote.run import RemoteRun, RemoteSweepRun  # noqa: PLC0415
 
-            return RemoteRun(experiment.workspace, experiment, run_id)
+            remote = RemoteSweepRun if getattr(cls, "_sweep_parent", False) else RemoteRun
+            return remote(experiment.workspace, experiment, run_id)
         return super().__new__(cls)
 
     def __init__(self, experiment: Experiment, run_id: str, *, _row: dict[str, Any] | None = None) -> None:

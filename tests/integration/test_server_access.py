@@ -24,6 +24,7 @@ from torchyard.status import RunStatus
 EXP = "secret-exp"
 RUN = "secret_run"
 SWEEP = "secret_sweep"
+DONE_SWEEP = "secret_done_sweep"
 WHO = ("admin", "member", "viewer", "outsider", "expired", "none")
 OBJ = b"print('hello from an uploaded object')\n"
 OBJ_SHA = hashlib.sha256(OBJ).hexdigest()
@@ -54,6 +55,8 @@ def env(pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     make_run(ws, RUN, experiment=EXP, series={"loss": ([3.0, 2.0, 1.0], [0, 1, 2])},
              logs={0: "rank zero says hi\n"}, artifacts={"outputs/model.txt": b"weights"}, source=src)
     make_sweep(ws, SWEEP, [({"lr": 0.1}, [0.5, 0.7], "completed")], experiment=EXP)
+    make_sweep(ws, DONE_SWEEP, [({"lr": 0.2}, [0.4], "completed")], experiment=EXP)
+    ws.store.set_status(DONE_SWEEP, RunStatus.COMPLETED)  # ended: resuming it is a no-op (no controller)
     make_run(ws, "secret_live", experiment=EXP, statuses=(RunStatus.RUNNING,))
     make_run(ws, "open_run", experiment="open-exp", statuses=(RunStatus.RUNNING, RunStatus.COMPLETED))
     from torchyard.workspace.models import ModelRegistry
@@ -100,7 +103,7 @@ def _request(env: dict[str, Any], who: str, method: str, path: str, body: Any = 
         return resp.status_code, resp.read().decode("utf-8", "replace")
 
 
-OK, HIDDEN, FORBIDDEN = "ok", "hidden", "forbidden"
+OK, HIDDEN, FORBIDDEN, INVALID = "ok", "hidden", "forbidden", "invalid"  # INVALID: let through, then 400
 RUN_READ = {"admin": OK, "member": OK, "viewer": OK, "outsider": HIDDEN}
 RUN_WRITE = {"admin": OK, "member": OK, "viewer": FORBIDDEN, "outsider": HIDDEN}
 EVERYONE = {"admin": OK, "member": OK, "viewer": OK, "outsider": OK}
@@ -108,6 +111,10 @@ ADMIN_ONLY = {"admin": OK, "member": FORBIDDEN, "viewer": FORBIDDEN, "outsider":
 WRITERS = {"admin": OK, "member": OK, "viewer": FORBIDDEN, "outsider": OK}
 MANAGERS_READ = {"admin": OK, "member": OK, "viewer": FORBIDDEN, "outsider": HIDDEN}
 NO_SUCH = {"admin": HIDDEN, "member": HIDDEN, "viewer": HIDDEN, "outsider": HIDDEN}
+NO_SUCH_WRITE = {"admin": HIDDEN, "member": HIDDEN, "viewer": FORBIDDEN, "outsider": HIDDEN}
+# starting a sweep or a service for real is the other tests' work: here a bad body gets past the
+# permission checks (400) for those allowed, and 403/404 stops the others before it is looked at
+INPUT_WRITE = {"admin": INVALID, "member": INVALID, "viewer": FORBIDDEN, "outsider": HIDDEN}
 
 R = f"/api/v1/runs/{RUN}"
 SNAP_FILES = {"files": [{"path": "train.py", "sha256": OBJ_SHA, "size": len(OBJ), "executable": False}]}
@@ -187,6 +194,52 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/api/v1/services/{name}"): ("/api/v1/services/nosuch", None, NO_SUCH),
     ("GET", "/api/v1/endpoints"): ("/api/v1/endpoints", None, EVERYONE),
     ("GET", "/api/v1/endpoints/{name}"): ("/api/v1/endpoints/nosuch", None, NO_SUCH),
+    # sweeps, models and services through the server (remote clients)
+    ("POST", "/api/v1/sweeps"): ("/api/v1/sweeps", "SWEEPBODY", INPUT_WRITE),
+    ("GET", "/api/v1/runs/{run_id}/sweep"): (f"/api/v1/runs/{SWEEP}/sweep", None, RUN_READ),
+    ("POST", "/api/v1/runs/{run_id}/sweep/resume"): (f"/api/v1/runs/{DONE_SWEEP}/sweep/resume", {}, RUN_WRITE),
+    ("POST", "/api/v1/models"): ("/api/v1/models", "MODELBODY", WRITERS),  # no run: any writer
+    ("POST", "/api/v1/runs/{run_id}/models"): (f"{R}/models", {"name": "runmodel", "model_path": "outputs/model.txt"},
+                                               RUN_WRITE),
+    ("GET", "/api/v1/models/{name}/versions/{version}/files"): ("/api/v1/models/hushmodel/versions/1/files", None,
+                                                              RUN_READ),
+    ("GET", "/api/v1/models/{name}/versions/{version}/files/{path:path}"): (
+        "/api/v1/models/hushmodel/versions/1/files/weights.bin", None, RUN_READ),
+    ("POST", "/api/v1/models/{name}/versions/{version}/tags"): ("/api/v1/models/hushmodel/versions/1/tags",
+                                                              {"set": {"k": "v"}}, RUN_WRITE),
+    ("POST", "/api/v1/models/{name}/versions/{version}/properties"): (
+        "/api/v1/models/hushmodel/versions/1/properties", {"properties": {"k": "v"}}, RUN_WRITE),
+    ("PUT", "/api/v1/models/{name}/aliases/{alias}"): ("/api/v1/models/hushmodel/aliases/champion", {"version": 1},
+                                                     RUN_WRITE),
+    ("DELETE", "/api/v1/models/{name}/aliases/{alias}"): ("/api/v1/models/hushmodel/aliases/champion", None,
+                                                        RUN_WRITE),
+    ("DELETE", "/api/v1/models/{name}/versions/{version}"): ("/api/v1/models/hushmodel/versions/MODEL_VERSION",
+                                                           None, RUN_WRITE),
+    ("POST", "/api/v1/services"): ("/api/v1/services", {"name": "matrix-svc", "models": ["hushmodel:1"],
+                                                        "snapshot": "0" * 64}, INPUT_WRITE),
+    ("POST", "/api/v1/services/{name}/update"): ("/api/v1/services/nosuch/update", {"models": ["hushmodel:1"]},
+                                                NO_SUCH_WRITE),
+    ("DELETE", "/api/v1/services/{name}"): ("/api/v1/services/nosuch", None, NO_SUCH_WRITE),
+    ("GET", "/api/v1/services/{name}/keys"): ("/api/v1/services/nosuch/keys", None, NO_SUCH_WRITE),
+    ("POST", "/api/v1/endpoints"): ("/api/v1/endpoints", {"name": "not a name!"},
+                                    {"admin": INVALID, "member": INVALID, "viewer": FORBIDDEN, "outsider": INVALID}),
+    ("POST", "/api/v1/endpoints/{name}/deployments"): ("/api/v1/endpoints/nosuch/deployments",
+                                                     {"deployment": "d", "models": ["hushmodel:1"]}, NO_SUCH_WRITE),
+    ("PUT", "/api/v1/endpoints/{name}/traffic"): ("/api/v1/endpoints/nosuch/traffic", {"traffic": {"d": 100}},
+                                                NO_SUCH_WRITE),
+    ("DELETE", "/api/v1/endpoints/{name}/deployments/{deployment}"): ("/api/v1/endpoints/nosuch/deployments/d", None,
+                                                                    NO_SUCH_WRITE),
+    ("DELETE", "/api/v1/endpoints/{name}"): ("/api/v1/endpoints/nosuch", None, NO_SUCH_WRITE),
+    ("GET", "/api/v1/endpoints/{name}/keys"): ("/api/v1/endpoints/nosuch/keys", None, NO_SUCH_WRITE),
+    # registrations: admins only; everyone may list (the list routes above)
+    ("POST", "/api/v1/environments"): ("/api/v1/environments", {"name": "matrix-env", "pip_packages": ["six"]},
+                                       ADMIN_ONLY),
+    ("GET", "/api/v1/environments/{name}"): ("/api/v1/environments/nosuch", None, NO_SUCH),
+    ("POST", "/api/v1/datastores"): ("/api/v1/datastores", {"name": "matrix-ds", "kind": "fsspec",
+                                                           "url": "memory://matrix"}, ADMIN_ONLY),
+    ("POST", "/api/v1/compute"): ("/api/v1/compute", {"kind": "ray", "name": "matrix-ray",
+                                                     "config": {"address": "127.0.0.1:6379"}}, ADMIN_ONLY),
+    ("DELETE", "/api/v1/compute/{name}"): ("/api/v1/compute/matrix-ray", None, ADMIN_ONLY),
     ("GET", "/models"): ("/models", None, EVERYONE),  # the pages: HTML shells, their data is checked above
     ("GET", "/models/{name}"): ("/models/hushmodel", None, EVERYONE),
     ("GET", "/models/{name}/versions/{version}"): ("/models/hushmodel/versions/1", None, EVERYONE),
@@ -220,6 +273,17 @@ def _call(env: dict[str, Any], who: str, key: tuple[str, str]) -> tuple[int, str
         body = {"name": f"new-{who}-{time.time_ns()}", "password": "new-user-password", "role": "viewer"}
     elif body == "SUBMIT":
         body = _submit_body()
+    elif body == "SWEEPBODY":  # an uploaded snapshot, a definition without sampling: 400 once let through
+        body = {**_submit_body(), "sweep": {"trial": _submit_body()["spec"]}}
+    elif body == "MODELBODY":
+        body = {"name": "matrixmodel", "snapshot": _submit_body()["snapshot"], "kind": "file"}
+    if "MODEL_VERSION" in path:  # a fresh version of the secret model to delete, each call
+        from torchyard.workspace.models import ModelRegistry
+
+        weights = env["root"] / "weights.bin"
+        record = ModelRegistry(env["ws"].store, env["ws"].snapshots).register("hushmodel", weights, run_id=RUN,
+                                                                               experiment=EXP)
+        path = path.replace("MODEL_VERSION", str(record.version))
     if isinstance(body, bytes):
         return _request(env, who, method, path, raw=body, ctype="application/octet-stream", token=token)
     return _request(env, who, method, path, body=body, token=token)
@@ -239,10 +303,12 @@ def test_role_by_route_matrix(env: dict[str, Any], who: str) -> None:
                 failures.append(f"{method} {route}: {status} (want {want}) {text[:120]}")
             continue
         expect = MATRIX[key][2][who]
-        ok = (status < 400) if expect == OK else status == (404 if expect == HIDDEN else 403)
+        ok = (status < 400) if expect == OK else status == {HIDDEN: 404, FORBIDDEN: 403, INVALID: 400}[expect]
         if not ok:
             failures.append(f"{method} {route}: {status} (want {expect}) {text[:200]}")
-        asked = MATRIX[key][0] + (EXP if key == ("POST", "/api/v1/runs") else "")  # what the request named
+        named = MATRIX[key][1]  # what the request named (in its path or its body) may be echoed
+        asked = (MATRIX[key][0] + (EXP if named in ("SUBMIT", "SWEEPBODY") else "")
+                 + (json.dumps(named) if isinstance(named, dict) else ""))
         seen = [n for n in (EXP, RUN, SWEEP, "rank zero says hi", "weights", "hushmodel") if n not in asked and n in text]
         if who == "outsider" and seen:
             failures.append(f"{method} {route}: the outsider saw {seen}: {text[:200]}")
@@ -314,7 +380,8 @@ def test_path_traversal_corpus_on_every_path_taking_route(env: dict[str, Any]) -
                     name = p.strip("{}").split(":")[0]
                     value = attack if name == param else {"run_id": RUN, "name": EXP, "user": "extra", "rank": "0",
                                                           "sha256": OBJ_SHA, "token_id": "0" * 16,
-                                                          "path": "outputs/model.txt", "version": "1", "node": "0"}[name]
+                                                          "path": "outputs/model.txt", "version": "1",
+                                                          "alias": "champion", "deployment": "blue", "node": "0"}[name]
                     path = path.replace(p, value)
                 for method in ("GET", "PUT", "DELETE"):
                     status, body = _raw(env, method, path)

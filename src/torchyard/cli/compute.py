@@ -85,6 +85,10 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
             print(args.compute_add_help(), file=sys.stderr, end="")
             return EXIT_USAGE
         configured, name = _target(args.compute_kind, list(args.compute_args))
+        if getattr(workspace, "is_remote", False):  # attached on the server (admins)
+            found = registry.attach(name, configured)
+            print(f"attached compute target {found['name']!r}: {found['kind']} on the server")
+            return 0
         target = ComputeTarget.attach(workspace, name, configured)
         print(f"attached compute target {target.name!r}: {target.kind}{_fmt(target.to_config())}")
         return 0

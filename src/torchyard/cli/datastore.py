@@ -90,6 +90,14 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     from torchyard.data.datastore import Datastore, DatastoreRegistry  # noqa: PLC0415
 
     command = getattr(args, "datastore_command", None)
+    if getattr(workspace, "is_remote", False):
+        if command in ("upload", "download"):
+            from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+            raise NotSupportedError(command, "moving a team server's datastore files from a client is not "
+                                    "supported yet; use runs' inputs and outputs, or do it on the server")
+        if command in ("add", "list"):
+            return _remote(args, workspace, command)
     if command == "add":
         kind = getattr(args, "datastore_kind", None)
         if kind == "local":
@@ -134,6 +142,30 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
         return 0
     print(args.datastore_help(), file=sys.stderr, end="")
     return EXIT_USAGE
+
+
+def _remote(args: argparse.Namespace, workspace: Any, command: str) -> int:
+    """``add`` and ``list`` against a team server: registered there (admins), listed by name and kind."""
+    stores = workspace.datastores
+    if command == "list":
+        found = [s.to_dict() for s in stores.list()]
+        if args.json:
+            print(json.dumps(found, indent=2))
+        for s in [] if args.json else found:
+            print(f"{s['name']}  {s['kind']}  (on the server)")
+        return 0
+    kind = getattr(args, "datastore_kind", None)
+    if kind == "local":
+        ds = stores.register_local(args.name, args.path)
+    elif kind == "s3":
+        ds = stores.register_s3(args.name, args.bucket, args.prefix, args.endpoint_url, args.profile, args.credentials)
+    elif kind == "fsspec":
+        ds = stores.register_fsspec(args.name, args.url, **_options(args.option))
+    else:
+        print(args.datastore_add_help(), file=sys.stderr, end="")
+        return EXIT_USAGE
+    print(f"registered datastore {ds.name!r} ({ds.kind}) on the server")
+    return 0
 
 
 def _fmt_options(options: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ def cmd_env_list(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     registered = [e.to_spec_dict() for e in ws.environments.list()]
-    cached = list_cached(ws.path)
+    cached = [] if getattr(ws, "is_remote", False) else list_cached(ws.path)  # a server's builds stay there
     if args.json:
         print_json({"registered": registered, "cached": cached})
         return 0
@@ -95,7 +95,9 @@ def cmd_env_register(args: argparse.Namespace) -> int:
 
 def cmd_env_export(args: argparse.Namespace) -> int:
     """Print a requirements file that rebuilds a run's environment."""
-    run = workspace(args).get_run(args.run_id)
+    ws = workspace(args)
+    _local_only(ws, "export")
+    run = ws.get_run(args.run_id)
     env = run.get_environment()
     if not env:
         raise UsageError(f"run {run.id} has no recorded environment (it has not started yet)")
@@ -114,6 +116,7 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
     from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
 
     ws = workspace(args)
+    _local_only(ws, "prune")
     in_use = set()
     for row in ws.store.list_runs():
         if row["status"] in ACTIVE_VALUES:
@@ -123,6 +126,14 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
     removed = prune(ws.path, args.older_than * 86400, in_use)
     print(f"removed {len(removed)} cached environment(s)" + (f": {', '.join(removed)}" if removed else ""))
     return 0
+
+
+def _local_only(ws: Any, what: str) -> None:
+    if getattr(ws, "is_remote", False):
+        from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+        raise NotSupportedError(what, f"`torchyard env {what}` works on a local workspace; a team server's "
+                                "environment builds are on the server")
 
 
 def register(sub: Any) -> None:

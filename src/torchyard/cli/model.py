@@ -11,9 +11,10 @@ from torchyard.errors import SpecError
 
 
 def _workspace(args: argparse.Namespace) -> Any:
-    from torchyard.sdk import Workspace  # noqa: PLC0415
+    """The workspace (a folder, or a team server: --workspace URL, TORCHYARD_SERVER, a login)."""
+    from torchyard.cli.common import workspace  # noqa: PLC0415
 
-    return Workspace(args.workspace)
+    return workspace(args)
 
 
 def _kv(items: list[str], field: str) -> dict[str, str]:

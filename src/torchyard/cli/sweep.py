@@ -35,6 +35,14 @@ def _open(ws: Any, run_id: str) -> Any:
     from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.sweeps.run import HyperDriveRun  # noqa: PLC0415
 
+    if getattr(ws, "is_remote", False):  # a team server's workspace: the server answers
+        from torchyard.errors import NotFoundError  # noqa: PLC0415
+        from torchyard.remote.run import RemoteSweepRun  # noqa: PLC0415
+
+        found = ws.get_run(run_id)
+        if not isinstance(found, RemoteSweepRun):
+            raise NotFoundError(f"run {run_id!r} is not a sweep (HyperDrive) run", run_id=run_id)
+        return found
     row = ws.store.get_run(run_id)
     return HyperDriveRun(Experiment(ws, row["experiment"]), run_id)
 

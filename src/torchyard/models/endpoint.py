@@ -59,7 +59,14 @@ def _alive(pid: Any, marker: bytes) -> bool:
 
 
 class Endpoint:
-    """An online endpoint: ``Endpoint.create(ws, "digits")``, then ``deploy`` and ``set_traffic``."""
+    """An online endpoint: ``Endpoint.create(ws, "digits")``, then ``deploy`` and ``set_traffic``.
+    On a team server's workspace it is a :class:`torchyard.remote.models.RemoteEndpoint` (the same
+    methods; the router and the deployments run on the server)."""
+
+    def __new__(cls, workspace: Workspace, name: str) -> Any:
+        if getattr(workspace, "is_remote", False):
+            return workspace.endpoint(name)  # type: ignore[attr-defined]
+        return super().__new__(cls)
 
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
@@ -82,6 +89,10 @@ class Endpoint:
         """Start the endpoint's router (``auth_mode="key"`` issues keys, checked as Bearer). A request
         body larger than ``max_request_bytes`` is answered 413 by the router. The router is supervised:
         if it dies it is restarted (``state`` is ``Unhealthy`` meanwhile; ``show()["restarts"]``)."""
+        if getattr(workspace, "is_remote", False):
+            return workspace.create_endpoint(name, auth_mode=auth_mode, port=port,  # type: ignore[attr-defined]
+                                             host=host, description=description, wait_timeout=wait_timeout,
+                                             max_request_bytes=max_request_bytes)
         from torchyard.models.webservice import _check_port, _is_loopback  # noqa: PLC0415
         from torchyard.runtime.spawn import spawn_detached  # noqa: PLC0415
         from torchyard.workspace.workspace import check_name  # noqa: PLC0415
@@ -131,6 +142,9 @@ class Endpoint:
 
     @staticmethod
     def list(workspace: Workspace) -> builtins.list[Endpoint]:
+        """Every endpoint of the workspace."""
+        if getattr(workspace, "is_remote", False):
+            return workspace.endpoints()  # type: ignore[attr-defined]
         return [Endpoint(workspace, n) for n in _svc().list_endpoints(workspace.path)]
 
     # ---- what it is -------------------------------------------------------------------------------

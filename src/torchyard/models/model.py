@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 def registry(ws: Workspace) -> ModelRegistry:
-    """The workspace's model registry (store + snapshot objects)."""
+    """The workspace's model registry (store + snapshot objects); a team server's workspace: its
+    registry over HTTP (``RemoteWorkspace.model_registry()``, the same methods)."""
+    if getattr(ws, "is_remote", False):
+        return ws.model_registry()  # type: ignore[attr-defined]
     from torchyard.workspace.models import ModelRegistry  # noqa: PLC0415
 
     return ModelRegistry(ws.store, ws.snapshots)
@@ -250,6 +253,9 @@ class Model:
 
     def delete(self) -> None:
         """Remove this version from the registry. Refused while a service uses it."""
+        if getattr(self.workspace, "is_remote", False):  # the server refuses it while a service uses it
+            registry(self.workspace).delete(self.name, self.version)
+            return
         from torchyard.workspace.services import services_using  # noqa: PLC0415
 
         users = services_using(self.workspace.path, self.id)
@@ -271,7 +277,12 @@ class Model:
         deployment_target: str | None = None,
         overwrite: bool = False,
     ) -> Webservice:
-        """Start a scoring service ``name`` serving ``models`` (Azure v1's ``Model.deploy``)."""
+        """Start a scoring service ``name`` serving ``models`` (Azure v1's ``Model.deploy``). On a
+        team server's workspace the entry script's folder is uploaded and the service runs on the
+        server (a :class:`torchyard.remote.models.RemoteWebservice`)."""
+        if getattr(workspace, "is_remote", False):
+            return workspace.deploy_service(name, models, inference_config,  # type: ignore[attr-defined]
+                                            deployment_config, deployment_target, overwrite)
         from torchyard.models.webservice import deploy  # noqa: PLC0415
 
         return deploy(workspace, name, models, inference_config, deployment_config, deployment_target, overwrite)

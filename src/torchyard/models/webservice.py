@@ -374,7 +374,13 @@ def _pid_is_supervisor(pid: Any) -> bool:
 
 
 class Webservice:
-    """A deployed service: ``Webservice(ws, "digits-svc")``, or what ``Model.deploy`` returns."""
+    """A deployed service: ``Webservice(ws, "digits-svc")``, or what ``Model.deploy`` returns (on a
+    team server's workspace: a :class:`torchyard.remote.models.RemoteWebservice`)."""
+
+    def __new__(cls, workspace: Workspace, name: str) -> Any:
+        if getattr(workspace, "is_remote", False):
+            return workspace.service(name)  # type: ignore[attr-defined]
+        return super().__new__(cls)
 
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
@@ -392,6 +398,8 @@ class Webservice:
     @staticmethod
     def list(workspace: Workspace) -> builtins.list[Webservice]:
         """Every service of the workspace (whatever its state)."""
+        if getattr(workspace, "is_remote", False):
+            return workspace.services()  # type: ignore[attr-defined]
         return [Webservice(workspace, n) for n in _services(workspace).list_services(workspace.path)]
 
     # ---- what it is -------------------------------------------------------------------------------

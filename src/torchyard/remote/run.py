@@ -153,6 +153,78 @@ class RemoteRun:
         rows = self.workspace.store.list_runs(parent_id=self.id)
         return [RemoteRun(self.workspace, self.experiment, r["id"], row=r) for r in rows]
 
+    def register_model(self, model_name: str, model_path: str = "outputs/model.pt",
+                       tags: Mapping[str, Any] | None = None, properties: Mapping[str, Any] | None = None,
+                       description: str | None = None, model_framework: str | None = None) -> Any:
+        """Register this run's artifact ``model_path`` (file or folder) as a new version of
+        ``model_name``, on the server (its files never travel; needs EDIT on the experiment)."""
+        from torchyard.models.model import Model  # noqa: PLC0415
+        from torchyard.remote.models import record_of  # noqa: PLC0415
+
+        body = {"name": model_name, "model_path": model_path,
+                "tags": {str(k): str(v) for k, v in (tags or {}).items()},
+                "properties": {str(k): str(v) for k, v in (properties or {}).items()},
+                "description": description, "framework": model_framework}
+        found = self._client.post(self._base + "/models", body)["model"]
+        return Model(self.workspace, _record=record_of(found))
+
+
+class RemoteSweepRun(RemoteRun):
+    """A sweep's parent run on a team server (``HyperDriveRun``'s methods); its controller runs on
+    the server, and cancel (``RemoteRun.cancel``) cancels its trials there too."""
+
+    def _sweep(self, **params: Any) -> dict[str, Any]:
+        found: dict[str, Any] = self._client.get(self._base + "/sweep", **params)
+        return found
+
+    @property
+    def primary_metric_name(self) -> str:
+        return str(self.get_primary_metric_config()["name"])
+
+    @property
+    def maximize(self) -> bool:
+        return self.get_primary_metric_config()["goal"] == "MAXIMIZE"
+
+    def get_primary_metric_config(self) -> dict[str, str]:
+        return dict(self._sweep(top=1)["primary_metric"])
+
+    def get_children(self) -> list[RemoteRun]:
+        """The trials, in the order they were started."""
+        return [RemoteRun(self.workspace, self.experiment, run_id) for run_id in self._sweep(top=1)["children"]]
+
+    def get_hyperparameters(self) -> dict[str, dict[str, Any]]:
+        """``{child run id: {parameter: value}}`` for every trial."""
+        return dict(self._sweep(top=1)["hyperparameters"])
+
+    def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[Any, Any]:
+        """``{child run id: that run's metrics}`` for every trial."""
+        return {child.id: child.get_metrics(name, rank) for child in self.get_children()}
+
+    def get_children_sorted_by_primary_metric(self, top: int = 0, reverse: bool = False,
+                                              discard_no_metric: bool = False) -> list[dict[str, Any]]:
+        """The trials best first (see ``HyperDriveRun.get_children_sorted_by_primary_metric``)."""
+        ranked: list[dict[str, Any]] = self._sweep(top=top, reverse="1" if reverse else "0",
+                                                   discard_no_metric="1" if discard_no_metric else "0")["ranked"]
+        return ranked
+
+    def get_best_run_by_primary_metric(self, include_failed: bool = True,
+                                       include_canceled: bool = True) -> RemoteRun | None:
+        """The trial with the best primary metric (the best value each logged), or None."""
+        for entry in self.get_children_sorted_by_primary_metric(discard_no_metric=True):
+            if not include_failed and entry["status"] == RunStatus.FAILED:
+                continue
+            if not include_canceled and entry["status"] == RunStatus.CANCELED:
+                continue
+            return RemoteRun(self.workspace, self.experiment, entry["run_id"])
+        return None
+
+    def resume(self) -> bool:
+        """Start the sweep's controller again on the server if it is not running."""
+        return bool(self._client.post(self._base + "/sweep/resume")["started"])
+
+    def __repr__(self) -> str:
+        return f"HyperDriveRun(experiment={self.experiment.name!r}, id={self.id!r}, server={self.workspace.url!r})"
+
 
 class RemoteLogFollower:
     """Prints new text of a run's rank logs, read by byte offset from the server."""

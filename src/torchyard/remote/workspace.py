@@ -75,10 +75,12 @@ class RemoteWorkspace:
 
     def get_run(self, run_id: str) -> Any:
         """The run ``run_id`` (NotFoundError if it does not exist or the caller may not see it)."""
-        from torchyard.remote.run import RemoteRun  # noqa: PLC0415
+        from torchyard.remote.run import RemoteRun, RemoteSweepRun  # noqa: PLC0415
+        from torchyard.status import RunKind  # noqa: PLC0415
 
         row = self.client.get(f"/api/v1/runs/{q(run_id)}/status")
-        return RemoteRun(self, row["experiment"], run_id)
+        cls = RemoteSweepRun if row.get("kind") == RunKind.SWEEP else RemoteRun
+        return cls(self, row["experiment"], run_id)
 
     def whoami(self) -> dict[str, Any]:
         """The server's view of the caller: user, role, token scope."""
@@ -91,7 +93,20 @@ class RemoteWorkspace:
         from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
 
         local = SnapshotStore(cache_dir())
-        snap = local.take(source)
+        return self.upload_files(local, local.take(source))
+
+    def upload_path(self, path: str) -> tuple[Any, str, int]:
+        """A model's file or folder (no ignore rules): (its local manifest, snapshot id, bytes uploaded)."""
+        from torchyard.workspace.snapshots import SnapshotStore  # noqa: PLC0415
+
+        local = SnapshotStore(cache_dir())
+        snap = local.put(path)
+        snapshot, sent = self.upload_files(local, snap)
+        return snap, snapshot, sent
+
+    def upload_files(self, local: Any, snap: Any) -> tuple[str, int]:
+        """Upload the objects of the local manifest ``snap`` (in the SnapshotStore ``local``) that the
+        server lacks, then the manifest: (the server's snapshot id, bytes uploaded)."""
         pairs = sorted({(f.sha256, f.size) for f in snap.files})
         missing = set(self.client.post("/api/v1/objects/missing", {"objects": [list(p) for p in pairs]})["missing"])
         # small objects go many to a request (one request per file cost ~5 ms each for 2,000 files)
@@ -136,12 +151,25 @@ class RemoteWorkspace:
         from torchyard.spec.job import JobSpec  # noqa: PLC0415
 
         if getattr(config, "__torchyard_sweep__", False):
-            raise NotSupportedError("config", "sweeps are not submitted through the team server yet; "
-                                    "run them on the server's workspace")
+            return self.submit_sweep(experiment, config, tags)
         spec = config if isinstance(config, JobSpec) else getattr(config, "to_job_spec", lambda: None)()
         if not isinstance(spec, JobSpec):
             raise SpecError("config", f"cannot submit {type(config).__name__}; pass a PyTorch estimator or ScriptRunConfig")
         return RemoteRun(self, experiment, self.submit(experiment, spec, tags=tags))
+
+    def submit_sweep(self, experiment: str, config: Any, tags: Mapping[str, Any] | None = None) -> Any:
+        """Start a sweep (a ``HyperDriveConfig``) on the server: the trial's source folder is uploaded
+        as for a run, and the sweep controller runs on the server; its :class:`RemoteSweepRun`."""
+        from torchyard.remote.run import RemoteSweepRun  # noqa: PLC0415
+
+        source = os.path.abspath(config.trial_spec.source_directory)
+        snapshot, sent = self.upload_snapshot(source)
+        self.last_upload_bytes = sent
+        definition = config.to_dict(config.hyperparameter_sampling.seed)
+        body = {"experiment": experiment, "sweep": definition, "snapshot": snapshot,
+                "tags": {str(k): str(v) for k, v in {**config.tags, **(tags or {})}.items()},
+                "client_source": source}
+        return RemoteSweepRun(self, experiment, str(self.client.post("/api/v1/sweeps", body)["run_id"]))
 
     def runs_of(self, experiment: str, status: str | None = None, limit: int | None = None) -> list[Any]:
         """``Experiment.get_runs()``: the experiment's runs, newest first."""
@@ -149,6 +177,50 @@ class RemoteWorkspace:
 
         rows = self.client.get(f"/api/v1/experiments/{q(experiment)}/runs", status=status, limit=limit)["runs"]
         return [RemoteRun(self, experiment, r["id"], row=r) for r in rows]
+
+    # ---- models and services (``Model``, ``Webservice`` and ``Model.deploy`` ask these) -----------
+
+    def model_registry(self) -> Any:
+        """The server's model registry over HTTP (``ModelRegistry``'s methods)."""
+        from torchyard.remote.models import RemoteRegistry  # noqa: PLC0415
+
+        return RemoteRegistry(self)
+
+    def service(self, name: str) -> Any:
+        """The server's model service ``name`` (NotFoundError if there is none the caller may see)."""
+        from torchyard.remote.models import RemoteWebservice  # noqa: PLC0415
+
+        return RemoteWebservice(self, name)
+
+    def services(self) -> list[Any]:
+        """The server's model services the caller may see."""
+        from torchyard.remote.models import RemoteWebservice  # noqa: PLC0415
+
+        return RemoteWebservice.list(self)
+
+    def deploy_service(self, name: str, models: Any, inference_config: Any, deployment_config: Any,
+                       deployment_target: str | None = None, overwrite: bool = False) -> Any:
+        """``Model.deploy``: upload the entry script's folder and start the service on the server."""
+        from torchyard.remote.models import deploy  # noqa: PLC0415
+
+        return deploy(self, name, models, inference_config, deployment_config, deployment_target, overwrite)
+
+    def endpoint(self, name: str) -> Any:
+        """The server's online endpoint ``name``."""
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint(self, name)
+
+    def endpoints(self) -> list[Any]:
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint.list(self)
+
+    def create_endpoint(self, name: str, **kwargs: Any) -> Any:
+        """``Endpoint.create``: start the endpoint's router on the server."""
+        from torchyard.remote.models import RemoteEndpoint  # noqa: PLC0415
+
+        return RemoteEndpoint.create(self, name, **kwargs)
 
     # ---- what stays on the server ---------------------------------------------------------------
 
@@ -164,9 +236,6 @@ class RemoteWorkspace:
         """The environments registered on the server (name, version)."""
         return list(self.client.get("/api/v1/environments")["environments"])
 
-    def _local_only(self, what: str) -> NotSupportedError:
-        return NotSupportedError(what, f"{what} of a team server's workspace are managed on the server")
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -175,12 +244,21 @@ class RemoteWorkspace:
 
     @property
     def compute_targets(self) -> Any:
-        raise self._local_only("compute_targets")
+        """The server's compute targets: ``list()``, and ``attach``/``remove`` for admins."""
+        from torchyard.remote.registrations import RemoteComputeTargets  # noqa: PLC0415
+
+        return RemoteComputeTargets(self)
 
     @property
     def environments(self) -> Any:
-        raise self._local_only("environments")
+        """The server's environments: ``list()``, ``get()``, and ``register()`` for admins."""
+        from torchyard.remote.registrations import RemoteEnvironments  # noqa: PLC0415
+
+        return RemoteEnvironments(self)
 
     @property
     def datastores(self) -> Any:
-        raise self._local_only("datastores")
+        """The server's datastores (names and kinds): ``list()``, and ``register_*`` for admins."""
+        from torchyard.remote.registrations import RemoteDatastores  # noqa: PLC0415
+
+        return RemoteDatastores(self)

@@ -231,6 +231,22 @@ def _set_created_by(ctx: Any, run_id: str, user: str) -> None:
         conn.execute(update(runs).where(runs.c.id == run_id).values(created_by=user))
 
 
+def materialize_upload(ws: Any, snap: str) -> str:
+    """The folder ``uploads/<snap>`` of the server's workspace holding an uploaded manifest's files
+    (read-only hard links, placed once; a concurrent placement wins and the loser's copy goes)."""
+    folder = os.path.join(ws.path, "uploads", snap)
+    if not os.path.isdir(folder):
+        tmp = f"{folder}.{secrets.token_hex(6)}.tmp"
+        ws.snapshots.materialize(snap, tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another submit placed it first
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 @endpoint("POST", "/api/v1/runs", permission=WRITE)
 async def submit(request: Request) -> Response:
     """Submit a job: {"experiment", "spec" (a JobSpec as JSON), "snapshot" (an uploaded manifest id),
@@ -251,17 +267,7 @@ async def submit(request: Request) -> Response:
     def work() -> str:
         _may_create(ctx, experiment)
         ws = ctx.workspace
-        store = ws.snapshots
-        folder = os.path.join(ws.path, "uploads", snap)
-        if not os.path.isdir(folder):
-            tmp = f"{folder}.{secrets.token_hex(6)}.tmp"
-            store.materialize(snap, tmp)
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another submit placed it first
-                import shutil  # noqa: PLC0415
-
-                shutil.rmtree(tmp, ignore_errors=True)
+        folder = materialize_upload(ws, snap)
         fields = {k: v for k, v in raw_spec.items() if k in JobSpec.__struct_fields__}
         fields["source_directory"] = folder
         for key in ("arguments",):
@@ -289,7 +295,8 @@ def run_status(request: Request) -> Response:
 
     ctx = _ctx(request)
     row = reconcile(ctx.store, _run_row(ctx, request.path_params["run_id"]))
-    return _json({"run_id": row["id"], "status": row["status"], "experiment": row["experiment"]})
+    return _json({"run_id": row["id"], "status": row["status"], "experiment": row["experiment"],
+                  "kind": row.get("kind")})
 
 
 @endpoint("GET", "/api/v1/runs/{run_id}/details", permission=READ)

@@ -765,4 +765,12 @@ def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | Non
 
 
 # the other route modules register themselves on import (with server/routing.py's helpers)
-from torchyard.server import api_access, api_models, api_remote, api_report  # noqa: E402, F401
+from torchyard.server import (  # noqa: E402, F401
+    api_access,
+    api_models,
+    api_registrations,
+    api_registry,
+    api_remote,
+    api_report,
+    api_sweeps,
+)

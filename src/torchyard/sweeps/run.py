@@ -18,7 +18,10 @@ class HyperDriveRun(Run):
 
     ``HyperDriveRun(experiment, run_id)`` opens an existing sweep; ``exp.submit(HyperDriveConfig(...))``
     starts one. Everything ``Run`` offers works on the parent (status, details, wait_for_completion,
-    cancel); the methods below look at the trials."""
+    cancel); the methods below look at the trials. On a team server's workspace it is a
+    :class:`torchyard.remote.run.RemoteSweepRun` (the same methods, answered by the server)."""
+
+    _sweep_parent = True  # Run.__new__: a remote workspace's sweep is a RemoteSweepRun
 
     def __init__(self, experiment: Any, run_id: str, *, _row: dict[str, Any] | None = None) -> None:
         super().__init__(experiment, run_id, _row=_row)

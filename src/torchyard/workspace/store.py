@@ -184,7 +184,9 @@ class Store:
                     spec=spec_json,
                     details="{}",
                     run_dir=run_dir,
-                    created_by=created_by,
+                    # a sweep's trial is its parent's creator's (the team server's user; revision 0006)
+                    created_by=created_by if created_by is not None or not parent_id else
+                    select(runs.c.created_by).where(runs.c.id == parent_id).scalar_subquery(),
                 )
             )
             conn.execute(insert(status_events).values(run_id=run_id, status=RunStatus.NOT_STARTED.value, ts=now))

@@ -1,0 +1,513 @@
+"""The model registry and model services through the team server: the write routes a remote
+client's ``Model.register`` / ``run.register_model`` / ``Model.deploy`` and ``torchyard model ...``
+need, and the reads of a version's files (the read routes of names and versions are
+``api_models``).
+
+Registering a path: the client uploads the file's or folder's contents content-addressed (the same
+``objects/missing``, ``packs`` and ``snapshots`` routes as a run's code) and posts the manifest's id;
+the server places the files (hard links) and registers them in its own registry. Registering from a
+run happens entirely on the server (the run's artifacts never travel). Deploying: the entry
+script's folder is uploaded the same way and the service's supervisor starts ON THE SERVER.
+
+Permissions: a model registered from a run (or a version with an experiment) is changed with EDIT
+on that experiment, and one of an experiment the caller cannot see is a 404, as for its reads; a
+model with no experiment is changed by any member or admin (the route's ``write``). A new version
+of an existing name needs EDIT on the experiments its versions come from (403 "the name is taken"
+otherwise: nobody slips a "latest" under a model others deploy by name). Deploying needs
+the ``write`` permission and that every model served is visible to the caller; a service serving
+only models the caller cannot see is a 404 to it (as in ``GET /api/v1/services``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from torchyard.errors import NotFoundError, SpecError
+from torchyard.server.api_models import _model_visible, _registry, _serves_visible, _version
+from torchyard.server.api_remote import _body, _sha, _str_map, materialize_upload
+from torchyard.server.auth import current, require_experiment
+from torchyard.server.routing import READ, WRITE, _ctx, _json, _run_row, _sdk_run, endpoint
+
+
+def _record(request: Request, name: str, version: int | None = None, alias: str | None = None) -> Any:
+    """A version the caller may see (else the 404 of a missing one)."""
+    record = _registry(request).get(name, version, alias)
+    _model_visible(request, record)
+    return record
+
+
+def _editable(request: Request, name: str, version: int | None = None) -> Any:
+    """A version the caller may change: EDIT on its experiment (hidden: 404), or any writer when it
+    belongs to no experiment."""
+    record = _record(request, name, version)
+    if record.experiment:
+        try:
+            require_experiment(_ctx(request).auth, record.experiment, "EDIT")
+        except NotFoundError:
+            raise NotFoundError(f"no model {name!r} in this workspace") from None
+    return record
+
+
+def _may_add_version(request: Request, name: str) -> None:
+    """A new version of an existing name needs EDIT on every experiment its versions come from, so
+    nobody can slip a "latest" version under a model others deploy by name. (A refusal says the
+    name is taken, not by what.)"""
+    from torchyard.server.auth import Forbidden  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    experiments = {r.experiment for r in _registry(request).list(name=name) if r.experiment}
+    for experiment in sorted(experiments):
+        try:
+            require_experiment(ctx.auth, experiment, "EDIT")
+        except (NotFoundError, Forbidden):
+            raise Forbidden(f"the model name {name!r} is taken by versions you may not change; "
+                            "register under another name") from None
+
+
+def _set_model_creator(ctx: Any, name: str, version: int, user: str) -> None:
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from torchyard.workspace.schema import models  # noqa: PLC0415
+
+    with ctx.store.engine.begin() as conn:
+        conn.execute(update(models).where(models.c.name == name, models.c.version == version).values(created_by=user))
+
+
+def _text(body: dict[str, Any], key: str, limit: int = 10_000) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise SpecError(key, f"must be a string of at most {limit} characters")
+    return value
+
+
+# ---- register ------------------------------------------------------------------------------------
+
+
+@endpoint("POST", "/api/v1/models", permission=WRITE)
+async def register_model(request: Request) -> Response:
+    """Register uploaded files as the next version of a model: {"name", "snapshot" (an uploaded
+    manifest), "kind" ("file" or "folder"), "file_name", "tags", "properties", "description",
+    "framework"}. The version's record."""
+    from torchyard.workspace.models import check_model_name  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    name = check_model_name(body.get("name"))
+    snap = _sha(body.get("snapshot"), "snapshot")
+    kind = body.get("kind", "folder")
+    if kind not in ("file", "folder"):
+        raise SpecError("kind", f"must be 'file' or 'folder', got {kind!r}")
+    file_name = _text(body, "file_name", 255)
+    if file_name is not None and (not file_name or "/" in file_name or file_name in (".", "..") or "\x00" in file_name):
+        raise SpecError("file_name", f"{file_name!r} is not a file name")
+    tags, props = _str_map(body.get("tags"), "tags"), _str_map(body.get("properties"), "properties")
+    description, framework = _text(body, "description"), _text(body, "framework", 100)
+    principal, _ = current()
+
+    def work() -> dict[str, Any]:
+        ws = ctx.workspace
+        if not os.path.exists(ws.snapshots.manifest_path(snap)):
+            raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+        manifest = ws.snapshots.load(snap)
+        if kind == "file" and manifest.file_count != 1:
+            raise SpecError("kind", f"a file model is one file; the manifest holds {manifest.file_count}")
+        _may_add_version(request, name)
+        tmp = tempfile.mkdtemp(prefix="model-", dir=ws.snapshots.tmp_dir)
+        try:
+            ws.snapshots.materialize(snap, tmp)
+            path = os.path.join(tmp, manifest.files[0].path) if kind == "file" else tmp
+            record = _registry(request).register(name, path, tags=tags, properties=props, description=description,
+                                                 framework=framework, file_name=file_name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _set_model_creator(ctx, record.name, record.version, principal.user)
+        return dict(record.to_dict())
+
+    return _json({"model": await asyncio.to_thread(work)}, 201)
+
+
+@endpoint("POST", "/api/v1/runs/{run_id}/models", permission=WRITE)
+async def register_run_model(request: Request) -> Response:
+    """``run.register_model``: register the run's artifact {"model_path"} (a file or a folder prefix)
+    as the next version of {"name"}, with lineage; needs EDIT on the run's experiment."""
+    from torchyard.models.model import register_from_run  # noqa: PLC0415
+    from torchyard.workspace.models import check_model_name  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    name = check_model_name(body.get("name"))
+    model_path = _text(body, "model_path", 4096) or "outputs/model.pt"
+    tags, props = _str_map(body.get("tags"), "tags"), _str_map(body.get("properties"), "properties")
+    description, framework = _text(body, "description"), _text(body, "framework", 100)
+    principal, _ = current()
+
+    def work() -> dict[str, Any]:
+        _run_row(ctx, request.path_params["run_id"], "EDIT")
+        _may_add_version(request, name)
+        run = _sdk_run(ctx, request.path_params["run_id"])
+        model = register_from_run(run, name, model_path, tags, props, description, framework)
+        _set_model_creator(ctx, model.name, model.version, principal.user)
+        return dict(model.serialize())
+
+    return _json({"model": await asyncio.to_thread(work)}, 201)
+
+
+# ---- a version's files -----------------------------------------------------------------------------
+
+
+@endpoint("GET", "/api/v1/models/{name}/versions/{version}/files", permission=READ)
+def model_files(request: Request) -> Response:
+    """A version's files: path (relative to the model's folder, or the file's name), size, SHA-256."""
+    record = _record(request, request.path_params["name"], _version(request))
+    manifest = _ctx(request).workspace.snapshots.load(record.manifest_id)
+    return _json({"model": record.id, "kind": record.kind, "file_name": record.file_name,
+                  "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in manifest.files]})
+
+
+@endpoint("GET", "/api/v1/models/{name}/versions/{version}/files/{path:path}", permission=READ)
+def model_file(request: Request) -> Response:
+    """One file of a version (looked up in its manifest by path: never a path on the server's disk)."""
+    record = _record(request, request.path_params["name"], _version(request))
+    store = _ctx(request).workspace.snapshots
+    wanted = request.path_params["path"]
+    for f in store.load(record.manifest_id).files:
+        if f.path == wanted:
+            return FileResponse(store.object_path(f.sha256), media_type="application/octet-stream",
+                                headers={"cache-control": "no-store", "x-sha256": f.sha256})
+    raise NotFoundError(f"model {record.id} has no file {wanted!r}")
+
+
+# ---- change a version -----------------------------------------------------------------------------
+
+
+@endpoint("POST", "/api/v1/models/{name}/versions/{version}/tags", permission=WRITE)
+async def model_tags(request: Request) -> Response:
+    """Set {"set": {K: V}} and remove {"remove": [K]} tags of a version."""
+    body = await _body(request)
+    tags = _str_map(body.get("set"), "set")
+    remove = body.get("remove") or []
+    if not isinstance(remove, list) or len(remove) > 100 or not all(isinstance(k, str) for k in remove):
+        raise SpecError("remove", "must be a list of tag keys")
+
+    def work() -> dict[str, Any]:
+        record = _editable(request, request.path_params["name"], _version(request))
+        _registry(request).set_tags(record.name, record.version, tags, remove=remove or None)
+        return dict(_registry(request).get(record.name, record.version).to_dict())
+
+    return _json({"model": await asyncio.to_thread(work)})
+
+
+@endpoint("POST", "/api/v1/models/{name}/versions/{version}/properties", permission=WRITE)
+async def model_properties(request: Request) -> Response:
+    """Add {"properties": {K: V}} to a version (add-only: another value for a set key is refused)."""
+    props = _str_map((await _body(request)).get("properties"), "properties")
+
+    def work() -> dict[str, Any]:
+        record = _editable(request, request.path_params["name"], _version(request))
+        _registry(request).add_properties(record.name, record.version, props)
+        return dict(_registry(request).get(record.name, record.version).to_dict())
+
+    return _json({"model": await asyncio.to_thread(work)})
+
+
+@endpoint("PUT", "/api/v1/models/{name}/aliases/{alias}", permission=WRITE)
+async def set_model_alias(request: Request) -> Response:
+    """Point an alias at {"version": N} of the model (EDIT on that version's experiment)."""
+    body = await _body(request)
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SpecError("version", "must be a positive integer")
+
+    def work() -> dict[str, Any]:
+        record = _editable(request, request.path_params["name"], version)
+        _registry(request).set_alias(record.name, record.version, request.path_params["alias"])
+        return dict(_registry(request).get(record.name, record.version).to_dict())
+
+    return _json({"model": await asyncio.to_thread(work)})
+
+
+@endpoint("DELETE", "/api/v1/models/{name}/aliases/{alias}", permission=WRITE)
+def remove_model_alias(request: Request) -> Response:
+    """Remove an alias (EDIT on the experiment of the version it points at)."""
+    name, alias = request.path_params["name"], request.path_params["alias"]
+    record = _editable_alias(request, name, alias)
+    _registry(request).remove_alias(record.name, alias)
+    return _json({"name": name, "alias": alias, "removed": True})
+
+
+def _editable_alias(request: Request, name: str, alias: str) -> Any:
+    try:
+        record = _registry(request).get(name, None, alias)
+    except NotFoundError:
+        raise NotFoundError(f"model {name!r} has no alias {alias!r}") from None
+    return _editable(request, name, record.version)
+
+
+@endpoint("DELETE", "/api/v1/models/{name}/versions/{version}", permission=WRITE)
+def delete_model(request: Request) -> Response:
+    """Delete a version (refused while a service of the server uses it)."""
+    from torchyard.models.model import Model  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    record = _editable(request, request.path_params["name"], _version(request))
+    Model(ctx.workspace, _record=record).delete()
+    ctx.auth.audit(current()[0].user, "model.delete", record.id, experiment=record.experiment)
+    return _json({"model": record.id, "deleted": True})
+
+
+# ---- services ----------------------------------------------------------------------------------------
+
+_DEPLOY_FIELDS = ("port", "host", "workers", "auth_enabled", "max_concurrent_requests", "request_timeout_ms",
+                  "max_batch_size", "max_batch_delay_ms", "threads_per_worker", "num_replicas", "cpus_per_replica",
+                  "max_request_bytes")
+
+
+@endpoint("POST", "/api/v1/services", permission=WRITE)
+async def deploy_service(request: Request) -> Response:
+    """Start a model service on the server: {"name", "models": ["NAME:VERSION"], "entry_script",
+    "snapshot" (its uploaded source folder), "environment_variables", "deployment_config" (the
+    fields of ``LocalWebservice.deploy_configuration``), "deployment_target", "overwrite"}."""
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    name = check_name(body.get("name"), "name")  # type: ignore[arg-type]
+    ids = body.get("models")
+    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    entry = _text(body, "entry_script", 1024) or "score.py"
+    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
+    raw_cfg = body.get("deployment_config") or {}
+    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+    target = _text(body, "deployment_target", 128)
+    overwrite = bool(body.get("overwrite"))
+
+    def work() -> dict[str, Any]:
+        from torchyard.models.webservice import InferenceConfig, LocalWebservice, deploy  # noqa: PLC0415
+
+        # each model must be one the caller may see (else: as if it did not exist)
+        records = [_record_of_id(request, model_id) for model_id in ids]
+        if overwrite and _exists(ctx, name):
+            _service(request, name)  # replacing one needs seeing it
+        snap = _sha(body.get("snapshot"), "snapshot")
+        if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
+            raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+        folder = materialize_upload(ctx.workspace, snap)
+        config = LocalWebservice.deploy_configuration(**raw_cfg)
+        inference = InferenceConfig(entry_script=entry, source_directory=folder, environment_variables=env_vars)
+        svc = deploy(ctx.workspace, name, [r.id for r in records], inference, config, target, overwrite)
+        ctx.auth.audit(current()[0].user, "service.deploy", name, models=[r.id for r in records])
+        return {"name": svc.name, "state": svc.state}
+
+    return _json({"service": await asyncio.to_thread(work)}, 201)
+
+
+def _exists(ctx: Any, name: str) -> bool:
+    from torchyard.workspace import services  # noqa: PLC0415
+
+    return name in services.list_services(ctx.workspace.path)
+
+
+def _service(request: Request, name: str) -> Any:
+    """A service the caller may see (else the 404 of a missing one)."""
+    from torchyard.models.webservice import Webservice  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    try:
+        check_name(name, "name")
+    except SpecError:
+        raise NotFoundError(f"no service {name!r} in this workspace") from None
+    svc = Webservice(_ctx(request).workspace, name)
+    if not _serves_visible(request, svc.models):
+        raise NotFoundError(f"no service {name!r} in this workspace")
+    return svc
+
+
+@endpoint("POST", "/api/v1/services/{name}/update", permission=WRITE)
+async def update_service(request: Request) -> Response:
+    """``Webservice.update`` on the server, with no request dropped: {"models"} and/or new code
+    {"entry_script", "snapshot", "environment_variables"} and/or {"deployment_config"}."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    ids = body.get("models")
+    if ids is not None and (not isinstance(ids, list) or not ids or len(ids) > 100
+                            or not all(isinstance(m, str) for m in ids)):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    raw_cfg = body.get("deployment_config")
+    if raw_cfg is not None and (not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS)):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+
+    def work() -> dict[str, Any]:
+        from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
+
+        svc = _service(request, request.path_params["name"])
+        records = [_record_of_id(request, m) for m in ids] if ids is not None else None
+        inference = None
+        if body.get("snapshot") is not None:
+            snap = _sha(body.get("snapshot"), "snapshot")
+            if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
+                raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+            inference = InferenceConfig(entry_script=_text(body, "entry_script", 1024) or "score.py",
+                                        source_directory=materialize_upload(ctx.workspace, snap),
+                                        environment_variables=_str_map(body.get("environment_variables"),
+                                                                       "environment_variables"))
+        config = LocalWebservice.deploy_configuration(**raw_cfg) if raw_cfg is not None else None
+        svc.update(models=[r.id for r in records] if records is not None else None, inference_config=inference,
+                   deployment_config=config)
+        ctx.auth.audit(current()[0].user, "service.update", svc.name, models=svc.models)
+        return {"name": svc.name, "state": svc.state, "models": svc.models}
+
+    return _json({"service": await asyncio.to_thread(work)})
+
+
+@endpoint("DELETE", "/api/v1/services/{name}", permission=WRITE)
+def delete_service(request: Request) -> Response:
+    """Stop a service on the server and remove it (its workers drain first)."""
+    ctx = _ctx(request)
+    svc = _service(request, request.path_params["name"])
+    svc.delete()
+    ctx.auth.audit(current()[0].user, "service.delete", svc.name)
+    return _json({"name": svc.name, "deleted": True})
+
+
+@endpoint("GET", "/api/v1/services/{name}/keys", permission=WRITE)
+def service_keys(request: Request) -> Response:
+    """A service's (primary, secondary) scoring keys (one deployed with auth_enabled)."""
+    svc = _service(request, request.path_params["name"])
+    primary, secondary = svc.get_keys()
+    return _json({"primary": primary, "secondary": secondary})
+
+
+# ---- endpoints -----------------------------------------------------------------------------------------
+
+
+def _endpoint(request: Request) -> Any:
+    from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
+    from torchyard.workspace.workspace import check_name  # noqa: PLC0415
+
+    name = request.path_params["name"]
+    try:
+        check_name(name, "name")
+    except SpecError:
+        raise NotFoundError(f"no endpoint {name!r} in this workspace") from None
+    return Endpoint(_ctx(request).workspace, name)
+
+
+@endpoint("POST", "/api/v1/endpoints", permission=WRITE)
+async def create_endpoint(request: Request) -> Response:
+    """Start an online endpoint's router on the server: {"name", "auth_mode" ("key" or null), "port",
+    "host", "description", "max_request_bytes"}."""
+    from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
+
+    ctx = _ctx(request)
+    body = await _body(request)
+    known = {"name", "auth_mode", "port", "host", "description", "max_request_bytes"}
+    if set(body) - known:
+        raise SpecError("body", f"unknown fields {sorted(set(body) - known)}; expected {sorted(known)}")
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise SpecError("name", "must be the endpoint's name")
+    kwargs = {k: body[k] for k in ("auth_mode", "port", "host", "description", "max_request_bytes") if k in body
+              and body[k] is not None}
+
+    def work() -> dict[str, Any]:
+        ep = Endpoint.create(ctx.workspace, name, **kwargs)
+        ctx.auth.audit(current()[0].user, "endpoint.create", name)
+        return {"name": ep.name, "state": ep.state}
+
+    return _json({"endpoint": await asyncio.to_thread(work)}, 201)
+
+
+@endpoint("POST", "/api/v1/endpoints/{name}/deployments", permission=WRITE)
+async def deploy_to_endpoint(request: Request) -> Response:
+    """Add or replace a deployment: {"deployment", "models", "entry_script", "snapshot",
+    "environment_variables", "deployment_config", "deployment_target"} (as ``POST /api/v1/services``);
+    the first one takes all the traffic."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    deployment = body.get("deployment")
+    if not isinstance(deployment, str):
+        raise SpecError("deployment", "must be the deployment's name")
+    ids = body.get("models")
+    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    entry = _text(body, "entry_script", 1024) or "score.py"
+    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
+    raw_cfg = body.get("deployment_config") or {}
+    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+    target = _text(body, "deployment_target", 128)
+
+    def work() -> dict[str, Any]:
+        from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
+
+        ep = _endpoint(request)
+        records = [_record_of_id(request, model_id) for model_id in ids]
+        snap = _sha(body.get("snapshot"), "snapshot")
+        if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
+            raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
+        folder = materialize_upload(ctx.workspace, snap)
+        inference = InferenceConfig(entry_script=entry, source_directory=folder, environment_variables=env_vars)
+        svc = ep.deploy(deployment, [r.id for r in records], inference,
+                        LocalWebservice.deploy_configuration(**raw_cfg), target)
+        ctx.auth.audit(current()[0].user, "endpoint.deploy", ep.name, deployment=deployment,
+                       models=[r.id for r in records])
+        return {"endpoint": ep.name, "deployment": deployment, "service": svc.name, "traffic": ep.traffic}
+
+    return _json(await asyncio.to_thread(work), 201)
+
+
+def _record_of_id(request: Request, model_id: str) -> Any:
+    model_name, _sep, number = model_id.partition(":")
+    try:
+        version = int(number) if number else None
+    except ValueError:
+        raise SpecError("models", f"expected NAME or NAME:VERSION, got {model_id!r}") from None
+    return _record(request, model_name, version)
+
+
+@endpoint("PUT", "/api/v1/endpoints/{name}/traffic", permission=WRITE)
+async def set_endpoint_traffic(request: Request) -> Response:
+    """Split live traffic {"traffic": {DEPLOYMENT: PERCENT}} and mirror {"mirror": {...}}; returns
+    once the router applies it."""
+    body = await _body(request)
+
+    def work() -> dict[str, Any]:
+        ep = _endpoint(request)
+        ep.set_traffic(body.get("traffic"), body.get("mirror"))
+        return {"traffic": ep.traffic, "mirror": ep.mirror_traffic}
+
+    return _json(await asyncio.to_thread(work))
+
+
+@endpoint("DELETE", "/api/v1/endpoints/{name}/deployments/{deployment}", permission=WRITE)
+def delete_endpoint_deployment(request: Request) -> Response:
+    """Remove a deployment that takes no traffic."""
+    ep = _endpoint(request)
+    ep.delete_deployment(request.path_params["deployment"])
+    return _json({"endpoint": ep.name, "deployment": request.path_params["deployment"], "deleted": True})
+
+
+@endpoint("DELETE", "/api/v1/endpoints/{name}", permission=WRITE)
+def delete_endpoint(request: Request) -> Response:
+    """Stop an endpoint's router and delete every deployment."""
+    ctx = _ctx(request)
+    ep = _endpoint(request)
+    ep.delete()
+    ctx.auth.audit(current()[0].user, "endpoint.delete", ep.name)
+    return _json({"endpoint": ep.name, "deleted": True})
+
+
+@endpoint("GET", "/api/v1/endpoints/{name}/keys", permission=WRITE)
+def endpoint_keys(request: Request) -> Response:
+    """An endpoint's (primary, secondary) keys (one created with auth_mode "key")."""
+    primary, secondary = _endpoint(request).get_keys()
+    return _json({"primary": primary, "secondary": secondary})
