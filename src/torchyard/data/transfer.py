@@ -69,7 +69,7 @@ def resolve_input(
             log,
             f"input {_location(reference)}: {result['files']} file(s), {_fmt_bytes(result['bytes_total'])} -> {result['path']}; "
             f"{_fmt_bytes(result['bytes_downloaded'])} transferred, {cached} file(s) from the cache or hard-linked, "
-            f"{time.monotonic() - started:.2f} s",
+            f"{time.monotonic() - started:.2f} s" + (" (through presigned URLs: no credentials)" if presigned else ""),
         )
     else:
         _say(log, f"input {_location(reference)}: using {result['path']} in place ({result['files']} file(s), "
