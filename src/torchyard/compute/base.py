@@ -232,6 +232,12 @@ class Handle(abc.ABC):
         Called exactly once after the job ended, whatever the outcome. Must not raise."""
         return None
 
+    def wait(self, timeout: float) -> bool:
+        """Block for at most ``timeout`` seconds until the job may have moved on (a target that can be
+        told, as Ray's object refs can); False, at once, when it cannot (the supervisor then sleeps its
+        own tick). Lets a job start without waiting out a tick per stage."""
+        return False
+
 
 class ComputeTarget(abc.ABC):
     """Where runs execute. A subclass declares ``kind``, ``features`` and ``options``; the

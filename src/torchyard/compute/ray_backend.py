@@ -148,6 +148,28 @@ class RayHandle(Handle):
             self._fail(f"lost the connection to the Ray cluster at {self.target.address!r}: {err}")
         return self.rc
 
+    def wait(self, timeout: float) -> bool:
+        """Until the next of the refs this state waits on is ready (the placement group, a node's
+        setup, a launcher started or ended), at most ``timeout``."""
+        ray = self.ray
+        if self.state == "placing":
+            pending = [self.pg_ready]
+        elif self.state == "setting up":
+            pending = ray.wait(self.setup_refs, num_returns=len(self.setup_refs), timeout=0)[1]
+        elif self.state == "running":
+            pending = list(self.start_refs) + [r for k, r in enumerate(self.wait_refs)
+                                               if k < len(self.codes) and self.codes[k] is None]
+            pending = ray.wait(pending, num_returns=len(pending), timeout=0)[1] if pending else []
+        else:
+            return False
+        if not pending:
+            return False
+        try:
+            ray.wait(pending, num_returns=1, timeout=max(0.0, timeout))
+        except Exception:  # noqa: BLE001 - a broken connection shows at the next poll
+            return False
+        return True
+
     def _advance(self) -> None:
         ray = self.ray
         if self.rc is not None:

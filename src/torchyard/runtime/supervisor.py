@@ -245,8 +245,10 @@ class Supervisor:
                 self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
                 handle.cancel()
             self._heartbeat(now)
-            # sleep until a launcher exits (SIGCHLD) or the next ingest is due
-            signal.sigtimedwait({signal.SIGCHLD}, max(0.001, min(next_ingest, self.next_beat) - time.time()))
+            # sleep until the job moves on (a target that can say), a launcher exits (SIGCHLD) or the next ingest is due
+            tick = max(0.001, min(next_ingest, self.next_beat) - time.time())
+            if not handle.wait(tick):
+                signal.sigtimedwait({signal.SIGCHLD}, tick)
         rc = state.exit_code
         handle.sync()
         self.ingestor.ingest()
