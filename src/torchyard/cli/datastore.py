@@ -92,10 +92,7 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     command = getattr(args, "datastore_command", None)
     if getattr(workspace, "is_remote", False):
         if command in ("upload", "download"):
-            from torchyard.errors import NotSupportedError  # noqa: PLC0415
-
-            raise NotSupportedError(command, "moving a team server's datastore files from a client is not "
-                                    "supported yet; use runs' inputs and outputs, or do it on the server")
+            return _remote_transfer(args, workspace, command)
         if command in ("add", "list"):
             return _remote(args, workspace, command)
     if command == "add":
@@ -165,6 +162,25 @@ def _remote(args: argparse.Namespace, workspace: Any, command: str) -> int:
         print(args.datastore_add_help(), file=sys.stderr, end="")
         return EXIT_USAGE
     print(f"registered datastore {ds.name!r} ({ds.kind}) on the server")
+    return 0
+
+
+def _remote_transfer(args: argparse.Namespace, workspace: Any, command: str) -> int:
+    """``upload`` and ``download`` against a team server: the files travel through the server, which
+    reads and writes the datastore with its own credentials (members and admins)."""
+    ds = workspace.datastores.get(args.name)
+    if command == "upload":
+        src = os.path.abspath(args.src)
+        if not os.path.exists(src):
+            raise SpecError("src", f"{args.src} does not exist")
+        count = ds.upload_files([src], target_path=args.target) if os.path.isfile(src) else \
+            ds.upload(src, target_path=args.target)
+        print(f"uploaded {count} file(s) from {src} to {ds.name}:{args.target or '/'} on the server "
+              f"({ds.last_upload_bytes} bytes sent)")
+        return 0
+    dest = os.path.abspath(args.to)
+    count = ds.download(dest, prefix=args.prefix)
+    print(f"downloaded {count} file(s) from {ds.name}:{args.prefix or '/'} on the server to {dest}")
     return 0
 
 
