@@ -66,9 +66,12 @@ def _clean(path: Any, field: str) -> str:
 def _quiet(ds: Any, err: DataError) -> DataError:
     """A data error without what the datastore is configured with (its URL stays on the server)."""
     text = str(err)
-    for secret in {ds.url, ds.url.rstrip("/"), *(str(v) for v in ds.options.values() if str(v))}:
-        if secret:
-            text = text.replace(secret, f"<{ds.name}>")
+    _scheme, sep, rest = ds.url.partition("://")
+    named = {ds.url, ds.url.rstrip("/"), os.path.realpath(ds.url) if ds.kind == "local" else "",
+             rest.split("/")[0] if sep else "", os.environ.get("AWS_ENDPOINT_URL", ""),
+             *(str(v) for v in ds.options.values())}
+    for secret in sorted((n for n in named if len(n) >= 3), key=len, reverse=True):  # longest first
+        text = text.replace(secret, f"<{ds.name}>")
     return DataError(text)
 
 
@@ -103,7 +106,10 @@ def datastore_file(request: Request) -> Response:
         if not real.startswith(root + os.sep) or not os.path.isfile(real):
             raise missing
         return FileResponse(real, media_type="application/octet-stream", headers=headers)
-    fs = ds.filesystem()
+    try:
+        fs = ds.filesystem()
+    except DataError as err:
+        raise _quiet(ds, err) from None
     url = ds.url_of(path)
     try:
         if not fs.isfile(url):
@@ -159,7 +165,7 @@ async def datastore_upload(request: Request) -> Response:
                 raise _quiet(ds, err) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        ctx.auth.audit(principal.user, "datastore.upload", ds.name, target=target, files=count)
+        ctx.auth.audit(principal.user, "datastore.upload", ds.name, path=target, files=count)
         return {"datastore": ds.name, "target": target, "uploaded": count, "files": manifest.file_count,
                 "bytes": manifest.total_bytes}
 
