@@ -58,12 +58,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="registered datastores")
     ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-    up = sub.add_parser("upload", help="upload a folder (or one file) to a datastore")
+    up = sub.add_parser("upload", help="upload a folder (or one file) to a datastore (through a team server: "
+                        "the server writes it with its credentials)")
     up.add_argument("name")
     up.add_argument("src", help="a folder (its files keep their relative paths) or a file")
     up.add_argument("--target", help="path inside the datastore (default: its root)")
 
-    down = sub.add_parser("download", help="download the files under a path of a datastore")
+    down = sub.add_parser("download", help="download the files under a path of a datastore (through a team "
+                          "server: streamed back by it)")
     down.add_argument("name")
     down.add_argument("prefix", help="path inside the datastore ('' or / for everything)")
     down.add_argument(
