@@ -517,6 +517,13 @@ def test_only_the_creator_and_admins_change_a_service_or_an_endpoint(env: dict[s
                           timeout=30).status_code == 401
         assert httpx.post(ep.scoring_uri, json={"x": [1]}, headers={"Authorization": f"Bearer {ep.get_keys()[0]}"},
                           timeout=30).status_code != 401
+        ep.deploy("blue", [model], inference)  # its deployment's service is the endpoint creator's
+        assert Webservice(other, "owned-ep.blue").state == "Healthy"
+        with pytest.raises(AccessDenied, match="403"):
+            Webservice(other, "owned-ep.blue").delete()
+        with pytest.raises(AccessDenied, match="403"):
+            Endpoint(other, "owned-ep").deploy("green", [model], inference)
+        assert list(Endpoint(other, "owned-ep").traffic) == ["blue"]
         for who, ws in (("other member", other), ("viewer", viewer)):
             seen = Endpoint(ws, "owned-ep")
             assert seen.state == "Healthy", who
