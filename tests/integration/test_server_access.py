@@ -25,6 +25,7 @@ EXP = "secret-exp"
 RUN = "secret_run"
 SWEEP = "secret_sweep"
 DONE_SWEEP = "secret_done_sweep"
+STORE = "files-store"  # a datastore of the server
 WHO = ("admin", "member", "viewer", "outsider", "expired", "none")
 OBJ = b"print('hello from an uploaded object')\n"
 OBJ_SHA = hashlib.sha256(OBJ).hexdigest()
@@ -67,6 +68,15 @@ def env(pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     with ws.store.engine.begin() as conn:
         conn.execute(update(experiments).where(experiments.c.name == EXP).values(created_by="member"))
     access.grant(EXP, "viewer", "READ", by="test")
+    # a server datastore holding outputs/model.txt and a symbolic link out of its folder
+    from torchyard.data.datastore import Datastore
+
+    store_dir = root / "datastore" / "outputs"
+    store_dir.mkdir(parents=True)
+    (store_dir / "model.txt").write_bytes(b"datastore bytes")
+    (root / "secret.txt").write_text("top secret content")
+    (store_dir / "link.txt").symlink_to(root / "secret.txt")
+    Datastore.register_local(ws, STORE, str(root / "datastore"))
     tokens = {
         "admin": access.create_token("admin", scope="admin")[1],
         "member": access.create_token("member", scope="write")[1],
@@ -240,6 +250,18 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("POST", "/api/v1/compute"): ("/api/v1/compute", {"kind": "ray", "name": "matrix-ray",
                                                      "config": {"address": "127.0.0.1:6379"}}, ADMIN_ONLY),
     ("DELETE", "/api/v1/compute/{name}"): ("/api/v1/compute/matrix-ray", None, ADMIN_ONLY),
+    # keys of services and endpoints (changing them: their creator or an admin; none exists here)
+    ("POST", "/api/v1/services/{name}/keys"): ("/api/v1/services/nosuch/keys", {"key": "primary"}, NO_SUCH_WRITE),
+    ("POST", "/api/v1/endpoints/{name}/keys"): ("/api/v1/endpoints/nosuch/keys", {"key": "primary"}, NO_SUCH_WRITE),
+    # datastore files through the server: members and admins, not viewers
+    ("GET", "/api/v1/datastores/{name}/files"): (f"/api/v1/datastores/{STORE}/files", None, WRITERS),
+    ("GET", "/api/v1/datastores/{name}/files/{path:path}"): (f"/api/v1/datastores/{STORE}/files/outputs/model.txt",
+                                                           None, WRITERS),
+    ("POST", "/api/v1/datastores/{name}/upload"): (f"/api/v1/datastores/{STORE}/upload",
+                                                  {"snapshot": _submit_body()["snapshot"], "target": "matrix"}, WRITERS),
+    # environments: a run's (READ on its experiment), pruning the server's builds (admins)
+    ("GET", "/api/v1/runs/{run_id}/environment"): (f"{R}/environment", None, RUN_READ),
+    ("POST", "/api/v1/environments/prune"): ("/api/v1/environments/prune", {"older_than_days": 365}, ADMIN_ONLY),
     ("GET", "/models"): ("/models", None, EVERYONE),  # the pages: HTML shells, their data is checked above
     ("GET", "/models/{name}"): ("/models/hushmodel", None, EVERYONE),
     ("GET", "/models/{name}/versions/{version}"): ("/models/hushmodel/versions/1", None, EVERYONE),
@@ -378,7 +400,8 @@ def test_path_traversal_corpus_on_every_path_taking_route(env: dict[str, Any]) -
                 path = route
                 for p in [p for p in route.split("/") if p.startswith("{")]:
                     name = p.strip("{}").split(":")[0]
-                    value = attack if name == param else {"run_id": RUN, "name": EXP, "user": "extra", "rank": "0",
+                    value = attack if name == param else {"run_id": RUN, "user": "extra", "rank": "0",
+                                                          "name": STORE if "/datastores/" in route else EXP,
                                                           "sha256": OBJ_SHA, "token_id": "0" * 16,
                                                           "path": "outputs/model.txt", "version": "1",
                                                           "alias": "champion", "deployment": "blue", "node": "0"}[name]

@@ -16,6 +16,8 @@ import pgserver
 import pytest
 from teamserver import access_store, cli, make_users, team_server
 
+from torchyard.errors import NotFoundError, SpecError
+
 TRIAL = """\
 import argparse, time
 from torchyard import Run
@@ -441,9 +443,11 @@ def test_registrations_are_admin_only_and_what_they_name_stays_on_the_server(env
     leaks = [(path, s) for path, text in bodies.items() for s in SECRETS if s in text]
     leaks += [("cli", s) for text in outputs for s in SECRETS if s in text]
     assert not leaks, leaks
-    for argv in (("datastore", "upload", "lds", str(folder)), ("env", "prune")):  # not yet remotely: one line
-        not_yet = ty(*argv, check=False)
-        assert not_yet.returncode == 2 and "Traceback" not in not_yet.stderr and not_yet.stderr.count("\n") == 1
+    for argv in (("datastore", "upload", "sds", str(tmp_path / "reqs.txt")), ("datastore", "download", "sds", "x")):
+        failed = ty(*argv, check=False)  # the server's S3 error, in one line and without what sds names
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr and failed.stderr.count("\n") == 1
+    leaks = [("cli", s) for text in outputs for s in SECRETS if s in text]
+    assert not leaks, leaks
     ty("compute", "remove", "rayc")
     assert "rayc" not in [r["name"] for r in env["ws"].compute_targets.list()]
     entries = httpx.get(f"{url}/api/v1/audit", headers={"Authorization": f"Bearer {env['tokens']['admin']}"},
@@ -451,3 +455,200 @@ def test_registrations_are_admin_only_and_what_they_name_stays_on_the_server(env
     done = {(e["user_name"], e["action"], e["target"]) for e in entries}
     assert {("admin", "environment.register", "reg-env:1"), ("admin", "datastore.register", "sds"),
             ("admin", "compute.attach", "rayc"), ("admin", "compute.remove", "rayc")} <= done
+
+
+# ---- ownership and keys of services and endpoints (issue 15) --------------------------------------
+
+
+def test_only_the_creator_and_admins_change_a_service_or_an_endpoint(env: dict[str, Any], tmp_path: Path) -> None:
+    """Role matrix: admin, the creating member, another member, a viewer. Everyone who sees the
+    service reads it; only its creator and admins regenerate its keys, update or delete it."""
+    from torchyard import InferenceConfig, LocalWebservice, Model, Webservice
+    from torchyard.models.endpoint import Endpoint
+    from torchyard.remote.client import AccessDenied
+
+    member, other, viewer, admin = (_ws(env, w) for w in ("member", "outsider", "viewer", "admin"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.txt").write_text("owned weights")
+    model = Model.register(member, str(tmp_path / "m"), "owned-model")  # no experiment: every member sees it
+    inference = InferenceConfig(entry_script="score.py", source_directory=str(env["root"] / "score"))
+    svc = Model.deploy(member, "owned-svc", [model], inference,
+                       LocalWebservice.deploy_configuration(auth_enabled=True))
+    ep = Endpoint.create(member, "owned-ep", auth_mode="key")
+    try:
+        svc.wait_for_deployment(timeout_sec=90)
+        doc = json.loads((Path(env["ws"].path) / "services" / "owned-svc" / "service.json").read_text())
+        assert doc["created_by"] == "member"
+        uri = svc.scoring_uri
+        old_primary, old_secondary = svc.get_keys()
+        assert svc.run({"x": [1]}) == {"sum": 1, "weights": "owned weights"}
+        # the creator regenerates the primary key on the server: the old one stops working at once
+        svc.regen_key("primary")
+        new_primary, secondary = svc.get_keys()
+        assert new_primary != old_primary and secondary == old_secondary
+        assert httpx.post(uri, json={"x": [1]}, headers={"Authorization": f"Bearer {old_primary}"},
+                          timeout=30).status_code == 401
+        assert svc.run({"x": [2]}) == {"sum": 2, "weights": "owned weights"}
+        with pytest.raises(SpecError, match="key"):
+            svc.regen_key("tertiary")
+        # another member and a viewer read it, and may not change it
+        for who, ws in (("other member", other), ("viewer", viewer)):
+            seen = Webservice(ws, "owned-svc")
+            assert seen.state == "Healthy" and seen.models == ["owned-model:1"], who
+            with pytest.raises(AccessDenied, match="403"):
+                seen.regen_key("primary")
+            with pytest.raises(AccessDenied, match="403"):
+                seen.update(models=[model])
+            with pytest.raises(AccessDenied, match="403"):
+                seen.delete()
+            with pytest.raises(AccessDenied, match="403"):
+                Model.deploy(ws, "owned-svc", [model], inference, overwrite=True)
+        assert Webservice(member, "owned-svc").get_keys()[0] == new_primary  # nothing changed
+        # an admin may: regenerate the secondary key
+        Webservice(admin, "owned-svc").regen_key("secondary")
+        assert svc.get_keys() == (new_primary, Webservice(admin, "owned-svc").get_keys()[1])
+        assert svc.get_keys()[1] != old_secondary
+
+        # an endpoint: the same rule
+        e_primary, _ = ep.get_keys()
+        ep.regen_key("primary")
+        assert ep.get_keys()[0] != e_primary
+        assert httpx.post(ep.scoring_uri, json={"x": [1]}, headers={"Authorization": f"Bearer {e_primary}"},
+                          timeout=30).status_code == 401
+        assert httpx.post(ep.scoring_uri, json={"x": [1]}, headers={"Authorization": f"Bearer {ep.get_keys()[0]}"},
+                          timeout=30).status_code != 401
+        ep.deploy("blue", [model], inference)  # its deployment's service is the endpoint creator's
+        assert Webservice(other, "owned-ep.blue").state == "Healthy"
+        with pytest.raises(AccessDenied, match="403"):
+            Webservice(other, "owned-ep.blue").delete()
+        with pytest.raises(AccessDenied, match="403"):
+            Endpoint(other, "owned-ep").deploy("green", [model], inference)
+        assert list(Endpoint(other, "owned-ep").traffic) == ["blue"]
+        for who, ws in (("other member", other), ("viewer", viewer)):
+            seen = Endpoint(ws, "owned-ep")
+            assert seen.state == "Healthy", who
+            with pytest.raises(AccessDenied, match="403"):
+                seen.regen_key("secondary")
+            with pytest.raises(AccessDenied, match="403"):
+                seen.set_traffic({})
+            with pytest.raises(AccessDenied, match="403"):
+                seen.delete()
+        cli_env = {"TORCHYARD_SERVER": env["server"].url, "TORCHYARD_TOKEN": env["tokens"]["outsider"],
+                   "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+        refused = cli("endpoint", "delete", "owned-ep", env=cli_env, check=False)
+        assert refused.returncode == 2 and "403" in refused.stderr and "creator" in refused.stderr
+        assert "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+        Endpoint(admin, "owned-ep").regen_key("secondary")  # an admin may
+        Endpoint(admin, "owned-ep").delete()  # ... and delete another's endpoint
+        with pytest.raises(NotFoundError):
+            Endpoint(member, "owned-ep")
+        svc.delete()  # the creator may
+        with pytest.raises(NotFoundError):
+            Webservice(member, "owned-svc")
+    finally:
+        for name, kind in (("owned-svc", Webservice), ("owned-ep", Endpoint)):
+            try:
+                kind(env["ws"], name).delete()
+            except NotFoundError:
+                pass
+    entries = httpx.get(f"{env['server'].url}/api/v1/audit", timeout=30,
+                        headers={"Authorization": f"Bearer {env['tokens']['admin']}"}).json()["entries"]
+    done = {(e["user_name"], e["action"], e["target"]) for e in entries}
+    assert {("member", "service.regen_key", "owned-svc"), ("admin", "service.regen_key", "owned-svc"),
+            ("member", "endpoint.regen_key", "owned-ep"), ("admin", "endpoint.delete", "owned-ep")} <= done
+
+
+# ---- datastore files and environment builds through the server -------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_datastore_upload_and_download_through_the_server(env: dict[str, Any], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    url = env["server"].url
+    base = {"TORCHYARD_SERVER": url, "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    as_ = {who: {**base, "TORCHYARD_TOKEN": env["tokens"][who]} for who in ("admin", "member", "viewer")}
+    on_server = tmp_path / "server-side-store"
+    on_server.mkdir()
+    cli("datastore", "add", "local", "shared", str(on_server), env=as_["admin"])
+    cli("datastore", "add", "fsspec", "scratch", "memory://scratch-q9", env=as_["admin"])
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha\n")
+    (src / "sub" / "b.bin").write_bytes(bytes(range(256)) * 40)
+    # a member uploads with the CLI: the server writes the files into its datastore
+    up = cli("datastore", "upload", "shared", str(src), "--target", "data/v1", env=as_["member"])
+    assert "uploaded 2 file(s)" in up.stdout and str(on_server) not in up.stdout
+    assert _tree(on_server / "data" / "v1") == _tree(src)
+    again = cli("datastore", "upload", "shared", str(src), "--target", "data/v1", env=as_["member"])
+    assert "(0 bytes sent)" in again.stdout  # content-addressed: nothing the server has travels again
+    one = cli("datastore", "upload", "shared", str(src / "a.txt"), "--target", "one", env=as_["member"])
+    assert "uploaded 1 file(s)" in one.stdout and (on_server / "one" / "a.txt").read_bytes() == b"alpha\n"
+    # ... and downloads, with the CLI and the SDK
+    cli("datastore", "download", "shared", "data", "--to", str(tmp_path / "down"), env=as_["member"])
+    assert _tree(tmp_path / "down" / "data" / "v1") == _tree(src)
+    member = _ws(env, "member")
+    ds = member.datastores.get("shared")
+    assert ds.list("data") == ["data/v1/a.txt", "data/v1/sub/b.bin"]
+    assert ds.download(str(tmp_path / "sdk"), prefix="data/v1/sub") == 1
+    assert (tmp_path / "sdk" / "data" / "v1" / "sub" / "b.bin").read_bytes() == bytes(range(256)) * 40
+    # a non-local datastore (fsspec memory:// in the server's process): streamed back through the server
+    scratch = member.datastores.get("scratch")
+    assert scratch.upload(str(src), target_path="x") == 2
+    assert scratch.download(str(tmp_path / "mem")) == 2 and _tree(tmp_path / "mem" / "x") == _tree(src)
+    assert scratch.upload_files([str(src / "a.txt")], target_path="x", overwrite=False) == 0  # kept
+    # paths stay inside the datastore; viewers may not move files; errors are one line
+    with pytest.raises(SpecError, match="target"):
+        ds.upload(str(src), target_path="../escape")
+    assert not (tmp_path / "escape").exists()
+    auth = {"Authorization": f"Bearer {env['tokens']['member']}"}
+    assert httpx.get(f"{url}/api/v1/datastores/shared/files/data/..%2F..%2Fsecret", headers=auth,
+                     timeout=30).status_code in (400, 404)
+    assert httpx.get(f"{url}/api/v1/datastores/shared/files/nope.txt", headers=auth, timeout=30).status_code == 404
+    for argv in (("upload", "shared", str(src)), ("download", "shared", "data", "--to", str(tmp_path / "v"))):
+        refused = cli("datastore", *argv, env=as_["viewer"], check=False)
+        assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+        assert refused.stderr.count("\n") == 1
+    assert not (tmp_path / "v").exists()
+    missing = cli("datastore", "download", "shared", "no/such/prefix", env=as_["member"], check=False)
+    assert missing.returncode == 2 and "nothing to download" in missing.stderr and "Traceback" not in missing.stderr
+    entries = httpx.get(f"{url}/api/v1/audit", headers={"Authorization": f"Bearer {env['tokens']['admin']}"},
+                        timeout=30).json()["entries"]
+    assert ("member", "datastore.upload", "shared") in {(e["user_name"], e["action"], e["target"]) for e in entries}
+
+
+def test_env_export_and_prune_against_the_server(env: dict[str, Any], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from torchyard import Experiment, PyTorch
+
+    monkeypatch.setenv("TORCHYARD_CACHE_DIR", str(tmp_path / "cache"))
+    url = env["server"].url
+    base = {"TORCHYARD_SERVER": url, "TORCHYARD_WORKSPACE": "", "TORCHYARD_CACHE_DIR": str(tmp_path / "c")}
+    as_ = {who: {**base, "TORCHYARD_TOKEN": env["tokens"][who]} for who in ("admin", "member", "viewer", "outsider")}
+    est = PyTorch(source_directory=str(env["root"] / "train"), entry_script="train.py", compute_target="local")
+    run = Experiment(_ws(env, "member"), EXP).submit(est)
+    assert run.wait_for_completion()["status"] == "Completed"
+    local = env["ws"].get_run(run.id).get_environment()  # what the server's own workspace says
+    assert run.get_environment()["packages"] == local["packages"] and local["packages"]
+    env["access"].grant(EXP, "viewer", "READ", by="test")
+    for who in ("member", "viewer"):  # READ on the experiment is enough
+        out = cli("env", "export", run.id, env=as_[who]).stdout.splitlines()
+        assert out[0] == f"# torchyard: environment of run {run.id}" and out[-len(local["packages"]):] == local["packages"]
+    hidden = cli("env", "export", run.id, env=as_["outsider"], check=False)
+    assert hidden.returncode == 2 and "no run" in hidden.stderr and "Traceback" not in hidden.stderr
+    # prune: admins only; an old, unused cached build on the server goes
+    envs = Path(env["ws"].path) / "envs" / "oldbuild0000"
+    envs.mkdir(parents=True)
+    (envs / ".ready").write_text("")
+    os.utime(envs / ".ready", (time.time() - 30 * 86400,) * 2)
+    for who in ("member", "viewer"):
+        refused = cli("env", "prune", env=as_[who], check=False)
+        assert refused.returncode == 2 and "403" in refused.stderr and "Traceback" not in refused.stderr
+    assert envs.exists()
+    done = cli("env", "prune", "--older-than", "7", env=as_["admin"]).stdout
+    assert "removed 1 cached environment(s) on the server: oldbuild0000" in done and not envs.exists()

@@ -92,6 +92,15 @@ def test_a_run_through_the_server_reads_a_signed_input_and_keeps_its_artifacts_i
                 logs = {k: s3c.get_object(Bucket="tyart", Key=k)["Body"].read().decode() for k in keys
                         if "/logs/inputs_node_" in k}
                 assert len(logs) == 2 and all("through presigned URLs: no credentials" in t for t in logs.values()), logs
+                # a member (no AWS keys here) moves files in and out of the bucket through the server
+                (tmp_path / "up" / "d").mkdir(parents=True)
+                (tmp_path / "up" / "d" / "m.txt").write_bytes(b"from the client")
+                store = ws_member.datastores.get("inputs")
+                assert store.upload(str(tmp_path / "up"), target_path="uploaded") == 1
+                assert s3c.get_object(Bucket="tyinputs", Key="uploaded/d/m.txt")["Body"].read() == b"from the client"
+                assert store.download(str(tmp_path / "back"), prefix="digits") == 1
+                assert (tmp_path / "back" / "digits" / "n.txt").read_bytes() == b"42\n"
+                assert "tyinputs" not in json.dumps(ws_member.client.get("/api/v1/datastores/inputs/files"))
                 # what a client may learn of the datastore: its name and kind, never where or how
                 listed_ds = json.dumps(boss.client.get("/api/v1/datastores"))
                 assert "tyinputs" not in listed_ds and secret not in listed_ds

@@ -58,12 +58,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="registered datastores")
     ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-    up = sub.add_parser("upload", help="upload a folder (or one file) to a datastore")
+    up = sub.add_parser("upload", help="upload a folder (or one file) to a datastore (through a team server: "
+                        "the server writes it with its credentials)")
     up.add_argument("name")
     up.add_argument("src", help="a folder (its files keep their relative paths) or a file")
     up.add_argument("--target", help="path inside the datastore (default: its root)")
 
-    down = sub.add_parser("download", help="download the files under a path of a datastore")
+    down = sub.add_parser("download", help="download the files under a path of a datastore (through a team "
+                          "server: streamed back by it)")
     down.add_argument("name")
     down.add_argument("prefix", help="path inside the datastore ('' or / for everything)")
     down.add_argument(
@@ -92,10 +94,7 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     command = getattr(args, "datastore_command", None)
     if getattr(workspace, "is_remote", False):
         if command in ("upload", "download"):
-            from torchyard.errors import NotSupportedError  # noqa: PLC0415
-
-            raise NotSupportedError(command, "moving a team server's datastore files from a client is not "
-                                    "supported yet; use runs' inputs and outputs, or do it on the server")
+            return _remote_transfer(args, workspace, command)
         if command in ("add", "list"):
             return _remote(args, workspace, command)
     if command == "add":
@@ -165,6 +164,25 @@ def _remote(args: argparse.Namespace, workspace: Any, command: str) -> int:
         print(args.datastore_add_help(), file=sys.stderr, end="")
         return EXIT_USAGE
     print(f"registered datastore {ds.name!r} ({ds.kind}) on the server")
+    return 0
+
+
+def _remote_transfer(args: argparse.Namespace, workspace: Any, command: str) -> int:
+    """``upload`` and ``download`` against a team server: the files travel through the server, which
+    reads and writes the datastore with its own credentials (members and admins)."""
+    ds = workspace.datastores.get(args.name)
+    if command == "upload":
+        src = os.path.abspath(args.src)
+        if not os.path.exists(src):
+            raise SpecError("src", f"{args.src} does not exist")
+        count = ds.upload_files([src], target_path=args.target) if os.path.isfile(src) else \
+            ds.upload(src, target_path=args.target)
+        print(f"uploaded {count} file(s) from {src} to {ds.name}:{args.target or '/'} on the server "
+              f"({ds.last_upload_bytes} bytes sent)")
+        return 0
+    dest = os.path.abspath(args.to)
+    count = ds.download(dest, prefix=args.prefix)
+    print(f"downloaded {count} file(s) from {ds.name}:{args.prefix or '/'} on the server to {dest}")
     return 0
 
 

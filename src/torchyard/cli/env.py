@@ -96,8 +96,7 @@ def cmd_env_register(args: argparse.Namespace) -> int:
 def cmd_env_export(args: argparse.Namespace) -> int:
     """Print a requirements file that rebuilds a run's environment."""
     ws = workspace(args)
-    _local_only(ws, "export")
-    run = ws.get_run(args.run_id)
+    run = ws.get_run(args.run_id)  # a team server's run: its environment is read through the server
     env = run.get_environment()
     if not env:
         raise UsageError(f"run {run.id} has no recorded environment (it has not started yet)")
@@ -116,7 +115,11 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
     from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
 
     ws = workspace(args)
-    _local_only(ws, "prune")
+    if getattr(ws, "is_remote", False):  # the server's builds, pruned there (admins)
+        removed = ws.client.post("/api/v1/environments/prune", {"older_than_days": args.older_than})["removed"]
+        print(f"removed {len(removed)} cached environment(s) on the server" +
+              (f": {', '.join(removed)}" if removed else ""))
+        return 0
     in_use = set()
     for row in ws.store.list_runs():
         if row["status"] in ACTIVE_VALUES:
@@ -126,14 +129,6 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
     removed = prune(ws.path, args.older_than * 86400, in_use)
     print(f"removed {len(removed)} cached environment(s)" + (f": {', '.join(removed)}" if removed else ""))
     return 0
-
-
-def _local_only(ws: Any, what: str) -> None:
-    if getattr(ws, "is_remote", False):
-        from torchyard.errors import NotSupportedError  # noqa: PLC0415
-
-        raise NotSupportedError(what, f"`torchyard env {what}` works on a local workspace; a team server's "
-                                "environment builds are on the server")
 
 
 def register(sub: Any) -> None:

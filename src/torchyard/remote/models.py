@@ -271,6 +271,13 @@ class RemoteWebservice:
         keys = self.workspace.client.get(self._path + "/keys")
         return str(keys["primary"]), str(keys["secondary"])
 
+    def regen_key(self, key: str) -> None:
+        """Replace the ``"primary"`` or ``"secondary"`` key on the server (the old one stops working
+        at once); the service's creator or an admin."""
+        if key not in ("primary", "secondary"):
+            raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
+        self.workspace.client.post(self._path + "/keys", {"key": key})
+
     def wait_for_deployment(self, show_output: bool = False, timeout_sec: float = 600) -> None:
         """Block until the service is Healthy; DeploymentError (with the logs' end) if it Failed."""
         from torchyard.models.webservice import DeploymentError  # noqa: PLC0415
@@ -432,7 +439,11 @@ class RemoteEndpoint:
         return str(keys["primary"]), str(keys["secondary"])
 
     def regen_key(self, key: str) -> None:
-        raise NotSupportedError("regen_key", "regenerate an endpoint's keys on the server")
+        """Replace the endpoint's ``"primary"`` or ``"secondary"`` key on the server (the router uses
+        the new one before this returns); the endpoint's creator or an admin."""
+        if key not in ("primary", "secondary"):
+            raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
+        self.workspace.client.post(self._path + "/keys", {"key": key})
 
     def invoke(self, data: Any, deployment: str | None = None, timeout: float = 60.0) -> Any:
         """POST ``data`` to the endpoint on the server's host (``deployment`` pins one)."""

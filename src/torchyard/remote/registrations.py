@@ -57,14 +57,93 @@ class RemoteEnvironments:
         return sorted({e["name"] for e in self.ws.environment_names()})
 
 
-class RemoteDatastore:
-    """What a client knows of a server's datastore: its name and kind (the rest stays there)."""
+def _safe_relative(path: str) -> str:
+    """A datastore path as the server listed it, checked before it names a local file."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in path \
+            or "\\" in path:
+        raise SpecError("path", f"the server listed an unsafe path {path!r}")
+    return path
 
-    def __init__(self, name: str, kind: str) -> None:
+
+class RemoteDatastore:
+    """What a client knows of a server's datastore: its name and kind (the rest stays there), and
+    its files through the server (``list``, ``upload``, ``upload_files``, ``download``: read and
+    written with the server's credentials; members and admins)."""
+
+    def __init__(self, name: str, kind: str, ws: Any = None) -> None:
         self.name = name
         self.kind = kind
         self.url = ""
         self.options: dict[str, Any] = {}
+        self.ws = ws
+        #: bytes the last upload sent (objects the server already had do not travel again)
+        self.last_upload_bytes = 0
+
+    @property
+    def _base(self) -> str:
+        if self.ws is None:
+            raise SpecError("datastore", "this datastore object is not bound to a server workspace")
+        return f"/api/v1/datastores/{q(self.name)}"
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Paths (relative to the datastore's root) of the files at or under ``prefix``."""
+        return builtins.list(self.ws.client.get(self._base + "/files", prefix=prefix or None)["files"])
+
+    def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = True) -> int:
+        """Copy the files under the local folder ``src_dir`` to ``target_path`` of the server's
+        datastore, keeping their relative paths (only objects the server lacks travel); returns how
+        many were written (existing ones are skipped without ``overwrite``)."""
+        src = os.path.abspath(os.fspath(src_dir))
+        if not os.path.isdir(src):
+            raise SpecError("src_dir", f"{os.fspath(src_dir)!r} is not a folder")
+        return self._send(src, target_path, overwrite)
+
+    def upload_files(self, files: Any, target_path: str | None = None, overwrite: bool = True) -> int:
+        """Copy each of the local ``files`` to ``target_path/<its name>``; returns how many were written."""
+        import shutil  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
+
+        paths = [os.path.abspath(os.fspath(f)) for f in files]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise SpecError("files", f"{path} is not a file")
+        names = [os.path.basename(p) for p in paths]
+        if len(set(names)) != len(names):
+            raise SpecError("files", "two files have the same name; upload their folder instead")
+        with tempfile.TemporaryDirectory(prefix="torchyard-upload-") as tmp:
+            for path, name in zip(paths, names, strict=True):
+                try:
+                    os.link(path, os.path.join(tmp, name))
+                except OSError:
+                    shutil.copy2(path, os.path.join(tmp, name))
+            return self._send(tmp, target_path, overwrite)
+
+    def _send(self, folder: str, target_path: str | None, overwrite: bool) -> int:
+        snap, snapshot, sent = self.ws.upload_path(folder)
+        self.last_upload_bytes = sent
+        if snap.file_count == 0:
+            raise SpecError("src_dir", f"{folder} holds no files")
+        found = self.ws.client.post(self._base + "/upload", {"snapshot": snapshot, "target": target_path,
+                                                             "overwrite": bool(overwrite)})
+        return int(found["uploaded"])
+
+    def download(self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = True) -> int:
+        """Copy the files at or under ``prefix`` into the local folder ``target_path``, keeping their
+        paths relative to the datastore's root; returns how many were downloaded."""
+        dest = os.path.abspath(os.fspath(target_path))
+        paths = [_safe_relative(p) for p in self.list(prefix or "")]
+        if not paths:
+            raise SpecError("prefix", f"datastore {self.name!r}: nothing to download at {prefix or 'the root'!r}")
+        count = 0
+        for path in paths:
+            local = os.path.join(dest, *path.split("/"))
+            if not overwrite and os.path.exists(local):
+                continue
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            self.ws.client.download(self._base + "/files/" + "/".join(q(p) for p in path.split("/")), local)
+            count += 1
+        return count
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind}
@@ -83,7 +162,7 @@ class RemoteDatastores:
 
     def _register(self, body: dict[str, Any]) -> RemoteDatastore:
         found = self.ws.client.post("/api/v1/datastores", body)["datastore"]
-        return RemoteDatastore(found["name"], found["kind"])
+        return RemoteDatastore(found["name"], found["kind"], self.ws)
 
     def register_local(self, name: str, path: str) -> RemoteDatastore:
         """A folder ON THE SERVER's machine (``path`` is the server's)."""
@@ -99,13 +178,17 @@ class RemoteDatastores:
         return self._register({"name": name, "kind": "fsspec", "url": url, "options": options})
 
     def list(self) -> builtins.list[RemoteDatastore]:
-        return [RemoteDatastore(d["name"], d["kind"]) for d in self.ws.datastore_names()]
+        return [RemoteDatastore(d["name"], d["kind"], self.ws) for d in self.ws.datastore_names()]
 
     def get(self, name: str) -> RemoteDatastore:
+        """The server's datastore ``name`` (its files: ``.list``, ``.upload``, ``.download``)."""
         for ds in self.list():
             if ds.name == name:
                 return ds
         raise NotFoundError(f"no datastore {name!r} on the server")
+
+    def __getitem__(self, name: str) -> RemoteDatastore:
+        return self.get(name)
 
 
 class RemoteComputeTargets:

@@ -113,6 +113,13 @@ class RemoteRun:
     def download_files(self, prefix: str = "", output_directory: str = ".") -> list[str]:
         return [self._fetch(n, os.path.join(output_directory, n)) for n in self.get_file_names() if n.startswith(prefix)]
 
+    def get_environment(self) -> dict[str, Any]:
+        """The environment the run used on the server: ``python``, ``base_python``, its cache ``key``,
+        whether it came from the cache, and the exact ``packages`` installed in it (``{}`` before it
+        started)."""
+        env = self._client.get(self._base + "/environment")["environment"]
+        return {k: v for k, v in env.items() if v is not None}
+
     # ---- control --------------------------------------------------------------------------------
 
     def cancel(self, reason: str | None = None) -> None:

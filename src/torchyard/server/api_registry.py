@@ -16,6 +16,12 @@ of an existing name needs EDIT on the experiments its versions come from (403 "t
 otherwise: nobody slips a "latest" under a model others deploy by name). Deploying needs
 the ``write`` permission and that every model served is visible to the caller; a service serving
 only models the caller cannot see is a 404 to it (as in ``GET /api/v1/services``).
+
+Ownership of services and endpoints: the server records who created one (``created_by`` in its
+``service.json`` / ``endpoint.json``; an endpoint's deployments belong to the endpoint's creator).
+Only that user and admins may update, redeploy, regenerate the keys of, or delete it; other members
+may only read it (403). One with no recorded creator (made on the server's machine, not through the
+server) is changed by admins only.
 """
 
 from __future__ import annotations
@@ -78,6 +84,44 @@ def _set_model_creator(ctx: Any, name: str, version: int, user: str) -> None:
 
     with ctx.store.engine.begin() as conn:
         conn.execute(update(models).where(models.c.name == name, models.c.version == version).values(created_by=user))
+
+
+def _stamp_owner(path: str, user: str) -> None:
+    """Record the creator in a service's or endpoint's JSON (kept by later updates: they copy the doc)."""
+    from torchyard.workspace import services  # noqa: PLC0415
+
+    doc = services.read_json(path)
+    if doc is not None:
+        services.write_json(path, {**doc, "created_by": user})
+
+
+def _owner(ctx: Any, kind: str, name: str) -> str | None:
+    """Who created the service or endpoint ``name`` (a deployment's service: its endpoint's creator)."""
+    from torchyard.workspace import services  # noqa: PLC0415
+
+    root = ctx.workspace.path
+    if kind == "service":
+        endpoint_name, dot, _deployment = name.partition(".")
+        edoc = services.read_json(os.path.join(services.endpoint_dir(root, endpoint_name), "endpoint.json"))
+        if dot and edoc is not None and name in [d.get("service") for d in edoc.get("deployments", {}).values()]:
+            return edoc.get("created_by")
+        doc = services.read_json(os.path.join(services.service_dir(root, name), "service.json")) or {}
+    else:
+        doc = services.read_json(os.path.join(services.endpoint_dir(root, name), "endpoint.json")) or {}
+    owner = doc.get("created_by")
+    return owner if isinstance(owner, str) else None
+
+
+def _require_owner(request: Request, kind: str, name: str) -> None:
+    """Changing a service or endpoint: its creator or an admin (403 for other members)."""
+    from torchyard.server.auth import Forbidden  # noqa: PLC0415
+
+    principal, _ = current()
+    if principal.role == "admin":
+        return
+    if _owner(_ctx(request), kind, name) != principal.user:
+        raise Forbidden(f"{principal.user} may read the {kind} {name!r} but not change it: only its creator "
+                        "and admins may")
 
 
 def _text(body: dict[str, Any], key: str, limit: int = 10_000) -> str | None:
@@ -296,7 +340,8 @@ async def deploy_service(request: Request) -> Response:
         # each model must be one the caller may see (else: as if it did not exist)
         records = [_record_of_id(request, model_id) for model_id in ids]
         if overwrite and _exists(ctx, name):
-            _service(request, name)  # replacing one needs seeing it
+            _service(request, name)  # replacing one needs seeing it, and owning it
+            _require_owner(request, "service", name)
         snap = _sha(body.get("snapshot"), "snapshot")
         if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
             raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
@@ -304,8 +349,10 @@ async def deploy_service(request: Request) -> Response:
         config = LocalWebservice.deploy_configuration(**raw_cfg)
         inference = InferenceConfig(entry_script=entry, source_directory=folder, environment_variables=env_vars)
         svc = deploy(ctx.workspace, name, [r.id for r in records], inference, config, target, overwrite)
-        ctx.auth.audit(current()[0].user, "service.deploy", name, models=[r.id for r in records])
-        return {"name": svc.name, "state": svc.state}
+        user = current()[0].user
+        _stamp_owner(os.path.join(svc._dir, "service.json"), user)
+        ctx.auth.audit(user, "service.deploy", name, models=[r.id for r in records])
+        return {"name": svc.name, "state": svc.state, "created_by": user}
 
     return _json({"service": await asyncio.to_thread(work)}, 201)
 
@@ -349,6 +396,7 @@ async def update_service(request: Request) -> Response:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
 
         svc = _service(request, request.path_params["name"])
+        _require_owner(request, "service", svc.name)
         records = [_record_of_id(request, m) for m in ids] if ids is not None else None
         inference = None
         if body.get("snapshot") is not None:
@@ -373,6 +421,7 @@ def delete_service(request: Request) -> Response:
     """Stop a service on the server and remove it (its workers drain first)."""
     ctx = _ctx(request)
     svc = _service(request, request.path_params["name"])
+    _require_owner(request, "service", svc.name)
     svc.delete()
     ctx.auth.audit(current()[0].user, "service.delete", svc.name)
     return _json({"name": svc.name, "deleted": True})
@@ -384,6 +433,30 @@ def service_keys(request: Request) -> Response:
     svc = _service(request, request.path_params["name"])
     primary, secondary = svc.get_keys()
     return _json({"primary": primary, "secondary": secondary})
+
+
+def _key_name(body: dict[str, Any]) -> str:
+    key = body.get("key")
+    if key not in ("primary", "secondary"):
+        raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
+    return str(key)
+
+
+@endpoint("POST", "/api/v1/services/{name}/keys", permission=WRITE)
+async def regen_service_key(request: Request) -> Response:
+    """``Webservice.regen_key``: replace {"key": "primary"|"secondary"} (the old one stops working at
+    once); its creator or an admin. Answers the new pair."""
+    key = _key_name(await _body(request))
+
+    def work() -> dict[str, Any]:
+        svc = _service(request, request.path_params["name"])
+        _require_owner(request, "service", svc.name)
+        svc.regen_key(key)
+        _ctx(request).auth.audit(current()[0].user, "service.regen_key", svc.name, key=key)
+        primary, secondary = svc.get_keys()
+        return {"primary": primary, "secondary": secondary}
+
+    return _json(await asyncio.to_thread(work))
 
 
 # ---- endpoints -----------------------------------------------------------------------------------------
@@ -420,8 +493,10 @@ async def create_endpoint(request: Request) -> Response:
 
     def work() -> dict[str, Any]:
         ep = Endpoint.create(ctx.workspace, name, **kwargs)
-        ctx.auth.audit(current()[0].user, "endpoint.create", name)
-        return {"name": ep.name, "state": ep.state}
+        user = current()[0].user
+        _stamp_owner(os.path.join(ep._dir, "endpoint.json"), user)
+        ctx.auth.audit(user, "endpoint.create", name)
+        return {"name": ep.name, "state": ep.state, "created_by": user}
 
     return _json({"endpoint": await asyncio.to_thread(work)}, 201)
 
@@ -450,6 +525,7 @@ async def deploy_to_endpoint(request: Request) -> Response:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
 
         ep = _endpoint(request)
+        _require_owner(request, "endpoint", ep.name)
         records = [_record_of_id(request, model_id) for model_id in ids]
         snap = _sha(body.get("snapshot"), "snapshot")
         if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
@@ -482,6 +558,7 @@ async def set_endpoint_traffic(request: Request) -> Response:
 
     def work() -> dict[str, Any]:
         ep = _endpoint(request)
+        _require_owner(request, "endpoint", ep.name)
         ep.set_traffic(body.get("traffic"), body.get("mirror"))
         return {"traffic": ep.traffic, "mirror": ep.mirror_traffic}
 
@@ -492,6 +569,7 @@ async def set_endpoint_traffic(request: Request) -> Response:
 def delete_endpoint_deployment(request: Request) -> Response:
     """Remove a deployment that takes no traffic."""
     ep = _endpoint(request)
+    _require_owner(request, "endpoint", ep.name)
     ep.delete_deployment(request.path_params["deployment"])
     return _json({"endpoint": ep.name, "deployment": request.path_params["deployment"], "deleted": True})
 
@@ -501,6 +579,7 @@ def delete_endpoint(request: Request) -> Response:
     """Stop an endpoint's router and delete every deployment."""
     ctx = _ctx(request)
     ep = _endpoint(request)
+    _require_owner(request, "endpoint", ep.name)
     ep.delete()
     ctx.auth.audit(current()[0].user, "endpoint.delete", ep.name)
     return _json({"endpoint": ep.name, "deleted": True})
@@ -511,3 +590,20 @@ def endpoint_keys(request: Request) -> Response:
     """An endpoint's (primary, secondary) keys (one created with auth_mode "key")."""
     primary, secondary = _endpoint(request).get_keys()
     return _json({"primary": primary, "secondary": secondary})
+
+
+@endpoint("POST", "/api/v1/endpoints/{name}/keys", permission=WRITE)
+async def regen_endpoint_key(request: Request) -> Response:
+    """``Endpoint.regen_key``: replace {"key": "primary"|"secondary"} (the router applies it before
+    this answers); its creator or an admin. Answers the new pair."""
+    key = _key_name(await _body(request))
+
+    def work() -> dict[str, Any]:
+        ep = _endpoint(request)
+        _require_owner(request, "endpoint", ep.name)
+        ep.regen_key(key)
+        _ctx(request).auth.audit(current()[0].user, "endpoint.regen_key", ep.name, key=key)
+        primary, secondary = ep.get_keys()
+        return {"primary": primary, "secondary": secondary}
+
+    return _json(await asyncio.to_thread(work))

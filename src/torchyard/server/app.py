@@ -773,4 +773,5 @@ from torchyard.server import (  # noqa: E402, F401
     api_remote,
     api_report,
     api_sweeps,
+    api_transfers,
 )
