@@ -134,6 +134,20 @@ def _text(body: dict[str, Any], key: str, limit: int = 10_000) -> str | None:
 # ---- register ------------------------------------------------------------------------------------
 
 
+def _deploy_fields(body: dict[str, Any]) -> tuple[list[str], str, dict[str, str], dict[str, Any], str | None]:
+    """The parts of a deploy request shared by services and endpoint deployments: the models
+    ('NAME:VERSION'), the entry script, its variables, the deployment configuration and target."""
+    ids = body.get("models")
+    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
+        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
+    entry = _text(body, "entry_script", 1024) or "score.py"
+    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
+    raw_cfg = body.get("deployment_config") or {}
+    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
+        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+    return ids, entry, env_vars, raw_cfg, _text(body, "deployment_target", 128)
+
+
 @endpoint("POST", "/api/v1/models", permission=WRITE)
 async def register_model(request: Request) -> Response:
     """Register uploaded files as the next version of a model: {"name", "snapshot" (an uploaded
@@ -323,15 +337,7 @@ async def deploy_service(request: Request) -> Response:
     ctx = _ctx(request)
     body = await _body(request)
     name = check_name(body.get("name"), "name")  # type: ignore[arg-type]
-    ids = body.get("models")
-    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
-        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
-    entry = _text(body, "entry_script", 1024) or "score.py"
-    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
-    raw_cfg = body.get("deployment_config") or {}
-    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
-        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
-    target = _text(body, "deployment_target", 128)
+    ids, entry, env_vars, raw_cfg, target = _deploy_fields(body)
     overwrite = bool(body.get("overwrite"))
 
     def work() -> dict[str, Any]:
@@ -511,15 +517,7 @@ async def deploy_to_endpoint(request: Request) -> Response:
     deployment = body.get("deployment")
     if not isinstance(deployment, str):
         raise SpecError("deployment", "must be the deployment's name")
-    ids = body.get("models")
-    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
-        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
-    entry = _text(body, "entry_script", 1024) or "score.py"
-    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
-    raw_cfg = body.get("deployment_config") or {}
-    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
-        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
-    target = _text(body, "deployment_target", 128)
+    ids, entry, env_vars, raw_cfg, target = _deploy_fields(body)
 
     def work() -> dict[str, Any]:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
