@@ -181,6 +181,22 @@ def test_metric_buckets_keep_every_spike(client: httpx.Client) -> None:
         assert body["first"][0] == 1.0 and body["min"][-1] == pytest.approx(math.exp(-(N - 1) / 500), rel=1e-6)
 
 
+def test_metric_keys_with_the_first_charts_buckets(client: httpx.Client) -> None:
+    """One round trip for a run page's first paint: the keys and each rank-0 chart's buckets, sized for
+    the page's grid, the same as the per-metric route answers for that many points."""
+    from torchyard.server.buckets import chart_points
+
+    body = client.get("/api/v1/runs/done/metrics", params={"charts_width": 1460}).json()
+    names = sorted({k["name"] for k in body["metrics"] if k["rank"] == 0})
+    assert sorted(body["charts"]) == names and body["points"] == chart_points(1460, len(names))
+    alone = client.get("/api/v1/runs/done/metrics/loss", params={"points": body["points"]}).json()
+    assert body["charts"]["loss"] == alone and max(alone["max"]) == 1e6
+    assert "charts" not in client.get("/api/v1/runs/done/metrics").json()
+    bad = client.get("/api/v1/runs/done/metrics", params={"charts_width": "wide"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "charts_width"
+    assert chart_points(1460, 1) == 1382 and chart_points(1460, 3) == chart_points(1460, 9) == 401
+
+
 def test_metric_zoom_returns_detail(client: httpx.Client) -> None:
     body = client.get("/api/v1/runs/done/metrics/loss", params={"from": 3200, "to": 3230, "points": 100}).json()
     assert body["mode"] == "raw"

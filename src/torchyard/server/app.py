@@ -188,14 +188,36 @@ def get_run(request: Request) -> Response:
     return _json(out)
 
 
-@endpoint("GET", "/api/v1/runs/{run_id}/metrics", permission=READ)
+@endpoint("GET", "/api/v1/runs/{run_id}/metrics", permission=READ, params=(
+    ("charts_width", "integer", "also the first charts' buckets (rank 0, step axis), laid out in this many pixels"),
+))
 def list_metrics(request: Request) -> Response:
-    """A run's scalar series: name, rank, value count and newest chunk id."""
+    """A run's scalar series: name, rank, value count and newest chunk id. With ``charts_width``,
+    also ``charts``: the buckets of the first rank-0 series, sized for the run page's grid in that
+    width, as ``GET .../metrics/NAME`` answers them (a run page's first paint in one round trip)."""
+    from torchyard.server.buckets import FIRST_CHARTS, chart_points, reduce_series, sorted_axis, to_json  # noqa: PLC0415
     from torchyard.workspace.browse import metric_keys  # noqa: PLC0415
 
     ctx = _ctx(request)
     row = _run_row(ctx, request.path_params["run_id"])
-    return _json({"metrics": metric_keys(ctx.engine, row["id"])})
+    keys = metric_keys(ctx.engine, row["id"])
+    width = _int(request, "charts_width", None, 100, 20000)
+    if width is None:
+        return _json({"metrics": keys})
+    names = [k["name"] for k in keys if k["rank"] == 0][:FIRST_CHARTS]
+    points = chart_points(width, len(names))
+    parts = []
+    for name in names:
+        series = ctx.cache.get(ctx.engine, row["id"], 0, name)
+        if not len(series.vals):
+            continue
+        xs, vals = sorted_axis(series, "step")
+        head = {"run_id": row["id"], "name": name, "rank": 0, "x_axis": "step", "last_chunk": series.last_chunk}
+        parts.append(json.dumps(name).encode() + b":" + to_json({**head, **reduce_series(xs, vals, None, None, points)},
+                                                                integer_x=True))
+    body = (b'{"metrics":' + json.dumps(keys).encode() + b',"points":' + str(points).encode()
+            + b',"charts":{' + b",".join(parts) + b"}}")
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
 @endpoint("GET", "/api/v1/runs/{run_id}/metrics/{name:path}", permission=READ, params=(

@@ -162,3 +162,15 @@ def to_json(reduced: dict[str, Any], integer_x: bool) -> bytes:
         else:
             doc[key] = value
     return msgspec.json.encode(doc)
+
+
+#: the run page's chart grid (style.css): charts at least this wide, this far apart, this much axis
+CHART_MIN_PX, CHART_GAP_PX, CHART_AXIS_PX = 472, 12, 78
+#: at most this many charts are answered along with a run's metric keys
+FIRST_CHARTS = 12
+
+
+def chart_points(width: int, charts: int) -> int:
+    """Buckets for each of ``charts`` charts laid out in ``width`` pixels (the run page's grid)."""
+    cols = max(1, min(charts, (width + CHART_GAP_PX) // CHART_MIN_PX))
+    return max(50, round((width - (cols - 1) * CHART_GAP_PX) / cols - CHART_AXIS_PX))

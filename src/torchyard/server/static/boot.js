@@ -1,6 +1,6 @@
 /* torchyard dashboard: a run page's first requests, started while the page's other scripts load
  * (a small blocking script in <head>; app.js takes the answers over). Opened on its Metrics tab, the
- * metric keys and each chart's buckets (sized from the window) are asked for too. */
+ * first charts' buckets too, sized by the server for the page's grid in the window's width. */
 (function () {
   "use strict";
   const m = location.pathname.match(/^\/runs\/([^/]+)$/);
@@ -8,19 +8,10 @@
   const base = `/api/v1/runs/${m[1]}`;  // the path's own (encoded) id
   const get = (path) => fetch(base + path, { headers: { Accept: "application/json" } });
   const boot = { runId: decodeURIComponent(m[1]), details: get("") };
-  if (location.hash === "#metrics") {
-    boot.charts = get("/metrics").then((r) => (r.ok ? r.json() : { metrics: [] })).then((k) => {
-      const names = k.metrics.filter((x) => x.rank === 0).map((x) => x.name);
-      const width = Math.min(window.innerWidth, 1500) - 40;
-      const cols = Math.max(1, Math.min(names.length, Math.floor((width + 12) / 472)));
-      const points = Math.max(50, Math.round((width - (cols - 1) * 12) / cols - 78));
-      const out = {};
-      names.forEach((n) => {
-        const path = `/metrics/${n.split("/").map(encodeURIComponent).join("/")}?rank=0&x=step&points=${points}`;
-        out[n] = get(path).then((r) => (r.ok ? r.json() : null)).catch(() => null);
-      });
-      return out;
-    }).catch(() => ({}));
+  if (location.hash === "#metrics") {  // the keys and the first charts' buckets, in one answer
+    const width = Math.min(window.innerWidth, 1500) - 40;
+    boot.charts = get(`/metrics?charts_width=${width}`).then((r) => (r.ok ? r.json() : { charts: {} }))
+      .then((k) => k.charts || {}).catch(() => ({}));
   }
   window.tyBoot = boot;
 })();
