@@ -283,6 +283,20 @@ def test_models_and_a_service_from_a_remote_client(env: dict[str, Any], tmp_path
             Model.deploy(outsider, "outsider-svc", ["digits:1"], inference)
         with pytest.raises(NotFoundError):
             Webservice(outsider, "digits-svc")
+        # an endpoint serving it is hidden from the outsider too (its deployments name the model)
+        from torchyard.models.endpoint import Endpoint
+
+        ep = Endpoint.create(member, "digits-ep")
+        try:
+            ep.deploy("blue", [model], inference)
+            with httpx.Client(base_url=env["server"].url, timeout=30) as h:
+                for who, status in (("member", 200), ("viewer", 200), ("outsider", 404)):
+                    bearer = {"Authorization": f"Bearer {env['tokens'][who]}"}
+                    assert h.get("/api/v1/endpoints/digits-ep", headers=bearer).status_code == status, who
+                    names = [e["name"] for e in h.get("/api/v1/endpoints", headers=bearer).json()["endpoints"]]
+                    assert ("digits-ep" in names) == (status == 200), who
+        finally:
+            ep.delete()
         with pytest.raises(Exception, match="used by the service"):
             model.delete()
         # an update through the server: new code (uploaded), the same model, no restart of the address

@@ -252,10 +252,18 @@ def list_endpoints(request: Request) -> Response:
     out = []
     for ep in Endpoint.list(_ctx(request).workspace):
         try:
-            out.append(_endpoint_summary(ep))
+            summary = _endpoint_summary(ep)
         except NotFoundError:
             continue
+        if _endpoint_visible(request, summary):
+            out.append(summary)
     return _json({"endpoints": out})
+
+
+def _endpoint_visible(request: Request, summary: dict[str, Any]) -> bool:
+    """An endpoint is shown when it has no deployment, or one serving what the caller may see."""
+    deployments = list(summary["deployments"].values())
+    return not deployments or any(_serves_visible(request, list(d.get("models") or [])) for d in deployments)
 
 
 @endpoint("GET", "/api/v1/endpoints/{name}", permission=READ, params=(
@@ -266,8 +274,11 @@ def get_endpoint(request: Request) -> Response:
     from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
 
     ep = Endpoint(_ctx(request).workspace, request.path_params["name"])
+    summary = _endpoint_summary(ep)
+    if not _endpoint_visible(request, summary):
+        raise NotFoundError(f"no endpoint {ep.name!r} in this workspace")
     log = _tail(os.path.join(ep._dir, "logs", "router.txt"), _tail_lines(request))
-    return _json({"endpoint": _endpoint_summary(ep), "logs": log})
+    return _json({"endpoint": summary, "logs": log})
 
 
 # ---- pages ------------------------------------------------------------------------------------------------
