@@ -227,7 +227,7 @@ STAGES = """() => { const n = performance.getEntriesByType('navigation')[0];
   const end = (part) => Math.max(0, ...r.filter(e => e.name.includes(part)).map(e => e.responseEnd));
   return {html: n.responseEnd, scripts: n.domContentLoadedEventEnd, details: end('/api/v1/runs/') &&
     Math.min(...r.filter(e => /\\/api\\/v1\\/runs\\/[^/]+$/.test(e.name)).map(e => e.responseEnd)),
-    buckets: end('/metrics/')}; }"""
+    buckets: end('/metrics')}; }"""
 
 
 def first_paint(browser: Any, url: str, selector: str, repeat: int, shot: Path | None = None,
