@@ -191,11 +191,11 @@ def submit_run(
 
 
 def start_sweep(ws: WorkspaceFolder, experiment: str, config: HyperDriveConfig,
-                tags: dict[str, str] | None = None) -> str:
+                tags: dict[str, str] | None = None, created_by: str | None = None) -> str:
     """Record a sweep's parent run (Queued) and start its controller; returns the parent's id.
 
     Its trials are checked exactly as a run would be (attached targets included), before anything
-    is recorded."""
+    is recorded. ``created_by``: the team server's user (its trials take it from the parent)."""
     from torchyard.runtime.sweep_process import spawn_controller  # noqa: PLC0415
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
@@ -231,6 +231,7 @@ def start_sweep(ws: WorkspaceFolder, experiment: str, config: HyperDriveConfig,
         display_name=spec.display_name,
         properties=properties,
         kind="sweep",
+        created_by=created_by,
     )
     store.set_status(run_id, RunStatus.QUEUED)
     store.set_supervisor(run_id, spawn_controller(run_dir))

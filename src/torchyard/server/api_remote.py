@@ -222,15 +222,6 @@ def _may_create(ctx: Any, experiment: str) -> None:
     require_experiment(ctx.auth, experiment, "EDIT")
 
 
-def _set_created_by(ctx: Any, run_id: str, user: str) -> None:
-    from sqlalchemy import update  # noqa: PLC0415
-
-    from torchyard.workspace.schema import runs  # noqa: PLC0415
-
-    with ctx.store.engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.id == run_id).values(created_by=user))
-
-
 def materialize_upload(ws: Any, snap: str) -> str:
     """The folder ``uploads/<snap>`` of the server's workspace holding an uploaded manifest's files
     (read-only hard links, placed once; a concurrent placement wins and the loser's copy goes)."""
@@ -275,7 +266,6 @@ async def submit(request: Request) -> Response:
                 fields[key] = tuple(fields[key])
         spec = build_job_spec(**fields)
         run_id = ws.submit(experiment, spec, tags=tags, created_by=principal.user)
-        _set_created_by(ctx, run_id, principal.user)
         client = body.get("client_source")
         if isinstance(client, str) and len(client) < 4096:
             ws.store.add_properties(run_id, {"torchyard.client_source_directory": client})

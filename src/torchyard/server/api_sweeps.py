@@ -21,7 +21,6 @@ from torchyard.errors import NotFoundError, SpecError
 from torchyard.server.api_remote import (
     _body,
     _may_create,
-    _set_created_by,
     _sha,
     _str_map,
     materialize_upload,
@@ -36,16 +35,6 @@ def _sweep_run(ctx: Any, run_id: str, wanted: str | None = None) -> Any:
     if not _is_sweep(row):
         raise NotFoundError(f"run {run_id!r} is not a sweep (HyperDrive) run", run_id=run_id)
     return _sdk_run(ctx, run_id)
-
-
-def _trials_created_by(ctx: Any, run_id: str, user: str) -> None:
-    """Later trials take their parent's creator when recorded (``Store.create_run``)."""
-    from sqlalchemy import update  # noqa: PLC0415
-
-    from torchyard.workspace.schema import runs  # noqa: PLC0415
-
-    with ctx.store.engine.begin() as conn:
-        conn.execute(update(runs).where(runs.c.parent_id == run_id, runs.c.created_by.is_(None)).values(created_by=user))
 
 
 @endpoint("POST", "/api/v1/sweeps", permission=WRITE)
@@ -78,9 +67,7 @@ async def start_sweep(request: Request) -> Response:
             config = HyperDriveConfig.from_dict({**definition, "trial": trial})
         except (KeyError, TypeError, ValueError) as err:
             raise SpecError("sweep", f"is not a sweep definition ({type(err).__name__}: {err})") from None
-        run_id = start(ws, experiment, config, tags)
-        _set_created_by(ctx, run_id, principal.user)
-        _trials_created_by(ctx, run_id, principal.user)  # those the controller made before the line above
+        run_id = start(ws, experiment, config, tags, created_by=principal.user)
         client = body.get("client_source")
         if isinstance(client, str) and len(client) < 4096:
             ws.store.add_properties(run_id, {"torchyard.client_source_directory": client})
