@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
 from torchyard.workspace.schema import api_tokens, audit_log, experiment_grants, experiments, users
+from torchyard.workspace.store import dialect_insert
 
 ROLES = ("admin", "member", "viewer")
 SCOPES = ("read", "write", "admin")
@@ -232,10 +231,9 @@ class AccessStore:
 
     def claim_experiment(self, experiment: str, user: str) -> None:
         """Record ``user`` as the creator of ``experiment`` (inserting it if new; kept if it had one)."""
-        upsert: Any = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
         # One statement, so that two first submits into a new experiment at once cannot both insert.
         with self.engine.begin() as conn:
-            conn.execute(upsert(experiments).values(name=experiment, created_at=time.time(), created_by=user)
+            conn.execute(dialect_insert(self.engine, experiments).values(name=experiment, created_at=time.time(), created_by=user)
                          .on_conflict_do_nothing(index_elements=["name"]))
 
     def level(self, principal: Principal, experiment: str) -> str | None:

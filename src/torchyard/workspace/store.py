@@ -51,6 +51,11 @@ def _now() -> float:
     return time.time()
 
 
+
+def dialect_insert(engine: Any, table: Any) -> Any:
+    """An INSERT of ``engine``'s dialect (SQLite or PostgreSQL), which has ``on_conflict_do_*``."""
+    return (sqlite_insert if engine.dialect.name == "sqlite" else pg_insert)(table)
+
 class Store:
     """All reads and writes of run metadata. One per process; safe to share between threads."""
 
@@ -137,7 +142,7 @@ class Store:
             yield
 
     def _insert(self, table: Any) -> Any:
-        return (sqlite_insert if self.is_sqlite else pg_insert)(table)
+        return dialect_insert(self.engine, table)
 
     def dispose(self) -> None:
         self.engine.dispose()
