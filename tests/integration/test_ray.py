@@ -6,6 +6,7 @@ run, no node folder.
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -247,6 +248,15 @@ def test_each_node_builds_the_environment_in_its_own_cache(ray_ws, cluster, tmp_
     assert run.get_details()["environment"]["placed_on"] == "nodes"
 
 
+def _client_server_logs(cluster) -> str:
+    """The head's Ray Client proxy and per-connection server logs, for a failure's message."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(cluster.temp_dir, "session_latest", "logs", "ray_client_server*"))):
+        with open(path, errors="replace") as f:
+            out.append(f"--- {os.path.basename(path)}\n{f.read()[-3000:]}")
+    return "\n".join(out) or "(no ray_client_server logs)"
+
+
 def test_ray_client_address_from_outside_the_cluster(ws, cluster, sleepy, monkeypatch):
     monkeypatch.setenv("TORCHYARD_RAY_NODE_DIR", str(cluster.node_dir))
     ComputeTarget.attach(ws, "ray-client", RayCompute(address=f"ray://{cluster.ip}:{cluster.client_port}"))
@@ -254,7 +264,7 @@ def test_ray_client_address_from_outside_the_cluster(ws, cluster, sleepy, monkey
                   compute_target="ray-client")
     run = Experiment(ws, "ray").submit(est)
     details = run.wait_for_completion(raise_on_error=False, timeout=180)
-    assert details["status"] == "Completed", details.get("error")
+    assert details["status"] == "Completed", (details.get("error"), _client_server_logs(cluster))
     every = run.get_metrics(rank="all")
     assert every[0]["own_node_folder"] == every[1]["own_node_folder"] == 1
     _assert_nothing_left(cluster)

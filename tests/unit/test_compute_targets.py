@@ -225,3 +225,35 @@ def test_the_mirror_brings_files_in_subfolders_of_logs(tmp_path):
     mirror.pull_folder(0, str(node))
     assert (tmp_path / "run" / "logs" / "tensorboard" / "rank_0" / "events.out").read_bytes() == b"abcdef"
     assert not scan(str(node), mirror.offsets[0])
+
+
+def test_a_ray_client_connection_that_fails_to_start_is_retried_then_named(monkeypatch, capsys):
+    """Through ray:// the head starts a server per connection; one that fails to start is retried."""
+    from torchyard.compute import ray_backend
+    from torchyard.errors import ComputeError
+
+    class FakeRay:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls, self.shutdowns = failures, 0, 0
+
+        def init(self, **_: object) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ConnectionAbortedError("Starting Ray client server failed. See ray_client_server_23000.err")
+
+        def shutdown(self) -> None:
+            self.shutdowns += 1
+
+    monkeypatch.setattr(ray_backend.time, "sleep", lambda _s: None)
+    flaky = FakeRay(failures=2)
+    ray_backend._connect(flaky, "ray://10.0.0.1:10001")
+    assert flaky.calls == 3 and flaky.shutdowns == 2
+    assert "attempt 1 of 3" in capsys.readouterr().out
+    dead = FakeRay(failures=9)
+    with pytest.raises(ComputeError, match="cannot connect to the Ray cluster at 'ray://10.0.0.1:10001'"):
+        ray_backend._connect(dead, "ray://10.0.0.1:10001")
+    assert dead.calls == 3
+    once = FakeRay(failures=9)  # a GCS address is not retried: there is no per-connection server
+    with pytest.raises(ComputeError):
+        ray_backend._connect(once, "10.0.0.1:6379")
+    assert once.calls == 1

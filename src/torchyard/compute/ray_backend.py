@@ -69,25 +69,46 @@ def submit(target: Any, plan: LaunchPlan) -> RayHandle:
 
     placement = json.loads(plan.files["ray placement group"])
     _check_reachable(target.address)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        ray.init(
-            address=target.address,
-            namespace="torchyard",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-        )
-    except Exception as err:  # ConnectionError and Ray's own: all mean "no cluster there"
-        raise _unreachable(target.address, err) from None
-    finally:
-        for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
-            signal.signal(sig, handler)
+    _connect(ray, target.address)
     try:
         return RayHandle(target, plan, placement)
     except Exception as err:  # an unreadable code folder, a snapshot too big for the object store, ...
         ray.shutdown()  # also removes what this driver made (its placement group, its actors)
         raise ComputeError(f"could not place the job on the Ray cluster at {target.address!r}: {_cause(err)}") from None
+
+
+CLIENT_ATTEMPTS = 3
+
+
+def _connect(ray: Any, address: str) -> None:
+    """``ray.init`` with Ray's own signal handlers undone. Through Ray Client (``ray://``) the head
+    starts a server process per connection, which can fail to start on a busy head; with the
+    address known to answer, that is retried (``CLIENT_ATTEMPTS`` in all) before the run fails."""
+    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            ray.init(
+                address=address,
+                namespace="torchyard",
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
+            return
+        except Exception as err:  # ConnectionError and Ray's own: all mean "no cluster there"
+            if attempt == attempts:
+                raise _unreachable(address, err) from None
+            print(f"torchyard ray: connecting to {address} failed (attempt {attempt} of {attempts}): "
+                  f"{_cause(err)}; retrying", flush=True)
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: S110  (nothing connected to undo)
+                pass
+            time.sleep(2.0 * attempt)
+        finally:
+            for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
+                signal.signal(sig, handler)
 
 
 class RayHandle(Handle):
