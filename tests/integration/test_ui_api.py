@@ -3,6 +3,8 @@ raw HTTP (for paths a client would normalize)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import json
 import math
@@ -368,8 +370,17 @@ def test_pages_and_static_are_served(client: httpx.Client) -> None:
     for path in ("/", "/runs/done", "/sweeps/sw", "/compare?runs=done,live"):
         resp = client.get(path)
         assert resp.status_code == 200 and "text/html" in resp.headers["content-type"]
-        assert "script-src 'self'" in resp.headers["content-security-policy"]
+        csp = resp.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        # the page's own scripts and style are inlined, each named in the CSP by its sha256
+        assert 'src="/static/' not in resp.text and 'href="/static/' not in resp.text
+        for kind, name in (("script", "app.js"), ("script", "chart.js"), ("script", "boot.js"), ("style", "style.css")):
+            text = client.get(f"/static/{name}").text
+            digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+            assert f"<{kind}>{text}</{kind}>" in resp.text and f"'sha256-{digest}'" in csp.split(f"{kind}-src")[1].split(";")[0]
+        assert resp.text.index("tyBoot") < resp.text.index("<main") < resp.text.index("function route()")
     assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert "sha256" not in client.get("/api/v1/runs").headers["content-security-policy"]
     assert client.get("/static/nothing.js").status_code == 404
 
 

@@ -49,7 +49,7 @@ from torchyard.server.routing import (  # noqa: F401 - re-exported: route module
     _visible,
     endpoint,
 )
-from torchyard.server.security import MAX_BODY, SecurityMiddleware, safe_path
+from torchyard.server.security import CSP, MAX_BODY, SecurityMiddleware, safe_path
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -645,10 +645,49 @@ def _static(name: str) -> Response:
                     headers={"cache-control": "no-cache", "etag": f'"{etag}"'})
 
 
+_SHELL: dict[str, Any] = {}
+_INLINE_TAG = re.compile(r'<script src="/static/([\w.-]+\.js)"[^>]*></script>|<link rel="stylesheet" href="/static/([\w.-]+\.css)">')
+
+
+def _shell() -> Response:
+    """The dashboard's one HTML shell with its own scripts and style sheet inlined (built once): a
+    page costs one request before its API calls, not five, and a headless Chromium on a small
+    machine spends ~50 ms less before the first chart. The CSP stays strict: it names each inline
+    block by its sha256 (no ``unsafe-inline``). The files stay served under /static too."""
+    if not _SHELL:
+        import base64  # noqa: PLC0415
+        import hashlib  # noqa: PLC0415
+
+        with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as fh:
+            html = fh.read()
+        hashes: dict[str, str] = {"script": "", "style": ""}
+        tail: list[str] = []
+
+        def inline(match: re.Match[str]) -> str:
+            name, kind = (match.group(1), "script") if match.group(1) else (match.group(2), "style")
+            with open(os.path.join(STATIC, name), encoding="utf-8") as fh:
+                text = fh.read()
+            if f"</{kind}" in text.lower():  # would end the block early: leave this one a file
+                return match.group(0)
+            hashes[kind] += f" 'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+            block = f"<{kind}>{text}</{kind}>"
+            if " defer" in match.group(0):  # a deferred script runs once the body is parsed: put it there
+                tail.append(block)
+                return ""
+            return block
+
+        body = _INLINE_TAG.sub(inline, html).replace("</body>", "".join(tail) + "</body>").encode()
+        csp = CSP.replace("script-src 'self'", "script-src 'self'" + hashes["script"])
+        _SHELL.update(body=body, headers={
+            "cache-control": "no-cache", "etag": f'"{hashlib.sha256(body).hexdigest()[:16]}"',
+            "content-security-policy": csp.replace("style-src 'self'", "style-src 'self'" + hashes["style"])})
+    return Response(_SHELL["body"], media_type="text/html", headers=_SHELL["headers"])
+
+
 def _page_handler(name: str) -> Callable[[Request], Awaitable[Response]]:
     async def page(request: Request) -> Response:
-        """A dashboard page (one HTML shell; its script reads the API)."""
-        return _static("index.html")
+        """A dashboard page (one HTML shell, its scripts inlined; they read the API)."""
+        return _shell()
 
     page.__name__ = page.__qualname__ = f"page_{name}"
     return page

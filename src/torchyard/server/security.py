@@ -135,11 +135,13 @@ class SecurityMiddleware:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", CSP.encode()),
                     (b"cross-origin-opener-policy", b"same-origin"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                 ]
-                message["headers"] = list(message.get("headers", [])) + extra
+                own = list(message.get("headers", []))
+                if not any(k.lower() == b"content-security-policy" for k, _ in own):  # a page's own (stricter hashes)
+                    extra.append((b"content-security-policy", CSP.encode()))
+                message["headers"] = own + extra
             await send(message)
 
         try:
