@@ -336,6 +336,19 @@ def c1_profile(work: Path, body: bytes, sample: list[float], model: Any, n1: int
     return 0
 
 
+def batch_totals(port: int) -> tuple[float, float]:
+    """(inputs, model calls) so far, from the service's /metrics."""
+    import urllib.request  # noqa: PLC0415
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    total = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for kind in total:
+            if line.startswith(f"torchyard_batch_size_{kind}"):
+                total[kind] += float(line.rsplit(" ", 1)[1])
+    return total["sum"], total["count"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency-1 cell (x4 at 32/64)")
@@ -425,7 +438,13 @@ def main() -> int:
                            LocalWebservice.deploy_configuration(port=port, max_batch_size=64, max_batch_delay_ms=2))
         services.append(svc)
         svc.wait_for_deployment()
-        measure("torchyard (batching 64, 2 ms)", port, ty_payload, [(1, n1), (32, nbig), (64, nbig)])
+        for conc, total in ((1, n1), (32, nbig), (64, nbig)):
+            before = batch_totals(port)
+            measure("torchyard (batching 64, 2 ms)", port, ty_payload, [(conc, total)])
+            after = batch_totals(port)
+            calls = after[1] - before[1]
+            print(f"  batching at c={conc}: {calls} model calls, mean batch {(after[0] - before[0]) / max(calls, 1):.1f} "
+                  "(the warm-up's included)", flush=True)
 
         # zero failed requests while service.update swaps the model under load
         second = Model.register(ws, work / "mlp.pt", "mlp")

@@ -19,6 +19,10 @@ def test_the_wrapper_upgrades_the_standard_and_passes_everything_else(tmp_path):
     args = ["-std=c++11", "-O3", "-std=c++14", "-DX=a b", "-std=gnu++14", "-std=c++20", "-c", "x.cc"]
     out = subprocess.run([str(wrapper), *args], capture_output=True, text=True, check=True).stdout
     assert out.strip() == '["-std=c++17", "-O3", "-std=c++17", "-DX=a b", "-std=c++17", "-std=c++20", "-c", "x.cc"]'
+    wrapper.write_text(cxx17_wrapper_script(str(echo), drop_debug_info=True))  # the recipe's: RelWithDebInfo's -g left out
+    out = subprocess.run([str(wrapper), "-O3", "-g", "-DNDEBUG", "-ggdb", "-std=c++14", "-c", "x.cc"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '["-O3", "-DNDEBUG", "-ggdb", "-std=c++17", "-c", "x.cc"]'
 
 
 def test_horovod_is_recognized_in_any_spelling():

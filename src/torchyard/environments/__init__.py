@@ -17,7 +17,9 @@ found), with the PyTorch framework and the Gloo controller, and the MPI controll
 on PATH. Horovod 0.28.1's CMake pins ``-std=c++14`` while torch 2.x's headers need C++17; the build's
 ``CXX`` is a small wrapper (written into the environment's ``bin/``) that turns a C++11/14 standard
 flag into ``-std=c++17`` and runs the real compiler, so Horovod's sources are left untouched. The
-recipe's version and the MPI choice are part of the cache key.
+wrapper also drops the ``-g`` of Horovod's only release build type (CMake's RelWithDebInfo; kept
+with ``HOROVOD_DEBUG=1``): the same optimized code, without the debug info that makes its torch
+library ~65 MB and its build slower. The recipe's version and the MPI choice are part of the cache key.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from torchyard.errors import NotSupportedError, TorchyardError
 from torchyard.spec.job import EnvironmentSpec
 
 CONDA_EXECUTABLES = ("micromamba", "mamba", "conda")
-HOROVOD_RECIPE = 1  # part of the cache key of environments with horovod: bump when the recipe changes
+HOROVOD_RECIPE = 2  # part of the cache key of environments with horovod: bump when the recipe changes
 CXX17_WRAPPER = "torchyard-cxx17"
 READY = ".ready"
 META = ".torchyard-env.json"
@@ -314,7 +316,7 @@ def horovod_build_env(path: str) -> dict[str, str]:
     os.makedirs(bindir, exist_ok=True)
     wrapper = os.path.join(bindir, CXX17_WRAPPER)
     with open(wrapper, "w") as fh:
-        fh.write(cxx17_wrapper_script(real))
+        fh.write(cxx17_wrapper_script(real, drop_debug_info=os.environ.get("HOROVOD_DEBUG") != "1"))
     os.chmod(wrapper, 0o755)
     env = dict(os.environ)
     defaults = {
@@ -331,9 +333,10 @@ def horovod_build_env(path: str) -> dict[str, str]:
     return env
 
 
-def cxx17_wrapper_script(real_compiler: str) -> str:
+def cxx17_wrapper_script(real_compiler: str, drop_debug_info: bool = False) -> str:
     """A POSIX sh compiler wrapper: ``-std=c++11``/``c++14`` (and the gnu++ forms) become
-    ``-std=c++17``; every other argument is passed on unchanged to ``real_compiler``."""
+    ``-std=c++17``, and with ``drop_debug_info`` a bare ``-g`` is left out; every other argument is
+    passed on unchanged to ``real_compiler``."""
     return (
         "#!/bin/sh\n"
         "# torchyard: Horovod's CMake pins C++14, torch's headers need C++17 (sources untouched)\n"
@@ -341,7 +344,8 @@ def cxx17_wrapper_script(real_compiler: str) -> str:
         "  shift\n"
         "  case \"$a\" in\n"
         "    -std=c++11|-std=c++14|-std=gnu++11|-std=gnu++14) a=-std=c++17 ;;\n"
-        "  esac\n"
+        + ("    -g) continue ;;\n" if drop_debug_info else "")
+        + "  esac\n"
         "  set -- \"$@\" \"$a\"\n"
         "done\n"
         f"exec {shlex.quote(real_compiler)} \"$@\"\n"
