@@ -64,7 +64,10 @@ def test_horovod_2x1_on_the_slurm_test_cluster(hvd_ws):
         os.environ["SLURM_CONF"] = cluster.conf
         try:
             ComputeTarget.attach(hvd_ws, "hvd-slurm", slurmcluster_target())
-            _check_horovod_run(hvd_ws, 2, 1, "hvd-slurm")
+            try:
+                _check_horovod_run(hvd_ws, 2, 1, "hvd-slurm")
+            except AssertionError as err:
+                raise AssertionError(f"{err}\n{cluster.log_tail()}") from None
             wait_until(lambda: not cluster.jobs(), timeout=20, interval=0.2)
         finally:
             if old is None:
@@ -76,7 +79,9 @@ def test_horovod_2x1_on_the_slurm_test_cluster(hvd_ws):
 def slurmcluster_target():
     from torchyard.compute.slurm import SlurmCompute
 
-    return SlurmCompute()
+    # two slurmd on one host share its PMIx rendezvous files (/tmp/spmix_appdir_*), so srun --mpi=pmix
+    # cannot start a step on this one-host cluster: mpirun's path, as in test_slurm.py
+    return SlurmCompute(mpi_launch="mpirun")
 
 
 def _check_horovod_run(hvd_ws, nodes, ppn, compute):
