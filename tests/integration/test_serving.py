@@ -161,6 +161,76 @@ def test_typed_batching_infer_and_backpressure(ws: Workspace, tmp_path: Path, de
     assert svc.run([3]) is not None  # the service is fine afterwards
 
 
+QUICK_SCORE = """
+import time
+class Scorer:
+    def load(self, model_dir):
+        pass
+    def predict(self, batch):
+        time.sleep(0.0005)  # a small model: quick enough for the event-loop fast path (<= 2 ms a call)
+        return [len(batch)] * len(batch)
+"""
+
+
+def _batch_totals(client: httpx.Client, base: str) -> tuple[float, float]:
+    inputs = calls = 0.0
+    for line in client.get(base + "/metrics").text.splitlines():
+        if line.startswith("torchyard_batch_size_sum"):
+            inputs += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("torchyard_batch_size_count"):
+            calls += float(line.rsplit(" ", 1)[1])
+    return inputs, calls
+
+
+async def _keepalive_load(host: str, port: int, request: bytes, clients: int, each: int) -> list[int]:
+    """``clients`` keep-alive connections, each sending ``request`` ``each`` times, one at a time
+    (a closed loop, as load generators and busy frontends drive a service): the status codes."""
+    async def one() -> list[int]:
+        reader, writer = await asyncio.open_connection(host, port)
+        codes = []
+        try:
+            for _ in range(each):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lengths = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                           if line.startswith(b"content-length:")]
+                if lengths:
+                    await reader.readexactly(lengths[0])
+                else:  # chunked
+                    while (size := int((await reader.readuntil(b"\r\n")).strip(), 16)) > 0:
+                        await reader.readexactly(size + 2)
+                    await reader.readexactly(2)
+                codes.append(int(head.split(b" ")[1]))
+        finally:
+            writer.close()
+        return codes
+    return [c for codes in await asyncio.gather(*(one() for _ in range(clients))) for c in codes]
+
+
+def test_a_quick_model_under_steady_load_is_batched_not_answered_one_by_one(
+        ws: Workspace, tmp_path: Path, deploy: Callable[..., Webservice]) -> None:
+    """A model quick enough for the fast path, under a closed loop of 32 keep-alive clients:
+    requests that arrive together are batched. (Before, each was answered inline while the others
+    waited unparsed, so every later request was alone too: a mean batch of 1.0 at c=32 and c=64.)"""
+    svc = deploy("quick", [_model(ws, tmp_path, "quick", "q")], _src(tmp_path, "quick", QUICK_SCORE),
+                 max_batch_size=64, max_batch_delay_ms=2)
+    uri = svc.scoring_uri
+    assert uri is not None
+    base = uri.rsplit("/", 1)[0]
+    host, port = base.split("//")[1].rsplit(":", 1)
+    body = b"[" + b",".join([b"0.5"] * 64) + b"]"
+    request = (f"POST /score HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with httpx.Client(timeout=10) as client:
+        assert client.post(uri, json=[0.5]).json() == 1  # alone: answered at once
+        before = _batch_totals(client, base)
+        codes = asyncio.run(_keepalive_load(host, int(port), request, 32, 50))
+        after = _batch_totals(client, base)
+    assert codes == [200] * 1600
+    inputs, calls = after[0] - before[0], after[1] - before[1]
+    assert inputs == 1600 and inputs / calls >= 4.0, f"mean batch {inputs / calls:.2f} over {calls:.0f} calls"
+
+
 def test_starting_503_then_ready_and_auth(ws: Workspace, tmp_path: Path, deploy: Callable[..., Webservice],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model(ws, tmp_path, "slow", "w")

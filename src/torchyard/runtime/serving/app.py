@@ -340,6 +340,9 @@ class Batcher:
     turns it off), the call runs on the event loop itself — no hand-off to the inference thread
     and back (two thread wake-ups, the dominant cost left at concurrency 1). The user's code is
     still never called twice at once: the loop is blocked while it runs, so no batch can start.
+    With batching on, a request first lets the loop take one turn, so requests that arrived with
+    it are admitted and batched rather than answered inline one after another (which, once it
+    starts under load, would keep every later request alone too).
     """
 
     def __init__(self, code: UserCode, metrics: Metrics, max_batch_size: int, max_batch_delay_ms: float) -> None:
@@ -615,6 +618,10 @@ class ScoringApp:
                 body = self._decode(raw, oip)
             except ValueError as err:
                 status, payload = 400, {"error": str(err)}
+            if status == 200 and self.batcher.max > 1 and self.batcher.can_inline():
+                # one turn of the loop first: requests that arrived with this one are admitted (and
+                # then batched together) instead of each being answered alone while the loop waits
+                await asyncio.sleep(0)
             if status == 200 and self.batcher.can_inline():
                 started = time.perf_counter()
                 try:
