@@ -439,10 +439,13 @@ class Batcher:
 # ---- the ASGI app ---------------------------------------------------------------------------------
 
 
-def _headers(request_id: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> list[
-    tuple[bytes, bytes]
-]:
+def _headers(request_id: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None,
+             length: int | None = None) -> list[tuple[bytes, bytes]]:
+    """A response's headers; with ``length`` a Content-Length (the body is known before the start:
+    no chunked framing for the server to write or the client to parse)."""
     out = [(b"content-type", content_type), (b"x-request-id", request_id)]
+    if length is not None:
+        out.append((b"content-length", str(length).encode()))
     if extra:
         out += extra
     return out
@@ -567,7 +570,8 @@ class ScoringApp:
     async def _plain(self, send: Send, status: int, doc: Any, request_id: bytes,
                      extra: list[tuple[bytes, bytes]] | None, content_type: bytes = b"application/json") -> None:
         body = doc if isinstance(doc, bytes) else _json_encode(doc)
-        await send({"type": "http.response.start", "status": status, "headers": _headers(request_id, content_type, extra)})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": _headers(request_id, content_type, extra, len(body))})
         await send({"type": "http.response.body", "body": body})
 
     async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: bytes,
@@ -651,7 +655,7 @@ class ScoringApp:
             if inflight_taken:
                 metrics.inflight -= 1
         await send({"type": "http.response.start", "status": status,
-                    "headers": _headers(request_id, b"application/json", extra)})
+                    "headers": _headers(request_id, b"application/json", extra, len(data))})
         await send({"type": "http.response.body", "body": data})
         metrics.observe(status, time.perf_counter() - t0)
 

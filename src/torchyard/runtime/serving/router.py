@@ -199,6 +199,7 @@ class Router:
             headers.append((b"azureml-model-deployment", deployment.encode()))
         if extra:
             headers += extra
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
