@@ -176,3 +176,46 @@ def alive(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def files_holding(needle: str, roots, skip: str | None = None) -> list[str]:
+    """Every file under ``roots`` (but not under ``skip``) whose bytes contain ``needle``."""
+    found = []
+    for root in roots:
+        for folder, _dirs, files in os.walk(root):
+            if skip and folder.startswith(skip):
+                continue
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as fh:
+                        if needle.encode() in fh.read():
+                            found.append(path)
+                except OSError:
+                    continue
+    return found
+
+
+#: a job script for the presigned-inputs tests: logs two input files' numbers and how many AWS key
+#: variables its process sees
+PRESIGNED_SCRIPT = """
+    import os, sys
+    from torchyard import Run
+    folder = sys.argv[sys.argv.index("--data") + 1]
+    run = Run.get_context()
+    run.log("n", int(open(os.path.join(folder, "n.txt")).read()))
+    run.log("m", int(open(os.path.join(folder, "deep", "m.txt")).read()))
+    run.log("aws_vars", len([k for k in os.environ if k.startswith("AWS_") and ("KEY" in k or "TOKEN" in k)]))
+"""
+
+
+def put_presigned_inputs(endpoint_url: str, bucket: str) -> None:
+    """The two objects PRESIGNED_SCRIPT reads (n = 9, m = 4) under ``in/`` of a new bucket."""
+    import boto3  # noqa: PLC0415
+
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="in/n.txt", Body=b"9\n")
+    client.put_object(Bucket=bucket, Key="in/deep/m.txt", Body=b"4\n")
+    client.close()
+

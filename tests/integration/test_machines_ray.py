@@ -247,16 +247,7 @@ def test_forwarded_credentials_reach_the_ray_nodes_and_no_file(far_ws, cluster, 
                       script_params={"--data": store.path("in").as_download()})
         details = Experiment(far_ws, "machines").submit(est).wait_for_completion(timeout=240, raise_on_error=False)
         assert details["status"] == "Completed", details.get("error")
-    found = []
-    for root in (far_ws.path, m.root):
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                try:
-                    with open(os.path.join(folder, name), "rb") as fh:
-                        if secret.encode() in fh.read():
-                            found.append(os.path.join(folder, name))
-                except OSError:
-                    continue
+    found = machines.files_holding(secret, (far_ws.path, m.root))
     assert not found, f"the forwarded secret was written to {found}"
 
 
@@ -267,7 +258,6 @@ def test_presigned_inputs_reach_the_ray_nodes_that_hold_no_credentials(far_ws, c
     in the workspace or in the Ray head's own folder holds the secret or a signed URL."""
     import uuid
 
-    import boto3
     import s3server
 
     if s3server.unavailable_reason():
@@ -276,20 +266,8 @@ def test_presigned_inputs_reach_the_ray_nodes_that_hold_no_credentials(far_ws, c
     secret = f"tysecret{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     with s3server.S3Server(host=m.host_ip) as server:
-        client = boto3.client("s3", endpoint_url=server.endpoint_url)
-        client.create_bucket(Bucket="tyraysigned")
-        client.put_object(Bucket="tyraysigned", Key="in/n.txt", Body=b"9\n")
-        client.put_object(Bucket="tyraysigned", Key="in/deep/m.txt", Body=b"4\n")
-        client.close()
-        write_script(tmp_path / "src", "use.py", """
-            import os, sys
-            from torchyard import Run
-            folder = sys.argv[sys.argv.index("--data") + 1]
-            run = Run.get_context()
-            run.log("n", int(open(os.path.join(folder, "n.txt")).read()))
-            run.log("m", int(open(os.path.join(folder, "deep", "m.txt")).read()))
-            run.log("aws_vars", len([k for k in os.environ if k.startswith("AWS_") and ("KEY" in k or "TOKEN" in k)]))
-        """)
+        machines.put_presigned_inputs(server.endpoint_url, "tyraysigned")
+        write_script(tmp_path / "src", "use.py", machines.PRESIGNED_SCRIPT)
         signed = Datastore.register_s3(far_ws, "raysigned", "tyraysigned", endpoint_url=server.endpoint_url,
                                        credentials="presigned")
         est = PyTorch(str(tmp_path / "src"), entry_script="use.py", node_count=2, process_count_per_node=1,
@@ -305,22 +283,8 @@ def test_presigned_inputs_reach_the_ray_nodes_that_hold_no_credentials(far_ws, c
     second = "".join(p.read_text() for p in Path(runs[1]._row["run_dir"], "logs").glob("inputs_node_*.txt"))
     assert second.count("0 B transferred, 2 file(s) from the cache") == 2, second
     roots = (far_ws.path, m.root, ray.temp_dir)
-    assert not _files_holding("X-Amz-Signature", roots), "a signed URL outlived its run"
-    assert not _files_holding(secret, roots), "the secret was written to a file"
-
-
-def _files_holding(needle: str, roots) -> list[str]:
-    found = []
-    for root in roots:
-        for folder, _dirs, files in os.walk(root):
-            for name in files:
-                try:
-                    with open(os.path.join(folder, name), "rb") as fh:
-                        if needle.encode() in fh.read():
-                            found.append(os.path.join(folder, name))
-                except OSError:
-                    continue
-    return found
+    assert not machines.files_holding("X-Amz-Signature", roots), "a signed URL outlived its run"
+    assert not machines.files_holding(secret, roots), "the secret was written to a file"
 
 
 def test_a_machine_that_dies_fails_the_run_naming_the_node(far_ws, cluster, tmp_path):

@@ -243,25 +243,8 @@ def test_forwarded_credentials_reach_the_nodes_and_no_file(hpc, cluster, tmp_pat
     # every file the runs left: the workspace (runs, artifacts, store, logs), the shared folder and
     # each machine's own disk; Slurm's own state folder keeps each job's environment, as for any
     # sbatch job, and is left out (it is the cluster's, readable by SlurmUser)
-    found = _files_holding(secret, (hpc.path, m.root), skip=os.path.join(c.dir, "state"))
+    found = machines.files_holding(secret, (hpc.path, m.root), skip=os.path.join(c.dir, "state"))
     assert not found, f"the forwarded secret was written to {found}"
-
-
-def _files_holding(secret: str, roots, skip: str | None = None) -> list[str]:
-    found = []
-    for root in roots:
-        for folder, _dirs, files in os.walk(root):
-            if skip and folder.startswith(skip):
-                continue
-            for name in files:
-                path = os.path.join(folder, name)
-                try:
-                    with open(path, "rb") as fh:
-                        if secret.encode() in fh.read():
-                            found.append(path)
-                except OSError:
-                    continue
-    return found
 
 
 def test_presigned_inputs_reach_nodes_that_hold_no_credentials(hpc, cluster, tmp_path, aws_env, monkeypatch):
@@ -270,7 +253,6 @@ def test_presigned_inputs_reach_nodes_that_hold_no_credentials(hpc, cluster, tmp
     anywhere holds the secret, Slurm's own state folder included (nothing was forwarded)."""
     import uuid
 
-    import boto3
     import s3server
 
     if s3server.unavailable_reason():
@@ -279,20 +261,8 @@ def test_presigned_inputs_reach_nodes_that_hold_no_credentials(hpc, cluster, tmp
     secret = f"tysecret{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     with s3server.S3Server(host=m.host_ip) as server:
-        client = boto3.client("s3", endpoint_url=server.endpoint_url)
-        client.create_bucket(Bucket="tysigned")
-        client.put_object(Bucket="tysigned", Key="in/n.txt", Body=b"9\n")
-        client.put_object(Bucket="tysigned", Key="in/deep/m.txt", Body=b"4\n")
-        client.close()
-        write_script(tmp_path / "src", "use.py", """
-            import os, sys
-            from torchyard import Run
-            folder = sys.argv[sys.argv.index("--data") + 1]
-            run = Run.get_context()
-            run.log("n", int(open(os.path.join(folder, "n.txt")).read()))
-            run.log("m", int(open(os.path.join(folder, "deep", "m.txt")).read()))
-            run.log("aws_vars", len([k for k in os.environ if k.startswith("AWS_") and ("KEY" in k or "TOKEN" in k)]))
-        """)
+        machines.put_presigned_inputs(server.endpoint_url, "tysigned")
+        write_script(tmp_path / "src", "use.py", machines.PRESIGNED_SCRIPT)
         signed = Datastore.register_s3(hpc, "blobs-signed", "tysigned", endpoint_url=server.endpoint_url,
                                        credentials="presigned")
         est = _est(tmp_path / "src", "use.py", script_params={"--data": signed.path("in").as_download()})
@@ -310,8 +280,8 @@ def test_presigned_inputs_reach_nodes_that_hold_no_credentials(hpc, cluster, tmp
     second = "".join(p.read_text() for p in Path(runs[1]._row["run_dir"], "logs").glob("inputs_node_*.txt"))
     assert "0 B transferred, 2 file(s) from the cache" in second, second
     # the signed URLs lived in the node plan (mode 0600) in the shared run folder, gone with it
-    assert not _files_holding("X-Amz-Signature", (hpc.path, m.root)), "a signed URL outlived its run"
-    found = _files_holding(secret, (hpc.path, m.root, c.dir))
+    assert not machines.files_holding("X-Amz-Signature", (hpc.path, m.root)), "a signed URL outlived its run"
+    found = machines.files_holding(secret, (hpc.path, m.root, c.dir))
     assert not found, f"the secret was written to {found}"
 
 
