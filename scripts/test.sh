@@ -35,7 +35,7 @@ PY="${PYTHON:-python3}"
 # Horovod for tests/integration/test_horovod.py, built once by torchyard's own environment cache into
 # ~/.cache/torchyard-tests/horovod (cold: ~2.5 min on 2 quiet cores; cached: < 1 s); a failed build
 # is reported here and those tests skip
-.venv/bin/python tests/integration/horovod_env.py || echo "tests/integration/horovod_env.py failed: tests/integration/test_horovod.py will skip" >&2
+timeout 1800 .venv/bin/python tests/integration/horovod_env.py || echo "tests/integration/horovod_env.py failed: tests/integration/test_horovod.py will skip" >&2
 export TORCHYARD_SYSTEM_PYTHON="$(command -v "$PY")"
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check src tests

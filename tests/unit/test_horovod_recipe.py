@@ -32,8 +32,12 @@ def test_horovod_is_recognized_in_any_spelling():
     assert not needs_horovod(EnvironmentSpec(pip_packages=("horovod-tools",)))
 
 
-def test_the_recipe_is_part_of_the_cache_key():
+def test_the_recipe_is_part_of_the_cache_key(monkeypatch):
+    monkeypatch.delenv("HOROVOD_DEBUG", raising=False)
     plain = environment_key(EnvironmentSpec(pip_packages=("horovod-tools",)))
     hvd = environment_key(EnvironmentSpec(pip_packages=("horovod",)))
     assert plain != hvd
     assert hvd == environment_key(EnvironmentSpec(pip_packages=("horovod",)))
+    monkeypatch.setenv("HOROVOD_DEBUG", "1")  # Horovod's Debug build (keeps -g): a build of its own
+    assert environment_key(EnvironmentSpec(pip_packages=("horovod",))) != hvd
+    assert environment_key(EnvironmentSpec(pip_packages=("horovod-tools",))) == plain

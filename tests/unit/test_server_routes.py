@@ -66,3 +66,28 @@ def test_a_route_without_a_permission_is_refused(tmp_path) -> None:
 def test_endpoint_rejects_an_unknown_permission() -> None:
     with pytest.raises(ValueError, match="permission"):
         server_app.endpoint("GET", "/x", permission="everyone")
+
+
+def test_the_page_shell_inlines_what_is_safe_and_keeps_the_order_of_deferred_scripts(tmp_path, monkeypatch):
+    """A script that could end (``</script``) or never end (``<!--``) its inline block stays a file,
+    and so does every deferred script after a deferred one that stayed a file."""
+    (tmp_path / "index.html").write_text(
+        '<html><head><script src="/static/a.js" async></script><link rel="stylesheet" href="/static/s.css">'
+        '<script src="/static/b.js" defer></script><script src="/static/c.js" defer></script>'
+        '<script src="/static/d.js" defer></script></head><body><main></main></body></html>')
+    (tmp_path / "a.js").write_text("window.a = 1;")
+    (tmp_path / "s.css").write_text("main { color: red }")
+    (tmp_path / "b.js").write_text("window.b = 2;")
+    (tmp_path / "c.js").write_text("const s = '<!-- x';")
+    (tmp_path / "d.js").write_text("window.d = 4;")
+    monkeypatch.setattr(server_app, "STATIC", str(tmp_path))
+    monkeypatch.setattr(server_app, "_SHELL", {})
+    resp = server_app._shell()
+    html = resp.body.decode()
+    csp = resp.headers["content-security-policy"]
+    assert "<script>window.a = 1;</script>" in html and "<style>main { color: red }</style>" in html
+    assert '<script src="/static/c.js" defer></script>' in html and '<script src="/static/d.js" defer></script>' in html
+    assert html.index("<main>") < html.index("<script>window.b = 2;</script>") < html.index("</body>")
+    assert "window.d" not in html and "<!-- x" not in html
+    assert csp.count("'sha256-") == 3 and "unsafe-inline" not in csp
+    assert server_app._shell().body == resp.body  # built once

@@ -97,18 +97,20 @@ def _connect(ray: Any, address: str) -> None:
             )
             return
         except Exception as err:  # ConnectionError and Ray's own: all mean "no cluster there"
-            if attempt == attempts:
-                raise _unreachable(address, err) from None
-            print(f"torchyard ray: connecting to {address} failed (attempt {attempt} of {attempts}): "
-                  f"{_cause(err)}; retrying", flush=True)
-            try:
-                ray.shutdown()
-            except Exception:  # noqa: S110  (nothing connected to undo)
-                pass
-            time.sleep(2.0 * attempt)
+            failure = err
         finally:
             for sig, handler in handlers.items():  # ray.init installs its own (which exit the process)
                 signal.signal(sig, handler)
+        if attempt == attempts:
+            tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+            raise _unreachable(address, failure, tries) from None
+        print(f"torchyard ray: connecting to {address} failed (attempt {attempt} of {attempts}): "
+              f"{_cause(failure)}; retrying", flush=True)
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: S110  (nothing connected to undo)
+            pass
+        time.sleep(2.0 * attempt)
 
 
 class RayHandle(Handle):
@@ -528,9 +530,9 @@ def _check_reachable(address: str) -> None:
         raise _unreachable(address, err) from None
 
 
-def _unreachable(address: str, err: Exception) -> ComputeError:
+def _unreachable(address: str, err: Exception, tries: str = "") -> ComputeError:
     return ComputeError(
-        f"cannot connect to the Ray cluster at {address!r}: {err}; "
+        f"cannot connect to the Ray cluster at {address!r}{tries}: {err}; "
         "is it running (`ray status`), and is the address right?"
     )
 

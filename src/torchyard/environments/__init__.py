@@ -132,6 +132,8 @@ def environment_key(env: EnvironmentSpec, base_python: str | None = None) -> str
     }
     if needs_horovod(env):
         parts["horovod"] = {"recipe": HOROVOD_RECIPE, "mpi": _mpi_compiler() is not None}
+        if os.environ.get("HOROVOD_DEBUG") == "1":  # a Debug build, with its debug info: another build
+            parts["horovod"]["debug"] = True
     for field in ("pip_requirements_file", "conda_dependencies_file"):
         path = getattr(env, field)
         if path:

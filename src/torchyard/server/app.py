@@ -662,21 +662,28 @@ def _shell() -> Response:
             html = fh.read()
         hashes: dict[str, str] = {"script": "", "style": ""}
         tail: list[str] = []
+        deferred_files: list[str] = []
 
         def inline(match: re.Match[str]) -> str:
             name, kind = (match.group(1), "script") if match.group(1) else (match.group(2), "style")
+            deferred = " defer" in match.group(0)
             with open(os.path.join(STATIC, name), encoding="utf-8") as fh:
                 text = fh.read()
-            if f"</{kind}" in text.lower():  # would end the block early: leave this one a file
+            # text that could end the block early (or keep it open) stays a file, and so does every
+            # deferred script after a deferred one left as a file (they run in document order)
+            if f"</{kind}" in text.lower() or "<!--" in text or (deferred and deferred_files):
+                if deferred:
+                    deferred_files.append(name)
                 return match.group(0)
             hashes[kind] += f" 'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
             block = f"<{kind}>{text}</{kind}>"
-            if " defer" in match.group(0):  # a deferred script runs once the body is parsed: put it there
+            if deferred:  # a deferred script runs once the body is parsed: put it at the body's end
                 tail.append(block)
                 return ""
             return block
 
-        body = _INLINE_TAG.sub(inline, html).replace("</body>", "".join(tail) + "</body>").encode()
+        head, end, rest = _INLINE_TAG.sub(inline, html).rpartition("</body>")
+        body = (head + "".join(tail) + end + rest).encode() if end else (rest + "".join(tail)).encode()
         csp = CSP.replace("script-src 'self'", "script-src 'self'" + hashes["script"])
         _SHELL.update(body=body, headers={
             "cache-control": "no-cache", "etag": f'"{hashlib.sha256(body).hexdigest()[:16]}"',
