@@ -22,7 +22,7 @@ from typing import Any
 
 from torchyard.compute.base import Handle, LaunchPlan, NodeLaunch, PreparedJob, common_plan, status_path
 from torchyard.compute.mirror import Mirror
-from torchyard.compute.ray_node import NodeAgent, NodePool, pack, remove_run_folder, unpack
+from torchyard.compute.ray_node import NodeAgent, NodePool, mpi_session_base, pack, remove_run_folder, unpack
 from torchyard.errors import ComputeError
 from torchyard.paths import NOT_CODE as NOT_CODE_DIRS
 from torchyard.paths import RunPaths
@@ -323,6 +323,8 @@ class RayHandle(Handle):
                     # writing it (a segfault in hwloc_shmem_topology_write, seen here with two nodes on
                     # one machine); binding is off anyway (--bind-to none)
                     "--mca", "rtc_hwloc_vmhole", "none",
+                    # this run's own session folders (see mpi_session_base), on every node
+                    "--mca", "orte_tmpdir_base", mpi_session_base(self.plans[0].run_id),
                 ])
             self.start_refs.append(actor.start.remote(plan.to_dict()))
             self.wait_refs.append(actor.wait.remote())

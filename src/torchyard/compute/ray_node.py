@@ -225,6 +225,7 @@ class NodeAgent:
         if self._rsh is not None:
             self._rsh.close()
         remove_node_folder(self.dir)
+        shutil.rmtree(mpi_session_base(self.run_id), ignore_errors=True)
 
     # ---- remote shell for mpirun ---------------------------------------------------------------
 
@@ -364,6 +365,15 @@ def node_folder(run_id: str, node_rank: int) -> str:
 def remove_run_folder(run_id: str, node_rank: int) -> None:
     """Run as a Ray task on a node whose actor did not clean up: remove what the run left there."""
     remove_node_folder(node_folder(run_id, node_rank))
+    shutil.rmtree(mpi_session_base(run_id), ignore_errors=True)
+
+
+def mpi_session_base(run_id: str) -> str:
+    """Open MPI's session folders for one run (``orte_tmpdir_base``), the same path on every node.
+    Left to its default (``/tmp/ompi.HOST.UID``) it is shared by every Open MPI on the machine, and
+    one job's clean-up removing that folder races another job (or another node of the same job on
+    that machine) creating its own inside it."""
+    return os.path.join("/tmp", f"torchyard-mpi-{run_id}")
 
 
 def remove_node_folder(folder: str) -> None:
