@@ -1,4 +1,4 @@
-"""The README's flows through the real `torchyard` command."""
+"""The documented CLI flows (docs/get-started.md, docs/guides/cli.md) through the real `torchyard` command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's flows from the system interpreter too (the suite itself runs from a venv): a job with
+"""The documented flows (docs/guides/environments.md) from the system interpreter too (the suite itself runs from a venv): a job with
 ``pip_packages`` gets a layered environment that still sees torch and torchyard."""
 
 from __future__ import annotations

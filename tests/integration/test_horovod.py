@@ -34,7 +34,7 @@ pytestmark.append(pytest.mark.skipif(not (built() or os.environ.get("TORCHYARD_T
                                      reason="Horovod's build is not cached here (python tests/integration/horovod_env.py "
                                             "builds it; TORCHYARD_TEST_BUILD_HOROVOD=1 pytest -m horovod does too)"))
 
-EXAMPLE = EXAMPLES / "horovod"  # the README's Azure-style estimator runs this script
+EXAMPLE = EXAMPLES / "horovod"  # the Azure-style estimator of docs/guides/distributed.md runs this script
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The README's SDK flow and CLI flow, unchanged, against a real ``torchyard server`` process on a
-real PostgreSQL: submit (snapshot uploaded content-addressed; an unchanged tree uploads 0 bytes),
+"""The team server guide's SDK flow and CLI flow (docs/guides/team-server.md), unchanged, against a
+real ``torchyard server`` process on a real PostgreSQL: submit (snapshot uploaded content-addressed; an unchanged tree uploads 0 bytes),
 wait with live output, status, details, metrics, files, download, runs list/show, logs --follow,
 metrics, cancel; ``torchyard login``; who created each run; what another member cannot see."""
 
