@@ -2,7 +2,7 @@
 points to the same layer or one below, the module graph has no cycle, compute/ never imports
 workspace/, and the in-job packages (launch/, tracking/) import only L0 and themselves.
 
-The layers (README, "Architecture")::
+The layers (docs/architecture.md)::
 
     L6  cli/, __main__
     L5  SDK: torchyard (the package), sdk, run, hyperdrive, sweeps.run; server/, models/ beside it
@@ -45,7 +45,7 @@ def layer_of(module: str) -> int:
     for level, prefixes in LAYERS:  # most specific first: sweeps.run (L5) before sweeps (L1)
         if any(_under(module, p) for p in prefixes):
             return level
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and to the README's Architecture section)")
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and to the table of docs/architecture.md)")
 
 
 def module_name(path: Path) -> str:
