@@ -24,6 +24,7 @@ from mlflow.entities import (
     RunData,
     RunInfo,
     RunStatus,
+    RunOutputs,
     RunTag,
     ViewType,
 )
@@ -33,6 +34,7 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.utils.search_utils import SearchExperimentsUtils, SearchUtils
 
+from torchyard.integrations._mlflow_models import LoggedModelsMixin, Root, WorkspaceModels
 from torchyard.integrations.mlflow import in_run_environment, workspace_path
 from torchyard.tracking import journal as j
 
@@ -91,13 +93,19 @@ def _metrics_from_series(series: Iterable[tuple[str, list[Any], list[Any], list[
     ]
 
 
-class InRunStore(AbstractStore):
+def _outputs(models: list[Any]) -> RunOutputs | None:
+    return RunOutputs(model_outputs=models) if models else None
+
+
+class InRunStore(LoggedModelsMixin, AbstractStore):
     """MLflow inside a torchyard run: one MLflow run, the torchyard run, written through the rank's journal.
 
     Every ``create_run`` (``mlflow.start_run()``, Lightning's ``MLFlowLogger``, the HF Trainer's
     callback) returns the torchyard run; ending it leaves the torchyard run's status to its
     supervisor. Any experiment name is the run's experiment. Reads (``get_run``,
-    ``get_metric_history``) come from this rank's own journal.
+    ``get_metric_history``) come from this rank's own journal. Logged models (MLflow 3's
+    ``log_model``) go into this node's ``outputs/`` (see :mod:`._mlflow_models`); a model id from
+    another run is looked up in the workspace folder when this node sees it.
     """
 
     def __init__(self, store_uri: str, artifact_uri: str | None = None) -> None:
@@ -116,6 +124,10 @@ class InRunStore(AbstractStore):
         self._start = int(time.time() * 1000)
         self._status = _RUNNING
         self._user = _user()
+        self._models_root = Root(out)
+        ws = env.get("TORCHYARD_WORKSPACE") or workspace_path(store_uri)
+        seen = bool(ws) and os.path.isfile(os.path.join(ws, "workspace.json"))
+        self._ws_models = WorkspaceModels(ws) if seen else None
 
     # ---- experiments: one, the run's ----------------------------------------------------------
 
@@ -177,7 +189,7 @@ class InRunStore(AbstractStore):
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
-        return Run(self._info(), data)
+        return Run(self._info(), data, run_outputs=_outputs(self._lm_outputs(self._run_id)))
 
     def create_run(self, experiment_id: str, user_id: str, start_time: int, tags: Any, run_name: str | None) -> Run:
         user = _user_tags(tags)
@@ -219,6 +231,9 @@ class InRunStore(AbstractStore):
     def log_metric(self, run_id: str, metric: Metric) -> None:
         if run_id != self._run_id:
             self._check(run_id)
+        if getattr(metric, "model_id", None):
+            self.log_batch(run_id, [metric], [], [])
+            return
         self._run.log_scalars(((metric.key, metric.value, metric.step, metric.timestamp / 1000.0),))
 
     def log_param(self, run_id: str, param: Param) -> None:
@@ -234,6 +249,7 @@ class InRunStore(AbstractStore):
 
     def log_batch(self, run_id: str, metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]) -> None:
         self._check(run_id)
+        metrics = self._lm_split_metrics(run_id, list(metrics))
         if metrics:
             self._run.log_scalars((m.key, m.value, m.step, m.timestamp / 1000.0) for m in metrics)
         if params:
@@ -244,14 +260,29 @@ class InRunStore(AbstractStore):
     def log_inputs(self, run_id: str, datasets: Any = None, models: Any = None) -> None:
         pass  # dataset and model inputs are not kept (metrics, params, tags and artifacts are)
 
-    def log_outputs(self, run_id: str, models: Any) -> None:
-        pass
-
-    def record_logged_model(self, run_id: str, mlflow_model: Any) -> None:
-        pass
-
     def link_traces_to_run(self, trace_ids: list[str], run_id: str) -> None:
         pass  # traces are not kept
+
+    # ---- logged models: this run's, in this node's outputs/ -----------------------------------
+
+    def _lm_new_root(self, experiment_id: str, source_run_id: str | None) -> tuple[Root, str, str | None]:
+        if source_run_id:
+            self._check(source_run_id)
+        return self._models_root, self._exp_id, self._run_id  # a model logged in a run is the run's
+
+    def _lm_find(self, model_id: str) -> Root | None:
+        if self._models_root.has(model_id):
+            return self._models_root
+        return self._ws_models.find(model_id) if self._ws_models is not None else None
+
+    def _lm_candidates(self, experiment_ids: list[str]) -> Any:
+        return ((self._models_root, rec) for rec in self._models_root.records())
+
+    def _lm_in(self, rec: dict[str, Any], experiment_ids: set[str]) -> bool:
+        return True  # any experiment is the run's
+
+    def _lm_run_roots(self, run_id: str) -> list[Root]:
+        return [self._models_root] if run_id == self._run_id else []
 
 
 _TO_TORCHYARD = {"FINISHED": "Completed", "FAILED": "Failed", "KILLED": "Canceled", "RUNNING": "Running"}
@@ -259,8 +290,12 @@ _TO_MLFLOW = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED",
               "Queued": "SCHEDULED"}
 
 
-class WorkspaceStore(AbstractStore):
-    """MLflow outside a run, logging into a torchyard workspace: each MLflow run is a new torchyard run."""
+class WorkspaceStore(LoggedModelsMixin, AbstractStore):
+    """MLflow outside a run, logging into a torchyard workspace: each MLflow run is a new torchyard run.
+
+    A logged model with a source run goes into that run's artifacts (``outputs/<name>``); one
+    logged with no run into ``<workspace>/mlflow/models`` (see :mod:`._mlflow_models`).
+    """
 
     def __init__(self, store_uri: str, artifact_uri: str | None = None) -> None:
         super().__init__()
@@ -269,6 +304,7 @@ class WorkspaceStore(AbstractStore):
         self._uri = store_uri
         self._ws = Workspace(path=workspace_path(store_uri) or None)
         self._store = self._ws.store
+        self._models = WorkspaceModels(self._ws.path)
         self._new_experiments: set[str] = set()
         self._live: set[str] = set()
         self._lock = threading.Lock()
@@ -349,7 +385,7 @@ class WorkspaceStore(AbstractStore):
             params=[Param(k, v) for k, v in self._store.get_properties(run_id).items()],
             tags=[RunTag(k, v) for k, v in self._store.get_tags(run_id).items()],
         )
-        return Run(self._info(row), data)
+        return Run(self._info(row), data, run_outputs=_outputs(self._lm_outputs(run_id)))
 
     def get_run(self, run_id: str) -> Run:
         return self._run(self._row(run_id))
@@ -422,6 +458,7 @@ class WorkspaceStore(AbstractStore):
     # ---- logging: the store -------------------------------------------------------------------
 
     def log_batch(self, run_id: str, metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]) -> None:
+        metrics = self._lm_split_metrics(run_id, list(metrics))
         if metrics:
             columns: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
             for m in metrics:
@@ -444,14 +481,39 @@ class WorkspaceStore(AbstractStore):
     def log_inputs(self, run_id: str, datasets: Any = None, models: Any = None) -> None:
         pass  # dataset and model inputs are not kept (metrics, params, tags and artifacts are)
 
-    def log_outputs(self, run_id: str, models: Any) -> None:
-        pass
-
-    def record_logged_model(self, run_id: str, mlflow_model: Any) -> None:
-        pass
-
     def link_traces_to_run(self, trace_ids: list[str], run_id: str) -> None:
         pass  # traces are not kept
+
+    # ---- logged models ------------------------------------------------------------------------
+
+    def _lm_new_root(self, experiment_id: str, source_run_id: str | None) -> tuple[Root, str, str | None]:
+        if not source_run_id:
+            return self._models.runless, experiment_id, None
+        row = self._row(source_run_id)
+        return Root(Path(self._ws.artifacts_dir(source_run_id), "outputs")), _experiment_id(row["experiment"]), row["id"]
+
+    def create_logged_model(self, experiment_id: str = "0", name: str | None = None, source_run_id: str | None = None,
+                            tags: Any = None, params: Any = None, model_type: str | None = None) -> Any:
+        model = super().create_logged_model(experiment_id, name, source_run_id, tags, params, model_type)
+        if model.source_run_id:
+            self._models.remember(model.model_id, model.source_run_id)
+        return model
+
+    def _lm_find(self, model_id: str) -> Root | None:
+        return self._models.find(model_id)
+
+    def _lm_candidates(self, experiment_ids: list[str]) -> Any:
+        for exp_id in experiment_ids:
+            for row in self._store.list_runs(experiment=_experiment_name(exp_id)):
+                for root in self._models.run_roots(row["id"]):
+                    for rec in root.records():
+                        yield root, rec
+        runless = self._models.runless
+        for rec in runless.records():
+            yield runless, rec
+
+    def _lm_run_roots(self, run_id: str) -> list[Root]:
+        return self._models.run_roots(run_id)
 
 
 def tracking_store(store_uri: str, artifact_uri: str | None = None) -> Any:
