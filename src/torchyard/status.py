@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 
 class RunStatus(enum.StrEnum):
+    """A run's status. Every change is stored with its time; a terminal status never changes again
+    (:attr:`is_terminal`)."""
     NOT_STARTED = "NotStarted"
     QUEUED = "Queued"
     PREPARING = "Preparing"

@@ -331,6 +331,7 @@ class ComputeTarget(abc.ABC):
         """Start the job ``dryrun`` described; the live :class:`Handle`."""
 
     def describe(self) -> dict[str, Any]:
+        """The target's name, kind and settings, as ``torchyard compute show`` prints them."""
         return {"name": self.name, "kind": self.kind, **self.to_config()}
 
 

@@ -171,6 +171,7 @@ class KubernetesCompute(ComputeTarget):
     # ---- dry run: pure -----------------------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
+        """The target's settings (its options' values), as stored when it is attached."""
         return self.to_config()
 
     def dryrun(self, job: PreparedJob) -> KubernetesLaunchPlan:

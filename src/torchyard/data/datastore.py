@@ -194,6 +194,7 @@ class Datastore:
         return DatastoreRegistry(workspace).get(name)
 
     def to_dict(self) -> dict[str, Any]:
+        """The datastore's record: name, kind, URL, options and where credentials come from (never keys)."""
         out = {"name": self.name, "kind": self.kind, "url": self.url, "options": dict(self.options)}
         if self.credentials != "node":
             out["credentials"] = self.credentials
@@ -201,6 +202,7 @@ class Datastore:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Datastore:
+        """The datastore :meth:`to_dict` described."""
         return cls(data["name"], data["kind"], data["url"], dict(data.get("options") or {}),
                    data.get("credentials") or "node")
 
@@ -211,9 +213,11 @@ class Datastore:
         return DataReference(self.name, path)
 
     def as_mount(self) -> DataReference:
+        """The whole datastore as an input, mounted on the nodes (see :meth:`DataReference.as_mount`)."""
         return DataReference(self.name, "", "mount")
 
     def as_download(self, path_on_compute: str | None = None) -> DataReference:
+        """The whole datastore as an input, downloaded to the nodes (to ``path_on_compute`` when given)."""
         return DataReference(self.name, "", "download", path_on_compute)
 
     def url_of(self, path: str = "") -> str:
@@ -226,6 +230,7 @@ class Datastore:
         return f"{self.url.rstrip('/')}/{path}"
 
     def describe(self) -> str:
+        """A short human description, ``datastore 'NAME' (URL)``, for messages."""
         return f"datastore {self.name!r} ({self.url})" if self.name else self.url
 
     # ---- filesystem ----------------------------------------------------------------------------

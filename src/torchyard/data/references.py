@@ -87,12 +87,15 @@ class DataReference:
         return cls(None, "", mode, path_on_compute, url)
 
     def as_mount(self) -> DataReference:
+        """This reference, mounted on the nodes (an object store's data is downloaded instead; see the data guide)."""
         return replace(self, mode="mount")
 
     def as_download(self, path_on_compute: str | None = None) -> DataReference:
+        """This reference, downloaded to the nodes (to ``path_on_compute`` when given) before the script starts."""
         return replace(self, mode="download", path_on_compute=path_on_compute or self.path_on_compute)
 
     def to_dict(self) -> dict[str, Any]:
+        """The reference as a JSON-able dict, as stored in a JobSpec."""
         out: dict[str, Any] = {
             "datastore": self.datastore,
             "path": self.path,
@@ -105,6 +108,7 @@ class DataReference:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataReference:
+        """The reference :meth:`to_dict` described; SpecError naming the field otherwise."""
         if not isinstance(data, dict):
             raise SpecError("input", f"expected a mapping, got {type(data).__name__}")
         unknown = set(data) - {"datastore", "path", "mode", "path_on_compute", "url"}

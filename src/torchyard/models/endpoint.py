@@ -160,6 +160,7 @@ class Endpoint:
 
     @property
     def state(self) -> str:
+        """``Transitioning``, ``Healthy``, ``Unhealthy`` (its router is being restarted), ``Failed`` or ``Stopped``."""
         st = self._state()
         state = str(st.get("state", "Transitioning"))
         live = ("Healthy", "Unhealthy", "Transitioning")
@@ -178,6 +179,7 @@ class Endpoint:
 
     @property
     def scoring_uri(self) -> str | None:
+        """The URL requests are sent to (``http://HOST:PORT/score``), or None before the router listens."""
         st = self._state()
         if not st.get("port"):
             return None
@@ -186,14 +188,17 @@ class Endpoint:
 
     @property
     def traffic(self) -> dict[str, int]:
+        """The live traffic split: deployment name → percent (summing to 100)."""
         return dict(self._doc()["traffic"])
 
     @property
     def mirror_traffic(self) -> dict[str, int]:
+        """The mirrored share: deployment name → percent of live requests copied to it."""
         return dict(self._doc()["mirror"])
 
     @property
     def deployments(self) -> dict[str, Webservice]:
+        """The endpoint's deployments: name → its :class:`Webservice`."""
         from torchyard.models.webservice import Webservice  # noqa: PLC0415
 
         return {k: Webservice(self.workspace, v["service"]) for k, v in self._doc()["deployments"].items()}
@@ -318,12 +323,14 @@ class Endpoint:
     # ---- calling it -------------------------------------------------------------------------------
 
     def get_keys(self) -> tuple[str, str]:
+        """The (primary, secondary) keys of an endpoint created with ``auth_mode='key'``."""
         doc = _svc().read_json(os.path.join(self._dir, "keys.json"))
         if doc is None:
             raise SpecError("auth_mode", f"endpoint {self.name!r} was created without auth_mode='key'")
         return str(doc["primary"]), str(doc["secondary"])
 
     def regen_key(self, key: str) -> None:
+        """Replace the ``primary`` or ``secondary`` key at once."""
         if key not in ("primary", "secondary"):
             raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
         primary, secondary = self.get_keys()

@@ -81,10 +81,12 @@ class Model:
 
     @property
     def name(self) -> str:
+        """The model's name."""
         return self._rec.name
 
     @property
     def version(self) -> int:
+        """This version's number (1, 2, ... per name; never reused)."""
         return self._rec.version
 
     @property
@@ -94,14 +96,17 @@ class Model:
 
     @property
     def experiment_name(self) -> str | None:
+        """The experiment of the run it was registered from, or None."""
         return self._rec.experiment
 
     @property
     def description(self) -> str | None:
+        """The description given at registration, or None."""
         return self._rec.description
 
     @property
     def model_framework(self) -> str | None:
+        """The framework given at registration (e.g. ``PyTorch``), or None."""
         return self._rec.framework
 
     @property
@@ -111,18 +116,22 @@ class Model:
 
     @property
     def tags(self) -> dict[str, str]:
+        """This version's tags (mutable)."""
         return dict(self._rec.tags)
 
     @property
     def properties(self) -> dict[str, str]:
+        """This version's properties (add-only)."""
         return dict(self._rec.properties)
 
     @property
     def aliases(self) -> list[str]:
+        """The aliases that point at this version."""
         return list(self._rec.aliases)
 
     @property
     def created_time(self) -> float:
+        """When this version was registered (seconds since the epoch)."""
         return self._rec.created_at
 
     @property
@@ -224,9 +233,11 @@ class Model:
         self._reload()
 
     def add_tags(self, tags: Mapping[str, Any]) -> None:
+        """Add or change tags of this version."""
         self.update(tags=tags)
 
     def remove_tags(self, keys: builtins.list[str]) -> None:
+        """Remove these tag keys from this version."""
         registry(self.workspace).set_tags(self.name, self.version, {}, remove=[str(k) for k in keys])
         self._reload()
 
@@ -244,6 +255,7 @@ class Model:
         self._reload()
 
     def remove_alias(self, alias: str) -> None:
+        """Remove an alias of this model's name (the move is kept in its alias history)."""
         registry(self.workspace).remove_alias(self.name, alias)
         self._reload()
 

@@ -264,6 +264,7 @@ class Environment:
         self.user_managed = user_managed
 
     def to_spec_dict(self) -> dict[str, Any]:
+        """The environment as the JobSpec holds it (name, version, package lists, files)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -346,6 +347,7 @@ class _JobDescription:
     spec: JobSpec
 
     def to_job_spec(self) -> JobSpec:
+        """The validated JobSpec this job description compiles to."""
         return self.spec
 
     def __repr__(self) -> str:

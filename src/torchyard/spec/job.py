@@ -79,13 +79,16 @@ class JobSpec(_Spec, frozen=True):
     description: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able data."""
         return msgspec.to_builtins(self)
 
     def to_json(self) -> bytes:
+        """The spec as JSON bytes (what the store keeps)."""
         return msgspec.json.encode(self)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> JobSpec:
+        """The spec :meth:`to_json` wrote."""
         return msgspec.json.decode(data, type=cls)
 
 

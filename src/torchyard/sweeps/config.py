@@ -117,6 +117,7 @@ class HyperDriveConfig:
 
     @property
     def maximize(self) -> bool:
+        """Whether the primary metric's goal is MAXIMIZE."""
         return self.primary_metric_goal is PrimaryMetricGoal.MAXIMIZE
 
     def to_dict(self, seed: int) -> dict[str, Any]:
@@ -135,6 +136,7 @@ class HyperDriveConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HyperDriveConfig:
+        """The configuration as stored with a sweep (the inverse of its ``to_dict``)."""
         return cls(
             hyperparameter_sampling=HyperParameterSampling.from_dict(data["sampling"]),
             primary_metric_name=data["primary_metric_name"],

@@ -174,6 +174,7 @@ def randint(upper: int) -> ParameterExpression:
 
 
 def uniform(min_value: float, max_value: float) -> ParameterExpression:
+    """A float drawn uniformly from ``[min_value, max_value]``."""
     return ParameterExpression("uniform", min_value, max_value, field="uniform")
 
 
@@ -188,14 +189,17 @@ def loguniform(min_value: float, max_value: float) -> ParameterExpression:
 
 
 def qloguniform(min_value: float, max_value: float, q: float) -> ParameterExpression:
+    """``round(exp(uniform(min_value, max_value)) / q) * q``: the bounds are exponents; an int when ``q`` is one."""
     return ParameterExpression("qloguniform", min_value, max_value, q, field="qloguniform")
 
 
 def normal(mu: float, sigma: float) -> ParameterExpression:
+    """A float drawn from the normal distribution with mean ``mu`` and standard deviation ``sigma``."""
     return ParameterExpression("normal", mu, sigma, field="normal")
 
 
 def qnormal(mu: float, sigma: float, q: float) -> ParameterExpression:
+    """``round(normal(mu, sigma) / q) * q``; an int when ``q`` is one."""
     return ParameterExpression("qnormal", mu, sigma, q, field="qnormal")
 
 
@@ -205,6 +209,7 @@ def lognormal(mu: float, sigma: float) -> ParameterExpression:
 
 
 def qlognormal(mu: float, sigma: float, q: float) -> ParameterExpression:
+    """``round(exp(normal(mu, sigma)) / q) * q``; an int when ``q`` is one."""
     return ParameterExpression("qlognormal", mu, sigma, q, field="qlognormal")
 
 
@@ -268,6 +273,7 @@ class HyperParameterSampling:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
+        """The sampling as a JSON-able dict (type, seed, parameter space, properties), as stored with the sweep."""
         return {
             "type": self.name,
             "seed": self.seed,
@@ -277,6 +283,7 @@ class HyperParameterSampling:
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> HyperParameterSampling:
+        """The sampling that :meth:`to_dict` described (its ``type`` picks the class)."""
         cls = SAMPLERS[str(data["type"])]
         return cls(data["parameter_space"], data.get("properties"), seed=data.get("seed"))
 
@@ -306,6 +313,7 @@ class GridParameterSampling(HyperParameterSampling):
         return math.prod(len(e.values) for e in self.parameter_space.values())
 
     def points(self) -> list[dict[str, Any]]:
+        """Every combination of the choices, in order: the trials a grid sweep runs."""
         keys = list(self.parameter_space)
         grid = itertools.product(*(self.parameter_space[k].values for k in keys))
         return [dict(zip(keys, combo, strict=True)) for combo in grid]

@@ -77,6 +77,7 @@ class EarlyTerminationPolicy:
         return None
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as a JSON-able dict (``type`` plus its settings), as stored with the sweep."""
         return {"type": self.name, "evaluation_interval": self.evaluation_interval,
                 "delay_evaluation": self.delay_evaluation}
 
@@ -122,6 +123,7 @@ class NoTerminationPolicy(EarlyTerminationPolicy):
         return False
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as a JSON-able dict: ``{"type": "none"}``-style, as stored with the sweep."""
         return {"type": self.name}
 
 
@@ -185,6 +187,7 @@ class BanditPolicy(EarlyTerminationPolicy):
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as a JSON-able dict (``type`` plus its settings), as stored with the sweep."""
         out = super().to_dict()
         if self.slack_factor is not None:
             out["slack_factor"] = self.slack_factor
@@ -273,6 +276,7 @@ class TruncationSelectionPolicy(EarlyTerminationPolicy):
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as a JSON-able dict (``type`` plus its settings), as stored with the sweep."""
         return {**super().to_dict(), "truncation_percentage": self.truncation_percentage,
                 "exclude_finished_jobs": self.exclude_finished_jobs}
 
