@@ -68,6 +68,7 @@ class Run:
 
     @property
     def workdir(self) -> str:
+        """The run's folder: the exact code it runs, its ``outputs/`` and ``logs/``."""
         return str(self._row["run_dir"])
 
     def get_status(self) -> str:
@@ -77,6 +78,7 @@ class Run:
 
     @property
     def status(self) -> str:
+        """The run's current status (the same as :meth:`get_status`)."""
         return self.get_status()
 
     def get_details(self) -> dict[str, Any]:
@@ -122,12 +124,15 @@ class Run:
     # ---- tags, properties, logging from outside -------------------------------------------------
 
     def tag(self, key: str, value: Any = None) -> None:
+        """Set one tag (tags are mutable); ``value`` None gives an empty tag."""
         self._store.set_tags(self.id, {str(key): "" if value is None else str(value)})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags at once."""
         self._store.set_tags(self.id, {str(k): str(v) for k, v in tags.items()})
 
     def get_tags(self) -> dict[str, str]:
+        """The run's tags."""
         return dict(self._store.get_tags(self.id))
 
     def add_properties(self, properties: Mapping[str, Any]) -> None:
@@ -135,6 +140,7 @@ class Run:
         self._store.add_properties(self.id, {str(k): str(v) for k, v in properties.items()})
 
     def get_properties(self) -> dict[str, str]:
+        """The run's properties (immutable once set)."""
         return dict(self._store.get_properties(self.id))
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
@@ -192,6 +198,7 @@ class Run:
         return dest
 
     def download_files(self, prefix: str = "", output_directory: str = ".") -> list[str]:
+        """Download every artifact whose name starts with ``prefix`` into ``output_directory``; returns the paths written."""
         out = []
         for name in self.get_file_names():
             if name.startswith(prefix):
@@ -266,6 +273,7 @@ class Run:
         return env
 
     def get_children(self) -> list[Run]:
+        """The run's child runs (a sweep's trials)."""
         rows = self._store.list_runs(parent_id=self.id)
         return [Run(self.experiment, r["id"], _row=r) for r in rows]
 

@@ -43,11 +43,13 @@ class Workspace(WorkspaceFolder):
 
     @property
     def experiments(self) -> dict[str, Experiment]:
+        """The workspace's experiments, by name."""
         from torchyard.experiment import Experiment  # noqa: PLC0415
 
         return {name: Experiment(self, name) for name in self.store.list_experiments()}
 
     def get_run(self, run_id: str) -> Run:
+        """The run with this id, in any experiment; NotFoundError otherwise."""
         from torchyard.experiment import Experiment  # noqa: PLC0415
         from torchyard.run import Run  # noqa: PLC0415
 

@@ -66,6 +66,7 @@ class InferenceConfig:
             raise NotSupportedError("runtime", f"{self.runtime!r}: only python runs here")
 
     def entry_path(self) -> str:
+        """The scoring script's absolute path."""
         return os.path.join(os.path.abspath(os.fspath(self.source_directory)), self.entry_script)
 
     def check(self) -> str:
@@ -439,6 +440,7 @@ class Webservice:
 
     @property
     def port(self) -> int | None:
+        """The port the service listens on, or None before it has one."""
         port = self._state().get("port")
         return int(port) if port else self._doc()["config"].get("port")
 
@@ -453,11 +455,13 @@ class Webservice:
 
     @property
     def scoring_uri(self) -> str | None:
+        """``http://HOST:PORT/score``, or None before the service listens."""
         base = self._base
         return f"{base}/score" if base else None
 
     @property
     def swagger_uri(self) -> str | None:
+        """``http://HOST:PORT/swagger.json``, or None before the service listens."""
         base = self._base
         return f"{base}/swagger.json" if base else None
 
@@ -468,6 +472,7 @@ class Webservice:
 
     @property
     def auth_enabled(self) -> bool:
+        """Whether requests must carry one of the service's keys."""
         return bool(self._doc()["config"].get("auth_enabled"))
 
     # ---- waiting, logs -------------------------------------------------------------------------------

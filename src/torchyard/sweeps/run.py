@@ -37,10 +37,12 @@ class HyperDriveRun(Run):
 
     @property
     def primary_metric_name(self) -> str:
+        """The metric the sweep ranks its trials by."""
         return str(self._definition["primary_metric_name"])
 
     @property
     def maximize(self) -> bool:
+        """Whether a higher primary metric is better."""
         return self._definition["primary_metric_goal"] == "MAXIMIZE"
 
     @property
@@ -51,6 +53,7 @@ class HyperDriveRun(Run):
         return HyperDriveConfig.from_dict(self._definition)
 
     def get_primary_metric_config(self) -> dict[str, str]:
+        """Azure's shape: ``{"name": METRIC, "goal": "MAXIMIZE" | "MINIMIZE"}``."""
         return {"name": self.primary_metric_name, "goal": self._definition["primary_metric_goal"]}
 
     # ---- trials -----------------------------------------------------------------------------------------
