@@ -371,3 +371,11 @@ def expand_markers(markdown: str) -> str:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Expand the markers a hand-written page holds (MkDocs hook)."""
     return expand_markers(markdown)
+
+
+SPHINX_ROLE = re.compile(r":(?:meth|func|class|attr|data|mod|exc|obj):(?=<code)")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Docstrings use Sphinx roles (``:meth:`x```); mkdocstrings shows them as text: drop the role."""
+    return SPHINX_ROLE.sub("", html)
