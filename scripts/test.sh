@@ -40,5 +40,5 @@ export TORCHYARD_SYSTEM_PYTHON="$(command -v "$PY")"
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check src tests
 .venv/bin/mypy src
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"   # the documentation site: broken links or references fail
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"   # the documentation site: a broken link or reference fails (--quiet would hide the warnings --strict counts)
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

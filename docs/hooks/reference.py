@@ -354,6 +354,42 @@ PAGES = {
 }
 
 
+def _nav_paths(nav: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(nav, str):
+        found.add(nav)
+    elif isinstance(nav, list):
+        for item in nav:
+            found |= _nav_paths(item)
+    elif isinstance(nav, dict):
+        for value in nav.values():
+            found |= _nav_paths(value)
+    return found
+
+
+def unlisted_pages(nav: Any, docs_dir: Path) -> list[str]:
+    """Pages under ``docs/`` that mkdocs.yml's nav does not name (generated pages aside)."""
+    listed = _nav_paths(nav)
+    pages = sorted(str(p.relative_to(docs_dir)) for p in docs_dir.rglob("*.md") if "hooks" not in p.parts)
+    return [p for p in pages if p not in listed and p not in PAGES]
+
+
+def on_config(config: Any) -> Any:
+    """A page added under docs/guides/ joins the Guides section even before mkdocs.yml names it, so
+    that a new guide never breaks the strict build; any other unlisted page still fails it."""
+    nav = config.get("nav") or []
+    docs_dir = Path(config["docs_dir"])
+    for page in unlisted_pages(nav, docs_dir):
+        if not page.startswith("guides/"):
+            continue
+        title = next((line[2:].strip() for line in (docs_dir / page).read_text().splitlines()
+                      if line.startswith("# ")), page)
+        for section in nav:
+            if isinstance(section, dict) and "Guides" in section:
+                section["Guides"].append({title: page})
+    return config
+
+
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated pages to the site (MkDocs hook)."""
     from mkdocs.structure.files import File  # noqa: PLC0415
