@@ -4,6 +4,7 @@ A run's folder holds its code (the materialized snapshot) and, beside it::
 
     logs/                       rank_N.txt, torchrun_node_K.txt, environment.txt, inputs.txt ...
     outputs/                    the script's ./outputs: kept as run artifacts
+    checkpoints/                TORCHYARD_CHECKPOINT_DIR: committed step_N/ folders (and step_N.tmp/ being written)
     named_outputs/NAME/         each named output's folder, uploaded at Finalizing
     inputs/NAME/                inputs downloaded for the run
     .torchyard-run/             torchyard's own files:
@@ -17,6 +18,7 @@ A run's folder holds its code (the materialized snapshot) and, beside it::
         launcher_node_K.json    node K's launcher report (written when the node ends)
         launcher_node_K.log     node K's launcher output on a target without the run folder
         hostfile                mpirun's hostfile
+        stacks/                 each rank's faulthandler file and pid (hang stacks: logs/stacks_rank_N.txt)
         controller.*            a sweep controller's files (sweeps only)
 
 :meth:`RunPaths.mirrored` names what a target whose nodes do not share the run folder brings back
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 INTERNAL = ".torchyard-run"
 
 #: folders of a run that are not its code (never part of a snapshot or of the code shipped to a node)
-NOT_CODE = ("logs", "outputs", "named_outputs", "inputs", INTERNAL)
+NOT_CODE = ("logs", "outputs", "named_outputs", "inputs", "checkpoints", INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,15 @@ class RunPaths:
 
     def log(self, name: str) -> str:
         return self._p("logs", name)
+
+    @property
+    def checkpoints(self) -> str:
+        """TORCHYARD_CHECKPOINT_DIR: this node's checkpoints of the run (``step_N/``, committed)."""
+        return self._p("checkpoints")
+
+    def stacks_log(self, rank: int | str) -> str:
+        """Rank N's Python stacks (every thread), written when the run was stopped as hung."""
+        return self._p("logs", f"stacks_rank_{rank}.txt")
 
     # ---- torchyard's own -------------------------------------------------------------------------
     @property
@@ -131,6 +142,20 @@ class RunPaths:
         return self._p(INTERNAL, f"launcher_node_{node_rank}.log")
 
     @property
+    def stacks(self) -> str:
+        """TORCHYARD_STACKS_DIR: each rank's ``rank_N.txt`` (its faulthandler file) and ``rank_N.pid``."""
+        return self._p(INTERNAL, "stacks")
+
+    @property
+    def stacks_request(self) -> str:
+        """The supervisor creates this to ask every launcher to dump its ranks' stacks (a hang)."""
+        return self._p(INTERNAL, "stacks", "request")
+
+    def stacks_done(self, node_rank: int | str) -> str:
+        """Node K's launcher creates this when its ranks' stacks are in ``logs/``."""
+        return self._p(INTERNAL, "stacks", f"done_node_{node_rank}")
+
+    @property
     def hostfile(self) -> str:
         return self._p(INTERNAL, "hostfile")
 
@@ -171,6 +196,6 @@ class RunPaths:
     @staticmethod
     def collected() -> tuple[str, ...]:
         """Folders a node's results live in, brought back once at Finalizing: ``outputs/``, the
-        named outputs (uploaded from here) and the script's uploads."""
+        named outputs (uploaded from here), the script's uploads and its committed checkpoints."""
         rel = RunPaths.relative()
-        return (rel.outputs, rel.named_outputs, rel.uploads)
+        return (rel.outputs, rel.named_outputs, rel.uploads, rel.checkpoints)

@@ -257,6 +257,47 @@ class Run:
 
         return register_from_run(self, model_name, model_path, tags, properties, description, model_framework)
 
+    # ---- checkpoints (issue 25): what the script committed with run.checkpoint(step) ----
+    def get_checkpoints(self) -> list[dict[str, Any]]:
+        """The run's committed checkpoints, oldest step first: ``step``, ``time``, ``size`` (bytes),
+        ``metrics`` (given at that step), ``where`` (``artifacts``: kept with the run's artifacts, under
+        ``artifact``; ``node``: committed in the run folder, not copied yet) and ``path`` (a local folder,
+        None when it lives in a remote artifact store)."""
+        from torchyard.runtime.checkpoints import ARTIFACT_PREFIX, run_checkpoints  # noqa: PLC0415
+        from torchyard.tracking.checkpoint import MANIFEST  # noqa: PLC0415
+
+        found = run_checkpoints(self.experiment.workspace, self.id, self._row.get("run_dir"))
+        remote = self._remote()
+        if remote is None:
+            return found
+        import tempfile  # noqa: PLC0415
+
+        by_step = {c["step"]: c for c in found}
+        for name in self.get_file_names():  # kept in the remote artifact store: read each manifest
+            parts = name.split("/")
+            if len(parts) != 3 or parts[0] != ARTIFACT_PREFIX or parts[2] != MANIFEST or not parts[1].startswith("step_"):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                self._copy_artifact(name, os.path.join(tmp, MANIFEST))
+                with open(os.path.join(tmp, MANIFEST)) as fh:
+                    manifest = json.load(fh)
+            step = int(manifest["step"])
+            by_step[step] = {"step": step, "time": manifest.get("time"), "size": manifest.get("size", 0),
+                             "metrics": manifest.get("metrics") or {}, "attempt": manifest.get("attempt", 0),
+                             "world_size": manifest.get("world_size"), "path": None, "where": "artifacts",
+                             "artifact": f"{ARTIFACT_PREFIX}/{parts[1]}"}
+        return [by_step[s] for s in sorted(by_step)]
+
+    def latest_checkpoint(self) -> Any:
+        """The local folder (a ``pathlib.Path``) of the run's latest committed checkpoint; None when it
+        has none (or keeps them in a remote artifact store only: ``download_files("checkpoints/...")``)."""
+        from pathlib import Path  # noqa: PLC0415
+
+        for ck in reversed(self.get_checkpoints()):
+            if ck.get("path"):
+                return Path(ck["path"])
+        return None
+
     def restore_snapshot(self, path: str | None = None) -> str:
         """Write the exact code this run executed into ``path`` (default ``./<run_id>_code``)."""
         snapshot_id = self.get_properties().get("torchyard.snapshot")

@@ -122,3 +122,25 @@ def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, mon
     here = importlib.util.find_spec("mlflow") is not None
     assert ("MLFLOW_TRACKING_URI" in env_for(None)) is here
     assert contract.module_importable("json") and not contract.module_importable("no_such_module_xyz")
+
+
+def test_checkpoint_contract_and_the_stack_dump():
+    """Issue #25: every rank gets its checkpoint folder and attempt; TORCHYARD_RESUME_FROM only on a
+    resumed attempt; the rankboot folder (faulthandler on SIGUSR1) goes first on PYTHONPATH."""
+    import os
+
+    from torchyard.launch.contract import RANKBOOT, RESUME_NAME, with_rankboot
+
+    node = make()
+    assert node["TORCHYARD_CHECKPOINT_DIR"] == "/ws/runs/r1/checkpoints"
+    assert node["TORCHYARD_ATTEMPT"] == "0"
+    assert RESUME_NAME not in node
+    assert node["TORCHYARD_STACKS_DIR"] == "/ws/runs/r1/.torchyard-run/stacks"
+    resumed = node_env(
+        run_id="r1", experiment="e", workspace="/ws", workdir="/ws/runs/r1", master_addr="10.0.0.1",
+        master_port=29500, node_rank=0, node_count=1, process_count_per_node=1, dist_backend=None, user_env={},
+        attempt=2, resume_from="/ws/runs/r1/checkpoints/step_7")
+    assert resumed["TORCHYARD_ATTEMPT"] == "2" and resumed[RESUME_NAME] == "/ws/runs/r1/checkpoints/step_7"
+    assert os.path.isfile(os.path.join(RANKBOOT, "sitecustomize.py"))
+    assert with_rankboot({}) == RANKBOOT
+    assert with_rankboot({"PYTHONPATH": "/a"}) == RANKBOOT + os.pathsep + "/a"

@@ -9,6 +9,12 @@ AZUREML_NODE_COUNT. Under ``mpi``, Open MPI's OMPI_COMM_WORLD_* come from ``mpir
 torchyard's own: TORCHYARD_RUN_ID, TORCHYARD_EXPERIMENT, TORCHYARD_WORKSPACE, TORCHYARD_OUTPUT_DIR,
 TORCHYARD_LOG_DIR, TORCHYARD_JOURNAL_DIR, TORCHYARD_UPLOAD_DIR, TORCHYARD_DIST_BACKEND, and
 TORCHYARD_TENSORBOARD_DIR (``logs/tensorboard/rank_N``: where a rank's SummaryWriter writes).
+Checkpoints (issue #25): TORCHYARD_CHECKPOINT_DIR (this node's folder for the run's checkpoints,
+``checkpoints/`` in the run folder: committed ``step_N/`` folders), TORCHYARD_ATTEMPT (the attempt
+number, 0 first) and, on a resumed attempt only, TORCHYARD_RESUME_FROM (the folder of the latest
+committed checkpoint; unset on a fresh start). torchyard.tracking.checkpoint is the SDK over them.
+Hang stacks: TORCHYARD_STACKS_DIR (torchyard's own) and :data:`RANKBOOT` prepended to PYTHONPATH,
+whose ``sitecustomize`` registers ``faulthandler`` on SIGUSR1 in every Python rank.
 MLflow: MLFLOW_TRACKING_URI (``torchyard://<workspace>``) and MLFLOW_RUN_ID (the run id) when mlflow
 is importable by the rank's interpreter and the user did not set MLFLOW_TRACKING_URI, so
 ``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI);
@@ -46,7 +52,13 @@ TORCHYARD_NAMES = (
     "TORCHYARD_LOG_DIR",
     "TORCHYARD_JOURNAL_DIR",
     "TORCHYARD_UPLOAD_DIR",
+    "TORCHYARD_CHECKPOINT_DIR",
+    "TORCHYARD_ATTEMPT",
 )
+#: set only on a resumed attempt: the folder of the latest committed checkpoint
+RESUME_NAME = "TORCHYARD_RESUME_FROM"
+#: the folder whose ``sitecustomize.py`` installs the stack dump (stdlib only) in every Python rank
+RANKBOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rankboot")
 MLFLOW_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")
 #: the names torchrun (its PET_* defaults) and Kubeflow's operators read, on every target (issue #17)
 PET_NAMES = ("PET_NODE_RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_MASTER_ADDR", "PET_MASTER_PORT")
@@ -95,12 +107,16 @@ def node_env(
     user_env: Mapping[str, str],
     socket_ifname: str | None = None,
     python: str | None = None,
+    attempt: int = 0,
+    resume_from: str | None = None,
 ) -> dict[str, str]:
     """The variables shared by every rank of one node (ranks add :func:`rank_env`).
 
     ``socket_ifname``: the interface that routes to ``master_addr`` (:func:`interface_to`), given to
     Gloo and NCCL as GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME unless the user set them.
-    ``python`` is the ranks' interpreter (default: this one); it decides whether MLflow is wired in."""
+    ``python`` is the ranks' interpreter (default: this one); it decides whether MLflow is wired in.
+    ``attempt``: the attempt number (0 first); ``resume_from``: the checkpoint a resumed attempt starts
+    from (TORCHYARD_RESUME_FROM, left unset when None)."""
     world = node_count * process_count_per_node
     paths = RunPaths(workdir)
     env = {
@@ -121,6 +137,9 @@ def node_env(
         "TORCHYARD_LOG_DIR": paths.logs,
         "TORCHYARD_JOURNAL_DIR": paths.journal,
         "TORCHYARD_UPLOAD_DIR": paths.uploads,
+        "TORCHYARD_CHECKPOINT_DIR": paths.checkpoints,
+        "TORCHYARD_ATTEMPT": str(attempt),
+        "TORCHYARD_STACKS_DIR": paths.stacks,
         # per rank in rank_env (and the mpi shim); under torchrun, which names ranks itself, per node
         "TORCHYARD_TENSORBOARD_DIR": os.path.join(paths.logs, "tensorboard", f"node_{node_rank}"),
         "PYTHONUNBUFFERED": "1",
@@ -140,6 +159,8 @@ def node_env(
             # what MLflow would default to anyway; set, it spares MLflow a Spark-session lookup (a failing
             # `import pyspark`) on every log call, ~10x its per-call cost
             env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
+    if resume_from:
+        env[RESUME_NAME] = resume_from
     if dist_backend:
         env["TORCHYARD_DIST_BACKEND"] = dist_backend
     if socket_ifname and world > 1:
@@ -165,6 +186,12 @@ def rank_env(node: Mapping[str, str], local_rank: int, gpus: Sequence[str] | Non
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
     return env
+
+
+def with_rankboot(env: Mapping[str, str]) -> str:
+    """PYTHONPATH for a rank: :data:`RANKBOOT` first, then whatever ``env`` had."""
+    before = env.get("PYTHONPATH")
+    return RANKBOOT + (os.pathsep + before if before else "")
 
 
 def node_gpus(environ: Mapping[str, str]) -> list[str]:

@@ -19,6 +19,7 @@ import ctypes
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,11 +28,13 @@ import threading
 import time
 from typing import Any
 
-from torchyard.launch.contract import interface_to, node_env, node_gpus, rank_env
+from torchyard.launch.contract import interface_to, node_env, node_gpus, rank_env, with_rankboot
 from torchyard.launch.plan import NodePlan
 from torchyard.paths import RunPaths
 
 POLL = 0.05
+#: how long a launcher waits for its ranks' stack dumps (faulthandler writes them at once)
+STACKS_WAIT = 3.0
 
 _LIBC: Any = None
 
@@ -79,6 +82,8 @@ class Launcher:
         os.makedirs(self.log_dir, exist_ok=True)
         os.makedirs(self.exit_dir, exist_ok=True)
         os.makedirs(self.paths.outputs, exist_ok=True)
+        os.makedirs(self.paths.checkpoints, exist_ok=True)
+        self.stacks_dumped = False
         self.node = self._node_env()
         self.gpus = node_gpus(os.environ) if plan.use_gpu else None
 
@@ -98,6 +103,8 @@ class Launcher:
             user_env=plan.user_env,
             socket_ifname=interface_to(plan.master_addr) if plan.node_count * plan.nproc > 1 else None,
             python=plan.argv[0] if plan.argv else None,
+            attempt=plan.attempt,
+            resume_from=plan.resume_from,
         )
 
     # ---- starting ranks ---------------------------------------------------------------------------
@@ -143,10 +150,26 @@ class Launcher:
             result: dict[str, Any] = json.load(fh)
         return result
 
+    def _mark_checkpoint_dir(self) -> None:
+        """Leave ``.node_K`` in the checkpoint folder: a rank counts them to know how many nodes share
+        the folder (all on a shared file system, one where it is node-local), hence how many ranks
+        must finish a checkpoint before it is committed (torchyard.tracking.checkpoint)."""
+        nodes = range(self.plan.node_count) if self.plan.mode == "mpi" else (self.plan.node_rank,)
+        for k in nodes:  # under mpi one launcher starts every node's ranks, into one folder
+            try:
+                with open(os.path.join(self.paths.checkpoints, f".node_{k}"), "w") as fh:
+                    fh.write(socket.gethostname())
+            except OSError:
+                pass
+
     def start(self) -> None:
         mode = self.plan.mode
         base = dict(os.environ)
         base.update(self.node)
+        base["PYTHONPATH"] = with_rankboot(base)  # faulthandler on SIGUSR1 in every Python rank
+        base.pop("TORCHYARD_STACKS_OWNER", None)
+        os.makedirs(self.paths.stacks, exist_ok=True)
+        self._mark_checkpoint_dir()
         if mode == "direct":
             nproc = self.plan.nproc
             for local in range(nproc):
@@ -168,8 +191,9 @@ class Launcher:
         shim = (
             f'D=${{TORCHYARD_NODE_DIR:-{shlex.quote(self.workdir)}}}; cd "$D" || exit 1; '
             f'export TORCHYARD_OUTPUT_DIR=$D/{rel.outputs} TORCHYARD_LOG_DIR=$D/{rel.logs} '
-            f'TORCHYARD_JOURNAL_DIR=$D/{rel.journal} TORCHYARD_UPLOAD_DIR=$D/{rel.uploads}; '
-            f'mkdir -p "$D/{rel.logs}" "$D/{rel.outputs}" "$D/{rel.journal}" "$D/{rel.exit}"; '
+            f'TORCHYARD_JOURNAL_DIR=$D/{rel.journal} TORCHYARD_UPLOAD_DIR=$D/{rel.uploads} '
+            f'TORCHYARD_CHECKPOINT_DIR=$D/{rel.checkpoints} TORCHYARD_STACKS_DIR=$D/{rel.stacks}; '
+            f'mkdir -p "$D/{rel.logs}" "$D/{rel.outputs}" "$D/{rel.journal}" "$D/{rel.exit}" "$D/{rel.checkpoints}"; '
             'R=$OMPI_COMM_WORLD_RANK; P=$LOCAL_WORLD_SIZE; '
             'export RANK=$R LOCAL_RANK=$((R % P)) NODE_RANK=$((R / P)) GROUP_RANK=$((R / P)) PET_NODE_RANK=$((R / P)) '
             'AZ_BATCHAI_TASK_INDEX=$R '
@@ -344,12 +368,94 @@ class Launcher:
             if os.getppid() != self.parent:
                 reason = "parent_died"
                 break
+            if not self.stacks_dumped and os.path.exists(self.paths.stacks_request):
+                self.stacks_dumped = True
+                self.dump_stacks()
+                continue
             self._wait(1.0)
         self._stop_all()
         if first is not None and first["rank"] < 0:
             first = self._first_from_exit_files() or first
         code = 0 if reason == "completed" else (first["exit_code"] if first else 128 + (self.stop_signal or 15))
         return self._report(started, reason, code, first)
+
+    # ---- hang stacks -------------------------------------------------------------------------------
+
+    def _rank_pids(self) -> dict[int, int]:
+        """{rank: pid} of this node's Python ranks that installed the stack dump (rankboot)."""
+        host = socket.gethostname()
+        everyone = self.plan.mode == "mpi"  # one launcher for every (simulated) node's ranks
+        found: dict[int, int] = {}
+        try:
+            names = os.listdir(self.paths.stacks)
+        except OSError:
+            return found
+        for name in names:
+            if not (name.startswith("rank_") and name.endswith(".pid")):
+                continue
+            try:
+                with open(os.path.join(self.paths.stacks, name)) as fh:
+                    pid_s, their_host, node_s = fh.read().split()
+                rank, pid = int(name[5:-4]), int(pid_s)
+            except (OSError, ValueError):
+                continue
+            if their_host == host and (everyone or int(node_s) == self.plan.node_rank):
+                found[rank] = pid
+        return found
+
+    def dump_stacks(self) -> dict[int, str]:
+        """Ask every rank of this node for its Python stacks (SIGUSR1: its faulthandler, else
+        ``py-spy dump`` when installed) and put them in ``logs/stacks_rank_N.txt``; then mark the node
+        done. Returns {rank: file}."""
+        pids = self._rank_pids()
+        if self.plan.mode == "direct":  # a rank whose interpreter skipped rankboot (python -I): py-spy only
+            for rank, proc in self.procs.items():
+                pids.setdefault(rank, -proc.pid)
+        sent: dict[int, str] = {}
+        for rank, pid in pids.items():
+            if pid > 0:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except (ProcessLookupError, PermissionError):
+                    continue
+                sent[rank] = os.path.join(self.paths.stacks, f"rank_{rank}.txt")
+        deadline = time.monotonic() + STACKS_WAIT
+        sizes: dict[int, int] = {}
+        while sent and time.monotonic() < deadline:  # until every file has stopped growing
+            now = {r: _size(p) for r, p in sent.items()}
+            if all(now.values()) and now == sizes:
+                break
+            sizes = now
+            time.sleep(0.1)
+        out: dict[int, str] = {}
+        for rank, path in sent.items():
+            if _size(path):
+                out[rank] = self._keep_stacks(rank, path)
+        pyspy = shutil.which("py-spy")
+        for rank, pid in pids.items():
+            if rank not in out and pyspy and abs(pid) > 0:
+                try:
+                    res = subprocess.run([pyspy, "dump", "--pid", str(abs(pid))], capture_output=True, timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    continue
+                if res.returncode == 0 and res.stdout:
+                    tmp = self.paths.stacks_log(rank) + ".tmp"
+                    with open(tmp, "wb") as fh:
+                        fh.write(b"# py-spy dump\n" + res.stdout)
+                    os.replace(tmp, self.paths.stacks_log(rank))
+                    out[rank] = self.paths.stacks_log(rank)
+        try:
+            with open(self.paths.stacks_done(self.plan.node_rank), "w") as fh:
+                json.dump({str(r): p for r, p in out.items()}, fh)
+        except OSError:
+            pass
+        return out
+
+    def _keep_stacks(self, rank: int, path: str) -> str:
+        dest = self.paths.stacks_log(rank)
+        shutil.copyfile(path, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
+        return dest
 
     def _report(self, started: float, reason: str, code: int, first: dict[str, Any] | None) -> int:
         status = {
@@ -393,6 +499,13 @@ class Launcher:
             _kill_group(p, signal.SIGKILL)  # the group may hold children even if the rank exited
         for p in self.procs.values():
             p.wait()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def first_failure_in(exit_dir: str, nproc: int) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ def failure_report(paths: RunPaths, rc: int | None, nodes: list[dict[str, Any]],
         if last:
             message += f": {last[-1].strip()}"
         return {"message": message, "stage": "Preparing", "node_rank": first["node_rank"], "rank": -1,
-                "exit_code": first["exit_code"], "last_lines": last}
+                "exit_code": first["exit_code"], "last_lines": last, "cause": "infrastructure"}
     how = f"was killed by {first['signal']}" if first.get("signal") else f"exited with code {first['exit_code']}"
     rank = first["rank"]
     log = paths.rank_log(rank) if rank >= 0 else paths.torchrun_log(first["node_rank"])
@@ -53,4 +53,109 @@ def failure_report(paths: RunPaths, rc: int | None, nodes: list[dict[str, Any]],
         "exit_code": first["exit_code"],
         "signal": first.get("signal"),
         "last_lines": last,
+        # a rank that exited non-zero on its own: the script's; killed by a signal torchyard did not send
+        # (the OOM killer, a lost machine): the infrastructure's (issue #25's classification)
+        "cause": "infrastructure" if first.get("signal") else "user",
     }
+
+
+# ---- hangs ------------------------------------------------------------------------------------------
+
+Frame = tuple[str, int, str]  # (file, line, function)
+
+
+def parse_stacks(text: str) -> list[list[Frame]]:
+    """The threads of a stack dump, each a list of frames, most recent call first. Reads
+    ``faulthandler``'s format (``File "x.py", line 5 in f``) and ``py-spy dump``'s (``f (x.py:5)``);
+    the main thread (the one that runs ``<module>``) comes first."""
+    import re  # noqa: PLC0415
+
+    fh_frame = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
+    spy_frame = re.compile(r"^\s+(\S.*) \((.*):(\d+)\)$")
+    threads: list[list[Frame]] = []
+    current: list[Frame] | None = None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            if line.startswith(("Thread ", "Current thread ")):
+                current = []
+                threads.append(current)
+            continue
+        if current is None:
+            continue
+        if m := fh_frame.match(line):
+            current.append((m.group(1), int(m.group(2)), m.group(3).strip()))
+        elif m := spy_frame.match(line):
+            current.append((m.group(2), int(m.group(3)), m.group(1).strip()))
+    threads = [t for t in threads if t]
+    threads.sort(key=lambda t: t[-1][2] != "<module>")  # stable: the main thread first
+    return threads
+
+
+def _where(frames: list[Frame]) -> str:
+    """The most recent frame, and the script's own frame under it when the top is in a library."""
+    file, line, func = frames[0]
+    out = f"{func} ({os.path.basename(file)}:{line})"
+    for f, n, fn in frames:
+        if "site-packages" not in f and "/lib/python" not in f and (f, n, fn) != frames[0]:
+            return f"{out}, called from {fn} ({os.path.basename(f)}:{n})"
+    return out
+
+
+def _in_collective(frames: list[Frame]) -> bool:
+    return any("torch/distributed" in f or "torch/nn/parallel" in f for f, _n, _fn in frames)
+
+
+def hang_report(paths: RunPaths, world_size: int) -> dict[str, Any]:
+    """What the hung ranks were doing, from ``logs/stacks_rank_N.txt``: each rank's main-thread
+    position, and the stragglers (the ranks whose main thread is not where most of the others are;
+    with no majority, the ranks outside a torch.distributed call while others wait in one)."""
+    stacks: dict[int, list[Frame]] = {}
+    files: dict[str, str] = {}
+    for rank in range(world_size):
+        path = paths.stacks_log(rank)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                threads = parse_stacks(fh.read())
+        except OSError:
+            continue
+        files[str(rank)] = f"logs/{os.path.basename(path)}"
+        if threads:
+            stacks[rank] = threads[0]
+    groups: dict[tuple[Frame, ...], list[int]] = {}
+    for rank, frames in sorted(stacks.items()):
+        groups.setdefault(tuple(frames), []).append(rank)
+    stragglers: list[int] = []
+    if len(groups) > 1:
+        sizes = sorted((len(r) for r in groups.values()), reverse=True)
+        if sizes[0] > sizes[1]:
+            majority = max(groups.values(), key=len)
+            stragglers = sorted(r for r in stacks if r not in majority)
+        else:
+            waiting = [r for r, f in stacks.items() if _in_collective(list(f))]
+            if waiting and len(waiting) < len(stacks):
+                stragglers = sorted(r for r in stacks if r not in waiting)
+    report: dict[str, Any] = {
+        "stacks": files,
+        "where": {str(r): _where(f) for r, f in sorted(stacks.items())},
+        "stragglers": stragglers,
+        "missing": [r for r in range(world_size) if str(r) not in files],
+    }
+    return report
+
+
+def hang_summary(report: dict[str, Any]) -> str:
+    """One sentence on the stacks of a hang, for the run's error message."""
+    if not report["stacks"]:
+        return "no rank's stacks could be taken"
+    where = report["where"]
+    stragglers = report["stragglers"]
+    if stragglers:
+        named = ", ".join(f"rank {r} at {where.get(str(r), '?')}" for r in stragglers)
+        others = [r for r in where if int(r) not in stragglers]
+        said = f"straggler{'s' if len(stragglers) > 1 else ''}: {named}"
+        if others:
+            said += f"; the others at {where[others[0]]}"
+        return said + "; every rank's stacks are in logs/stacks_rank_N.txt"
+    if len(set(where.values())) == 1 and where:
+        return f"every rank at {next(iter(where.values()))} (stacks in logs/stacks_rank_N.txt)"
+    return "the ranks' stacks differ, with no majority (see logs/stacks_rank_N.txt)"

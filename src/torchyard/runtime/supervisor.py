@@ -22,7 +22,8 @@ from torchyard.errors import TorchyardError
 from torchyard.launch.plan import PYTHON
 from torchyard.paths import RunPaths
 from torchyard.runtime.artifacts import collect_artifacts
-from torchyard.runtime.failure import failure_report
+from torchyard.runtime.checkpoints import persist_checkpoints
+from torchyard.runtime.failure import failure_report, hang_report, hang_summary
 from torchyard.runtime.ingest import Ingestor
 from torchyard.runtime.submit import bootstrap_request, node_placeholders, prepared_job
 from torchyard.status import RunStatus
@@ -30,6 +31,10 @@ from torchyard.status import RunStatus
 HEARTBEAT_SECONDS = 2.0
 USER_CANCEL = "canceled by user"
 INGEST_SECONDS = 0.25
+#: how often committed checkpoints are linked into the run's artifacts while it runs
+CHECKPOINT_SECONDS = 2.0
+#: how long a hang waits for the ranks' stacks before the ranks are stopped
+STACKS_SECONDS = 6.0
 
 
 class _Canceled(Exception):
@@ -52,6 +57,7 @@ class Supervisor:
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
         self.fail_stage = ""
+        self.error_extra: dict[str, Any] = {}  # more of details["error"] (a hang's stacks and stragglers)
         self.environment: dict[str, Any] = {}
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
@@ -192,6 +198,7 @@ class Supervisor:
         hang = spec.hang_timeout_seconds
         next_hang_check = 0.0
         next_ingest = 0.0
+        next_checkpoints = 0.0
         canceling = False
         state = JobState(Phase.QUEUED)
         while True:
@@ -225,6 +232,9 @@ class Supervisor:
                 handle.sync()
                 self.ingestor.ingest()
                 next_ingest = now + INGEST_SECONDS
+                if now >= next_checkpoints:
+                    next_checkpoints = now + CHECKPOINT_SECONDS
+                    self._persist_checkpoints()
             if started is not None:
                 if limit is not None and now - started > limit and self.cancel_reason is None:
                     self.cancel_reason = f"exceeded max_run_duration_seconds={limit:g}"
@@ -233,9 +243,11 @@ class Supervisor:
                     quiet = now - max(started, self._last_activity())
                     if quiet > hang:
                         self.fail_stage = "hang"
+                        report = self._hang_stacks(handle)
+                        self.error_extra = {"cause": "hung", **report}
                         self.fail_reason = (
                             f"no rank wrote output or metrics for {quiet:.0f} s (hang_timeout_seconds={hang:g}): "
-                            "a hung collective or a stuck rank; every rank was stopped"
+                            f"a hung collective or a stuck rank; {hang_summary(report)}; every rank was stopped"
                         )
                         handle.cancel()
             if self.cancel_reason and not canceling:
@@ -267,6 +279,39 @@ class Supervisor:
             print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)
             self.store.update_details(self.run_id, collect_error=str(err))
         self._finish(rc, handle.node_statuses())
+
+    def _persist_checkpoints(self) -> None:
+        """Committed checkpoints → the run's artifacts (``checkpoints/step_N``); never fails the run."""
+        try:
+            persist_checkpoints(self.ws, self.run_id, self.paths)
+        except Exception as err:  # noqa: BLE001  (a copy; the node's checkpoints are still there)
+            print(f"torchyard supervisor: could not keep the checkpoints: {err}", flush=True)
+
+    def _hang_stacks(self, handle: Handle) -> dict[str, Any]:
+        """Before a hung job is stopped: ask every launcher for its ranks' Python stacks (the launcher
+        sends SIGUSR1 to each rank, whose faulthandler writes them), wait for them in ``logs/``, and
+        say which ranks are stragglers (torchyard.runtime.failure.hang_report)."""
+        world = self.spec.distribution.node_count * self.spec.distribution.process_count_per_node
+        launchers = [k for k in range(self.spec.distribution.node_count) if os.path.exists(self.paths.plan(k))]
+        try:
+            os.makedirs(self.paths.stacks, exist_ok=True)
+            with open(self.paths.stacks_request, "w") as fh:
+                fh.write(str(time.time()))
+        except OSError as err:
+            print(f"torchyard supervisor: could not ask for the ranks' stacks: {err}", flush=True)
+        deadline = time.time() + STACKS_SECONDS
+        while time.time() < deadline:
+            handle.sync()
+            if all(os.path.exists(self.paths.stacks_log(r)) for r in range(world)):
+                break
+            if launchers and all(os.path.exists(self.paths.stacks_done(k)) for k in launchers):
+                break
+            if handle.poll() is not None:
+                break
+            time.sleep(0.1)
+        report = hang_report(self.paths, world)
+        print(f"torchyard supervisor: hang: {hang_summary(report)}", flush=True)
+        return report
 
     def _record_compute(self, handle: Handle) -> None:
         """What the target says of the job (its Slurm job id, its Ray nodes) → details["compute"]."""
@@ -411,13 +456,15 @@ class Supervisor:
 
     def _finish(self, rc: int | None, nodes: list[dict[str, Any]] | None = None) -> None:
         env = self._environment_details()
+        self._persist_checkpoints()
         if self.fail_reason and not self.cancel_reason:
             collect_artifacts(self.ws, self.store, self.run_id, self.paths)
             self.store.set_status(
                 self.run_id,
                 RunStatus.FAILED,
                 self.fail_reason,
-                details={"error": {"message": self.fail_reason, "stage": self.fail_stage, "hang": self.fail_stage == "hang"}, **env},
+                details={"error": {"message": self.fail_reason, "stage": self.fail_stage, "hang": self.fail_stage == "hang",
+                                   **self.error_extra}, **env},
                 exit_code=rc,
             )
             return

@@ -21,6 +21,7 @@ from typing import Any
 
 from torchyard.paths import RunPaths
 from torchyard.tracking import journal as j
+from torchyard.tracking.checkpoint import CheckpointMixin
 
 FLUSH_INTERVAL = 0.5
 _time = time.time
@@ -115,7 +116,7 @@ def _plain(value: Any, name: str) -> Any:
     return _coerce(name, value)[1]
 
 
-class LiveRun(_RunLogging):
+class LiveRun(_RunLogging, CheckpointMixin):
     """The run a script sees when torchyard launched it."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
@@ -203,7 +204,7 @@ class LiveRun(_RunLogging):
         return f"Run(id={self.id!r}, experiment={self.experiment_name!r}, rank={self.rank})"
 
 
-class OfflineRun(_RunLogging):
+class OfflineRun(_RunLogging, CheckpointMixin):
     """What a script gets when run bare: it prints what it would have logged."""
 
     id = "OfflineRun"

@@ -1,0 +1,45 @@
+"""``torchyard checkpoints RUN``: the checkpoints a run committed (``run.checkpoint(step)``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from torchyard.cli.common import command, fmt_time, print_json, table, workspace
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    """List a run's committed checkpoints: step, time, size, metrics and where each is kept.
+
+    A checkpoint is listed once every rank left `with run.checkpoint(step)` without an error;
+    `where` is `artifacts` once the supervisor copied it into the run's artifacts
+    (`checkpoints/step_N`, for `torchyard download`), `node` before that."""
+    run = workspace(args).get_run(args.run_id)
+    found = run.get_checkpoints()
+    if args.json:
+        print_json(found)
+        return 0
+    if not found:
+        print(f"run {run.id} has no committed checkpoint")
+        return 0
+    rows = [[c["step"], fmt_time(c.get("time")), _size(int(c.get("size") or 0)),
+             ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in (c.get("metrics") or {}).items())
+             or "-", c["where"], c.get("artifact") or c.get("path") or "-"] for c in found]
+    table(f"checkpoints of {run.id}", ["step", "time", "size", "metrics", "where", "path"], rows)
+    return 0
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def register(sub: Any) -> None:
+    """Add ``checkpoints`` to the top-level parser."""
+    p = command(sub, "checkpoints", cmd_checkpoints)
+    p.add_argument("run_id", metavar="RUN", help="the run's id")
+    p.add_argument("--json", action="store_true", help="print them as JSON")

@@ -1,0 +1,59 @@
+"""Loaded by every Python rank torchyard starts (the launcher puts this folder first on PYTHONPATH).
+
+It registers :mod:`faulthandler` on SIGUSR1, writing every thread's stack to
+``$TORCHYARD_STACKS_DIR/rank_$RANK.txt``, and leaves ``rank_$RANK.pid`` (pid, host, node rank) beside it,
+so the launcher can ask a hung rank where it is (``logs/stacks_rank_N.txt``). Then it imports the
+``sitecustomize`` this one hides, if any. Stdlib only, and nothing when the variables are not set (a
+process that is not a rank: torchrun's agent, a tool the script runs); a rank's own children (spawned
+data loader workers) inherit the variables and skip it, as the rank's pid is already recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_file = None  # the open stacks file: faulthandler writes to its descriptor when the signal comes
+
+
+def _install() -> None:
+    global _file
+    folder = os.environ.get("TORCHYARD_STACKS_DIR")
+    rank = os.environ.get("RANK")
+    owner = os.environ.get("TORCHYARD_STACKS_OWNER")
+    if not folder or rank is None or (owner and owner != str(os.getpid())):
+        return
+    import faulthandler  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _file = open(os.path.join(folder, f"rank_{rank}.txt"), "w")  # noqa: SIM115 - open for the process's life
+        faulthandler.register(signal.SIGUSR1, file=_file, all_threads=True, chain=False)
+        pid_path = os.path.join(folder, f"rank_{rank}.pid")
+        with open(pid_path + ".tmp", "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()} {os.environ.get('NODE_RANK', '0')}\n")
+        os.replace(pid_path + ".tmp", pid_path)
+        os.environ["TORCHYARD_STACKS_OWNER"] = str(os.getpid())
+    except (OSError, RuntimeError, ValueError, AttributeError):
+        pass  # no stacks for this rank; the run goes on
+
+
+def _chain() -> None:
+    """Import the next ``sitecustomize`` on sys.path (the interpreter's or the environment's own)."""
+    mine = sys.modules.pop("sitecustomize", None)
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    try:
+        import sitecustomize  # noqa: F401, PLC0415
+    except ImportError:
+        if mine is not None:
+            sys.modules["sitecustomize"] = mine
+    finally:
+        sys.path[:] = saved
+
+
+_install()
+_chain()
