@@ -6,6 +6,7 @@ The public API is exactly ``__all__``; everything else is internal.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torchyard.azure.compute import AmlCompute, ComputeTargetException
     from torchyard.compute.base import ComputeTarget
     from torchyard.compute.kubernetes import KubernetesCompute
     from torchyard.compute.ray import RayCompute
@@ -46,7 +47,13 @@ if TYPE_CHECKING:
     )
     from torchyard.models.endpoint import Endpoint
     from torchyard.models.model import Model
-    from torchyard.models.webservice import InferenceConfig, LocalWebservice, Webservice
+    from torchyard.models.webservice import (
+        AciWebservice,
+        AksWebservice,
+        InferenceConfig,
+        LocalWebservice,
+        Webservice,
+    )
     from torchyard.run import Run
     from torchyard.sdk import Workspace
     from torchyard.spec import (
@@ -60,10 +67,16 @@ if TYPE_CHECKING:
         PyTorchConfiguration,
         ScriptRunConfig,
     )
+    from torchyard.spec.conda import CondaDependencies
     from torchyard.status import RunStatus
 
 # Loaded on first use, so `import torchyard` (and the CLI) stays fast.
 _LAZY = {
+    "AmlCompute": "torchyard.azure.compute",
+    "ComputeTargetException": "torchyard.azure.compute",
+    "AciWebservice": "torchyard.models.webservice",
+    "AksWebservice": "torchyard.models.webservice",
+    "CondaDependencies": "torchyard.spec.conda",
     "ComputeTarget": "torchyard.compute.base",
     "RayCompute": "torchyard.compute.ray",
     "KubernetesCompute": "torchyard.compute.kubernetes",
@@ -136,6 +149,11 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AciWebservice",
+    "AksWebservice",
+    "AmlCompute",
+    "ComputeTargetException",
+    "CondaDependencies",
     "BanditPolicy",
     "BayesianParameterSampling",
     "ComputeError",

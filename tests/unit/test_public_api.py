@@ -16,6 +16,8 @@ EXPECTED = {
     "qnormal", "quniform", "randint", "uniform",
     # model registry and deployment (torchyard.models)
     "Endpoint", "InferenceConfig", "LocalWebservice", "Model", "Webservice",
+    # Azure ML v1's names (torchyard.azure; the whole azureml tree is torchyard.azureml)
+    "AciWebservice", "AksWebservice", "AmlCompute", "ComputeTargetException", "CondaDependencies",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -54,8 +55,14 @@ class EnvironmentRegistry:
     def get(self, name: str, version: str | None = None) -> Environment:
         versions = self._versions(name)
         if not versions:
+            from torchyard.environments.curated import curated  # noqa: PLC0415
+
+            found = curated(name) if version in (None, "latest", "curated") else None
+            if found is not None:
+                return found
             known = ", ".join(self.names()) or "none"
-            raise NotFoundError(f"no environment {name!r} is registered in this workspace (registered: {known})")
+            raise NotFoundError(f"no environment {name!r} is registered in this workspace (registered: {known}; "
+                                "curated: torchyard-pytorch-2.13 and others, see Environment.list(ws))")
         version = versions[-1] if version in (None, "latest") else str(version)
         if version not in versions:
             raise NotFoundError(f"environment {name!r} has no version {version!r} (versions: {', '.join(versions)})")
@@ -76,6 +83,25 @@ class EnvironmentRegistry:
 
     def list(self) -> list[Environment]:
         return [self.get(n, v) for n in self.names() for v in self._versions(n)]
+
+    def items(self) -> builtins.list[tuple[str, Environment]]:
+        """Azure's ``ws.environments`` dict: every registered name's latest version, then the curated
+        catalogue's entries (registered names win)."""
+        from torchyard.environments.curated import curated, names  # noqa: PLC0415
+
+        out = [(n, self.get(n)) for n in self.names()]
+        taken = {n for n, _ in out}
+        for name in names():
+            env = curated(name, announce=False)
+            if name not in taken and env is not None:
+                out.append((name, env))
+        return out
+
+    def keys(self) -> builtins.list[str]:
+        return [n for n, _ in self.items()]
+
+    def values(self) -> builtins.list[Environment]:
+        return [e for _, e in self.items()]
 
     def __getitem__(self, name: str) -> Environment:
         return self.get(name)

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import secrets
 import shutil
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from torchyard.errors import NotFoundError, NotSupportedError, SpecError, TorchyardError
@@ -173,6 +174,143 @@ class LocalWebservice:
         )
 
 
+# ---- Azure's cloud deploy configurations, mapped onto local services and Ray Serve ------------------
+
+
+@dataclass(frozen=True)
+class AzureDeploymentConfiguration(LocalWebserviceDeploymentConfiguration):
+    """What ``AciWebservice.deploy_configuration`` / ``AksWebservice.deploy_configuration`` return: a
+    local service configuration (``workers``, ``num_replicas``, ``auth_enabled``, limits), plus what
+    Azure's call said, kept for the record (``azure``: cpu_cores, memory_gb, autoscale, tags, ...)
+    and ``notes`` on how it was mapped."""
+
+    service_type: str = "ACI"
+    azure: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _refuse(values: dict[str, Any], names: tuple[str, ...], why: str) -> None:
+    for name in names:
+        value = values.get(name)
+        if value not in (None, False):
+            raise NotSupportedError(name, why)
+
+
+def _positive(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SpecError(name, f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+class AciWebservice:
+    """Azure's container instance service, served here as a local service (processes, no container):
+    ``cpu_cores`` → that many worker processes (at least 1, rounded up), ``auth_enabled`` → keys
+    (default off, as ACI's); ``memory_gb`` is recorded, not enforced. TLS, DNS labels, virtual
+    networks, customer-managed keys and model data collection are refused, naming the parameter."""
+
+    @staticmethod
+    def deploy_configuration(
+        cpu_cores: float | None = None, memory_gb: float | None = None, tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None, description: str | None = None, location: str | None = None,
+        auth_enabled: bool | None = None, ssl_enabled: bool | None = None, enable_app_insights: bool | None = None,
+        ssl_cert_pem_file: str | None = None, ssl_key_pem_file: str | None = None, ssl_cname: str | None = None,
+        dns_name_label: str | None = None, primary_key: str | None = None, secondary_key: str | None = None,
+        collect_model_data: bool | None = None, cmk_vault_base_url: str | None = None, cmk_key_name: str | None = None,
+        cmk_key_version: str | None = None, vnet_name: str | None = None, subnet_name: str | None = None,
+    ) -> AzureDeploymentConfiguration:
+        """A local service configuration from ACI's parameters (see the class)."""
+        values = dict(locals())
+        _refuse(values, ("ssl_enabled", "ssl_cert_pem_file", "ssl_key_pem_file", "ssl_cname", "dns_name_label",
+                         "cmk_vault_base_url", "cmk_key_name", "cmk_key_version", "vnet_name", "subnet_name"),
+                "a cloud container setting with no meaning for a local service (it binds 127.0.0.1; put a TLS "
+                "proxy in front to serve it elsewhere); leave it out")
+        _common_refusals(values)
+        cores = _positive("cpu_cores", cpu_cores)
+        _positive("memory_gb", memory_gb)
+        workers = max(1, math.ceil(cores)) if cores else 1
+        notes = [f"ACI container -> local service with {workers} worker process{'es' if workers > 1 else ''}"]
+        if memory_gb:
+            notes.append(f"memory_gb={memory_gb:g} is recorded, not enforced")
+        return AzureDeploymentConfiguration(
+            workers=workers, auth_enabled=bool(auth_enabled), service_type="ACI", notes=tuple(notes),
+            azure=_record(values))
+
+
+class AksWebservice:
+    """Azure's Kubernetes service, served here by replicas: locally ``num_replicas`` worker processes;
+    with ``Model.deploy(..., deployment_target=<attached Ray cluster>)`` Ray Serve replicas of
+    ``cpu_cores`` CPUs each. ``auth_enabled`` defaults to True (as AKS's); ``scoring_timeout_ms`` →
+    ``request_timeout_ms``; ``replica_max_concurrent_requests`` → ``max_concurrent_requests``.
+    Autoscaling (``autoscale_enabled``, AKS's default when ``num_replicas`` is None) starts
+    ``autoscale_min_replicas`` (default 1) and does not scale: said in ``notes``. Token auth, GPUs
+    per replica, TLS and Kubernetes namespaces are refused, naming the parameter."""
+
+    @staticmethod
+    def deploy_configuration(
+        autoscale_enabled: bool | None = None, autoscale_min_replicas: int | None = None,
+        autoscale_max_replicas: int | None = None, autoscale_refresh_seconds: int | None = None,
+        autoscale_target_utilization: int | None = None, collect_model_data: bool | None = None,
+        auth_enabled: bool | None = None, cpu_cores: float | None = None, memory_gb: float | None = None,
+        enable_app_insights: bool | None = None, scoring_timeout_ms: int | None = None,
+        replica_max_concurrent_requests: int | None = None, max_request_wait_time: int | None = None,
+        num_replicas: int | None = None, primary_key: str | None = None, secondary_key: str | None = None,
+        tags: dict[str, str] | None = None, properties: dict[str, str] | None = None, description: str | None = None,
+        gpu_cores: int | None = None, period_seconds: int | None = None, initial_delay_seconds: int | None = None,
+        timeout_seconds: int | None = None, success_threshold: int | None = None, failure_threshold: int | None = None,
+        namespace: str | None = None, token_auth_enabled: bool | None = None, compute_target_name: str | None = None,
+        cpu_cores_limit: float | None = None, memory_gb_limit: float | None = None, blobfuse_enabled: bool | None = None,
+    ) -> AzureDeploymentConfiguration:
+        """A local or Ray Serve configuration from AKS's parameters (see the class)."""
+        values = dict(locals())
+        _refuse(values, ("token_auth_enabled", "namespace", "blobfuse_enabled", "compute_target_name"),
+                "an AKS setting with no meaning here (pick the cluster with Model.deploy(..., deployment_target=...)); "
+                "leave it out")
+        if gpu_cores:
+            raise NotSupportedError("gpu_cores", "services get no GPU reservation here; the scoring script may use "
+                                                 "torch.cuda itself on a machine that has one")
+        _common_refusals(values)
+        cores = _positive("cpu_cores", cpu_cores)
+        _positive("memory_gb", memory_gb)
+        notes: list[str] = []
+        if num_replicas is not None and autoscale_enabled:
+            raise SpecError("num_replicas", "give num_replicas or autoscale_enabled=True, not both (as in Azure)")
+        if num_replicas is None:
+            replicas = autoscale_min_replicas or 1
+            notes.append(f"autoscaling is not done here: {replicas} replica{'s' if replicas > 1 else ''} "
+                         "(autoscale_min_replicas) serve throughout")
+        else:
+            replicas = num_replicas
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise SpecError("num_replicas", f"must be a whole number of at least 1, got {replicas!r}")
+        if memory_gb:
+            notes.append(f"memory_gb={memory_gb:g} is recorded, not enforced")
+        extra: dict[str, Any] = {}
+        if scoring_timeout_ms is not None:
+            extra["request_timeout_ms"] = scoring_timeout_ms
+        if replica_max_concurrent_requests is not None:
+            extra["max_concurrent_requests"] = replica_max_concurrent_requests
+        return AzureDeploymentConfiguration(
+            workers=replicas, num_replicas=replicas, cpus_per_replica=cores if cores else 1.0,
+            auth_enabled=True if auth_enabled is None else bool(auth_enabled), service_type="AKS",
+            notes=tuple(notes), azure=_record(values), **extra)
+
+
+def _common_refusals(values: dict[str, Any]) -> None:
+    _refuse(values, ("primary_key", "secondary_key"),
+            "keys are generated at deploy time; read them with service.get_keys(), replace one with regen_key()")
+    _refuse(values, ("collect_model_data",), "model data collection (to Azure storage) is not done here; log inputs "
+                                             "from the scoring script if you need them")
+    _refuse(values, ("enable_app_insights",), "Application Insights is Azure's; services expose Prometheus metrics "
+                                              "at /metrics instead")
+    _refuse(values, ("location",), "a self-hosted service runs where it is deployed; leave location out")
+
+
+def _record(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 # ---- deploy ---------------------------------------------------------------------------------------
 
 
@@ -284,6 +422,8 @@ def deploy(
 
     check_name(name, "name")
     ray_address = None
+    if deployment_target is not None and not isinstance(deployment_target, str):  # Azure passes the target itself
+        deployment_target = getattr(deployment_target, "name", deployment_target)
     if deployment_target is not None and deployment_target != "local":
         from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
 
@@ -582,7 +722,8 @@ class Webservice:
         inference_config.check()
         if inference_config.environment is not None and _env_doc(inference_config) != doc.get("environment"):
             raise NotSupportedError("inference_config.environment", "a service's environment is fixed; deploy anew")
-        old_cfg = LocalWebserviceDeploymentConfiguration(**doc["config"])
+        known = {f.name for f in fields(LocalWebserviceDeploymentConfiguration)}
+        old_cfg = LocalWebserviceDeploymentConfiguration(**{k: v for k, v in doc["config"].items() if k in known})
         config = deployment_config or old_cfg
         if (config.host, config.port or None) != (old_cfg.host, old_cfg.port or None):
             raise SpecError("deployment_config", "host and port of a running service cannot change")

@@ -295,12 +295,15 @@ class Controller:
         return bool(stopped) or row["id"] in self.policy_stopped
 
     def _finish(self, children: list[dict[str, Any]], status: RunStatus | None, reason: str | None) -> None:
-        ranked = []
+        from torchyard.sweeps.ranking import best_of  # noqa: PLC0415 - the one tie rule
+
+        entries = []
         for row in children:
             values = self.histories.get(row["id"]) or []
             if values:
-                ranked.append((max(values) if self.maximize else min(values), row["id"]))
-        ranked.sort(reverse=self.maximize)
+                entries.append((max(values) if self.maximize else min(values), row["id"]))
+        best = best_of(entries, self.maximize)
+        ranked = [best] if best else []
         counts: dict[str, int] = {}
         for row in children:
             counts[row["status"]] = counts.get(row["status"], 0) + 1

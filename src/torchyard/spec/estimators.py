@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from torchyard.errors import SpecError
+from torchyard.errors import NotSupportedError, SpecError
 from torchyard.spec.job import JobSpec, build_job_spec
 
 _SCALAR = (str, int, float, bool)
@@ -239,8 +239,115 @@ def parse_backend(value: Any) -> tuple[str | None, str | None]:
 # ---- environment --------------------------------------------------------------------------------
 
 
+class PythonSection:
+    """Azure's ``env.python``: ``conda_dependencies`` (a :class:`~torchyard.spec.conda.CondaDependencies`,
+    read from and written into the environment's lists), ``user_managed_dependencies``,
+    ``conda_dependencies_file`` and ``version`` (the python version asked for; None: this
+    interpreter). It compares equal to its version, as the plain string it used to be."""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+
+    @property
+    def version(self) -> str | None:
+        """The python version asked for (None: this interpreter)."""
+        return self._env._python_version
+
+    @property
+    def conda_dependencies(self) -> Any:
+        """The environment's packages as a CondaDependencies; assigning one replaces them."""
+        from torchyard.spec.conda import CondaDependencies  # noqa: PLC0415
+
+        env = self._env
+        cd = CondaDependencies()
+        cd._python = env._python_version
+        for pkg in env.conda:
+            cd.add_conda_package(pkg)
+        for pkg in env.pip:
+            cd.add_pip_package(pkg)
+        return cd
+
+    @conda_dependencies.setter
+    def conda_dependencies(self, cd: Any) -> None:
+        from torchyard.spec.conda import CondaDependencies, python_for  # noqa: PLC0415
+
+        if not isinstance(cd, CondaDependencies):
+            raise SpecError("conda_dependencies", f"expected a CondaDependencies, got {type(cd).__name__}")
+        env = self._env
+        env.pip = list(cd.pip_packages)
+        env.conda = list(cd.conda_packages)
+        env._python_version = python_for(cd._python)
+        env.conda_dependencies_file = None
+
+    @property
+    def user_managed_dependencies(self) -> bool:
+        """Azure's name for ``Environment.user_managed``."""
+        return self._env.user_managed
+
+    @user_managed_dependencies.setter
+    def user_managed_dependencies(self, value: bool) -> None:
+        self._env.user_managed = bool(value)
+
+    @property
+    def conda_dependencies_file(self) -> str | None:
+        """The environment's conda file, if it has one."""
+        return self._env.conda_dependencies_file
+
+    @conda_dependencies_file.setter
+    def conda_dependencies_file(self, path: str | None) -> None:
+        self._env.conda_dependencies_file = _abs(path)
+
+    @property
+    def interpreter_path(self) -> None:
+        """Always None: runs use this interpreter or a cached environment (setting one is refused)."""
+        return None
+
+    @interpreter_path.setter
+    def interpreter_path(self, path: str | None) -> None:
+        if path is not None:
+            raise NotSupportedError("interpreter_path", "runs use this interpreter or a cached environment built "
+                                                        "from the package lists; user_managed_dependencies=True runs "
+                                                        "the submitting interpreter as it is")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PythonSection):
+            return self.version == other.version
+        return self.version == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return self.version or ""
+
+    def __repr__(self) -> str:
+        return f"PythonSection(version={self.version!r})"
+
+
+class DockerSection:
+    """Azure's ``env.docker``: torchyard runs no containers. ``enabled`` and ``shm_size`` are
+    accepted (a container by itself changes no result); a base image or Dockerfile, which would
+    change what the run gets, is refused (NotSupportedError naming it) instead of being ignored.
+    ``DEFAULT_CPU_IMAGE``/``DEFAULT_GPU_IMAGE`` are None here, so assigning them is accepted."""
+
+    enabled = False
+    base_image: str | None = None
+    base_dockerfile: str | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if value is None or name in ("enabled", "shm_size", "arguments"):
+            return
+        raise NotSupportedError(f"docker.{name}", "torchyard runs no containers: a run uses this interpreter or a "
+                                                  "cached environment with its packages (pip or conda); give the "
+                                                  "packages instead (CondaDependencies, pip_packages)")
+
+
 class Environment:
-    """The Python packages a run needs. With nothing set, the submitting interpreter is used as is."""
+    """The Python packages a run needs. With nothing set, the submitting interpreter is used as is.
+
+    Azure's forms: ``Environment.from_conda_specification(name, file_path)``,
+    ``Environment.from_pip_requirements(name, file_path)``, ``env.python.conda_dependencies = cd``,
+    ``Environment.get(ws, name)`` (registered ones and the curated catalogue, Azure's curated names
+    included), ``Environment.list(ws)``."""
 
     def __init__(
         self,
@@ -251,7 +358,7 @@ class Environment:
         conda: Sequence[str] = (),
         pip_requirements_file: str | None = None,
         conda_dependencies_file: str | None = None,
-        python: str | None = None,
+        python: Any = None,
         user_managed: bool = False,
     ) -> None:
         self.name = name
@@ -260,8 +367,26 @@ class Environment:
         self.conda = list(conda)
         self.pip_requirements_file = pip_requirements_file
         self.conda_dependencies_file = conda_dependencies_file
-        self.python = python
+        self._python_version: str | None = python.version if isinstance(python, PythonSection) else python
         self.user_managed = user_managed
+        #: what torchyard says of this environment (e.g. a curated Azure name mapped to its nearest)
+        self.notes: list[str] = []
+
+    @property
+    def python(self) -> PythonSection:
+        """Azure's python section (``env.python.conda_dependencies``); equal to the version asked for."""
+        return PythonSection(self)
+
+    @python.setter
+    def python(self, value: Any) -> None:
+        if isinstance(value, PythonSection):
+            value = value.version
+        self._python_version = value
+
+    @property
+    def docker(self) -> DockerSection:
+        """Azure's docker section: see :class:`DockerSection`."""
+        return DockerSection()
 
     def to_spec_dict(self) -> dict[str, Any]:
         """The environment as the JobSpec holds it (name, version, package lists, files)."""
@@ -272,7 +397,7 @@ class Environment:
             "conda_packages": list(self.conda),
             "pip_requirements_file": self.pip_requirements_file,
             "conda_dependencies_file": self.conda_dependencies_file,
-            "python": self.python,
+            "python": self._python_version,
             "user_managed": self.user_managed,
         }
 
@@ -282,10 +407,56 @@ class Environment:
         return registered
 
     @staticmethod
-    def get(workspace: Any, name: str, version: str | None = None) -> Environment:
-        """A registered environment (the latest version unless ``version`` is given)."""
+    def get(workspace: Any, name: str, version: str | None = None, label: str | None = None) -> Environment:
+        """A registered environment (the latest version unless ``version`` is given), else one of the
+        curated catalogue (``torchyard-pytorch-2.13``; Azure's ``AzureML-*`` names map to the nearest)."""
+        if label is not None:
+            raise NotSupportedError("label", "environment labels are not kept here; give a version")
         found: Environment = workspace.environments.get(name, version)
         return found
+
+    @staticmethod
+    def list(workspace: Any) -> dict[str, Environment]:
+        """``{name: latest version}`` of the registered environments and the curated catalogue."""
+        registry = workspace.environments
+        if hasattr(registry, "items"):
+            return dict(registry.items())
+        return {n: registry.get(n) for n in registry.names()}
+
+    @staticmethod
+    def from_conda_specification(name: str, file_path: str | os.PathLike[str]) -> Environment:
+        """An environment from a conda file (``name``, ``channels``, ``dependencies`` with a ``pip:``
+        list). Only python and pip in it: a pip environment (no conda needed; a python version this
+        interpreter satisfies means this interpreter). Conda packages: built with conda from the
+        file itself (channels included)."""
+        from torchyard.spec.conda import CondaDependencies, load_yaml, python_for  # noqa: PLC0415
+
+        path = _abs(os.fspath(file_path)) or ""
+        cd = CondaDependencies(_underlying_structure=load_yaml(path))
+        if list(cd.conda_packages):
+            return Environment(name, conda_dependencies_file=path)
+        return Environment(name, pip=list(cd.pip_packages), python=python_for(cd._python))
+
+    @staticmethod
+    def from_pip_requirements(name: str, file_path: str | os.PathLike[str], pip_version: str | None = None) -> Environment:
+        """An environment whose pip packages are a requirements file's (its content is in the cache key)."""
+        path = _abs(os.fspath(file_path))
+        if path is None or not os.path.isfile(path):
+            raise SpecError("file_path", f"{file_path!r} does not exist")
+        return Environment(name, pip_requirements_file=path)
+
+    @staticmethod
+    def from_existing_conda_environment(name: str, conda_environment_name: str) -> Environment:
+        """Refused: export the environment to a file and use :meth:`from_conda_specification`."""
+        raise NotSupportedError("conda_environment_name", "export it first (conda env export > env.yml) and use "
+                                                          "Environment.from_conda_specification(name, 'env.yml')")
+
+    @staticmethod
+    def from_docker_image(name: str, image: str, container_registry: Any = None,
+                          conda_specification: Any = None, pip_requirements: Any = None) -> Environment:
+        """Refused: torchyard runs no containers."""
+        raise NotSupportedError("image", "torchyard runs no containers; describe the packages instead "
+                                         "(from_conda_specification, from_pip_requirements)")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Environment) and self.to_spec_dict() == other.to_spec_dict()

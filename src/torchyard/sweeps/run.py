@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from torchyard.errors import NotFoundError
 from torchyard.run import Run
@@ -104,21 +105,25 @@ class HyperDriveRun(Run):
     def get_children_sorted_by_primary_metric(
         self, top: int = 0, reverse: bool = False, discard_no_metric: bool = False
     ) -> list[dict[str, Any]]:
-        """The trials best first, as dicts with ``run_id``, ``hyperparameters``, ``best_primary_metric``
+        """The trials best first (ties: the trial started first; see :mod:`torchyard.sweeps.ranking`), as dicts with ``run_id``, ``hyperparameters``, ``best_primary_metric``
         (the best value the trial logged), ``status`` and ``intervals`` (values logged); trials without
         the metric come last (or not at all with ``discard_no_metric``). ``top``: only the first N
         (0: all); ``reverse``: worst first."""
-        rows = self._best_values()
-        with_metric = [r for r in rows if r["best_primary_metric"] is not None]
-        without = [] if discard_no_metric else [r for r in rows if r["best_primary_metric"] is None]
-        with_metric.sort(key=lambda r: r["best_primary_metric"], reverse=self.maximize != reverse)
-        ranked = with_metric + without if not reverse else without + with_metric
+        from torchyard.sweeps.ranking import rank  # noqa: PLC0415
+
+        ranked = rank(self._best_values(), value=lambda r: r["best_primary_metric"], run_id=lambda r: r["run_id"],
+                      maximize=self.maximize)
+        if discard_no_metric:
+            ranked = [r for r in ranked if r["best_primary_metric"] is not None]
+        if reverse:
+            ranked.reverse()
         return ranked[:top] if top else ranked
 
     def get_best_run_by_primary_metric(
         self, include_failed: bool = True, include_canceled: bool = True
     ) -> Run | None:
-        """The trial with the best primary metric (the best value each logged), or None."""
+        """The trial with the best primary metric (the best value each logged), or None. The same
+        trial as ``get_details()["sweep"]["best_run_id"]`` (one tie rule: :mod:`torchyard.sweeps.ranking`)."""
         for entry in self.get_children_sorted_by_primary_metric(discard_no_metric=True):
             if not include_failed and entry["status"] == RunStatus.FAILED:
                 continue
@@ -126,6 +131,76 @@ class HyperDriveRun(Run):
                 continue
             return Run(self.experiment, entry["run_id"])
         return None
+
+    # ---- waiting ------------------------------------------------------------------------------------------
+
+    def wait_for_completion(
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+        timeout: float | None = None,
+        *,
+        out: TextIO | None = None,
+        poll_seconds: float = 0.5,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Block until the sweep ends. With ``show_output`` the trials' progress streams as it happens
+        (each trial's start with its hyperparameters, every new value of the primary metric, its end
+        with its status and the reason of an early termination), then the sweep's summary with the
+        best trial (by the one tie rule). Raises RunFailedError as ``Run.wait_for_completion`` does."""
+        if not show_output:
+            return super().wait_for_completion(False, wait_post_processing, raise_on_error, timeout, out=out, **kwargs)
+        stream = out or sys.stdout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, tuple[str, int]] = {}
+        stream.write(f"HyperDrive sweep {self.id}: primary metric {self.primary_metric_name} "
+                     f"({'maximize' if self.maximize else 'minimize'})\n")
+        while True:
+            done = RunStatus(self.get_status()).is_terminal
+            self._show_progress(stream, seen)
+            if done or (deadline is not None and time.monotonic() > deadline):
+                break
+            time.sleep(poll_seconds)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        stream.write(self._sweep_summary())
+        stream.flush()
+        return super().wait_for_completion(False, wait_post_processing, raise_on_error, remaining, out=out, **kwargs)
+
+    def _show_progress(self, stream: TextIO, seen: dict[str, tuple[str, int]]) -> None:
+        metric = self.primary_metric_name
+        for entry in self._best_values():
+            run_id, status = entry["run_id"], entry["status"]
+            before_status, before_n = seen.get(run_id, ("", 0))
+            if not before_status:
+                stream.write(f"[{run_id}] started with {json.dumps(entry['hyperparameters'], sort_keys=True)}\n")
+            if entry["intervals"] > before_n:
+                series = self._store.get_series(run_id, rank=0, name=metric).get((0, metric))
+                values = series[0] if series else []
+                for i in range(before_n, min(len(values), entry["intervals"])):
+                    stream.write(f"[{run_id}] {metric} = {values[i]:g} (interval {i + 1})\n")
+            if status != before_status and RunStatus(status).is_terminal:
+                why = ""
+                if status == RunStatus.CANCELED:
+                    details = json.loads(self._store.get_run(run_id).get("details") or "{}")
+                    why = f": {details['cancel_reason']}" if details.get("cancel_reason") else ""
+                best = entry["best_primary_metric"]
+                stream.write(f"[{run_id}] {status}{why}" + (f" (best {metric} {best:g})" if best is not None else "") + "\n")
+            seen[run_id] = (status, entry["intervals"])
+        stream.flush()
+
+    def _sweep_summary(self) -> str:
+        ranked = self.get_children_sorted_by_primary_metric()
+        counts: dict[str, int] = {}
+        for entry in ranked:
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        lines = [f"\nSweep {self.id} ended {self.get_status()}: {len(ranked)} trials ("
+                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")"]
+        best = ranked[0] if ranked and ranked[0]["best_primary_metric"] is not None else None
+        if best is not None:
+            lines.append(f"Best trial: {best['run_id']} {self.primary_metric_name}={best['best_primary_metric']:g} "
+                         f"{json.dumps(best['hyperparameters'], sort_keys=True)}")
+        return "\n".join(lines) + "\n"
 
     # ---- control ------------------------------------------------------------------------------------------
 

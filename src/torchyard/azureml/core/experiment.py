@@ -1,0 +1,5 @@
+"""``azureml.core.experiment``: ``Experiment``."""
+
+from torchyard.experiment import Experiment
+
+__all__ = ["Experiment"]

@@ -1,0 +1,5 @@
+"""``azureml.core.run``: ``Run``."""
+
+from torchyard.run import Run
+
+__all__ = ["Run"]

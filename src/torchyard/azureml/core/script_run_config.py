@@ -1,0 +1,5 @@
+"""``azureml.core.script_run_config``: ``ScriptRunConfig``."""
+
+from torchyard.spec.estimators import ScriptRunConfig
+
+__all__ = ["ScriptRunConfig"]

@@ -1,0 +1,1 @@
+"""``azureml.train``: the estimators (``dnn``) and sweeps (``hyperdrive``)."""
