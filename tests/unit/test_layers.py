@@ -25,12 +25,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "torchyard"
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (6, ("torchyard.cli", "torchyard.__main__")),
     (5, ("torchyard.sdk", "torchyard.experiment", "torchyard.run", "torchyard.hyperdrive", "torchyard.sweeps.run", "torchyard.server",
-         "torchyard.models", "torchyard.integrations", "torchyard.remote")),
+         "torchyard.models", "torchyard.integrations", "torchyard.remote", "torchyard.azure", "torchyard.azureml")),
     (4, ("torchyard.runtime",)),
     (3, ("torchyard.compute",)),
     (2, ("torchyard.workspace", "torchyard.environments", "torchyard.data")),
     (1, ("torchyard.spec", "torchyard.sweeps", "torchyard.launch", "torchyard.tracking")),
-    (0, ("torchyard.errors", "torchyard.status", "torchyard.paths", "torchyard.records")),
+    (0, ("torchyard.errors", "torchyard.status", "torchyard.paths", "torchyard.records", "torchyard.limits")),
 ]
 IN_JOB = ("torchyard.launch", "torchyard.tracking")
 
