@@ -103,8 +103,6 @@ class Launcher:
             user_env=plan.user_env,
             socket_ifname=interface_to(plan.master_addr) if plan.node_count * plan.nproc > 1 else None,
             python=plan.argv[0] if plan.argv else None,
-            attempt=plan.attempt,
-            resume_from=plan.resume_from,
         )
 
     # ---- starting ranks ---------------------------------------------------------------------------

@@ -72,10 +72,6 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: the team server nodes report to (``torchyard.compute.mirror_push``, with the run's token from
     #: ``TORCHYARD_RUN_TOKEN``), for targets whose nodes only reach its HTTP API; None: not used
     report_url: str | None = None
-    #: the attempt this launch is (TORCHYARD_ATTEMPT, 0 first) and, on a resumed one, the folder of
-    #: the checkpoint it starts from (TORCHYARD_RESUME_FROM; None on a fresh start)
-    attempt: int = 0
-    resume_from: str | None = None
 
     def placed(self, result: Mapping[str, Any]) -> NodePlan:
         """This plan with the bootstrap's ``result`` filled into the rank command and variables."""
