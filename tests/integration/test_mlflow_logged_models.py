@@ -19,7 +19,7 @@ from torchyard import Experiment, Model, ScriptRunConfig
 pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
-MODEL_FILES = {"MLmodel", "data/model.pth", "input_example.json", "requirements.txt"}
+MODEL_FILES = {"MLmodel", "input_example.json", "requirements.txt"}
 
 IN_RUN = """
 import json, os
@@ -33,7 +33,7 @@ with mlflow.start_run() as run:
     mlflow.log_param("lr", 0.1)
     mlflow.log_metric("loss", 0.5, step=0)
     info = mlflow.pytorch.log_model(model, name="m", input_example=x, registered_model_name="lin-in-run")
-    again = mlflow.pytorch.log_model(model, name="m", params={"k": "v"}, model_type="linear")
+    again = mlflow.pytorch.log_model(model, name="m", input_example=x, params={"k": "v"}, model_type="linear")
     client = mlflow.MlflowClient()
     client.set_logged_model_tags(info.model_id, {"team": "a"})
     found = mlflow.search_logged_models(filter_string="name = 'm'", output_format="list")
@@ -116,7 +116,7 @@ def test_log_model_in_a_run_lands_in_its_artifacts_and_loads_through_the_workspa
     folder = tmp_path / "lm"
     write_script(folder, "lm.py", IN_RUN)
     run = Experiment(ws, "mlm").submit(ScriptRunConfig(str(folder), script="lm.py"))
-    details = run.wait_for_completion(timeout=240)
+    details = run.wait_for_completion(timeout=240, raise_on_error=False)
     assert details["status"] == "Completed", Path(run.workdir, "logs", "rank_0.txt").read_text()[-3000:]
     seen = json.loads(Path(run.workdir, "outputs", "ml.json").read_text())
     model_id, again = seen["model_id"], seen["again"]
@@ -153,7 +153,7 @@ def test_log_model_in_a_run_lands_in_its_artifacts_and_loads_through_the_workspa
     native = run.register_model("lin-native", "outputs/m")
     assert native.sha256 == Model(ws, "lin", version=1).sha256
     got = native.download(str(tmp_path / "dl"))
-    assert MODEL_FILES <= {str(p.relative_to(got)) for p in Path(got).rglob("*") if p.is_file()}
+    assert {str(p.relative_to(got)) for p in Path(got).rglob("*") if p.is_file()} >= MODEL_FILES
 
 
 def test_log_model_through_the_workspace_uri_with_and_without_a_run(ws, tmp_path):

@@ -323,7 +323,7 @@ class LoggedModelsMixin:
                         for h in self.get_metric_history(run_id, key))
         by_model: dict[str, list[Metric]] = {}
         for m in for_models:
-            by_model.setdefault(m.model_id, []).append(m)
+            by_model.setdefault(str(m.model_id), []).append(m)
         for model_id, ms in by_model.items():
             with self._lm_root(model_id).updating(model_id) as rec:
                 points = rec.setdefault("metrics", [])

@@ -23,8 +23,8 @@ from mlflow.entities import (
     Run,
     RunData,
     RunInfo,
-    RunStatus,
     RunOutputs,
+    RunStatus,
     RunTag,
     ViewType,
 )
