@@ -76,6 +76,11 @@ class RunPaths:
     def torchrun_log(self, node_rank: int) -> str:
         return self._p("logs", f"torchrun_node_{node_rank}.txt")
 
+    @property
+    def supervisor_error(self) -> str:
+        """Why the supervisor ended when the store could not take the run's end (a disk full, say)."""
+        return self._p(INTERNAL, "supervisor_error.txt")
+
     def log(self, name: str) -> str:
         return self._p("logs", name)
 

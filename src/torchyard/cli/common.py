@@ -55,23 +55,60 @@ def kv(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def workspace(args: argparse.Namespace) -> Any:
+def workspace(args: argparse.Namespace, create: bool = False) -> Any:
     """The workspace a command works on: ``--workspace`` (a folder or a team server's URL), else
     TORCHYARD_WORKSPACE / TORCHYARD_SERVER, else ``./.torchyard`` or a parent's, else the server
-    ``torchyard login`` saved, else a new ``./.torchyard``."""
+    ``torchyard login`` saved. Only a command that records something (``create``: run, submit,
+    ``compute add``...) makes a new ``./.torchyard``; a read command says where it looked instead."""
     import os  # noqa: PLC0415
 
-    from torchyard.sdk import Workspace  # noqa: PLC0415
+    from torchyard.sdk import Workspace, server_url  # noqa: PLC0415
+    from torchyard.workspace.workspace import WORKSPACE_DIRNAME, find_workspace  # noqa: PLC0415
 
     chosen = args.workspace
-    if chosen is None and not os.environ.get("TORCHYARD_WORKSPACE") and not os.environ.get("TORCHYARD_SERVER"):
-        from torchyard.workspace.workspace import find_workspace  # noqa: PLC0415
+    if chosen is None and not os.environ.get("TORCHYARD_WORKSPACE") and not os.environ.get("TORCHYARD_SERVER") \
+            and find_workspace() is None:
+        from torchyard.remote.client import load_credentials  # noqa: PLC0415
 
-        if find_workspace() is None:
-            from torchyard.remote.client import load_credentials  # noqa: PLC0415
-
-            chosen = load_credentials().get("current") or None
+        chosen = load_credentials().get("current") or None
+        if chosen is None and not create:
+            raise UsageError(
+                f"no torchyard workspace in {os.getcwd()} or any folder above it (looked for {WORKSPACE_DIRNAME}/); "
+                "`torchyard init` makes one here, or name one with --workspace PATH or TORCHYARD_WORKSPACE")
+    folder = chosen if chosen is not None else os.environ.get("TORCHYARD_WORKSPACE")
+    if folder and not create and not server_url(folder):
+        where = os.path.abspath(os.fspath(folder))
+        if not any(os.path.isfile(os.path.join(p, "workspace.json"))
+                   for p in (where, os.path.join(where, WORKSPACE_DIRNAME))):
+            raise UsageError(f"{where} is not a torchyard workspace (no workspace.json there or in "
+                             f"{WORKSPACE_DIRNAME}/ inside it); `torchyard init --workspace {folder}` makes one")
     return Workspace(chosen)
+
+
+#: the pip extra that brings each optional module
+EXTRA_OF = {"starlette": "ui", "uvicorn": "ui", "numpy": "ui", "ray": "ray", "kubernetes": "kubernetes",
+            "psycopg": "postgres", "s3fs": "s3", "optuna": "sweep", "mlflow": "mlflow", "torch": "examples",
+            "tensorboard": "tensorboard"}
+
+
+def require_extra(extra: str, what: str, *modules: str) -> None:
+    """Stop with one line naming the ``pip install`` to run when ``what`` needs modules that are not
+    installed, before anything is created."""
+    import importlib.util  # noqa: PLC0415
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                         f"installed: pip install \"torchyard[{extra}]\"")
+
+
+def missing_module_message(err: ModuleNotFoundError) -> str:
+    """One line for a module an optional feature needed: which extra to install."""
+    top = (err.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return f"a module is missing: {err.name} (pip install {top})"
+    return f"this needs {top}, which is not installed: pip install \"torchyard[{extra}]\""
 
 
 def rank_arg(value: str) -> int | str:
@@ -84,7 +121,10 @@ def rank_arg(value: str) -> int | str:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    """Strict JSON: a non-finite float is written as "Infinity", "-Infinity" or "NaN" (torchyard.limits)."""
+    from torchyard.limits import encode_non_finite  # noqa: PLC0415
+
+    print(json.dumps(encode_non_finite(obj), indent=2, default=str, allow_nan=False))
 
 
 def fmt_time(ts: float | None) -> str:
@@ -96,10 +136,14 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=title, show_edge=False, header_style="bold")
-    for col in columns:
-        table.add_column(col, no_wrap=True)
-    for row in rows:
-        table.add_row(*[str(c) for c in row])
+    cells = [[str(c) for c in row] for row in rows]
+    for i, col in enumerate(columns):
+        if i == 0:  # ids: never cut (a cut id cannot be pasted into the next command)
+            table.add_column(col, no_wrap=True, min_width=max([len(col), *(len(r[0]) for r in cells)]))
+        else:
+            table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from torchyard.cli.common import UsageError
+
 EXIT_USAGE = 2
 
 
@@ -27,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = cp.add_subparsers(dest="compute_command", metavar="SUBCOMMAND")
 
     add = sub.add_parser(
-        "add", help="attach (or re-attach) a compute target: add KIND NAME [options]",
+        "add", help="attach a compute target: add KIND NAME [options] (--overwrite replaces one)",
         description="Attach a compute target. KIND is ray, slurm or any installed kind "
         "(the torchyard.compute entry points); `torchyard compute add KIND --help` lists its options.",
     )
@@ -50,6 +52,7 @@ def kind_parser(kind: str, cls: Any) -> argparse.ArgumentParser:
     doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     p = argparse.ArgumentParser(prog=f"torchyard compute add {kind}", description=doc)
     p.add_argument("name", help="the name jobs use: compute_target=NAME, `compute: NAME`")
+    p.add_argument("--overwrite", action="store_true", help="replace a target already attached under NAME")
     for option in cls.options:
         default = "" if option.default in (None, [], False) else f" (default: {option.default})"
         helptext = option.help + default
@@ -71,7 +74,7 @@ def _target(kind: str, argv: list[str]) -> Any:
     cls = target_class(kind)
     parsed = kind_parser(kind, cls).parse_args(argv)
     settings = {o.name: getattr(parsed, o.name) for o in cls.options}
-    return cls(name=parsed.name, **settings), parsed.name
+    return cls(name=parsed.name, **settings), parsed.name, parsed.overwrite
 
 
 def run(args: argparse.Namespace, workspace: Any) -> int:
@@ -84,7 +87,10 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
         if not getattr(args, "compute_kind", None):
             print(args.compute_add_help(), file=sys.stderr, end="")
             return EXIT_USAGE
-        configured, name = _target(args.compute_kind, list(args.compute_args))
+        configured, name, overwrite = _target(args.compute_kind, list(args.compute_args))
+        if not overwrite and name in {r["name"] for r in registry.list()}:
+            raise UsageError(f"a compute target {name!r} is already attached; add --overwrite to replace it, or "
+                             f"`torchyard compute remove {name}` first")
         if getattr(workspace, "is_remote", False):  # attached on the server (admins)
             found = registry.attach(name, configured)
             print(f"attached compute target {found['name']!r}: {found['kind']} on the server")
@@ -124,4 +130,5 @@ def register(subparsers: Any) -> None:
     """Add this group to the ``torchyard`` parser; its handler runs the chosen subcommand."""
     from torchyard.cli.common import workspace  # noqa: PLC0415
 
-    add_parser(subparsers).set_defaults(func=lambda args: run(args, workspace(args)))
+    add_parser(subparsers).set_defaults(
+        func=lambda args: run(args, workspace(args, create=getattr(args, "compute_command", None) == "add")))

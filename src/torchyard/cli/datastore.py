@@ -194,4 +194,5 @@ def register(subparsers: Any) -> None:
     """Add this group to the ``torchyard`` parser; its handler runs the chosen subcommand."""
     from torchyard.cli.common import workspace  # noqa: PLC0415
 
-    add_parser(subparsers).set_defaults(func=lambda args: run(args, workspace(args)))
+    add_parser(subparsers).set_defaults(
+        func=lambda args: run(args, workspace(args, create=getattr(args, "datastore_command", None) == "add")))

@@ -10,11 +10,11 @@ from typing import Any
 from torchyard.errors import SpecError
 
 
-def _workspace(args: argparse.Namespace) -> Any:
+def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
     """The workspace (a folder, or a team server: --workspace URL, TORCHYARD_SERVER, a login)."""
     from torchyard.cli.common import workspace  # noqa: PLC0415
 
-    return workspace(args)
+    return workspace(args, create=create)
 
 
 def _yaml(path: str, field: str) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         auth = {"key": "key", "aml_token": "key", None: auth}.get(doc.get("auth_mode"), doc.get("auth_mode"))
     if not name:
         raise SpecError("name", "give the endpoint's name (or -f endpoint.yml with name:)")
-    endpoint = Endpoint.create(_workspace(args), name, auth_mode=auth, port=args.port, host=args.host,
+    endpoint = Endpoint.create(_workspace(args, create=True), name, auth_mode=auth, port=args.port, host=args.host,
                                max_request_bytes=args.max_request_bytes)
     print(endpoint.scoring_uri)
     return 0

@@ -88,7 +88,7 @@ def cmd_env_register(args: argparse.Namespace) -> int:
         conda_dependencies_file=rel(data.get("conda_dependencies_file")),
         user_managed=bool(data.get("user_managed", False)),
     )
-    registered = workspace(args).environments.register(env)
+    registered = workspace(args, create=True).environments.register(env)
     print(f"{registered.name}:{registered.version}")
     return 0
 

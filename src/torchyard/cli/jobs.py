@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import msgspec  # noqa: PLC0415
 
     spec = msgspec.structs.replace(est.spec, arguments=tuple(script_args))
-    ws = workspace(args)
+    ws = workspace(args, create=True)
     fast = _via_agent(ws, experiment, spec, kv(args.tag, "--tag"), wait=args.wait, stream=not args.json, json_out=args.json)
     if fast is not None:
         return fast
@@ -159,7 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_sweep(loaded, experiment, args)
     if args.dry_run:
         return _dry_run(loaded.spec, experiment, args)
-    ws = workspace(args)
+    ws = workspace(args, create=True)
     fast = _via_agent(ws, experiment, loaded.spec, loaded.tags, wait=args.stream, stream=args.stream, json_out=args.json)
     if fast is not None:
         return fast
@@ -184,7 +184,7 @@ def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int
         from torchyard.sweeps.config import trial_arguments  # noqa: PLC0415
 
         return _dry_run(trial_arguments(loaded.spec, trial), experiment, args, sweep=config)
-    hd = Experiment(workspace(args), experiment).submit(loaded.config, tags=loaded.tags)
+    hd = Experiment(workspace(args, create=True), experiment).submit(loaded.config, tags=loaded.tags)
     if args.json and not args.stream:
         print_json({"run_id": hd.id, "experiment": experiment, "status": hd.get_status(), "type": "sweep"})
         return 0
@@ -201,7 +201,7 @@ def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = 
     """What the run would execute, from the same plan the supervisor makes (runtime.submit.plan)."""
     from torchyard.runtime.submit import plan  # noqa: PLC0415
 
-    dry = plan(workspace(args), experiment, spec)
+    dry = plan(workspace(args, create=True), experiment, spec)
     if args.json:
         extra = {"sweep": sweep.to_dict(sweep.hyperparameter_sampling.seed)} if sweep is not None else {}
         print_json({**dry.to_dict(), **extra})
@@ -213,7 +213,29 @@ def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = 
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Make a workspace here (./.torchyard), or at --workspace PATH, and say where it is.
+
+    A workspace already there is left as it is. Commands that only read (runs list, metrics, model
+    list...) never make one; run and submit make ./.torchyard on their first use.
+
+    Example:
+      torchyard init && torchyard runs list"""
+    import os  # noqa: PLC0415
+
+    from torchyard.workspace.workspace import WORKSPACE_DIRNAME, WorkspaceFolder  # noqa: PLC0415
+
+    target = args.workspace or os.environ.get("TORCHYARD_WORKSPACE") or os.path.join(os.getcwd(), WORKSPACE_DIRNAME)
+    existed = os.path.isfile(os.path.join(target, "workspace.json")) or \
+        os.path.isfile(os.path.join(target, WORKSPACE_DIRNAME, "workspace.json"))
+    ws = WorkspaceFolder(target)
+    ws.store  # noqa: B018 - creates (or checks) the metadata store now
+    print(f"{'workspace already at' if existed else 'made a workspace at'} {ws.path}")
+    return 0
+
+
 def register(sub: Any) -> None:
+    command(sub, "init", cmd_init)
     r = command(sub, "run", cmd_run)
     r.add_argument("--source-dir", "-s", default=".", help="folder with the training code (default: .)")
     r.add_argument("--entry", "-e", required=True, help="entry script, relative to --source-dir")

@@ -48,6 +48,55 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `torchyard runs list | head`: the reader left; say nothing more
+        _quiet_stdout()
+        return 141
+    except ModuleNotFoundError as err:
+        from torchyard.cli.common import missing_module_message  # noqa: PLC0415
+
+        print(f"torchyard: error: {missing_module_message(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        message = _store_failure(err)
+        if message is None:
+            raise
+        print(f"torchyard: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush meets no broken pipe either."""
+    import os  # noqa: PLC0415
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _store_failure(err: Exception) -> str | None:
+    """One line for a store or disk failure (what it is and what to do), else None (a bug: raise)."""
+    if not (type(err).__module__.startswith("sqlalchemy") or isinstance(err, OSError)):
+        return None
+    from torchyard.workspace.store import store_fault  # noqa: PLC0415
+
+    url = ""
+    try:
+        from torchyard.workspace.workspace import find_workspace  # noqa: PLC0415
+
+        found = find_workspace()
+        url = f"sqlite:///{found}/store.db" if found else ""
+    except OSError:
+        pass
+    fault = store_fault(err, url)
+    if fault is not None:
+        return fault
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    first = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+    return f"the workspace store failed: {first}"
 
 
 if __name__ == "__main__":

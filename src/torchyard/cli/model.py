@@ -10,11 +10,11 @@ from typing import Any
 from torchyard.errors import SpecError
 
 
-def _workspace(args: argparse.Namespace) -> Any:
+def _workspace(args: argparse.Namespace, create: bool = False) -> Any:
     """The workspace (a folder, or a team server: --workspace URL, TORCHYARD_SERVER, a login)."""
     from torchyard.cli.common import workspace  # noqa: PLC0415
 
-    return workspace(args)
+    return workspace(args, create=create)
 
 
 def _kv(items: list[str], field: str) -> dict[str, str]:
@@ -117,7 +117,7 @@ def _print(doc: Any, as_json: bool) -> None:
 def cmd_register(args: argparse.Namespace) -> int:
     from torchyard.models.model import Model  # noqa: PLC0415
 
-    ws = _workspace(args)
+    ws = _workspace(args, create=True)
     tags, props = _kv(args.tag, "tag"), _kv(args.property, "property")
     if args.run:
         model = ws.get_run(args.run).register_model(

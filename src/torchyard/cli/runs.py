@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from torchyard.cli.common import (
+    UsageError,
     command,
     fmt_time,
     group,
@@ -22,9 +23,18 @@ from torchyard.cli.common import (
 def cmd_runs_list(args: argparse.Namespace) -> int:
     """List runs, newest first."""
     from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
+    from torchyard.status import RunStatus  # noqa: PLC0415
 
+    status = None
+    if args.status is not None:
+        known = {s.value.lower(): s.value for s in RunStatus}
+        status = known.get(args.status.lower())
+        if status is None:
+            raise UsageError(f"--status: unknown status {args.status!r}; one of {', '.join(s.value for s in RunStatus)}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit: must be 1 or more, got {args.limit}")
     ws = workspace(args)
-    rows = ws.store.list_runs(experiment=args.experiment, status=args.status, limit=args.limit)
+    rows = ws.store.list_runs(experiment=args.experiment, status=status, limit=args.limit)
     rows = [reconcile(ws.store, r) for r in rows]
     if args.json:
         print_json([_run_summary(r) for r in rows])
@@ -97,6 +107,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
 
     run = workspace(args).get_run(args.run_id)
+    _check_rank(run, rank_arg(args.rank))
     remote = getattr(run, "log_follower", None)  # a team server's run reads its logs over HTTP
     follower = remote(rank_arg(args.rank)) if remote else LogFollower(run.workdir, rank_arg(args.rank))
     try:
@@ -116,6 +127,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     """Print a run's metrics (rank 0 by default, --rank all for every rank)."""
     run = workspace(args).get_run(args.run_id)
     rank = rank_arg(args.rank)
+    _check_rank(run, rank)
     metrics = run.get_metrics(rank=rank)
     if args.json:
         print_json(metrics)
@@ -131,6 +143,45 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         print(f"run {run.id} has no metrics (yet)")
         return 0
     table(None, ["rank", "metric", "values", "last"], rows)
+    return 0
+
+
+def _check_rank(run: Any, rank: int | str) -> None:
+    """A rank the run does not have is a mistake to name, not an empty answer."""
+    if rank == "all":
+        return
+    if not isinstance(rank, int) or rank < 0:
+        raise UsageError(f"--rank: expected a rank number (0 or more) or 'all', got {rank!r}")
+    try:
+        dist = run.get_details().get("runDefinition", {}).get("distribution") or {}
+        world = int(dist.get("node_count", 1)) * int(dist.get("process_count_per_node", 1))
+    except Exception:  # noqa: BLE001 - a sweep or an older server's details: let the read answer
+        return
+    if isinstance(world, int) and world > 0 and rank >= world:
+        raise UsageError(f"--rank {rank}: run {run.id} has {world} rank(s), 0 to {world - 1}")
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Store a run's metrics again from its journals (the truth until the store has every value).
+
+    For a run that ended while the store refused writes (a full disk, a stopped database): once the
+    store works again, this replaces the run's stored values with everything its ranks logged.
+
+    Example:
+      torchyard runs repair digits_1733600000_ab12cd34"""
+    from torchyard.paths import RunPaths  # noqa: PLC0415
+    from torchyard.runtime.ingest import repair  # noqa: PLC0415
+    from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
+
+    ws = workspace(args)
+    if getattr(ws, "is_remote", False):
+        raise UsageError("runs repair works on the workspace folder itself: run it where the server runs")
+    row = ws.store.get_run(args.run_id)
+    if row["status"] not in TERMINAL_VALUES:
+        raise UsageError(f"run {row['id']} is {row['status']}: its supervisor is still storing its metrics; "
+                         "repair a run once it has ended")
+    count = repair(ws.store, row["id"], RunPaths(row["run_dir"]).journal)
+    print(f"torchyard: run {row['id']}: {count:,} value(s) stored from its journals")
     return 0
 
 
@@ -168,6 +219,8 @@ def register(sub: Any) -> None:
     rl.add_argument("--status")
     rl.add_argument("--limit", type=int, default=20)
     rl.add_argument("--json", action="store_true")
+    rp = command(runs, "repair", cmd_repair)
+    rp.add_argument("run_id")
     rs = command(runs, "show", cmd_runs_show)
     rs.add_argument("run_id")
     rs.add_argument("--json", action="store_true")

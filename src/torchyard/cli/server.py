@@ -38,8 +38,13 @@ def _access(args: argparse.Namespace) -> Any:
 
 
 def _password(args: argparse.Namespace, what: str) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
+    from torchyard.errors import SpecError  # noqa: PLC0415
+
+    if args.password_stdin or not sys.stdin.isatty():  # piped: the first line is the password
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise SpecError("password", "standard input gave no password line (pipe one in, or run in a terminal)")
+        return password
     first = getpass.getpass(f"password for {what}: ")
     if getpass.getpass("again: ") != first:
         from torchyard.errors import SpecError  # noqa: PLC0415
@@ -53,7 +58,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     Binds 127.0.0.1 by default; --host 0.0.0.0 serves other machines (every request needs a token or
     a login). Runs' supervisors and sweep controllers run on this machine, against its workspace."""
+    from torchyard.cli.common import require_extra  # noqa: PLC0415
     from torchyard.errors import SpecError  # noqa: PLC0415
+
+    require_extra("ui", "the team server", "starlette", "uvicorn", "numpy")
     from torchyard.server.serve import serve_team  # noqa: PLC0415
 
     if not 0 <= args.port <= 65535:

@@ -29,7 +29,10 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from torchyard.cli.common import require_extra  # noqa: PLC0415
     from torchyard.errors import SpecError  # noqa: PLC0415
+
+    require_extra("ui", "the dashboard", "starlette", "uvicorn", "numpy")
     from torchyard.server.serve import serve  # noqa: PLC0415
 
     if not 0 <= args.port <= 65535:

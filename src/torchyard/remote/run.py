@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from torchyard.errors import NotFoundError, RunFailedError
+from torchyard.limits import decode_number
 from torchyard.remote.client import q
 from torchyard.status import RunStatus, follow_until_done
 
@@ -61,7 +62,7 @@ class RemoteRun:
     def get_metrics(self, name: str | None = None, rank: int | str | None = 0) -> dict[Any, Any]:
         """Metrics by name (rank 0's; ``rank="all"``: ``{rank: metrics}``)."""
         want = "all" if rank in ("all", None) else str(int(rank))
-        found = self._client.get(self._base + "/values", rank=want, name=name)["metrics"]
+        found = _numbers(self._client.get(self._base + "/values", rank=want, name=name)["metrics"])
         if want == "all":
             return {int(k): v for k, v in found.items()}
         return dict(found)
@@ -268,3 +269,12 @@ class RemoteLogFollower:
                 else:
                     out.write(text)
         out.flush()
+
+
+def _numbers(value: Any) -> Any:
+    """The JSON API's ``"Infinity"``, ``"-Infinity"`` and ``"NaN"`` back to floats (torchyard.limits)."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return decode_number(value)

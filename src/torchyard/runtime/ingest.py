@@ -1,23 +1,37 @@
-"""Moving the ranks' metric journals into the store, in batches, while a run goes."""
+"""Moving the ranks' metric journals into the store, in batches, while a run goes.
+
+The journals stay the truth until the store has every value: a rank's journal offset moves on only
+after the store took the whole batch in one transaction (:meth:`Store.ingest_batch`). A store that
+refuses (disk full, read-only, the database down) leaves the offsets where they were; the next
+ingest, after a backoff, reads the same frames again, so nothing is lost or stored twice.
+:func:`repair` rebuilds a run's stored metrics from its journals after the fact.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from torchyard.tracking import journal as j
+from torchyard.workspace.store import quiet_print, store_fault
 from torchyard.workspace.summary import update_summary
 
 
 class Ingestor:
     """Moves new journal records of every rank into the store."""
 
-    def __init__(self, store: Any, run_id: str, journal_dir: str) -> None:
+    def __init__(self, store: Any, run_id: str, journal_dir: str, say: Any = quiet_print) -> None:
         self.store = store
         self.run_id = run_id
         self.journal_dir = journal_dir
         self.readers: dict[int, j.JournalReader] = {}
+        self.say = say
+        #: the store fault that holds values back (None when everything read is stored)
+        self.fault: str | None = None
+        self._retry_at = 0.0
+        self._delay = 0.5
 
     def _discover(self) -> None:
         try:
@@ -26,40 +40,87 @@ class Ingestor:
             return
         for name in names:
             if name.startswith("rank_") and name.endswith(".journal"):
-                rank = int(name[5:-8])
+                try:
+                    rank = int(name[5:-8])
+                except ValueError:
+                    continue
                 if rank not in self.readers:
                     self.readers[rank] = j.JournalReader(os.path.join(self.journal_dir, name))
 
-    def ingest(self) -> int:
+    def ingest(self, force: bool = False) -> int:
+        """Store what the journals gained; how many values were stored. A store fault is remembered
+        in :attr:`fault` (said once) and retried after a growing delay, never raised; an error that is
+        not a passing fault (a bug, a value the store refuses) is raised."""
+        if self.fault is not None and not force and time.time() < self._retry_at:
+            return 0
         self._discover()
         total = 0
         for rank, reader in self.readers.items():
-            series, records = reader.read_new()
-            if not series and not records:
-                continue
-            total += len(records) + sum(len(s[1]) for s in series)
-            self.store.insert_series(self.run_id, rank, series)
-            if series:
-                try:
-                    update_summary(self.store.engine, self.run_id, rank, [tuple(s) for s in series])
-                except Exception as err:  # the summary serves sorting in the dashboard; never lose the run
-                    print(f"torchyard supervisor: metric summary not updated: {err}", flush=True)
-            rows: list[tuple[Any, ...]] = []
-            tags: dict[str, str] = {}
-            props: dict[str, str] = {}
-            dumps = json.dumps
-            for kind, name, value, step, ts in records:
-                if kind == j.TAG:
-                    tags[name] = value
-                elif kind == j.PROPERTY:
-                    props[name] = value
-                else:
-                    rows.append((name, rank, step, None, dumps(value), kind, ts))
-            self.store.insert_metrics(self.run_id, rows)
-            self.store.set_tags(self.run_id, tags)
-            if props:
-                try:
-                    self.store.add_properties(self.run_id, props)
-                except Exception as err:  # an immutable property re-set: keep the run going
-                    print(f"torchyard supervisor: {err}", flush=True)
+            try:
+                total += self._ingest_rank(rank, reader)
+            except Exception as err:
+                fault = store_fault(err, getattr(self.store, "url", ""))
+                if fault is None:
+                    raise
+                if fault != self.fault:
+                    self.say(f"torchyard supervisor: metrics wait in the journals: {fault}", flush=True)
+                self.fault = fault
+                self._retry_at = time.time() + self._delay
+                self._delay = min(self._delay * 2, 10.0)
+                return total
+        if self.fault is not None:
+            self.say("torchyard supervisor: the store takes metrics again; nothing was lost", flush=True)
+        self.fault, self._delay = None, 0.5
         return total
+
+    def drain(self, seconds: float) -> str | None:
+        """Ingest until every journal is stored or ``seconds`` pass; the fault left, or None."""
+        deadline = time.time() + seconds
+        while True:
+            self.ingest(force=True)
+            if self.fault is None or time.time() >= deadline:
+                return self.fault
+            time.sleep(max(0.0, min(self._retry_at, deadline) - time.time()))
+
+    def _ingest_rank(self, rank: int, reader: j.JournalReader) -> int:
+        series, records, end = reader.peek()
+        if not series and not records:
+            return 0
+        rows: list[tuple[Any, ...]] = []
+        tags: dict[str, str] = {}
+        props: dict[str, str] = {}
+        dumps = json.dumps
+        for kind, name, value, step, ts in records:
+            if kind == j.TAG:
+                tags[name] = value
+            elif kind == j.PROPERTY:
+                props[name] = value
+            else:
+                rows.append((name, rank, step, None, dumps(value), kind, ts))
+        refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props)
+        reader.offset = end
+        for message in refused:  # an immutable property re-set: keep the run going
+            self.say(f"torchyard supervisor: {message}", flush=True)
+        if series:
+            try:
+                update_summary(self.store.engine, self.run_id, rank, [tuple(s) for s in series])
+            except Exception as err:  # the summary serves sorting in the dashboard; never lose the run
+                self.say(f"torchyard supervisor: metric summary not updated: {err}", flush=True)
+        return len(records) + sum(len(s[1]) for s in series)
+
+
+def repair(store: Any, run_id: str, journal_dir: str) -> int:
+    """Store a run's metrics again from its journals (the truth): its stored values are replaced by
+    every value the journals hold. How many values were stored."""
+    if not os.path.isdir(journal_dir):
+        from torchyard.errors import NotFoundError  # noqa: PLC0415
+
+        raise NotFoundError(f"run {run_id} has no metric journals at {journal_dir}; nothing to repair from")
+    store.clear_metrics(run_id)
+    ingestor = Ingestor(store, run_id, journal_dir, say=lambda *a, **k: None)
+    total = ingestor.ingest(force=True)
+    if ingestor.fault is not None:
+        from torchyard.errors import WorkspaceError  # noqa: PLC0415
+
+        raise WorkspaceError(f"run {run_id} could not be repaired: {ingestor.fault}")
+    return total

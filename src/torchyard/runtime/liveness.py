@@ -49,6 +49,9 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
         return revive(store, row)  # a sweep's controller is restarted, not given up on
     if gone or stale >= DEAD_SECONDS:
         why = f"supervisor process {pid} is gone" if gone else f"no supervisor heartbeat for {stale:.0f} s"
+        cause = _left_cause(row.get("run_dir"))
+        if cause:
+            why = f"{why}: {cause}"
         store.set_status(run_id, RunStatus.NOT_RESPONDING, why)
         store.set_status(
             run_id, RunStatus.FAILED, why, details={"error": {"message": f"{why}; the run was not completed"}}
@@ -56,3 +59,16 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     else:
         store.set_status(run_id, RunStatus.NOT_RESPONDING, f"no supervisor heartbeat for {stale:.0f} s")
     return dict(store.get_run(run_id))
+
+
+def _left_cause(run_dir: str | None) -> str | None:
+    """What a supervisor that could not record its run's end left in the run folder, if anything."""
+    if not run_dir:
+        return None
+    from torchyard.paths import RunPaths  # noqa: PLC0415
+
+    try:
+        with open(RunPaths(run_dir).supervisor_error) as fh:
+            return fh.read(2000).strip() or None
+    except OSError:
+        return None

@@ -34,14 +34,29 @@ def shape_metrics(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
 def metrics_by_rank(store: Any, run_id: str, rank: int | None = 0, name: str | None = None) -> dict[int, dict[str, Any]]:
     """``{rank: {metric: value or [values]}}`` for one rank (``rank=None``: every rank)."""
     by_rank: dict[int, dict[str, Any]] = {}
-    for (r, metric), (values, _steps, _ts) in store.get_series(run_id, rank=rank, name=name).items():
+    series = store.get_series(run_id, rank=rank, name=name)
+    for (r, metric), (values, _steps, _ts) in series.items():
         by_rank.setdefault(r, {})[metric] = values[0] if len(values) == 1 else values
     rows_by_rank: dict[int, list[tuple[Any, ...]]] = {}
     for row in store.get_metric_rows(run_id, rank=rank, name=name):
         rows_by_rank.setdefault(row[1], []).append(row)
     for r, rows in rows_by_rank.items():
-        by_rank.setdefault(r, {}).update(shape_metrics(rows))
+        shaped = shape_metrics(rows)
+        mine = by_rank.setdefault(r, {})
+        for metric in shaped.keys() & mine.keys():  # numbers and strings (say) under one name
+            shaped[metric] = _interleave(series[(r, metric)], [row for row in rows if row[0] == metric])
+        mine.update(shaped)
     return by_rank
+
+
+def _interleave(scalars: tuple[list[float], list[Any], list[float]], rows: list[tuple[Any, ...]]) -> list[Any]:
+    """Every value of a name logged as numbers and as other kinds, in the order logged (wall time;
+    a tie keeps numbers first): no reader drops the numbers because a string came later."""
+    values, _steps, ts = scalars
+    merged = [(t, 0, i, v) for i, (v, t) in enumerate(zip(values, ts, strict=True))]
+    merged += [(row[6], 1, i, row[3] if row[5] == 0 else json.loads(row[4])) for i, row in enumerate(rows)]
+    merged.sort(key=lambda item: item[:3])
+    return [item[3] for item in merged]
 
 
 def execution_summary(store: Any, row: dict[str, Any]) -> str:

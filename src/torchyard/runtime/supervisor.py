@@ -35,6 +35,8 @@ INGEST_SECONDS = 0.25
 CHECKPOINT_SECONDS = 2.0
 #: how long a hang waits for the ranks' stacks before the ranks are stopped
 STACKS_SECONDS = 6.0
+#: how long a store fault (disk full, read-only, the database down) is waited out before the run fails with it
+STORE_RETRY_SECONDS = float(os.environ.get("TORCHYARD_STORE_RETRY_SECONDS", "300"))
 
 
 class _Canceled(Exception):
@@ -53,7 +55,10 @@ class Supervisor:
         self.run_id: str = self.info["run_id"]
         self.spec = JobSpec.from_json(json.dumps(self.info["spec"]))
         self.ws = ws if ws is not None else WorkspaceFolder(self.info["workspace"], db_url=self.info["db_url"])
-        self.store = self.ws.store
+        from torchyard.workspace.store import RetryingStore  # noqa: PLC0415
+
+        # a passing store fault (disk full, the database restarting) is waited out, not a reason to fail
+        self.store = RetryingStore(self.ws.store, STORE_RETRY_SECONDS)
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
         self.fail_stage = ""
@@ -62,7 +67,7 @@ class Supervisor:
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
         self.next_beat = 0.0
-        self.ingestor = Ingestor(self.store, self.run_id, self.paths.journal)
+        self.ingestor = Ingestor(self.ws.store, self.run_id, self.paths.journal)  # backs off on its own
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -263,7 +268,11 @@ class Supervisor:
                 signal.sigtimedwait({signal.SIGCHLD}, tick)
         rc = state.exit_code
         handle.sync()
-        self.ingestor.ingest()
+        fault = self.ingestor.drain(STORE_RETRY_SECONDS)
+        if fault is not None and self.fail_reason is None:
+            self.fail_stage = "Finalizing"
+            self.fail_reason = (f"not every logged metric value could be stored: {fault}. They are kept in the run's "
+                                f"journals; `torchyard runs repair {self.run_id}` stores them once the store works")
         if state.verdict is not None and not self.cancel_reason and not self.fail_reason:
             if state.verdict is RunStatus.CANCELED:
                 self.cancel_reason = state.reason
@@ -542,7 +551,18 @@ def supervise(workdir: str, ws: Any = None) -> bool:
                 )
             except Exception:
                 traceback.print_exc()
+                _leave_cause(workdir, err)
         return False
+
+
+def _leave_cause(workdir: str, err: BaseException) -> None:
+    """The store cannot take the run's end: leave its cause in the run folder, where the reader that
+    finds this supervisor gone reads it (runtime.liveness), instead of "supervisor process N is gone"."""
+    try:
+        with open(RunPaths(workdir).supervisor_error, "w") as fh:
+            fh.write(f"{type(err).__name__}: {err}" if not isinstance(err, TorchyardError) else str(err))
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ from torchyard.server.routing import (  # noqa: F401 - re-exported: route module
     _sdk_run,
     _visible,
     endpoint,
+    json_text,
 )
 from torchyard.server.security import CSP, MAX_BODY, SecurityMiddleware, safe_path
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
@@ -482,7 +483,7 @@ def _sse(request: Request, events: AsyncIterator[tuple[str, Any]]) -> Response:
             if name == "":
                 yield b": keep-alive\n\n"
             else:
-                yield f"event: {name}\ndata: {json.dumps(data, allow_nan=False, default=str)}\n\n".encode()
+                yield f"event: {name}\ndata: {json_text(data)}\n\n".encode()
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from torchyard.errors import NotFoundError, SpecError
+from torchyard.limits import encode_non_finite
 from torchyard.status import RunKind
 
 READ, WRITE, ADMIN, PUBLIC = "read", "write", "admin", "public"
@@ -116,8 +117,17 @@ def _float(request: Request, name: str) -> float | None:
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=str, allow_nan=False), status_code=status,
+    return Response(json_text(data), status_code=status,
                     media_type="application/json", headers={"cache-control": "no-store"})
+
+
+def json_text(data: Any) -> str:
+    """Strict JSON of ``data``: a non-finite float (a diverged loss) becomes ``"Infinity"``,
+    ``"-Infinity"`` or ``"NaN"`` (:mod:`torchyard.limits`), never an error or an invalid document."""
+    try:
+        return json.dumps(data, default=str, allow_nan=False)
+    except ValueError:  # only non-finite floats make a default=str dump fail: rare, so walk only then
+        return json.dumps(encode_non_finite(data), default=str, allow_nan=False)
 
 
 def _run_row(ctx: Context, run_id: str, wanted: str | None = None) -> dict[str, Any]:

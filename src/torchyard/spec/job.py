@@ -126,6 +126,15 @@ def build_job_spec(**fields: Any) -> JobSpec:
 
 
 def _validate(spec: JobSpec) -> None:
+    from torchyard.limits import MAX_DESCRIPTION, MAX_DISPLAY_NAME, check_text  # noqa: PLC0415
+
+    for field, value, limit in (("display_name", spec.display_name, MAX_DISPLAY_NAME),
+                                ("description", spec.description, MAX_DESCRIPTION)):
+        if value is not None:
+            try:
+                check_text(value, field, limit)
+            except (TypeError, ValueError) as err:
+                raise SpecError(field, str(err).removeprefix(f"{field} ")) from None
     src = spec.source_directory
     if not os.path.isdir(src):
         raise SpecError("source_directory", f"{src!r} is not a directory; pass the folder holding your training code")

@@ -56,12 +56,19 @@ class JournalReader:
 
     def read_new(self) -> tuple[list[list[Any]], list[list[Any]]]:
         """(series, records) appended since the last call, merged across frames in order."""
+        series, records, end = self.peek()
+        self.offset = end
+        return series, records
+
+    def peek(self) -> tuple[list[list[Any]], list[list[Any]], int]:
+        """(series, records, end offset) of the complete frames after the current offset, without
+        moving it: a caller moves it (``reader.offset = end``) once what it read is safe elsewhere."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
                 data = fh.read()
         except FileNotFoundError:
-            return [], []
+            return [], [], self.offset
         series: list[list[Any]] = []
         records: list[list[Any]] = []
         pos = 0
@@ -74,8 +81,7 @@ class JournalReader:
             series.extend(frame_series)
             records.extend(frame_records)
             pos += 4 + length
-        self.offset += pos
-        return series, records
+        return series, records, self.offset + pos
 
 
 def journal_path(journal_dir: str, rank: int) -> str:

@@ -62,10 +62,22 @@ class Store:
     def __init__(self, url: str, lock_dir: str | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        #: the workspace folder: run folders are stored relative to it
+        self.workspace_dir = os.path.abspath(lock_dir) if lock_dir else None
+        self.read_only = False
         try:
             if self.is_sqlite:
-                self.engine = self._sqlite_engine(url, write=True)
-                self.read_engine = self._sqlite_engine(url, write=False)
+                path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+                if path and path != ":memory:":
+                    _check_sqlite_file(path)
+                    self.read_only = os.path.exists(path) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
+                if self.read_only:  # a read-only mount: read the file as it is (nobody can write it there)
+                    ro = f"sqlite:///file:{os.path.abspath(path)}?mode=ro&immutable=1&uri=true"
+                    self.engine = self._sqlite_engine(ro, write=True)
+                    self.read_engine = self._sqlite_engine(ro, write=False)
+                else:
+                    self.engine = self._sqlite_engine(url, write=True)
+                    self.read_engine = self._sqlite_engine(url, write=False)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
                 self.read_engine = self.engine
@@ -98,6 +110,10 @@ class Store:
     def _migrate(self, lock_dir: str | None) -> None:
         if self._revision() == SCHEMA_REVISION:
             return
+        if self.read_only:
+            raise WorkspaceError(f"the workspace store {_safe_url(self.url)} is read-only and has schema revision "
+                                 f"{self._revision()!r}, not {SCHEMA_REVISION!r}: open it once where it is writable "
+                                 "to upgrade it")
         with self._migration_lock(lock_dir):
             if self._revision() == SCHEMA_REVISION:
                 return
@@ -170,6 +186,9 @@ class Store:
         """Record a new run, NotStarted (or, with ``queued``, NotStarted then Queued in the same
         transaction, so that no reader ever sees a recorded run nobody will start)."""
         now = _now()
+        if self.workspace_dir and os.path.isabs(run_dir) and \
+                os.path.commonpath([self.workspace_dir, run_dir]) == self.workspace_dir:
+            run_dir = os.path.relpath(run_dir, self.workspace_dir)
         with self.engine.begin() as conn:
             conn.execute(
                 self._insert(experiments)
@@ -273,7 +292,7 @@ class Store:
             raise NotFoundError(
                 f"no run {run_id!r} in this workspace; `torchyard runs list` shows the runs", run_id=run_id
             )
-        return _typed(row)
+        return _typed(row, self.workspace_dir)
 
     def get_status(self, run_id: str) -> RunStatus:
         with self.read_engine.connect() as conn:
@@ -299,7 +318,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.read_engine.connect() as conn:
-            return [_typed(r) for r in conn.execute(query).mappings()]
+            return [_typed(r, self.workspace_dir) for r in conn.execute(query).mappings()]
 
     def list_experiments(self) -> list[str]:
         with self.read_engine.connect() as conn:
@@ -377,48 +396,72 @@ class Store:
         """Bulk insert of (name, rank, step, value, payload, kind, ts) rows."""
         if not rows:
             return
-        cols = "run_id, name, rank, step, value, payload, kind, ts"
         with self.engine.begin() as conn:
-            if self.is_sqlite:
-                conn.exec_driver_sql(
-                    f"INSERT INTO metrics ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(run_id, *r) for r in rows],
-                )
-            elif self.url.startswith("postgresql+psycopg") or self.url.startswith("postgresql:"):
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                with raw.cursor() as cur, cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:
-                    for r in rows:
-                        copy.write_row((run_id, *r))
-            else:  # pragma: no cover - other drivers
-                conn.execute(
-                    insert(metrics),
-                    [
-                        dict(zip(cols.split(", "), (run_id, *r), strict=True))
-                        for r in rows
-                    ],
-                )
+            self._insert_metric_rows(conn, run_id, rows)
+
+    def _insert_metric_rows(self, conn: Connection, run_id: str, rows: Sequence[MetricRow]) -> None:
+        cols = "run_id, name, rank, step, value, payload, kind, ts"
+        if self.is_sqlite:
+            conn.exec_driver_sql(
+                f"INSERT INTO metrics ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, *r) for r in rows],
+            )
+        elif self.url.startswith("postgresql+psycopg") or self.url.startswith("postgresql:"):
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur, cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((run_id, *r))
+        else:  # pragma: no cover - other drivers
+            conn.execute(
+                insert(metrics),
+                [dict(zip(("name", "rank", "step", "value", "payload", "kind", "ts"), r, strict=True), run_id=run_id)
+                 for r in rows],
+            )
 
     def insert_series(self, run_id: str, rank: int, series: Sequence[Series]) -> None:
         """Store chunks of scalar series packed as arrays (one row per metric per call)."""
-        rows = []
-        for name, values, steps, ts in series:
-            if not values:
-                continue
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "name": name,
-                    "rank": rank,
-                    "count": len(values),
-                    "vals": array("d", values).tobytes(),
-                    "steps": array("q", [NO_STEP if s is None else s for s in steps]).tobytes(),
-                    "ts": array("d", ts).tobytes(),
-                }
-            )
+        rows = _chunk_rows(run_id, rank, series)
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(insert(metric_chunks), rows)
+
+    def ingest_batch(self, run_id: str, rank: int, series: Sequence[Series], rows: Sequence[MetricRow],
+                     tags: dict[str, str], properties: dict[str, str]) -> list[str]:
+        """One rank's newly journaled values, all or nothing in one transaction (so a journal offset
+        moves on only once the store has every value of the batch). A property re-set to another value
+        is left out and named in the returned list; the rest of the batch is stored."""
+        chunks = _chunk_rows(run_id, rank, series)
+        refused: list[str] = []
+        with self.engine.begin() as conn:
+            if chunks:
+                conn.execute(insert(metric_chunks), chunks)
+            if rows:
+                self._insert_metric_rows(conn, run_id, rows)
+            if tags:
+                stmt = self._insert(run_tags)
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value}),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                )
+            if properties:
+                current = {r.key: r.value for r in
+                           conn.execute(select(run_properties).where(run_properties.c.run_id == run_id))}
+                for key, value in properties.items():
+                    if key not in current:
+                        conn.execute(insert(run_properties).values(run_id=run_id, key=key, value=value))
+                    elif current[key] != value:
+                        refused.append(f"property {key!r} of run {run_id} is already {current[key]!r}; properties are "
+                                       "immutable (use tags for values that change)")
+        return refused
+
+    def clear_metrics(self, run_id: str) -> None:
+        """Remove a run's stored metric values and summary (``runs repair`` then re-reads its journals)."""
+        from torchyard.workspace.schema import run_metric_summary  # noqa: PLC0415
+
+        with self.engine.begin() as conn:
+            for table in (metric_chunks, metrics, run_metric_summary):
+                conn.execute(table.delete().where(table.c.run_id == run_id))
 
     def get_series(
         self, run_id: str, rank: int | None = 0, name: str | None = None
@@ -476,15 +519,167 @@ def _safe_url(url: str) -> str:
     return url
 
 
+def _check_sqlite_file(path: str) -> None:
+    """Refuse an embedded store that exists but is empty or not SQLite, instead of starting a new one
+    over it (which would orphan every run folder beside it)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise WorkspaceError(f"cannot read the workspace store {path}: {err.strerror}") from None
+    if size == 0:
+        raise WorkspaceError(
+            f"the workspace store {path} is empty (0 bytes): it was truncated or never written. Restore it from a "
+            f"backup, or move it away (`mv {path} {path}.empty`) to start an empty store beside the existing run folders")
+    if head != b"SQLite format 3\x00":
+        raise WorkspaceError(
+            f"the workspace store {path} is not an SQLite database (it starts with {head[:8]!r}): restore it from a "
+            f"backup, or move it away to start an empty store")
+
+
+def _chunk_rows(run_id: str, rank: int, series: Sequence[Series]) -> list[dict[str, Any]]:
+    rows = []
+    for name, values, steps, ts in series:
+        if not values:
+            continue
+        rows.append({
+            "run_id": run_id, "name": name, "rank": rank, "count": len(values),
+            "vals": array("d", values).tobytes(),
+            "steps": array("q", [NO_STEP if s is None else s for s in steps]).tobytes(),
+            "ts": array("d", ts).tobytes(),
+        })
+    return rows
+
+
 def _one_line(err: BaseException) -> str:
     msg = str(getattr(err, "orig", None) or err).strip().splitlines()
     return msg[0] if msg else type(err).__name__
 
 
-def _typed(row: Any) -> dict[str, Any]:
+def _typed(row: Any, workspace_dir: str | None = None) -> dict[str, Any]:
     """A runs row as a dict whose ``status`` is a RunStatus and ``kind`` a RunKind (both compare
-    equal to their stored strings, and serialize as them)."""
+    equal to their stored strings, and serialize as them), and ``run_dir`` absolute in this workspace
+    (stored relative to it, so a moved workspace keeps its runs; an older absolute one that no longer
+    exists is found under this workspace's ``runs/``)."""
     out = dict(row)
+    run_dir = out.get("run_dir")
+    if workspace_dir and run_dir:
+        if not os.path.isabs(run_dir):
+            out["run_dir"] = os.path.join(workspace_dir, run_dir)
+        elif not os.path.isdir(run_dir):
+            moved = os.path.join(workspace_dir, "runs", os.path.basename(run_dir.rstrip("/")))
+            if os.path.isdir(moved):
+                out["run_dir"] = moved
     out["status"] = RunStatus(out["status"])
     out["kind"] = RunKind(out.get("kind") or "run")
     return out
+
+
+# ---- faults: what a store error means, and a store that waits a fault out ------------------------------
+
+#: the store refused a write for a reason that may pass (disk full, read-only, server down or restarting)
+_TRANSIENT_HINTS = (
+    "disk is full", "disk full", "no space left", "database is locked", "readonly database", "read-only",
+    "unable to open database", "disk i/o error", "connection refused", "could not connect", "server closed",
+    "terminating connection", "connection is closed", "connection reset", "the database system is",
+    "connection timed out", "ssl connection has been closed", "consuming input failed", "broken pipe",
+)
+
+
+def store_fault(err: BaseException, url: str) -> str | None:
+    """One line naming a store fault that may pass (and what to do), or None for an error that will not
+    (a constraint, a bad value, a bug): the former are retried, the latter are not."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    if isinstance(err, WorkspaceError) and getattr(err, "fault", None):
+        return str(err)
+    if not isinstance(err, DBAPIError | OSError):
+        return None
+    text_ = _one_line(err).lower()
+    errno = getattr(err, "errno", None) or getattr(getattr(err, "orig", None), "errno", None)
+    if errno == 28 or any(h in text_ for h in ("disk is full", "disk full", "no space left")):
+        return _disk_full(url)
+    if "readonly" in text_ or "read-only" in text_ or errno == 30:
+        return (f"the workspace store is read-only ({_safe_url(url)}): reading works; to write, make "
+                f"{_store_dir(url) or 'the store'} writable again")
+    if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return f"the connection to the store ({_safe_url(url)}) was lost: {_one_line(err)}; is the database up?"
+    if any(h in text_ for h in _TRANSIENT_HINTS):
+        if url.startswith("sqlite"):
+            return f"the workspace store ({_safe_url(url)}) cannot be written: {_one_line(err)}"
+        return f"the store's database server ({_safe_url(url)}) is not answering: {_one_line(err)}; is it up?"
+    return None
+
+
+def _store_dir(url: str) -> str | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return os.path.dirname(os.path.abspath(url[len("sqlite:///"):])) or None
+
+
+def _disk_full(url: str) -> str:
+    import shutil  # noqa: PLC0415
+
+    where = _store_dir(url)
+    if where is None:
+        return f"the store's database server ({_safe_url(url)}) has no disk space left; free space on its data disk"
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = 0
+    return f"the workspace disk is full: {where}, {free:,} bytes free; free some space and the run goes on"
+
+
+def quiet_print(*args: Any, **kwargs: Any) -> None:
+    """print(), except that a log file on a full disk is no reason to fail."""
+    try:
+        print(*args, **kwargs)
+    except (OSError, ValueError):
+        pass
+
+
+class RetryingStore:
+    """A :class:`Store` whose calls wait out a passing fault (disk full, read-only, the database down
+    or restarting) with backoff for up to ``seconds``, saying once what they wait for, then raise a
+    :class:`WorkspaceError` naming the fault. What a supervisor uses, so that a fault ends a run only
+    when it must and with its real cause. Attributes that are not methods pass through."""
+
+    def __init__(self, store: Store, seconds: float, say: Any = None) -> None:
+        self._store = store
+        self._seconds = seconds
+        self._say = say or quiet_print
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.call(value, *args, **kwargs)
+
+        return call
+
+    def call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.time() + self._seconds
+        delay, told = 0.5, None
+        while True:
+            try:
+                result = func(*args, **kwargs)
+            except Exception as err:
+                fault = store_fault(err, self._store.url)
+                if fault is None:
+                    raise
+                if time.time() + delay > deadline:
+                    raise WorkspaceError(fault, fault=True) from None
+                if fault != told:
+                    self._say(f"torchyard supervisor: {fault}; retrying for up to {self._seconds:.0f} s", flush=True)
+                    told = fault
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if told is not None:
+                self._say("torchyard supervisor: the store answers again", flush=True)
+            return result

@@ -67,26 +67,50 @@ class WorkspaceFolder:
             folder = find_workspace() or os.path.join(os.getcwd(), WORKSPACE_DIRNAME)
         self.path = folder
         settings = self._open_settings(db_url or os.environ.get("TORCHYARD_DB_URL"))
-        self.db_url: str = settings.get("db_url") or f"sqlite:///{os.path.join(folder, 'store.db')}"
+        self.db_url: str = settings.get("db_url") or self.embedded_url
         self._store: Store | None = None
+
+    @property
+    def embedded_url(self) -> str:
+        """The URL of the embedded SQLite store: always this folder's ``store.db``, wherever the
+        folder is now (never written to ``workspace.json``, so a moved or copied workspace keeps
+        its own store)."""
+        return f"sqlite:///{os.path.join(self.path, 'store.db')}"
+
+    def _embedded(self, url: str | None) -> bool:
+        """Whether ``url`` names an embedded store: this folder's, or any workspace folder's
+        ``store.db`` (what older versions wrote into workspace.json, an absolute path that a moved
+        workspace no longer has)."""
+        if not url or not url.startswith("sqlite:///"):
+            return False
+        path = url[len("sqlite:///"):]
+        return url == self.embedded_url or (
+            os.path.basename(path) == "store.db" and os.path.basename(os.path.dirname(path)) == WORKSPACE_DIRNAME)
 
     def _open_settings(self, db_url: str | None) -> dict[str, Any]:
         marker = os.path.join(self.path, "workspace.json")
-        try:
-            os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
-            os.makedirs(os.path.join(self.path, "artifacts"), exist_ok=True)
-        except OSError as err:
-            raise WorkspaceError(f"cannot create the workspace folder {self.path}: {err.strerror}") from None
+        exists = os.path.isfile(marker)
+        if not exists:
+            try:
+                os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
+                os.makedirs(os.path.join(self.path, "artifacts"), exist_ok=True)
+            except OSError as err:
+                raise WorkspaceError(f"cannot create the workspace folder {self.path}: {err.strerror}") from None
         settings: dict[str, Any] = {}
-        if os.path.isfile(marker):
+        if exists:
             try:
                 with open(marker) as fh:
                     settings = json.load(fh)
+                if not isinstance(settings, dict):
+                    raise ValueError("not a JSON object")
             except (OSError, ValueError) as err:
                 raise WorkspaceError(f"{marker} is unreadable ({err}); fix or remove it") from None
-        if db_url:
+        if self._embedded(settings.get("db_url")):
+            settings.pop("db_url")  # an older version's absolute path to the embedded store
+        if db_url and not self._embedded(db_url) and settings.get("db_url") != db_url:
             settings["db_url"] = db_url
-        if not os.path.isfile(marker) or db_url:
+            self._write_settings(settings)
+        elif not exists:
             self._write_settings(settings)
         return settings
 
