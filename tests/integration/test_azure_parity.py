@@ -146,3 +146,44 @@ def test_sweep_ties_name_one_best_trial_and_show_output_streams_trials(project: 
     assert hd_run.get_details()["sweep"]["best_run_id"] == best.id
     assert hd_run.get_children_sorted_by_primary_metric()[0]["run_id"] == best.id
     assert f"Best trial: {best.id} accuracy=0.75" in text
+
+
+SCORE = """
+import json, os
+def init():
+    global weights
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")) as fh:
+        weights = fh.read()
+    print("init done", flush=True)
+def run(raw_data):
+    return {"sum": sum(json.loads(raw_data)["x"]), "weights": weights}
+"""
+
+
+def test_aci_deploy_configuration_serves_locally(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchyard.azureml.core import Workspace
+    from torchyard.azureml.core.model import InferenceConfig, Model
+    from torchyard.azureml.core.webservice import AciWebservice, Webservice
+
+    ws = Workspace.from_config()
+    (project / "model.txt").write_text("w1")
+    model = Model.register(ws, model_path="model.txt", model_name="summer")
+    write_script(project / "serve", "score.py", SCORE)
+    aci_config = AciWebservice.deploy_configuration(cpu_cores=1, memory_gb=1, auth_enabled=True,
+                                                    description="sums numbers")
+    service = Model.deploy(ws, "summer-svc", [model], InferenceConfig(entry_script="score.py", source_directory="serve"),
+                           aci_config)
+    try:
+        service.wait_for_deployment(show_output=True, timeout_sec=60)
+        out = capsys.readouterr().out
+        lines = [line for line in out.splitlines() if line]
+        # whole lines only, each named by its log file, and the states as they change
+        assert lines and all(line.startswith(("[service] ", "[worker_", "summer-svc: ")) for line in lines), lines
+        assert "summer-svc: Healthy" in lines and any(line.endswith("init done") for line in lines)
+        assert service.run(json.dumps({"x": [1, 2, 3]})) == {"sum": 6, "weights": "w1"}
+        assert service.auth_enabled and all(service.get_keys())
+        assert Webservice(ws, "summer-svc").scoring_uri.endswith("/score")
+        assert "summer-svc" in ws.webservices and ws.models["summer"].version == 1
+        assert service.get_details()["config"]["azure"]["memory_gb"] == 1
+    finally:
+        service.delete()

@@ -620,14 +620,17 @@ class Webservice:
     def wait_for_deployment(self, show_output: bool = False, timeout_sec: float = 600) -> None:
         """Block until the service is Healthy; raises DeploymentError (with the logs' end) if it Failed."""
         deadline = time.monotonic() + timeout_sec
-        printed = 0
+        printed: dict[str, int] = {}
+        last_state = None
         while True:
             state = self.state
             if show_output:
-                text = self.get_logs()
-                sys.stdout.write(text[printed:])
+                for line in self._new_log_lines(printed):
+                    sys.stdout.write(line + "\n")
+                if state != last_state:
+                    sys.stdout.write(f"{self.name}: {state}\n")
+                    last_state = state
                 sys.stdout.flush()
-                printed = len(text)
             if state == "Healthy":
                 return
             if state in ("Failed", "Stopped"):
@@ -641,6 +644,25 @@ class Webservice:
             if time.monotonic() > deadline:
                 raise DeploymentError(f"service {self.name!r} is still {state} after {timeout_sec} s", logs=self.get_logs())
             time.sleep(0.02)
+
+    def _new_log_lines(self, printed: dict[str, int]) -> builtins.list[str]:
+        """The complete lines written to the service's logs since the last call, each prefixed with
+        its file's name (``printed``: lines already returned, by file; updated)."""
+        logs_dir = os.path.join(self._dir, "logs")
+        out: builtins.list[str] = []
+        try:
+            names = sorted(os.listdir(logs_dir), key=lambda n: (n != "service.txt", n))
+        except OSError:
+            return out
+        for n in names:
+            try:
+                with open(os.path.join(logs_dir, n), encoding="utf-8", errors="replace") as fh:
+                    complete = fh.read().split("\n")[:-1]  # a line still being written waits for its end
+            except OSError:
+                continue
+            out.extend(f"[{n.removesuffix('.txt')}] {line}" for line in complete[printed.get(n, 0):])
+            printed[n] = len(complete)
+        return out
 
     def get_logs(self, num_lines: int = 5000) -> str:
         """The supervisor's log and every worker's, each headed by its file name (last lines)."""
