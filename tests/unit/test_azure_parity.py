@@ -327,6 +327,26 @@ def test_local_compute_runs_use_gpu_on_the_cpu(tmp_path, no_gpu):
     assert GPU_FALLBACK in plan.describe()
 
 
+def test_mpi_estimator_adds_horovod_when_the_code_imports_it(tmp_path, monkeypatch):
+    import importlib.util as iu
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "horovod" else real(name, *a))
+    (tmp_path / "train.py").write_text("import os\nfrom helpers import setup\n")
+    (tmp_path / "helpers.py").write_text("import torch\nimport horovod.torch as hvd\n")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "train.py").write_text("print('no horovod')  # import horovod in a comment is not code\n")
+
+    def pip(folder, **kw):
+        return list(PyTorch(source_directory=str(folder), entry_script="train.py", **kw).spec.environment.pip_packages)
+
+    assert pip(tmp_path, distributed_backend="mpi", node_count=2) == ["horovod==0.28.1"]
+    assert pip(tmp_path, distributed_backend="mpi", pip_packages=["Horovod[pytorch]==0.28.1"]) == ["Horovod[pytorch]==0.28.1"]
+    assert pip(tmp_path, distributed_backend="pytorch") == []
+    assert pip(tmp_path, distributed_backend="mpi", user_managed=True) == []
+    assert pip(tmp_path / "plain", distributed_backend="mpi") == []
+
+
 # ---- the azureml module tree and the boilerplate -------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ construction, so a mistake surfaces where it is made, not at submit.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -512,6 +513,38 @@ def _abs(path: str | None, base: str | None = None) -> str | None:
     return os.path.abspath(path)
 
 
+#: the Horovod release the environments' recipe is verified with (the estimator adds it under mpi)
+HOROVOD_VERIFIED = "horovod==0.28.1"
+_HOROVOD_IMPORT = re.compile(rb"^[ \t]*(import[ \t]+horovod\b|from[ \t]+horovod\b)", re.MULTILINE)
+_SKIP_DIRS = {"__pycache__", "node_modules", "venv", ".venv", ".git", ".torchyard", "outputs", "logs"}
+
+
+def _requirement(spec: str) -> str:
+    return re.split(r"[\s<>=!~;\[@(]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def imports_horovod(source_directory: str, max_files: int = 500) -> bool:
+    """Whether a Python file of ``source_directory`` imports horovod (at most ``max_files`` files read,
+    1 MB each). The ``PyTorch`` estimator under ``distributed_backend='mpi'`` then adds
+    :data:`HOROVOD_VERIFIED` to the run's pip packages when this interpreter has none, as Azure's estimator image had it."""
+    seen = 0
+    for root, dirs, files in os.walk(source_directory):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")]
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            seen += 1
+            if seen > max_files:
+                return False
+            try:
+                with open(os.path.join(root, name), "rb") as fh:
+                    if _HOROVOD_IMPORT.search(fh.read(1 << 20)):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 class _JobDescription:
     """Shared by the estimator and ScriptRunConfig: holds the compiled JobSpec."""
 
@@ -532,7 +565,9 @@ class PyTorch(_JobDescription):
     ``script_params`` flattens as Azure does (see :func:`flatten_script_params`).
     ``distributed_backend`` is ``"pytorch"``, ``"nccl"``, ``"gloo"`` or ``"mpi"`` (or ``Mpi()``,
     ``Gloo()``, ``Nccl()`` through ``distributed_training``) and is required when more than one
-    process runs.
+    process runs. Under ``"mpi"``, a source folder whose Python files import horovod gets
+    ``horovod==0.28.1`` (:data:`HOROVOD_VERIFIED`) added to its pip packages (built against the run's torch, cached) unless this interpreter has it,
+    the environment is user-managed or given whole (``environment_definition``, a conda file).
     """
 
     def __init__(
@@ -590,6 +625,10 @@ class PyTorch(_JobDescription):
                 "conda_dependencies_file": _abs(conda_dependencies_file),
                 "user_managed": user_managed,
             }
+        if (backend == "mpi" and environment_definition is None and not user_managed and not conda_dependencies_file
+                and not any(_requirement(p) == "horovod" for p in env["pip_packages"])
+                and importlib.util.find_spec("horovod") is None and imports_horovod(src)):
+            env["pip_packages"] = [*env["pip_packages"], HOROVOD_VERIFIED]  # the estimator's promise under mpi
         if comm is None and backend == "pytorch":
             comm = "nccl" if use_gpu is True else "gloo"
         self.spec = build_job_spec(

@@ -187,3 +187,25 @@ def test_aci_deploy_configuration_serves_locally(project: Path, capsys: pytest.C
         assert service.get_details()["config"]["azure"]["memory_gb"] == 1
     finally:
         service.delete()
+
+
+@pytest.mark.horovod
+def test_mpi_estimator_gives_horovod_without_pip_packages() -> None:
+    """The estimator's promise: under distributed_backend='mpi', `import horovod.torch` works with no
+    pip_packages (through the verified Horovod build; the Horovod tests' cached workspace is reused)."""
+    from tests.conftest import EXAMPLES
+    from tests.integration.horovod_env import HOROVOD, HVD_WORKSPACE, built
+
+    if not built():
+        pytest.skip("Horovod's build is not cached here (python tests/integration/horovod_env.py builds it)")
+    from torchyard.azureml.core import Experiment, Workspace
+    from torchyard.azureml.train.dnn import Mpi, PyTorch
+
+    ws = Workspace(path=HVD_WORKSPACE)
+    est = PyTorch(source_directory=str(EXAMPLES / "horovod"), entry_script="train_horovod.py", node_count=1,
+                  process_count_per_node=2, distributed_training=Mpi())
+    assert list(est.to_job_spec().environment.pip_packages) == [HOROVOD]
+    run = Experiment(ws, "horovod-by-default").submit(est)
+    details = run.wait_for_completion(timeout=300)
+    assert details["status"] == "Completed", details
+    assert run.get_environment()["cached"] is True
