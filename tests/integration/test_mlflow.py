@@ -274,7 +274,7 @@ with open("outputs/ml.json", "w") as fh:
 LM_OUTSIDE = """
 import json, sys
 import numpy as np, torch
-import mlflow, mlflow.pytorch
+import mlflow, mlflow.pyfunc, mlflow.pytorch
 
 uri, todo = sys.argv[1], json.loads(sys.argv[2])
 mlflow.set_tracking_uri(uri)
@@ -298,6 +298,7 @@ if todo.get("log"):
     out["loose_id"], out["loose_run"] = loose.model_id, loose.run_id
     out["loose"] = predict(f"models:/{loose.model_id}")
     out["loose_location"] = mlflow.get_logged_model(loose.model_id).artifact_location
+    out["pyfunc"] = mlflow.pyfunc.load_model(info.model_uri).predict(x).tolist()
 for model_id in todo.get("load_ids", []) + ([out["model_id"]] if "model_id" in out else []):
     out.setdefault("by_id", {})[model_id] = predict(f"models:/{model_id}")
     lm = mlflow.get_logged_model(model_id)
@@ -384,6 +385,7 @@ def test_log_model_through_the_workspace_uri_with_and_without_a_run(ws, tmp_path
     assert run.get_status() == "Completed"
     assert {f"outputs/m/{f}" for f in MODEL_FILES} <= set(run.get_file_names())
     assert _close(out["by_id"][model_id], out["want"]) and _close(out["by_run"][run_id], out["want"])
+    assert _close(out["pyfunc"], out["want"])  # mlflow.pyfunc, models:/<model_id>
     logged = out["logged"][model_id]
     assert logged["status"] == "READY" and logged["run"] == run_id
     assert logged["location"] == Path(ws.artifacts_dir(run_id), "outputs", "m").as_uri()
@@ -404,3 +406,75 @@ def test_log_model_through_the_workspace_uri_with_and_without_a_run(ws, tmp_path
     assert again["registered"] == [["loose", "1", None, out["loose_id"]], ["lin-outside", "2", run_id, model_id]]
     assert Model(ws, "loose", version=1).run_id is None
     assert run.register_model("lin-native", "outputs/m").sha256 == version.sha256
+
+
+def test_logged_model_and_registry_calls_through_the_workspace_store(ws, tmp_path):
+    """MLflow's client calls on the two stores, in this process (no torch, no model flavor)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.exceptions import MlflowException
+
+    uri = "torchyard://" + ws.path
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp_id = client.create_experiment("calls")
+    run = client.create_run(exp_id)
+    run_id = run.info.run_id
+    a = client.create_logged_model(exp_id, name="a", source_run_id=run_id, params={"k": "v"}, tags={"t": "1"},
+                                   model_type="toy")
+    b = client.create_logged_model(exp_id, name="a", source_run_id=run_id)  # same name: a folder of its own
+    loose = client.create_logged_model(exp_id, name="loose")
+    assert a.status == LoggedModelStatus.PENDING and a.source_run_id == run_id
+    assert a.artifact_location == Path(ws.artifacts_dir(run_id), "outputs", "a").as_uri()
+    assert b.artifact_location == Path(ws.artifacts_dir(run_id), "outputs", f"a-{b.model_id}").as_uri()
+    assert loose.source_run_id is None
+    client.log_model_artifacts(a.model_id, str(write_script(tmp_path / "ma", "weights.txt", "w").parent))
+    assert client.finalize_logged_model(a.model_id, LoggedModelStatus.READY).status == LoggedModelStatus.READY
+    client.set_logged_model_tags(a.model_id, {"u": "2"})
+    client.delete_logged_model_tag(a.model_id, "t")
+    got = client.get_logged_model(a.model_id)
+    assert got.tags == {"u": "2"} and got.params == {"k": "v"} and got.model_type == "toy"
+    with pytest.raises(MlflowException, match="No tag"):
+        client.delete_logged_model_tag(a.model_id, "t")
+    assert Path(ws.artifacts_dir(run_id), "outputs", "a", "weights.txt").read_text() == "w"
+    assert {m.model_id for m in client.search_logged_models([exp_id])} == {a.model_id, b.model_id, loose.model_id}
+    assert [m.model_id for m in client.search_logged_models([exp_id], filter_string="params.k = 'v'")] == [a.model_id]
+    assert [m.model_id for m in client.search_logged_models([exp_id], filter_string="status = 'READY'")] == [a.model_id]
+    newest = client.search_logged_models([exp_id], order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+    assert newest[0].model_id == loose.model_id
+    assert client.search_logged_models(["0"]).to_list() == []
+    client.delete_logged_model(b.model_id)
+    with pytest.raises(MlflowException, match="not found") as err:
+        client.get_logged_model(b.model_id)
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(MlflowException, match="not found"):
+        client.get_logged_model("m-nosuchmodel")
+    client.set_terminated(run_id)
+    # the registry: a version from the logged model, aliases, tags, what it refuses
+    mv = client.create_model_version("calls", Path(ws.artifacts_dir(run_id), "outputs", "a").as_uri(), run_id=run_id,
+                                     tags={"stage": "dev"}, model_id=a.model_id)
+    assert (mv.name, mv.version, mv.run_id, mv.model_id, mv.current_stage) == ("calls", "1", run_id, a.model_id, "None")
+    client.set_registered_model_alias("calls", "champion", "1")
+    assert client.get_model_version_by_alias("calls", "champion").version == "1"
+    client.set_model_version_tag("calls", "1", "reviewed", "yes")
+    assert client.get_model_version("calls", "1").tags == {"stage": "dev", "reviewed": "yes"}
+    with pytest.warns(FutureWarning, match="stages"):  # MLflow's own deprecation of stages
+        assert [v.version for v in client.get_latest_versions("calls")] == ["1"]
+    assert [v.version for v in client.search_model_versions("name = 'calls'")] == ["1"]
+    assert [m.name for m in client.search_registered_models()] == ["calls"]
+    where = client.get_model_version_download_uri("calls", "1")
+    assert Path(where, "weights.txt").read_text() == "w"
+    version = Model(ws, "calls", version=1)
+    assert version.aliases == ["champion"] and version.file_name == "a" and version.experiment_name == "calls"
+    with pytest.warns(FutureWarning), pytest.raises(MlflowException, match="not supported by torchyard"):
+        client.transition_model_version_stage("calls", "1", "Production")
+    for call in (lambda: client.update_model_version("calls", "1", description="x"),
+                 lambda: client.delete_registered_model("calls"),
+                 lambda: client.rename_registered_model("calls", "other")):
+        with pytest.raises(MlflowException, match="not supported by torchyard"):
+            call()
+    with pytest.raises(MlflowException, match="already exists"):
+        client.create_registered_model("calls")
+    client.delete_model_version("calls", "1")
+    with pytest.raises(MlflowException) as err:
+        client.get_model_version("calls", "1")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
