@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 metadata = MetaData()
 
@@ -86,7 +86,7 @@ metrics = Table(
     Column("run_id", String(200), nullable=False),
     Column("name", String(256), nullable=False),
     Column("rank", Integer, nullable=False),
-    Column("step", Integer, nullable=True),
+    Column("step", BigInteger, nullable=True),  # revision 0007 (INTEGER before)
     Column("value", Float, nullable=True),
     Column("payload", Text, nullable=True),
     Column("kind", SmallInteger, nullable=False),
