@@ -111,9 +111,8 @@ def test_any_logged_value_is_kept_or_refused_at_the_call(store: Store, tmp_path:
     check()
     assert kept_runs
     if store.is_sqlite:  # one real server over what the property put in the store
-        from uiserver import ui_server
-
         import httpx
+        from uiserver import ui_server
 
         with ui_server(str(tmp_path / ".torchyard")) as server, httpx.Client(base_url=server.url, timeout=30) as c:
             for path in ["/api/v1/runs?limit=500", "/api/v1/runs?sort=metric:x&limit=500"] + [
