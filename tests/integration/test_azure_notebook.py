@@ -94,6 +94,13 @@ def test_notebook_flow_with_a_gpu_cluster_on_a_cpu_machine(project: Path, capsys
     rank0 = (Path(run.workdir) / "logs" / "rank_0.txt").read_text()
     assert rank0.startswith("torchyard: WARNING: use_gpu=True") and "device=cpu backend=gloo" in rank0
     assert run.get_metrics()["accuracy"] == [0.5, 0.75]
+    # the widget's text form on a finished run: its status, rank 0's output and the summary, then back
+    from torchyard.azureml.widgets import RunDetails
+
+    RunDetails(run).show()
+    shown = capsys.readouterr().out
+    assert f"{run.id}: Completed" in shown and "device=cpu backend=gloo" in shown
+    assert RunDetails(run).get_widget_data()["metrics"]["accuracy"] == [0.5, 0.75]
 
 
 def test_conda_dependencies_environment_runs(project: Path) -> None:

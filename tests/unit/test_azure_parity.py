@@ -265,6 +265,23 @@ def test_environment_python_section(tmp_path):
         Environment.from_pip_requirements("r", str(tmp_path / "missing.txt"))
 
 
+def test_environment_variables_reach_the_job_and_the_registry(ws, tmp_path):
+    from torchyard.spec.estimators import ScriptRunConfig
+
+    (tmp_path / "train.py").write_text("print(1)\n")
+    env = Environment("with-vars", pip=["pyyaml"])
+    env.environment_variables = {"A": "env", "B": "env"}
+    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py", environment=env,
+                          environment_variables={"B": "job"})
+    assert src.spec.environment_variables == {"A": "env", "B": "job"}
+    est = PyTorch(source_directory=str(tmp_path), entry_script="train.py", environment_definition=env)
+    assert est.spec.environment_variables == {"A": "env", "B": "env"}
+    registered = env.register(ws)
+    assert Environment.get(ws, "with-vars").environment_variables == {"A": "env", "B": "env"}
+    env.environment_variables = {"A": "other"}
+    assert env.register(ws).version != registered.version  # other variables, another version
+
+
 # ---- deployment ----------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ from torchyard.spec.estimators import Environment
 def _content(env: Environment) -> dict[str, Any]:
     data = env.to_spec_dict()
     data.pop("version", None)
+    if getattr(env, "environment_variables", None):
+        data["environment_variables"] = dict(env.environment_variables)
     return data
 
 
@@ -47,7 +49,7 @@ class EnvironmentRegistry:
                     raise SpecError("version", f"environment {env.name}:{version} is already registered with other "
                                                "content; versions are immutable, register a new one")
                 return self.get(env.name, version)
-        data = {**env.to_spec_dict(), "version": version, "registered": time.time()}
+        data = {**_content(env), "version": version, "registered": time.time()}
         if not self.records.put(env.name, data, version, exclusive=True):  # registered meanwhile by another process
             return self.register(env)
         return self.get(env.name, version)
@@ -67,7 +69,7 @@ class EnvironmentRegistry:
         if version not in versions:
             raise NotFoundError(f"environment {name!r} has no version {version!r} (versions: {', '.join(versions)})")
         data = self.records.get(name, version)
-        return Environment(
+        env = Environment(
             data["name"],
             data["version"],
             pip=data.get("pip_packages", []),
@@ -77,6 +79,8 @@ class EnvironmentRegistry:
             python=data.get("python"),
             user_managed=data.get("user_managed", False),
         )
+        env.environment_variables = dict(data.get("environment_variables") or {})
+        return env
 
     def names(self) -> list[str]:
         return [n for n in self.records.names() if self._versions(n)]

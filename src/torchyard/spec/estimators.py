@@ -372,6 +372,9 @@ class Environment:
         self.user_managed = user_managed
         #: what torchyard says of this environment (e.g. a curated Azure name mapped to its nearest)
         self.notes: list[str] = []
+        #: Azure's ``env.environment_variables``: set in every rank of a job using this environment
+        #: (the job's own ``environment_variables`` win on a clash)
+        self.environment_variables: dict[str, str] = {}
 
     @property
     def python(self) -> PythonSection:
@@ -466,6 +469,14 @@ class Environment:
 
     def __repr__(self) -> str:
         return f"Environment(name={self.name!r}, version={self.version!r}, pip={self.pip!r}, conda={self.conda!r})"
+
+
+def _job_env_vars(environment: Environment | None, job_vars: Mapping[str, str] | None) -> dict[str, str]:
+    """The job's environment variables: its environment's (Azure's ``env.environment_variables``),
+    then its own, which win."""
+    merged = _str_map(getattr(environment, "environment_variables", None) or None, "environment.environment_variables")
+    merged.update(_str_map(job_vars, "environment_variables"))
+    return merged
 
 
 def _target_name(compute_target: Any) -> str:
@@ -646,7 +657,7 @@ class PyTorch(_JobDescription):
                 "max_restarts": max_restarts,
             },
             use_gpu=use_gpu,
-            environment_variables=_str_map(environment_variables, "environment_variables"),
+            environment_variables=_job_env_vars(environment_definition, environment_variables),
             inputs=collected,
             outputs=collect_outputs(outputs),
             max_run_duration_seconds=max_run_duration_seconds,
@@ -704,7 +715,7 @@ class ScriptRunConfig(_JobDescription):
                 "launcher": launcher,
             },
             use_gpu=use_gpu,
-            environment_variables=_str_map(environment_variables, "environment_variables"),
+            environment_variables=_job_env_vars(environment, environment_variables),
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
             max_queue_seconds=max_queue_seconds,
