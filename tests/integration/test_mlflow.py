@@ -373,6 +373,20 @@ def test_log_model_in_a_run_lands_in_its_artifacts_and_loads_through_the_workspa
     assert Model(ws, "lin", version=1).sha256 == Model(ws, "lin-in-run", version=1).sha256
     native = run.register_model("lin-native", "outputs/m")
     assert native.sha256 == Model(ws, "lin", version=1).sha256
+    # a later run finds the earlier run's model through the workspace folder (no torch needed)
+    write_script(folder, "lookup.py", """
+        import json, os, sys
+        import mlflow, mlflow.artifacts
+        lm = mlflow.get_logged_model(sys.argv[1])
+        got = mlflow.artifacts.download_artifacts(f"models:/{sys.argv[1]}")
+        with open("outputs/lookup.json", "w") as fh:
+            json.dump({"location": lm.artifact_location, "files": sorted(os.listdir(got))}, fh)
+    """)
+    later = Experiment(ws, "mlm").submit(ScriptRunConfig(str(folder), script="lookup.py", arguments=[model_id]))
+    assert later.wait_for_completion(timeout=120, raise_on_error=False)["status"] == "Completed", \
+        Path(later.workdir, "logs", "rank_0.txt").read_text()[-3000:]
+    looked = json.loads(Path(later.workdir, "outputs", "lookup.json").read_text())
+    assert looked["location"] == logged["location"] and "MLmodel" in looked["files"]
     got = native.download(str(tmp_path / "dl"))
     assert {str(p.relative_to(got)) for p in Path(got).rglob("*") if p.is_file()} >= MODEL_FILES
 
