@@ -16,6 +16,12 @@ patched. Two modes, chosen when MLflow builds the store:
   → Failed, KILLED → Canceled); a process that dies without ending it is noticed like a dead
   supervisor (the run turns Failed).
 
+In both modes MLflow 3's logged models (``mlflow.<flavor>.log_model``, ``models:/<model_id>``) are kept
+as a JSON record beside the model folder, which is a run artifact (``outputs/<name>``)
+(``_mlflow_models``). The same URI is MLflow's model-registry URI: ``mlflow.register_model`` adds a
+version to the workspace's model registry (``_mlflow_registry``, the ``mlflow.model_registry_store``
+entry point).
+
 This module imports nothing from MLflow itself; the store classes (``_mlflow_store``) are imported
 when MLflow asks for a store.
 """
