@@ -207,6 +207,21 @@ def test_curated_catalogue_and_azure_names(ws, capsys):
     assert "torch==2.13.0" in env.pip and not env.notes
     env = Environment.get(ws, name="AzureML-PyTorch-1.6-GPU")
     assert "horovod" in env.pip and env.notes and "torchyard-pytorch-2.11-horovod" in capsys.readouterr().err
+    assert (env.name, env.version) == ("AzureML-PyTorch-1.6-GPU", "curated:torchyard-pytorch-2.11-horovod")
+    # the run's environment log says so (a cache hit here: the build itself is not this test's)
+    import msgspec
+
+    from torchyard.environments import READY, environment_key, resolve
+    from torchyard.spec.job import EnvironmentSpec
+
+    spec = msgspec.convert(env.to_spec_dict(), EnvironmentSpec)
+    cached = os.path.join(ws.path, "envs", environment_key(spec))
+    os.makedirs(cached)
+    open(os.path.join(cached, READY), "w").close()
+    log = os.path.join(str(ws.path), "runs", "r", "logs", "environment.txt")
+    assert resolve(ws.path, spec, log).cached
+    with open(log) as fh:
+        assert "'AzureML-PyTorch-1.6-GPU' is torchyard's curated 'torchyard-pytorch-2.11-horovod'" in fh.read()
     with pytest.raises(NotFoundError, match="curated"):
         Environment.get(ws, "AzureML-Quantum-9")
     # registered names win over the catalogue; list() has both

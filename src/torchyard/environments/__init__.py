@@ -46,6 +46,7 @@ CONDA_EXECUTABLES = ("micromamba", "mamba", "conda")
 HOROVOD_RECIPE = 2  # part of the cache key of environments with horovod: bump when the recipe changes
 CXX17_WRAPPER = "torchyard-cxx17"
 READY = ".ready"
+CURATED_PREFIX = "curated"  # the version of a curated environment; "curated:NAME" when mapped from Azure's NAME
 META = ".torchyard-env.json"
 
 
@@ -201,6 +202,12 @@ def resolve(
     root = os.path.join(workspace, "envs")
     path = os.path.join(root, key)
     python = os.path.join(path, "bin", "python")
+    if env.version and env.version.startswith(CURATED_PREFIX) and env.version != CURATED_PREFIX:
+        # an Azure curated name mapped to the catalogue (environments/curated.py): the run's log says so
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "a") as note:
+            note.write(f"torchyard: Azure's curated environment {env.name!r} is torchyard's curated "
+                       f"{env.version[len(CURATED_PREFIX) + 1:]!r} (the nearest in the catalogue)\n")
     if os.path.exists(os.path.join(path, READY)):
         os.utime(os.path.join(path, READY))
         return ResolvedEnvironment(python=python, key=key, cached=True, path=path)

@@ -7,7 +7,9 @@ Azure's curated names (``AzureML-PyTorch-1.6-GPU``, ``AzureML-pytorch-1.10-ubunt
 ``AzureML-sklearn-1.0-ubuntu20.04-py38-cpu``, ``AzureML-Minimal``) map to the nearest entry: the
 PyTorch version in the name picks the catalogue's closest (ties to the newer); the older
 ``AzureML-PyTorch-X-GPU``/``-CPU`` family had Horovod, and maps to the ``-horovod`` variant. The
-mapping is said in ``env.notes`` and printed when the environment is looked up.
+mapping is said in ``env.notes``, printed when the environment is looked up, and written into the
+run's ``logs/environment.txt`` (the environment keeps Azure's name; its version is
+``curated:<catalogue name>``).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def curated(name: str, announce: bool = True) -> Environment | None:
     if target is None or target not in entries:
         return None
     env = Environment(target, "curated", pip=entries[target]["pip"])
-    if target != name:
+    if target != name:  # Azure's name, kept, with the entry it maps to as its version (the run's log says it)
+        env = Environment(name, f"curated:{target}", pip=entries[target]["pip"])
         asked = re.search(r"pytorch-(\d+(?:\.\d+)?)", name.lower())
         why = f" (no torch {asked.group(1)} here; torch {target.split('-')[2]} is the nearest)" \
             if asked and asked.group(1) not in target else ""
