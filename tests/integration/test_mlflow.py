@@ -453,8 +453,8 @@ def test_logged_model_and_registry_calls_through_the_workspace_store(ws, tmp_pat
     assert {m.model_id for m in client.search_logged_models([exp_id])} == {a.model_id, b.model_id, loose.model_id}
     assert [m.model_id for m in client.search_logged_models([exp_id], filter_string="params.k = 'v'")] == [a.model_id]
     assert [m.model_id for m in client.search_logged_models([exp_id], filter_string="status = 'READY'")] == [a.model_id]
-    newest = client.search_logged_models([exp_id], order_by=[{"field_name": "creation_timestamp", "ascending": False}])
-    assert newest[0].model_id == loose.model_id
+    last = client.search_logged_models([exp_id], order_by=[{"field_name": "name", "ascending": False}])
+    assert last[0].model_id == loose.model_id
     assert client.search_logged_models(["0"]).to_list() == []
     client.delete_logged_model(b.model_id)
     with pytest.raises(MlflowException, match="not found") as err:
@@ -462,6 +462,14 @@ def test_logged_model_and_registry_calls_through_the_workspace_store(ws, tmp_pat
     assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     with pytest.raises(MlflowException, match="not found"):
         client.get_logged_model("m-nosuchmodel")
+    # a metric naming a model is the model's; a point the run already has is not logged twice
+    client.log_metric(run_id, "acc", 0.5, step=1, timestamp=1000)
+    client.log_metric(run_id, "acc", 0.5, step=1, timestamp=1000, model_id=a.model_id)  # log_model's re-log
+    client.log_metric(run_id, "f1", 0.75, step=2, model_id=a.model_id)
+    assert [(m.value, m.step) for m in client.get_metric_history(run_id, "acc")] == [(0.5, 1)]
+    assert [(m.value, m.step) for m in client.get_metric_history(run_id, "f1")] == [(0.75, 2)]
+    assert {(m.key, m.value, m.step) for m in client.get_logged_model(a.model_id).metrics} == {("acc", 0.5, 1),
+                                                                                              ("f1", 0.75, 2)}
     client.set_terminated(run_id)
     # the registry: a version from the logged model, aliases, tags, what it refuses
     mv = client.create_model_version("calls", Path(ws.artifacts_dir(run_id), "outputs", "a").as_uri(), run_id=run_id,
