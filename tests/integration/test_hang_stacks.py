@@ -5,6 +5,7 @@ and the failure's cause is `hung`. Real ranks on local compute, a real torch.dis
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torchyard import Experiment, PyTorch
 
 pytest.importorskip("torch")
 
-HANG = 3
+HANG = 6  # torch and its rendezvous start in silence: a shorter one can fire before the hang
 
 SCRIPT = """
 import time
@@ -25,6 +26,7 @@ import torch.distributed as dist
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 print("ready", rank, flush=True)
+open(f"outputs/ready_{rank}", "w").close()
 
 
 def stuck_forever():
@@ -38,21 +40,21 @@ dist.all_reduce(torch.ones(1))
 """
 
 
-def test_a_hung_collective_leaves_every_ranks_stacks_and_names_the_straggler(ws, tmp_path):
+needs_mpi = pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI (mpirun) is not installed")
+CASES = [(1, 2, "torchyard", "pytorch"), (2, 1, "torchyard", "pytorch"), (1, 2, "torchrun", "pytorch"),
+         pytest.param(2, 1, "torchyard", "mpi", marks=needs_mpi)]
+
+
+@pytest.mark.parametrize(("nodes", "ppn", "launcher", "backend"), CASES)
+def test_a_hung_collective_leaves_every_ranks_stacks_and_names_the_straggler(ws, tmp_path, nodes, ppn, launcher,
+                                                                             backend):
     folder = tmp_path / "hang"
     write_script(folder, "hang.py", SCRIPT)
     run = Experiment(ws, "hang").submit(
-        PyTorch(str(folder), entry_script="hang.py", process_count_per_node=2, distributed_backend="pytorch",
-                hang_timeout_seconds=HANG))
+        PyTorch(str(folder), entry_script="hang.py", node_count=nodes, process_count_per_node=ppn,
+                distributed_backend=backend, launcher=launcher, hang_timeout_seconds=HANG))
     logs = os.path.join(run.workdir, "logs")
-
-    def both_ready() -> bool:
-        try:
-            return all("ready" in Path(logs, f"rank_{r}.txt").read_text() for r in (0, 1))
-        except OSError:
-            return False
-
-    wait_until(both_ready, timeout=60)
+    wait_until(lambda: all(Path(run.workdir, "outputs", f"ready_{r}").exists() for r in (0, 1)), timeout=60)
     quiet_since = time.time()
     details = run.wait_for_completion(raise_on_error=False, timeout=60)
     assert time.time() - quiet_since < HANG + 10
