@@ -260,9 +260,13 @@ def test_environment_python_section(tmp_path):
     assert env.user_managed
     env.docker.enabled = True  # no result depends on it
     env.docker.base_image = None  # DEFAULT_CPU_IMAGE / DEFAULT_GPU_IMAGE are None here
+    assert not env.notes
+    env.docker.base_image = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"  # recorded, said, not used
+    assert env.docker.base_image == env.docker_base_image == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"
+    assert "is not used: torchyard runs no containers" in env.notes[0]
     with pytest.raises(NotSupportedError) as err:
-        env.docker.base_image = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"
-    assert err.value.field == "docker.base_image"
+        env.docker.base_image_registry_password = "x"
+    assert err.value.field == "docker.base_image_registry_password"
     assert Environment("e", python="3.99").python == "3.99"
     # from files
     spec = tmp_path / "env.yml"
@@ -301,6 +305,9 @@ def test_environment_variables_reach_the_job_and_the_registry(ws, tmp_path):
 
 
 def test_aci_and_aks_deploy_configurations():
+    from torchyard.models.webservice import InferenceConfig
+
+    assert InferenceConfig(entry_script="score.py", source_directory=None).source_directory == "."  # Azure's default
     aci = AciWebservice.deploy_configuration(cpu_cores=1.5, memory_gb=1, auth_enabled=True, tags={"a": "b"})
     assert isinstance(aci, LocalWebserviceDeploymentConfiguration)
     assert (aci.workers, aci.auth_enabled, aci.service_type) == (2, True, "ACI")
@@ -339,6 +346,18 @@ def test_tie_rule():
 
 
 # ---- use_gpu on local compute without a GPU ------------------------------------------------------------
+
+
+def test_script_run_config_with_nccl_asks_for_gpus(tmp_path):
+    from torchyard.spec.estimators import PyTorchConfiguration, ScriptRunConfig
+
+    (tmp_path / "train.py").write_text("print(1)\n")
+    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py",
+                          distributed_job_config=PyTorchConfiguration(communication_backend="Nccl", node_count=2))
+    assert src.spec.use_gpu is True and src.spec.distribution.communication_backend == "nccl"
+    plain = ScriptRunConfig(source_directory=str(tmp_path), script="train.py",
+                            distributed_job_config=PyTorchConfiguration(process_count=2))
+    assert plain.spec.use_gpu is False and plain.spec.distribution.communication_backend == "gloo"
 
 
 def test_local_compute_runs_use_gpu_on_the_cpu(tmp_path, no_gpu):

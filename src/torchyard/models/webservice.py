@@ -59,6 +59,8 @@ class InferenceConfig:
     runtime: str | None = None  # Azure's; only "python" (or None) is meaningful here
 
     def __post_init__(self) -> None:
+        if self.source_directory is None:  # Azure's default: the working directory
+            object.__setattr__(self, "source_directory", ".")
         if not isinstance(self.entry_script, str) or not self.entry_script:
             raise SpecError("entry_script", "must be a file name, e.g. score.py")
         if not isinstance(self.source_directory, str | os.PathLike):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -325,21 +326,37 @@ class PythonSection:
 
 
 class DockerSection:
-    """Azure's ``env.docker``: torchyard runs no containers. ``enabled`` and ``shm_size`` are
-    accepted (a container by itself changes no result); a base image or Dockerfile, which would
-    change what the run gets, is refused (NotSupportedError naming it) instead of being ignored.
-    ``DEFAULT_CPU_IMAGE``/``DEFAULT_GPU_IMAGE`` are None here, so assigning them is accepted."""
+    """Azure's ``env.docker``: torchyard runs no containers. ``enabled``, ``shm_size`` and
+    ``arguments`` are accepted (a container by itself changes no result). A ``base_image`` or
+    ``base_dockerfile`` is not used, and not silently: the environment records it in ``env.notes``
+    and ``env.docker_base_image``, and a warning is printed. The run gets this machine's interpreter
+    (with its CUDA and MPI) plus the environment's packages. ``DEFAULT_CPU_IMAGE`` and
+    ``DEFAULT_GPU_IMAGE`` are None here, which records nothing."""
 
     enabled = False
-    base_image: str | None = None
     base_dockerfile: str | None = None
 
+    @property
+    def base_image(self) -> str | None:
+        """The image a notebook named (recorded, not used)."""
+        env: Environment = object.__getattribute__(self, "_env")
+        return env.docker_base_image
+
+    def __init__(self, env: Environment) -> None:
+        object.__setattr__(self, "_env", env)
+
     def __setattr__(self, name: str, value: Any) -> None:
-        if value is None or name in ("enabled", "shm_size", "arguments"):
+        if value is None or name in ("enabled", "shm_size", "arguments", "shared_volumes", "gpu_support"):
             return
-        raise NotSupportedError(f"docker.{name}", "torchyard runs no containers: a run uses this interpreter or a "
-                                                  "cached environment with its packages (pip or conda); give the "
-                                                  "packages instead (CondaDependencies, pip_packages)")
+        if name not in ("base_image", "base_dockerfile", "base_image_registry"):
+            raise NotSupportedError(f"docker.{name}", "torchyard runs no containers; leave it out")
+        env: Environment = object.__getattribute__(self, "_env")
+        note = (f"docker.{name}={str(value)[:120]!r} is not used: torchyard runs no containers; the run gets this "
+                "machine's interpreter with the environment's packages")
+        env.docker_base_image = str(value) if name == "base_image" else env.docker_base_image
+        if note not in env.notes:
+            env.notes.append(note)
+            print(f"torchyard: warning: environment {env.name!r}: {note}", file=sys.stderr)
 
 
 class Environment:
@@ -375,6 +392,8 @@ class Environment:
         #: Azure's ``env.environment_variables``: set in every rank of a job using this environment
         #: (the job's own ``environment_variables`` win on a clash)
         self.environment_variables: dict[str, str] = {}
+        #: Azure's ``env.docker.base_image``, recorded and not used (see :class:`DockerSection`)
+        self.docker_base_image: str | None = None
 
     @property
     def python(self) -> PythonSection:
@@ -390,7 +409,7 @@ class Environment:
     @property
     def docker(self) -> DockerSection:
         """Azure's docker section: see :class:`DockerSection`."""
-        return DockerSection()
+        return DockerSection(self)
 
     def to_spec_dict(self) -> dict[str, Any]:
         """The environment as the JobSpec holds it (name, version, package lists, files)."""
@@ -669,7 +688,10 @@ class PyTorch(_JobDescription):
 class ScriptRunConfig(_JobDescription):
     """The modern form: ``ScriptRunConfig(source_directory, script, arguments, compute_target,
     environment, distributed_job_config, max_run_duration_seconds)``. Compiles to the same JobSpec
-    as :class:`PyTorch`. ``command`` (a shell command line) may replace ``script``."""
+    as :class:`PyTorch`. ``command`` (a shell command line) may replace ``script``. ``use_gpu``
+    (not Azure's: there the cluster's VM size decides) defaults to True when the distributed job
+    configuration asks for nccl, which needs GPUs; on a local target without GPUs the job then runs on
+    the CPU with gloo, saying so in its log."""
 
     def __init__(
         self,
@@ -682,7 +704,7 @@ class ScriptRunConfig(_JobDescription):
         max_run_duration_seconds: float | None = None,
         *,
         command: str | Sequence[str] | None = None,
-        use_gpu: bool = False,
+        use_gpu: bool | None = None,
         environment_variables: Mapping[str, str] | None = None,
         launcher: str = "torchyard",
         hang_timeout_seconds: float | None = None,
@@ -694,6 +716,8 @@ class ScriptRunConfig(_JobDescription):
         backend, comm = (dist.backend, dist.communication_backend) if dist is not None else (None, None)
         if dist is not None and not isinstance(dist, _Distribution):
             raise SpecError("distributed_job_config", f"expected PyTorchConfiguration or MpiConfiguration, got {dist!r}")
+        if use_gpu is None:  # Azure's ScriptRunConfig has no use_gpu: asking for nccl means GPU nodes
+            use_gpu = comm == "nccl"
         if comm is None and backend == "pytorch":
             comm = "nccl" if use_gpu is True else "gloo"
         if command is not None and not isinstance(command, str):
