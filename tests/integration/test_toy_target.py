@@ -67,6 +67,29 @@ def test_a_two_node_job_on_a_target_defined_only_in_tests(toy_ws, tmp_path):
     wait_until(lambda: not run_processes(run.workdir), timeout=10)
 
 
+def test_a_run_whose_results_did_not_all_come_back_says_so(toy_ws, tmp_path, monkeypatch):
+    """Node 1's return channel breaks after its first bytes: the run is not a silent success."""
+    write_script(tmp_path / "src", "ddp.py", SCRIPT.replace("run.log(\"sum\", x.item())",
+                                                            "run.log(\"sum\", x.item())\nimport time\n"
+                                                            "for i in range(20):\n    run.log('n', i)\n    time.sleep(0.1)"))
+    monkeypatch.setenv("TOYTARGET_BREAK_RETURN", "1")
+    est = PyTorch(str(tmp_path / "src"), entry_script="ddp.py", compute_target="toybox", node_count=2,
+                  distributed_backend="pytorch")
+    run = Experiment(toy_ws, "toy").submit(est)
+    details = run.wait_for_completion(timeout=120, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    warnings = details.get("warnings") or []
+    assert warnings == ["node 1's launcher report did not come back: its ranks' logs, metrics and outputs may be "
+                        "incomplete (the target's return channel broke)"], warnings
+    assert len(run.get_metrics(rank=0)["n"]) == 20  # node 0's came back whole
+    from torchyard.runtime.summary import execution_summary
+
+    assert "Warning: node 1's launcher report" in execution_summary(toy_ws.store, toy_ws.store.get_run(run.id))
+    monkeypatch.delenv("TOYTARGET_BREAK_RETURN")
+    healthy = Experiment(toy_ws, "toy").submit(est)
+    assert "warnings" not in healthy.wait_for_completion(timeout=120, raise_on_error=False)
+
+
 def test_a_rank_failing_on_the_second_node_is_named(toy_ws, tmp_path):
     write_script(tmp_path / "src", "ddp.py", SCRIPT)
     est = PyTorch(str(tmp_path / "src"), entry_script="ddp.py", compute_target="toybox", node_count=2,

@@ -90,6 +90,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if details["properties"]:
         print("properties: " + ", ".join(f"{k}={v}" for k, v in details["properties"].items()))
     print("history:    " + " → ".join(h["status"] for h in details["statusHistory"]))
+    for warning in details.get("warnings") or []:
+        print(f"warning:    {warning}")
     error = details.get("error")
     if error:
         print(f"error:      {error['message']}")

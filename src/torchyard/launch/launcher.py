@@ -464,6 +464,8 @@ class Launcher:
             "started": started,
             "ended": time.time(),
             "ranks": {str(r): p.returncode for r, p in self.procs.items()},
+            # what this node's ranks wrote, for the supervisor to check that it all came back (runtime.returned)
+            "returned": _written(self.plan.paths),
         }
         tmp = self.plan.status_path + ".tmp"
         with open(tmp, "w") as fh:
@@ -555,6 +557,25 @@ def fork_launcher(plan: NodePlan, parent_death_signal: int = signal.SIGTERM) -> 
         os._exit(code)
 
 
+def _written(paths: RunPaths) -> dict[str, dict[str, int]]:
+    """The sizes of the rank journals and rank logs in this node's run folder, by rank."""
+    out: dict[str, dict[str, int]] = {"journals": {}, "logs": {}}
+    for key, folder, prefix, suffix in (("journals", paths.journal, "rank_", ".journal"),
+                                        ("logs", paths.logs, "rank_", ".txt")):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            rank = name[len(prefix):-len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+            if rank.isdigit():
+                try:
+                    out[key][rank] = os.path.getsize(os.path.join(folder, name))
+                except OSError:
+                    continue
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -567,3 +588,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -74,4 +74,6 @@ def execution_summary(store: Any, row: dict[str, Any]) -> str:
     details = json.loads(row["details"] or "{}")
     if "error" in details:
         lines.append(f"Error: {details['error'].get('message')}")
+    for warning in details.get("warnings") or []:
+        lines.append(f"Warning: {warning}")
     return "\n".join(lines) + "\n"

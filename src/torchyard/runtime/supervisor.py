@@ -287,6 +287,7 @@ class Supervisor:
         except Exception as err:  # the outputs are lost, the rest of the run is not
             print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)
             self.store.update_details(self.run_id, collect_error=str(err))
+        self.ingestor.drain(STORE_RETRY_SECONDS)  # what the last collect brought back, if anything
         self._finish(rc, handle.node_statuses())
 
     def _persist_checkpoints(self) -> None:
@@ -496,7 +497,14 @@ class Supervisor:
                                   details={"error": {"message": upload_error, "stage": "Finalizing"}, **env}, exit_code=0)
             return
         if rc == 0:
-            self.store.set_status(self.run_id, RunStatus.COMPLETED, exit_code=0, details=env)
+            from torchyard.runtime.returned import missing  # noqa: PLC0415
+
+            dist = self.spec.distribution
+            warnings = missing(self.paths, nodes or [], dist.node_count, every_node_reports=dist.backend != "mpi")
+            for line in warnings:
+                print(f"torchyard supervisor: warning: {line}", flush=True)
+            self.store.set_status(self.run_id, RunStatus.COMPLETED, "; ".join(warnings) or None, exit_code=0,
+                                  details={**env, "warnings": warnings} if warnings else env)
             return
         error = failure_report(self.paths, rc, nodes or [], self.spec.distribution.process_count_per_node)
         self.store.set_status(

@@ -36,6 +36,13 @@ from torchyard.compute.mirror import Mirror
 from torchyard.paths import NOT_CODE, RunPaths
 
 
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -112,6 +119,7 @@ class ToyHandle(Handle):
         self.procs = procs
         self.mirror = Mirror(workdir, len(node_dirs))
         self.mirroring = mirror
+        self.mirror_sent: dict[int, bool] = {}
 
     def poll(self) -> int | None:
         codes = [p.poll() for p in self.procs]
@@ -130,12 +138,19 @@ class ToyHandle(Handle):
     def sync(self) -> None:
         if not self.mirroring:  # the nodes send it to the team server themselves
             return
+        broken = os.environ.get("TOYTARGET_BREAK_RETURN")  # a fault test: node 1's channel breaks once it sent anything
         for k, folder in enumerate(self.node_dirs):
+            if broken and k == 1 and self.mirror_sent.get(k):
+                continue
             self.mirror.pull_folder(k, folder)
+            self.mirror_sent[k] = any(os.path.getsize(os.path.join(RunPaths(folder).journal, n)) > 0
+                                      for n in _names(RunPaths(folder).journal))
 
     def collect(self) -> None:
         self.sync()
         for k, folder in enumerate(self.node_dirs):
+            if os.environ.get("TOYTARGET_BREAK_RETURN") and k == 1:
+                continue
             if self.mirroring:
                 self.mirror.collect_folder(k, folder)
             elif os.path.isdir(os.path.join(folder, "outputs")):  # outputs only: the rest came over HTTP
