@@ -86,3 +86,43 @@ def test_a_rank_crashing_mid_save_leaves_the_previous_checkpoint_latest(ws, tmp_
     shown = cli(ws, "checkpoints", run.id)
     assert shown.returncode == 0 and "step_2" not in shown.stdout and "checkpoints/step_1" in shown.stdout
     wait_until(lambda: not run_processes(run.workdir), timeout=10)
+
+
+DCP = """
+import os
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torchyard import Run
+
+dist.init_process_group("gloo")
+run = Run.get_context()
+rank = dist.get_rank()
+for step in range(2):
+    state = {f"w{rank}": torch.full((4,), float(rank * 10 + step))}  # each rank's own tensor: its own shard
+    with run.checkpoint(step=step) as folder:  # every rank writes its shard into the same folder
+        dcp.save(state, checkpoint_id=folder)
+dist.barrier()
+latest = run.latest_checkpoint()
+got = {f"w{rank}": torch.zeros(4)}
+dcp.load(got, checkpoint_id=latest)
+assert latest.name == "step_1" and got[f"w{rank}"].tolist() == [float(rank * 10 + 1)] * 4, (latest, got)
+print("loaded", rank, got, flush=True)
+"""
+
+
+def test_a_sharded_torch_distributed_checkpoint_save_inside_the_block(ws, tmp_path):
+    """torch.distributed.checkpoint: every rank writes its own files (and rank 0 the metadata) into
+    the block's folder; the commit sees every rank's part and DCP reads the committed folder back."""
+    import pytest
+
+    pytest.importorskip("torch")
+    folder = tmp_path / "dcp"
+    write_script(folder, "dcp_train.py", DCP)
+    run = Experiment(ws, "ck").submit(
+        PyTorch(str(folder), entry_script="dcp_train.py", process_count_per_node=2, distributed_backend="pytorch"))
+    details = run.wait_for_completion(raise_on_error=False, timeout=120)
+    assert details["status"] == "Completed", details.get("error")
+    assert [c["step"] for c in run.get_checkpoints()] == [0, 1]
+    names = {p.name for p in run.latest_checkpoint().iterdir()}
+    assert ".metadata" in names and len([n for n in names if n.endswith(".distcp")]) == 2, names
