@@ -103,16 +103,15 @@ class Workspace(WorkspaceFolder):
                location: str | None = None, create_resource_group: bool = True, sku: str = "basic",
                tags: dict[str, str] | None = None, friendly_name: str | None = None, exist_ok: bool = False,
                show_output: bool = True, **azure: Any) -> Any:
-        """Create the default workspace folder (``TORCHYARD_WORKSPACE`` or ``./.torchyard``) called
+        """Create the workspace folder ``TORCHYARD_WORKSPACE`` or ``./.torchyard`` (never a parent's) called
         ``name``. An existing one called ``name`` is returned with ``exist_ok=True``, else refused.
         Parameters naming Azure resources (storage_account, key_vault, container_registry, ...) are
         refused: a self-hosted workspace has its own."""
         from torchyard.azure import workspace as az  # noqa: PLC0415
 
         az.refuse_cloud_only(azure)
-        path = os.environ.get("TORCHYARD_WORKSPACE") or None
-        existed = os.path.isfile(os.path.join(os.fspath(path) if path else os.path.join(os.getcwd(), ".torchyard"),
-                                              "workspace.json"))
+        path = os.environ.get("TORCHYARD_WORKSPACE") or os.path.join(os.getcwd(), ".torchyard")
+        existed = not path.startswith(("http://", "https://")) and os.path.isfile(os.path.join(path, "workspace.json"))
         ws = cls(path)
         if not getattr(ws, "is_remote", False):
             current = az.read_identity(ws.path).get("name")
