@@ -15,6 +15,11 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     `where` is `artifacts` once the supervisor copied it into the run's artifacts
     (`checkpoints/step_N`, for `torchyard download`), `node` before that."""
     run = workspace(args).get_run(args.run_id)
+    if not hasattr(run, "get_checkpoints"):
+        from torchyard.errors import TorchyardError  # noqa: PLC0415
+
+        raise TorchyardError(f"run {run.id}: a team server's runs do not list their checkpoints yet; "
+                             f"`torchyard download {run.id} checkpoints/` fetches them")
     found = run.get_checkpoints()
     if args.json:
         print_json(found)
