@@ -446,3 +446,25 @@ def test_cri_log_files_are_parsed_joining_partial_lines(tmp_path: Path) -> None:
     assert [i for _, i in items if isinstance(i, str)] == ["plain one", "from stderr"]
     frames = [i for _, i in items if not isinstance(i, str)]
     assert frames == [{"logs/rank_0.txt": [0, b"hello" * 1000]}]
+
+
+def test_the_dry_runs_code_config_map_is_valid_base64_a_cluster_would_accept(tmp_path: Path) -> None:
+    """`--dry-run` prints manifests that `kubectl apply --dry-run=server` takes: binaryData is base64."""
+    import base64
+    import binascii
+
+    job = _job(tmp_path, node_count=2, distributed_backend="pytorch")
+    target = KubernetesCompute(name="k8s", image="img:1")
+    plan = target.dryrun(job)
+    objects = m.render(target.settings(), run_id=job.run_id, experiment="digits", plan=plan.common, node_count=2,
+                       nproc=1, use_gpu=False, code_parts=3, owner_uid=None, master_ip=None)
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and "binaryData" in o]
+    assert len(maps) == 3
+    for i, cm in enumerate(maps):
+        (value,) = cm["binaryData"].values()
+        try:
+            text = base64.b64decode(value, validate=True).decode()
+        except binascii.Error as err:
+            raise AssertionError(f"{cm['metadata']['name']}: binaryData is not base64: {value!r}") from err
+        assert f"part {i + 1} of 3" in text
+        assert "placeholder" in cm["metadata"]["annotations"]["torchyard.dev/dry-run"]

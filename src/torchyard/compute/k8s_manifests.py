@@ -194,11 +194,14 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
     objects: list[dict[str, Any]] = [service]
     for i in range(count):
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{name}-code-{i}", ns, run_id, name, owner)}
-        if isinstance(code_parts, int):
-            cm["binaryData"] = {f"part-{i:03d}": f"<part {i + 1} of {count} of the code snapshot, base64>"}
-        else:
-            import base64  # noqa: PLC0415
+        import base64  # noqa: PLC0415
 
+        if isinstance(code_parts, int):  # a dry run: valid base64 (kubectl apply takes it), saying what goes there
+            placeholder = f"dry run: part {i + 1} of {count} of the code snapshot goes here at submit\n"
+            cm["binaryData"] = {f"part-{i:03d}": base64.b64encode(placeholder.encode()).decode()}
+            cm["metadata"].setdefault("annotations", {})["torchyard.dev/dry-run"] = \
+                "binaryData holds a placeholder; `torchyard submit` fills in the code snapshot"
+        else:
             cm["binaryData"] = {f"part-{i:03d}": base64.b64encode(code_parts[i]).decode()}
         objects.append(cm)
     objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{name}-plan", ns, run_id, name, owner),
