@@ -26,7 +26,6 @@ def _install() -> None:
         return
     import faulthandler  # noqa: PLC0415
     import signal  # noqa: PLC0415
-    import socket  # noqa: PLC0415
 
     try:
         os.makedirs(folder, exist_ok=True)
@@ -34,7 +33,7 @@ def _install() -> None:
         faulthandler.register(signal.SIGUSR1, file=_file, all_threads=True, chain=False)
         pid_path = os.path.join(folder, f"rank_{rank}.pid")
         with open(pid_path + ".tmp", "w") as fh:
-            fh.write(f"{os.getpid()} {socket.gethostname()} {os.environ.get('NODE_RANK', '0')}\n")
+            fh.write(f"{os.getpid()} {os.uname().nodename} {os.environ.get('NODE_RANK', '0')}\n")
         os.replace(pid_path + ".tmp", pid_path)
         os.environ["TORCHYARD_STACKS_OWNER"] = str(os.getpid())
     except (OSError, RuntimeError, ValueError, AttributeError):
