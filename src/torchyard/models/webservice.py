@@ -452,6 +452,7 @@ def deploy(
         from torchyard.spec.job import EnvironmentSpec  # noqa: PLC0415
 
         check_supported(msgspec.convert(_env_doc(inference_config), EnvironmentSpec))
+    _require_serving(ray_address is not None)
     svc = _services(ws)
     sdir = svc.service_dir(ws.path, name)
     if os.path.exists(os.path.join(sdir, "service.json")):
@@ -496,6 +497,19 @@ def deploy(
 
 
 # ---- the service --------------------------------------------------------------------------------
+
+
+def _require_serving(on_ray: bool) -> None:
+    """Refuse a deploy whose serving packages are missing before anything is created (no Failed service
+    left behind to block the name)."""
+    import importlib.util  # noqa: PLC0415
+
+    needed = ("ray", "starlette") if on_ray else ("starlette", "uvicorn")
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "ray-serve" if on_ray else "serve"
+        raise NotSupportedError("deploy", f"serving needs {', '.join(missing)}, which "
+                                f"{'is' if len(missing) == 1 else 'are'} not installed: pip install \"torchyard[{extra}]\"")
 
 
 def process_alive(pid: Any, marker: bytes) -> bool:
