@@ -82,9 +82,9 @@ def test_create_lookup_and_delete(ws, no_gpu, capsys):
     again = ComputeTarget(workspace=ws, name="gpu-cluster")
     assert type(again) is AmlCompute and again.vm_size == "STANDARD_NC6"
     assert type(AmlCompute(ws, "gpu-cluster")) is AmlCompute
-    assert "gpu-cluster" in ws.compute_targets and "local" in ws.compute_targets
+    assert "gpu-cluster" in ws.compute_targets and "local" not in ws.compute_targets  # as in Azure
     assert type(ws.compute_targets["gpu-cluster"]) is AmlCompute
-    assert list(ws.compute_targets) == ["local", "gpu-cluster"]
+    assert list(ws.compute_targets) == ["gpu-cluster"] and len(ws.compute_targets.items()) == 1
     assert ws.compute_targets.get("gpu-cluster").kind == "local"  # runs on local compute by default
     assert [t.name for t in ComputeTarget.list(ws)] == ["local", "gpu-cluster"]
     # the same configuration again returns it; another one is refused

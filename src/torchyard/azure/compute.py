@@ -435,23 +435,22 @@ class RemoteCompute(ComputeTarget):
 
 class ComputeTargets(ComputeRegistry):
     """``ws.compute_targets``: the workspace's registry (``attach``, ``get``, ``names``, ``list``,
-    ``record``, ``remove``) that is also Azure's dict of name → :class:`ComputeTarget` (``local``
-    included): ``name in``, ``[name]``, ``keys()``, ``items()``, ``values()``, iteration."""
+    ``record``, ``remove``), which is also Azure's dict of name to :class:`ComputeTarget` for the
+    attached and created targets (``name in``, ``[name]``, ``keys()``, ``items()``, ``values()``,
+    iteration). As in Azure, the built-in ``local`` is not in it."""
 
     def __init__(self, workspace: Any) -> None:
         super().__init__(_path(workspace))
         self.workspace = workspace
 
     def __getitem__(self, name: str) -> ComputeTarget:
-        if not isinstance(name, str) or (name not in BUILTIN_TARGETS and name not in self):
+        if not isinstance(name, str) or name not in self:
             raise KeyError(name)
         return ComputeTarget(self.workspace, name)
 
-    def __contains__(self, name: object) -> bool:
-        return name in BUILTIN_TARGETS or super().__contains__(name)
-
     def keys(self) -> builtins.list[str]:
-        return [*BUILTIN_TARGETS, *self.names()]
+        """The attached and created targets' names."""
+        return self.names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -460,9 +459,11 @@ class ComputeTargets(ComputeRegistry):
         return len(self.keys())
 
     def values(self) -> builtins.list[ComputeTarget]:
+        """The targets, as Azure's ComputeTarget objects."""
         return [self[n] for n in self.keys()]
 
     def items(self) -> builtins.list[tuple[str, ComputeTarget]]:
+        """(name, target) pairs."""
         return [(n, self[n]) for n in self.keys()]
 
 
