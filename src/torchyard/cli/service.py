@@ -24,7 +24,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from torchyard.models.webservice import Webservice  # noqa: PLC0415
 
     services = Webservice.list(workspace(args))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for svc in services:
         details = svc.get_details()
         rows.append({"name": svc.name, "state": svc.state, "scoring_uri": svc.scoring_uri,

@@ -199,7 +199,8 @@ def render(settings: dict[str, Any], *, run_id: str, experiment: str, plan: dict
         if isinstance(code_parts, int):  # a dry run: valid base64 (kubectl apply takes it), saying what goes there
             placeholder = f"dry run: part {i + 1} of {count} of the code snapshot goes here at submit\n"
             cm["binaryData"] = {f"part-{i:03d}": base64.b64encode(placeholder.encode()).decode()}
-            cm["metadata"].setdefault("annotations", {})["torchyard.dev/dry-run"] = \
+            meta: dict[str, Any] = cm["metadata"]  # type: ignore[assignment]
+            meta.setdefault("annotations", {})["torchyard.dev/dry-run"] = \
                 "binaryData holds a placeholder; `torchyard submit` fills in the code snapshot"
         else:
             cm["binaryData"] = {f"part-{i:03d}": base64.b64encode(code_parts[i]).decode()}
