@@ -126,7 +126,7 @@ def test_mlflow_wired_only_when_importable_and_not_set_by_the_user(tmp_path, mon
 
 def test_checkpoint_contract_and_the_stack_dump():
     """Issue #25: every rank gets its checkpoint folder and attempt; TORCHYARD_RESUME_FROM only on a
-    resumed attempt; the rankboot folder (faulthandler on SIGUSR1) goes first on PYTHONPATH."""
+    resumed attempt; the rankboot folder (faulthandler on a real-time signal) goes first on PYTHONPATH."""
     import os
 
     from torchyard.launch.contract import RANKBOOT, RESUME_NAME, with_rankboot

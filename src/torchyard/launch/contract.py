@@ -14,7 +14,7 @@ Checkpoints (issue #25): TORCHYARD_CHECKPOINT_DIR (this node's folder for the ru
 number, 0 first) and, on a resumed attempt only, TORCHYARD_RESUME_FROM (the folder of the latest
 committed checkpoint; unset on a fresh start). torchyard.tracking.checkpoint is the SDK over them.
 Hang stacks: TORCHYARD_STACKS_DIR (torchyard's own) and :data:`RANKBOOT` prepended to PYTHONPATH,
-whose ``sitecustomize`` registers ``faulthandler`` on SIGUSR1 in every Python rank.
+whose ``sitecustomize`` registers ``faulthandler`` on SIGRTMIN+4 in every Python rank.
 MLflow: MLFLOW_TRACKING_URI (``torchyard://<workspace>``) and MLFLOW_RUN_ID (the run id) when mlflow
 is importable by the rank's interpreter and the user did not set MLFLOW_TRACKING_URI, so
 ``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI);

@@ -164,7 +164,7 @@ class Launcher:
         mode = self.plan.mode
         base = dict(os.environ)
         base.update(self.node)
-        base["PYTHONPATH"] = with_rankboot(base)  # faulthandler on SIGUSR1 in every Python rank
+        base["PYTHONPATH"] = with_rankboot(base)  # faulthandler on a real-time signal in every Python rank
         base.pop("TORCHYARD_STACKS_OWNER", None)
         os.makedirs(self.paths.stacks, exist_ok=True)
         self._mark_checkpoint_dir()
@@ -379,11 +379,11 @@ class Launcher:
 
     # ---- hang stacks -------------------------------------------------------------------------------
 
-    def _rank_pids(self) -> dict[int, int]:
-        """{rank: pid} of this node's Python ranks that installed the stack dump (rankboot)."""
+    def _rank_pids(self) -> dict[int, tuple[int, int]]:
+        """{rank: (pid, signal)} of this node's Python ranks that installed the stack dump (rankboot)."""
         host = socket.gethostname()
         everyone = self.plan.mode == "mpi"  # one launcher for every (simulated) node's ranks
-        found: dict[int, int] = {}
+        found: dict[int, tuple[int, int]] = {}
         try:
             names = os.listdir(self.paths.stacks)
         except OSError:
@@ -393,27 +393,27 @@ class Launcher:
                 continue
             try:
                 with open(os.path.join(self.paths.stacks, name)) as fh:
-                    pid_s, their_host, node_s = fh.read().split()
+                    pid_s, their_host, node_s, sig_s = fh.read().split()
                 rank, pid = int(name[5:-4]), int(pid_s)
             except (OSError, ValueError):
                 continue
             if their_host == host and (everyone or int(node_s) == self.plan.node_rank):
-                found[rank] = pid
+                found[rank] = (pid, int(sig_s))
         return found
 
     def dump_stacks(self) -> dict[int, str]:
-        """Ask every rank of this node for its Python stacks (SIGUSR1: its faulthandler, else
+        """Ask every rank of this node for its Python stacks (the signal its faulthandler waits on, else
         ``py-spy dump`` when installed) and put them in ``logs/stacks_rank_N.txt``; then mark the node
         done. Returns {rank: file}."""
         pids = self._rank_pids()
         if self.plan.mode == "direct":  # a rank whose interpreter skipped rankboot (python -I): py-spy only
             for rank, proc in self.procs.items():
-                pids.setdefault(rank, -proc.pid)
+                pids.setdefault(rank, (proc.pid, 0))
         sent: dict[int, str] = {}
-        for rank, pid in pids.items():
-            if pid > 0:
+        for rank, (pid, signum) in pids.items():
+            if signum:
                 try:
-                    os.kill(pid, signal.SIGUSR1)
+                    os.kill(pid, signum)
                 except (ProcessLookupError, PermissionError):
                     continue
                 sent[rank] = os.path.join(self.paths.stacks, f"rank_{rank}.txt")
@@ -430,10 +430,10 @@ class Launcher:
             if _size(path):
                 out[rank] = self._keep_stacks(rank, path)
         pyspy = shutil.which("py-spy")
-        for rank, pid in pids.items():
-            if rank not in out and pyspy and abs(pid) > 0:
+        for rank, (pid, _signum) in pids.items():
+            if rank not in out and pyspy:
                 try:
-                    res = subprocess.run([pyspy, "dump", "--pid", str(abs(pid))], capture_output=True, timeout=10)
+                    res = subprocess.run([pyspy, "dump", "--pid", str(pid)], capture_output=True, timeout=10)
                 except (OSError, subprocess.TimeoutExpired):
                     continue
                 if res.returncode == 0 and res.stdout:

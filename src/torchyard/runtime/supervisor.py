@@ -299,7 +299,7 @@ class Supervisor:
 
     def _hang_stacks(self, handle: Handle) -> dict[str, Any]:
         """Before a hung job is stopped: ask every launcher for its ranks' Python stacks (the launcher
-        sends SIGUSR1 to each rank, whose faulthandler writes them), wait for them in ``logs/``, and
+        signals each rank, whose faulthandler writes them), wait for them in ``logs/``, and
         say which ranks are stragglers (torchyard.runtime.failure.hang_report)."""
         world = self.spec.distribution.node_count * self.spec.distribution.process_count_per_node
         launchers = [k for k in range(self.spec.distribution.node_count) if os.path.exists(self.paths.plan(k))]

@@ -1,8 +1,9 @@
 """Loaded by every Python rank torchyard starts (the launcher puts this folder first on PYTHONPATH).
 
-It registers :mod:`faulthandler` on SIGUSR1, writing every thread's stack to
-``$TORCHYARD_STACKS_DIR/rank_$RANK.txt``, and leaves ``rank_$RANK.pid`` (pid, host, node rank) beside it,
-so the launcher can ask a hung rank where it is (``logs/stacks_rank_N.txt``). Then it imports the
+It registers :mod:`faulthandler` on a real-time signal (SIGRTMIN+4: SIGUSR1 is taken by Lightning's
+Slurm requeue and others), writing every thread's stack to ``$TORCHYARD_STACKS_DIR/rank_$RANK.txt``,
+and leaves ``rank_$RANK.pid`` (pid, host, node rank, signal number) beside it, so the launcher can ask a
+hung rank where it is (``logs/stacks_rank_N.txt``). Then it imports the
 ``sitecustomize`` this one hides, if any. Stdlib only, and nothing when the variables are not set (a
 process that is not a rank: torchrun's agent, a tool the script runs); a rank's own children (spawned
 data loader workers) inherit the variables and skip it, as the rank's pid is already recorded.
@@ -30,10 +31,11 @@ def _install() -> None:
     try:
         os.makedirs(folder, exist_ok=True)
         _file = open(os.path.join(folder, f"rank_{rank}.txt"), "w")  # noqa: SIM115 - open for the process's life
-        faulthandler.register(signal.SIGUSR1, file=_file, all_threads=True, chain=False)
+        signum = signal.SIGRTMIN + 4
+        faulthandler.register(signum, file=_file, all_threads=True, chain=False)
         pid_path = os.path.join(folder, f"rank_{rank}.pid")
         with open(pid_path + ".tmp", "w") as fh:
-            fh.write(f"{os.getpid()} {os.uname().nodename} {os.environ.get('NODE_RANK', '0')}\n")
+            fh.write(f"{os.getpid()} {os.uname().nodename} {os.environ.get('NODE_RANK', '0')} {int(signum)}\n")
         os.replace(pid_path + ".tmp", pid_path)
         os.environ["TORCHYARD_STACKS_OWNER"] = str(os.getpid())
     except (OSError, RuntimeError, ValueError, AttributeError):
