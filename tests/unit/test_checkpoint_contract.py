@@ -108,3 +108,33 @@ def test_hang_report_names_the_straggler(tmp_path):
     os.remove(paths.stacks_log(1))
     report = hang_report(paths, 3)
     assert report["stragglers"] == [2] and report["missing"] == [1]
+
+
+RANK_LOOP = """
+import os, sys
+from torchyard.tracking.checkpoint import CheckpointMixin
+run = CheckpointMixin()
+for step in range(int(sys.argv[1])):
+    with run.checkpoint(step) as folder:
+        (folder / f"part_{os.environ['RANK']}.txt").write_text(str(step))
+"""
+
+
+def test_ranks_racing_through_many_checkpoints_commit_each_once(ckdir, monkeypatch):
+    """4 processes, no barrier between them: whichever finishes a step last commits it, exactly once,
+    and no rank sees an error from another's commit or retention."""
+    import subprocess
+    import sys
+
+    world, steps = 4, 25
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(world))
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_LOOP, str(steps)], env={**os.environ, "RANK": str(r)})
+             for r in range(world)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * world
+    found = committed(ckdir)
+    assert [s for s, _ in found] == [steps - 3, steps - 2, steps - 1]
+    for step, folder in found:
+        assert sorted(p.name for p in folder.glob("part_*")) == [f"part_{r}.txt" for r in range(world)]
+        assert {p.read_text() for p in folder.glob("part_*")} == {str(step)}
+    assert sorted(p.name for p in ckdir.iterdir()) == [f"step_{s}" for s, _ in found]

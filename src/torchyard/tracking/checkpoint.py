@@ -120,7 +120,7 @@ def _commit(root: Path, tmp: Path, step: int, attempt: int, env: Mapping[str, st
         return None
     try:
         os.mkdir(tmp / ".committing")  # atomic: one rank commits
-    except FileExistsError:
+    except OSError:  # another rank is committing it, or has (the folder is gone)
         return None
     manifest = {
         "step": step,
