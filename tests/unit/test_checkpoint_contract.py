@@ -138,3 +138,16 @@ def test_ranks_racing_through_many_checkpoints_commit_each_once(ckdir, monkeypat
         assert sorted(p.name for p in folder.glob("part_*")) == [f"part_{r}.txt" for r in range(world)]
         assert {p.read_text() for p in folder.glob("part_*")} == {str(step)}
     assert sorted(p.name for p in ckdir.iterdir()) == [f"step_{s}" for s, _ in found]
+
+
+def test_a_bare_script_checkpoints_into_its_own_folder(tmp_path, monkeypatch):
+    from torchyard.tracking.context import OfflineRun
+
+    for name in ("TORCHYARD_CHECKPOINT_DIR", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "TORCHYARD_RESUME_FROM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = OfflineRun()
+    assert run.latest_checkpoint() is None
+    with run.checkpoint(step=3) as folder:
+        (folder / "state.txt").write_text("x")
+    assert run.latest_checkpoint() == tmp_path / "checkpoints" / "step_3"
