@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 EXIT_USAGE = 2
@@ -20,7 +21,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 def command(subparsers: Any, name: str, handler: Handler, **kw: Any) -> argparse.ArgumentParser:
     """A leaf command: its help is the first line of ``handler``'s docstring, its description the rest."""
-    doc = (handler.__doc__ or "").strip()
+    import inspect  # noqa: PLC0415
+
+    doc = inspect.cleandoc(handler.__doc__ or "")
     first, _, rest = doc.partition("\n\n")
     p: argparse.ArgumentParser = subparsers.add_parser(
         name, help=first.replace("\n", " "), description=doc.replace("\n", " ") if not rest else
@@ -127,12 +130,112 @@ def print_json(obj: Any) -> None:
     print(json.dumps(encode_non_finite(obj), indent=2, default=str, allow_nan=False))
 
 
+#: what ``--output`` takes: ``table`` (for people; the default), ``json`` and ``yaml`` (for scripts)
+OUTPUT_FORMATS = ("table", "json", "yaml")
+
+
+def add_output(p: argparse.ArgumentParser, default: str = "table") -> argparse.ArgumentParser:
+    """Give a command that prints an object or a list ``--output/-o table|json|yaml`` and ``--json``
+    (the same as ``-o json``, kept for scripts written before ``--output``)."""
+    p.add_argument("--output", "-o", choices=OUTPUT_FORMATS, default=default, metavar="FORMAT",
+                   help=f"table, json or yaml (default: {default})")
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as --output json")
+    return p
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """The format a command prints in: ``table``, ``json`` or ``yaml``."""
+    return getattr(args, "output", None) or "table"
+
+
+def emit(args: argparse.Namespace, obj: Any, render: Callable[[], None]) -> None:
+    """Print ``obj`` as ``--output`` asks: JSON (:func:`print_json`) or YAML (:func:`print_yaml`), else
+    call ``render`` to print it for people (a table or ``key: value`` lines)."""
+    fmt = output_format(args)
+    if fmt == "json":
+        print_json(obj)
+    elif fmt == "yaml":
+        print_yaml(obj)
+    else:
+        render()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain dicts, lists, strings, numbers, booleans and None (what YAML's safe dumper takes)."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str | int | float | bool) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def print_yaml(obj: Any) -> None:
+    """YAML of the same shape as the JSON: the same keys and values; a non-finite float is YAML's own
+    ``.inf``, ``-.inf`` or ``.nan``."""
+    import yaml  # noqa: PLC0415
+
+    print(yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True, default_flow_style=False), end="")
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """An epoch time (seconds) as ISO-8601 UTC, e.g. ``2026-12-07T22:00:00.123Z``; None stays None."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    from datetime import datetime  # noqa: PLC0415
+
+    return datetime.fromtimestamp(float(ts), tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_key(key: str) -> str:
+    """The name of the ISO-8601 field beside an epoch field: ``created_at`` → ``created_utc``,
+    ``last_used`` → ``last_used_utc``."""
+    return (key[:-3] if key.endswith("_at") else key) + "_utc"
+
+
+def with_utc(record: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``record`` with each epoch field of ``keys`` joined by its ISO-8601 UTC twin (:func:`utc_key`),
+    unless the record already has one. The epoch field stays as it is."""
+    out = dict(record)
+    for key in keys:
+        if key in record and utc_key(key) not in record:
+            out[utc_key(key)] = iso_utc(record[key])
+    return out
+
+
 def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+def plain_output(stream: Any = None) -> bool:
+    """True when ``stream`` (stdout) gets no colours or styles: NO_COLOR is set (https://no-color.org),
+    TERM is dumb, or it is not a terminal (a pipe, a file)."""
+    import os  # noqa: PLC0415
+
+    stream = stream or sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return not tty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
+
+
+def console(stream: Any = None) -> Any:
+    """A rich console on ``stream`` (stdout) that writes no ANSI codes when :func:`plain_output`, and
+    does not cut lines to an 80-column default when not on a terminal."""
     from rich.console import Console  # noqa: PLC0415
+
+    stream = stream or sys.stdout
+    plain = plain_output(stream)
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return Console(file=stream, width=None if tty else 250, color_system=None if plain else "auto", no_color=plain)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=title, show_edge=False, header_style="bold")
@@ -144,7 +247,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
             table.add_column(col, overflow="fold")
     for row in cells:
         table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 250).print(table)
+    console().print(table)
 
 
 def wait(run: Any, stream: bool, ranks: int | str = 0) -> int:

@@ -9,29 +9,39 @@ from typing import Any
 
 from torchyard.cli.common import (
     UsageError,
+    add_output,
     command,
+    emit,
     fmt_time,
     group,
-    print_json,
     table,
+    with_utc,
     workspace,
 )
 
 
 def cmd_env_list(args: argparse.Namespace) -> int:
-    """Registered environments and cached builds."""
+    """Registered environments and cached builds.
+
+    -o json gives {"registered": [environment...], "cached": [build...]}; a build's last_used (epoch
+    seconds) has last_used_utc (ISO-8601) beside it.
+
+    Example:
+      torchyard env list -o yaml"""
     from torchyard.environments import list_cached  # noqa: PLC0415
 
     ws = workspace(args)
     registered = [e.to_spec_dict() for e in ws.environments.list()]
     cached = [] if getattr(ws, "is_remote", False) else list_cached(ws.path)  # a server's builds stay there
-    if args.json:
-        print_json({"registered": registered, "cached": cached})
-        return 0
-    table("registered environments", ["name", "version", "pip", "conda"],
-           [[e["name"], e["version"], " ".join(e["pip_packages"]), " ".join(e["conda_packages"])] for e in registered])
-    table("cached builds", ["key", "last used", "pip"],
-           [[c["key"], fmt_time(c["last_used"]), " ".join(c["spec"].get("pip_packages", []))] for c in cached])
+
+    def render() -> None:
+        table("registered environments", ["name", "version", "pip", "conda"],
+              [[e["name"], e["version"], " ".join(e["pip_packages"]), " ".join(e["conda_packages"])]
+               for e in registered])
+        table("cached builds", ["key", "last used", "pip"],
+              [[c["key"], fmt_time(c["last_used"]), " ".join(c["spec"].get("pip_packages", []))] for c in cached])
+
+    emit(args, {"registered": registered, "cached": [with_utc(c, "last_used") for c in cached]}, render)
     return 0
 
 
@@ -41,20 +51,27 @@ def _env_ref(ref: str) -> tuple[str, str | None]:
 
 
 def cmd_env_show(args: argparse.Namespace) -> int:
-    """Show a registered environment (NAME or NAME:VERSION)."""
+    """Show a registered environment (NAME or NAME:VERSION).
+
+    Example:
+      torchyard env show digits-env:2 -o json"""
     env = workspace(args).environments.get(*_env_ref(args.name))
     data = env.to_spec_dict()
-    if args.json:
-        print_json(data)
-    else:
+
+    def render() -> None:
         for key, value in data.items():
             if value not in (None, [], False):
                 print(f"{key}: {' '.join(value) if isinstance(value, list) else value}")
+
+    emit(args, data, render)
     return 0
 
 
 def cmd_env_register(args: argparse.Namespace) -> int:
-    """Register an environment from a YAML file (name, version, pip, conda, python)."""
+    """Register an environment from a YAML file (name, version, pip, conda, python).
+
+    Example:
+      torchyard env register env.yml    # name: digits-env, pip: [torch, scikit-learn]"""
     import yaml  # noqa: PLC0415
 
     from torchyard.spec.estimators import Environment  # noqa: PLC0415
@@ -94,7 +111,10 @@ def cmd_env_register(args: argparse.Namespace) -> int:
 
 
 def cmd_env_export(args: argparse.Namespace) -> int:
-    """Print a requirements file that rebuilds a run's environment."""
+    """Print a requirements file that rebuilds a run's environment.
+
+    Example:
+      torchyard env export digits_1733600000_ab12cd34 > requirements.txt"""
     ws = workspace(args)
     run = ws.get_run(args.run_id)  # a team server's run: its environment is read through the server
     env = run.get_environment()
@@ -110,7 +130,10 @@ def cmd_env_export(args: argparse.Namespace) -> int:
 
 
 def cmd_env_prune(args: argparse.Namespace) -> int:
-    """Remove cached environments that no live run uses."""
+    """Remove cached environments that no live run uses.
+
+    Example:
+      torchyard env prune --older-than 30"""
     from torchyard.environments import prune  # noqa: PLC0415
     from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
 
@@ -133,10 +156,10 @@ def cmd_env_prune(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     env = group(sub, "env", "environments: list, show, register, export, prune", "env_command")
-    command(env, "list", cmd_env_list).add_argument("--json", action="store_true")
+    add_output(command(env, "list", cmd_env_list))
     es = command(env, "show", cmd_env_show)
     es.add_argument("name", help="NAME or NAME:VERSION")
-    es.add_argument("--json", action="store_true")
+    add_output(es)
     command(env, "register", cmd_env_register).add_argument("file")
     command(env, "export", cmd_env_export).add_argument("run_id")
     command(env, "prune", cmd_env_prune).add_argument(

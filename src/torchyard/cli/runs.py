@@ -10,18 +10,27 @@ from typing import Any
 
 from torchyard.cli.common import (
     UsageError,
+    add_output,
     command,
+    emit,
     fmt_time,
     group,
-    print_json,
     rank_arg,
     table,
+    with_utc,
     workspace,
 )
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    """List runs, newest first."""
+    """List runs, newest first.
+
+    -o json gives a list of run summaries: run_id, experiment, status, compute_target, exit_code and
+    created_at/started_at/ended_at (epoch seconds) with created_utc/started_utc/ended_utc (ISO-8601).
+
+    Example:
+      torchyard runs list --status Failed --limit 5
+      torchyard runs list -o json | jq -r '.[0].run_id'"""
     from torchyard.runtime.liveness import reconcile  # noqa: PLC0415
     from torchyard.status import RunStatus  # noqa: PLC0415
 
@@ -36,17 +45,14 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     ws = workspace(args)
     rows = ws.store.list_runs(experiment=args.experiment, status=status, limit=args.limit)
     rows = [reconcile(ws.store, r) for r in rows]
-    if args.json:
-        print_json([_run_summary(r) for r in rows])
-        return 0
-    table(
+    emit(args, [_run_summary(r) for r in rows], lambda: table(
         None,
         ["run id", "experiment", "status", "target", "created", "duration"],
         [
             [r["id"], r["experiment"], r["status"], r["compute_target"], fmt_time(r["created_at"]), _duration(r)]
             for r in rows
         ],
-    )
+    ))
     return 0
 
 
@@ -57,7 +63,7 @@ def _duration(row: dict[str, Any]) -> str:
 
 
 def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    return with_utc({
         "run_id": row["id"],
         "experiment": row["experiment"],
         "status": row["status"],
@@ -66,16 +72,24 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "exit_code": row["exit_code"],
-    }
+    }, "created_at", "started_at", "ended_at")
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    """Show one run: status, times, tags, properties, history, error with its last lines, files."""
+    """Show one run: status, times, tags, properties, history, error with its last lines, files.
+
+    -o json gives the SDK's Run.get_details() (Azure ML's shape: runId, status, createdTimeUtc...).
+
+    Example:
+      torchyard runs show digits_1733600000_ab12cd34
+      torchyard runs show digits_1733600000_ab12cd34 -o yaml"""
     run = workspace(args).get_run(args.run_id)
     details = run.get_details()
-    if args.json:
-        print_json(details)
-        return 0
+    emit(args, details, lambda: _show_run(run, details))
+    return 0
+
+
+def _show_run(run: Any, details: dict[str, Any]) -> None:
     print(f"run:        {details['runId']}")
     print(f"experiment: {details['experiment']}")
     print(f"status:     {details['status']}")
@@ -100,11 +114,13 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     files = run.get_file_names()
     if files:
         print("files:      " + ", ".join(files))
-    return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """Print a run's output (rank 0 by default); --follow keeps printing until the run ends."""
+    """Print a run's output (rank 0 by default); --follow keeps printing until the run ends.
+
+    Example:
+      torchyard logs digits_1733600000_ab12cd34 --rank all --follow"""
     from torchyard.run import LogFollower  # noqa: PLC0415
     from torchyard.status import TERMINAL_VALUES  # noqa: PLC0415
 
@@ -126,14 +142,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    """Print a run's metrics (rank 0 by default, --rank all for every rank)."""
+    """Print a run's metrics (rank 0 by default, --rank all for every rank).
+
+    -o json gives {name: value or [values]} ({rank: {...}} with --rank all); ±inf and NaN are the
+    strings "Infinity", "-Infinity" and "NaN".
+
+    Example:
+      torchyard metrics digits_1733600000_ab12cd34 --rank all -o json"""
     run = workspace(args).get_run(args.run_id)
     rank = rank_arg(args.rank)
     _check_rank(run, rank)
     metrics = run.get_metrics(rank=rank)
-    if args.json:
-        print_json(metrics)
-        return 0
+    emit(args, metrics, lambda: _metrics_table(run, rank, metrics))
+    return 0
+
+
+def _metrics_table(run: Any, rank: int | str, metrics: dict[Any, Any]) -> None:
     per_rank = metrics if rank == "all" else {rank: metrics}
     rows = []
     for r, values in per_rank.items():
@@ -143,9 +167,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             rows.append([r, name, count, f"{last:.6g}" if isinstance(last, float) else last])
     if not rows:
         print(f"run {run.id} has no metrics (yet)")
-        return 0
+        return
     table(None, ["rank", "metric", "values", "last"], rows)
-    return 0
 
 
 def _check_rank(run: Any, rank: int | str) -> None:
@@ -188,7 +211,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """Cancel a run (idempotent): every rank on every node is stopped, the run ends Canceled."""
+    """Cancel a run (idempotent): every rank on every node is stopped, the run ends Canceled.
+
+    Example:
+      torchyard cancel digits_1733600000_ab12cd34"""
     run = workspace(args).get_run(args.run_id)
     before = run.get_status()
     run.cancel()
@@ -197,7 +223,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """Download a run's artifact, or every artifact under a folder."""
+    """Download a run's artifact, or every artifact under a folder.
+
+    Example:
+      torchyard download digits_1733600000_ab12cd34 outputs/ --to ./results"""
     from torchyard.errors import NotFoundError  # noqa: PLC0415
 
     run = workspace(args).get_run(args.run_id)
@@ -220,12 +249,12 @@ def register(sub: Any) -> None:
     rl.add_argument("--experiment", "-x")
     rl.add_argument("--status")
     rl.add_argument("--limit", type=int, default=20)
-    rl.add_argument("--json", action="store_true")
+    add_output(rl)
     rp = command(runs, "repair", cmd_repair)
     rp.add_argument("run_id")
     rs = command(runs, "show", cmd_runs_show)
     rs.add_argument("run_id")
-    rs.add_argument("--json", action="store_true")
+    add_output(rs)
 
     lg = command(sub, "logs", cmd_logs)
     lg.add_argument("run_id")
@@ -235,7 +264,7 @@ def register(sub: Any) -> None:
     m = command(sub, "metrics", cmd_metrics)
     m.add_argument("run_id")
     m.add_argument("--rank", default="0", help="rank number or 'all' (default 0)")
-    m.add_argument("--json", action="store_true")
+    add_output(m)
 
     c = command(sub, "cancel", cmd_cancel)
     c.add_argument("run_id")

@@ -7,7 +7,7 @@ import argparse
 import time
 from typing import Any
 
-from torchyard.cli.common import command, fmt_time, group, print_json, table, workspace
+from torchyard.cli.common import add_output, command, emit, fmt_time, group, table, with_utc, workspace
 
 
 def _service(args: argparse.Namespace) -> Any:
@@ -19,8 +19,10 @@ def _service(args: argparse.Namespace) -> Any:
 def cmd_list(args: argparse.Namespace) -> int:
     """List the deployed services: name, state, scoring URI, models, where it runs.
 
+    -o json gives a list of {name, state, scoring_uri, models, target, created_at, created_utc}.
+
     Example:
-      torchyard service list --json"""
+      torchyard service list -o json"""
     from torchyard.models.webservice import Webservice  # noqa: PLC0415
 
     services = Webservice.list(workspace(args))
@@ -30,15 +32,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append({"name": svc.name, "state": svc.state, "scoring_uri": svc.scoring_uri,
                      "models": [m.get("id") if isinstance(m, dict) else m for m in details.get("models") or []],
                      "target": details.get("deployment_target") or "local", "created_at": details.get("created_at")})
-    if args.json:
-        print_json(rows)
-        return 0
-    if not rows:
-        print("no services in this workspace (Model.deploy or `torchyard model deploy` makes one)")
-        return 0
-    table(None, ["name", "state", "scoring uri", "models", "target", "created"],
-          [[r["name"], r["state"], r["scoring_uri"] or "-", ", ".join(r["models"]), r["target"],
-            fmt_time(r["created_at"])] for r in rows])
+
+    def render() -> None:
+        if not rows:
+            print("no services in this workspace (Model.deploy or `torchyard model deploy` makes one)")
+            return
+        table(None, ["name", "state", "scoring uri", "models", "target", "created"],
+              [[r["name"], r["state"], r["scoring_uri"] or "-", ", ".join(r["models"]), r["target"],
+                fmt_time(r["created_at"])] for r in rows])
+
+    emit(args, [with_utc(r, "created_at") for r in rows], render)
     return 0
 
 
@@ -49,9 +52,11 @@ def cmd_show(args: argparse.Namespace) -> int:
       torchyard service show digits-svc"""
     svc = _service(args)
     details = svc.get_details()
-    if args.json:
-        print_json(details)
-        return 0
+    emit(args, with_utc(details, "created_at"), lambda: _show(svc, details))
+    return 0
+
+
+def _show(svc: Any, details: dict[str, Any]) -> None:
     print(f"service:     {svc.name}")
     print(f"state:       {details['state']}")
     print(f"scoring uri: {details.get('scoring_uri') or '-'}")
@@ -59,7 +64,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     print("models:      " + ", ".join(str(m.get("id") if isinstance(m, dict) else m) for m in details.get("models") or []))
     print(f"entry:       {details.get('entry_script')} in {details.get('source_directory')}")
     print(f"created:     {fmt_time(details.get('created_at'))}")
-    return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -96,10 +100,10 @@ def register(sub: Any) -> None:
     """Add ``service`` and its subcommands to the ``torchyard`` parser."""
     services = group(sub, "service", "deployed model services: list, show, logs, delete", "service_command")
     ls = command(services, "list", cmd_list)
-    ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(ls)
     show = command(services, "show", cmd_show)
     show.add_argument("name")
-    show.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(show)
     logs = command(services, "logs", cmd_logs)
     logs.add_argument("name")
     logs.add_argument("--lines", type=int, default=200, help="the last this many lines of each log (default 200)")
