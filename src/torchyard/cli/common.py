@@ -32,6 +32,24 @@ def command(subparsers: Any, name: str, handler: Handler, **kw: Any) -> argparse
     return p
 
 
+class ExampleFormatter(argparse.HelpFormatter):
+    """Argparse's formatter that wraps the description as usual but keeps an ``Example:`` block (the
+    epilog :func:`example` sets) line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("Example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def example(p: argparse.ArgumentParser, *lines: str) -> argparse.ArgumentParser:
+    """End ``p``'s ``--help`` with a worked example (for a parser not made by :func:`command`)."""
+    p.epilog = "Example:\n" + "\n".join(f"  {line}" for line in lines)
+    if p.formatter_class is argparse.HelpFormatter:
+        p.formatter_class = ExampleFormatter
+    return p
+
+
 def group(subparsers: Any, name: str, help: str, dest: str) -> Any:
     """A command group (``runs``, ``env``...): without a subcommand it prints its help and exits 2."""
     p = subparsers.add_parser(name, help=help, description=help)

@@ -8,11 +8,10 @@ without importing any target. Attaching imports no engine (no ray, nothing of Sl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from torchyard.cli.common import UsageError
+from torchyard.cli.common import UsageError, add_output, emit, example, table, with_utc
 
 EXIT_USAGE = 2
 
@@ -36,14 +35,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add.add_argument("compute_kind", nargs="?", metavar="KIND")
     add.add_argument("compute_args", nargs=argparse.REMAINDER, metavar="NAME [OPTIONS]")
     add.set_defaults(compute_add_help=add.format_help)
+    example(add, "torchyard compute add slurm gpu-cluster --partition gpu --time-limit 04:00:00",
+            "torchyard compute add ray ray-cluster --address ray://head:10001 --overwrite")
 
-    sub.add_parser("list", help="compute targets of this workspace").add_argument(
-        "--json", action="store_true", help="print machine-readable JSON"
-    )
-    show = sub.add_parser("show", help="one compute target's settings")
+    ls = sub.add_parser("list", help="compute targets of this workspace",
+                        description="The workspace's compute targets: name, kind and settings. "
+                        "-o json gives a list of {name, kind, config}.")
+    example(add_output(ls), "torchyard compute list -o json")
+    show = sub.add_parser("show", help="one compute target's settings",
+                          description="One compute target's record {name, kind, config}; JSON unless -o says "
+                          "otherwise.")
     show.add_argument("name")
-    rm = sub.add_parser("remove", help="detach a compute target (runs keep their records)")
+    example(add_output(show, default="json"), "torchyard compute show gpu-cluster -o yaml")
+    rm = sub.add_parser("remove", help="detach a compute target (runs keep their records)",
+                        description="Detach a compute target; runs that used it keep their records.")
     rm.add_argument("name")
+    example(rm, "torchyard compute remove gpu-cluster")
     return cp
 
 
@@ -51,6 +58,7 @@ def kind_parser(kind: str, cls: Any) -> argparse.ArgumentParser:
     """The flags of ``torchyard compute add KIND``, made from the kind's declared options."""
     doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     p = argparse.ArgumentParser(prog=f"torchyard compute add {kind}", description=doc)
+    example(p, f"torchyard compute add {kind} my-{kind} [OPTIONS]    # then: torchyard run --compute my-{kind} ...")
     p.add_argument("name", help="the name jobs use: compute_target=NAME, `compute: NAME`")
     p.add_argument("--overwrite", action="store_true", help="replace a target already attached under NAME")
     for option in cls.options:
@@ -100,18 +108,14 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
         return 0
     if command == "list":
         records = registry.list()
-        if args.json:
-            print(json.dumps(records, indent=2))
-            return 0
-        width = max(len(r["name"]) for r in records)
-        for r in records:
-            print(f"{r['name']:<{width}}  {r['kind']:<6}{_fmt(r.get('config', {}))}")
+        emit(args, [with_utc(r, "attached") for r in records], lambda: table(None, ["name", "kind", "settings"],
+                                          [[r["name"], r["kind"], _settings(r.get("config") or {}) or "-"]
+                                           for r in records]))
         return 0
     if command == "show":
-        if args.name == "local":
-            print(json.dumps({"name": "local", "kind": "local", "config": {}}, indent=2))
-            return 0
-        print(json.dumps(registry.record(args.name), indent=2))
+        record = {"name": "local", "kind": "local", "config": {}} if args.name == "local" else \
+            registry.record(args.name)
+        emit(args, with_utc(record, "attached"), lambda: _show(record))
         return 0
     if command == "remove":
         registry.remove(args.name)
@@ -121,9 +125,20 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
     return EXIT_USAGE
 
 
+def _show(record: dict[str, Any]) -> None:
+    print(f"name: {record['name']}")
+    print(f"kind: {record['kind']}")
+    for key, value in sorted((record.get("config") or {}).items()):
+        if value not in (None, [], ""):
+            print(f"{key}: {value}")
+
+
+def _settings(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v not in (None, [], ""))
+
+
 def _fmt(config: dict[str, Any]) -> str:
-    shown = {k: v for k, v in config.items() if v not in (None, [], "")}
-    return f"  ({', '.join(f'{k}={v}' for k, v in sorted(shown.items()))})" if shown else ""
+    return f"  ({_settings(config)})" if _settings(config) else ""
 
 
 def register(subparsers: Any) -> None:

@@ -23,7 +23,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a script from a source folder as a tracked run.
 
     Arguments after -- go to the script. Without --wait it prints the run id and returns; with it,
-    it streams rank 0's output and ends with an execution summary (exit 1 if the run did not complete)."""
+    it streams rank 0's output and ends with an execution summary (exit 1 if the run did not complete).
+
+    Example:
+      torchyard run --source-dir . --entry train.py --process-count-per-node 2 \
+          --distributed-backend gloo --wait -- --epochs 3"""
     from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.spec.estimators import PyTorch  # noqa: PLC0415
 
@@ -44,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_run_duration_seconds=args.max_run_duration,
         hang_timeout_seconds=args.hang_timeout,
         max_queue_seconds=args.max_queue,
+        priority=args.priority,
     )
     # script arguments pass through verbatim (script_params would reorder bare flags)
     import msgspec  # noqa: PLC0415
@@ -149,7 +154,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a YAML job file (Azure ML v2 command job style), or a `type: sweep` file.
 
     --dry-run prints the compiled job and what each node would run, from the same plan the
-    supervisor makes; nothing is recorded or started."""
+    supervisor makes; nothing is recorded or started.
+
+    Example:
+      torchyard submit job.yml --stream
+      torchyard submit sweep.yml --dry-run --json"""
     from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
 
@@ -249,6 +258,8 @@ def register(sub: Any) -> None:
     r.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run")
     r.add_argument("--max-run-duration", type=float, help="cancel the run after this many seconds")
     r.add_argument("--max-queue", type=float, metavar="S", help="fail the run when it waits longer than this in the target's queue")
+    r.add_argument("--priority", type=int, default=0, metavar="N",
+                   help="the run's place in the target's queue: higher first (default 0)")
     r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
     r.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -16,7 +16,10 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     With --token (or TORCHYARD_TOKEN) the token is checked and saved; otherwise user and password are
     asked for and a new token (--scope, --days) is made. Saved in ~/.config/torchyard/credentials.json
-    (mode 0600)."""
+    (mode 0600).
+
+    Example:
+      torchyard login https://torchyard.example.org:8765 --user alice"""
     from torchyard.errors import SpecError  # noqa: PLC0415
     from torchyard.remote.client import Client, load_credentials, normalize_url, save_credentials  # noqa: PLC0415
 
@@ -49,7 +52,10 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    """Forget the saved token of a team server (default: the current one)."""
+    """Forget the saved token of a team server (default: the current one).
+
+    Example:
+      torchyard logout https://torchyard.example.org:8765"""
     from torchyard.remote.client import load_credentials, normalize_url, save_credentials  # noqa: PLC0415
 
     data = load_credentials()

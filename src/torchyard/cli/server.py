@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from torchyard.cli.common import command, fmt_time, print_json, table
+from torchyard.cli.common import add_output, command, emit, fmt_time, table, with_utc
 
 
 def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -57,7 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the team server: the dashboard and the whole /api/v1 behind users and tokens.
 
     Binds 127.0.0.1 by default; --host 0.0.0.0 serves other machines (every request needs a token or
-    a login). Runs' supervisors and sweep controllers run on this machine, against its workspace."""
+    a login). Runs' supervisors and sweep controllers run on this machine, against its workspace.
+
+    Example:
+      torchyard server --host 0.0.0.0 --port 8765 --db postgresql://ty@db/torchyard"""
     from torchyard.cli.common import require_extra  # noqa: PLC0415
     from torchyard.errors import SpecError  # noqa: PLC0415
 
@@ -76,7 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     """Create an admin user (the first one: there is no default password).
 
-    Reads the password twice from the terminal, or once from standard input with --password-stdin."""
+    Reads the password twice from the terminal, or once from standard input with --password-stdin.
+
+    Example:
+      echo "$ADMIN_PASSWORD" | torchyard server create-admin alice --password-stdin"""
     access = _access(args)
     access.add_user(args.name, _password(args, args.name), "admin")
     access.audit(None, "user.add", args.name, role="admin", via="cli")
@@ -85,7 +91,10 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    """Add a user with a role: admin, member (creates experiments) or viewer (reads what it is granted)."""
+    """Add a user with a role: admin, member (creates experiments) or viewer (reads what it is granted).
+
+    Example:
+      torchyard server user add bob --role viewer"""
     access = _access(args)
     access.add_user(args.name, _password(args, args.name), args.role)
     access.audit(None, "user.add", args.name, role=args.role, via="cli")
@@ -94,18 +103,22 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    """List the users and their roles."""
+    """List the users and their roles.
+
+    Example:
+      torchyard server user list -o json"""
     rows = _access(args).list_users()
-    if args.json:
-        print_json(rows)
-        return 0
-    table(None, ["user", "role", "created", "disabled"],
-          [[r["name"], r["role"], fmt_time(r["created_at"]), "yes" if r["disabled"] else ""] for r in rows])
+    emit(args, [with_utc(r, "created_at") for r in rows], lambda: table(
+        None, ["user", "role", "created", "disabled"],
+        [[r["name"], r["role"], fmt_time(r["created_at"]), "yes" if r["disabled"] else ""] for r in rows]))
     return 0
 
 
 def cmd_user_role(args: argparse.Namespace) -> int:
-    """Change a user's role."""
+    """Change a user's role.
+
+    Example:
+      torchyard server user role bob member"""
     access = _access(args)
     access.set_role(args.name, args.role)
     access.audit(None, "user.role", args.name, role=args.role, via="cli")
@@ -114,7 +127,10 @@ def cmd_user_role(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """Create an API token for a user (printed once; only its hash is stored)."""
+    """Create an API token for a user (printed once; only its hash is stored).
+
+    Example:
+      torchyard server token create bob --scope read --days 30 --description ci-reader"""
     from torchyard.errors import SpecError  # noqa: PLC0415
 
     if args.days <= 0:
@@ -123,29 +139,30 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     token_id, token = access.create_token(args.user, scope=args.scope, expires_in=args.days * 86400,
                                           description=args.description)
     access.audit(None, "token.create", token_id, user=args.user, scope=args.scope, via="cli")
-    if args.json:
-        print_json({"id": token_id, "token": token, "scope": args.scope})
-    else:
-        print(token)
+    emit(args, {"id": token_id, "token": token, "scope": args.scope}, lambda: print(token))
     return 0
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    """List tokens (ids, scopes, expiry; never their secrets)."""
+    """List tokens (ids, scopes, expiry; never their secrets).
+
+    Example:
+      torchyard server token list bob"""
     rows = _access(args).list_tokens(args.user)
-    if args.json:
-        print_json(rows)
-        return 0
     now = time.time()
-    table(None, ["id", "user", "scope", "kind", "expires", "state"],
-          [[r["id"], r["user_name"], r["scope"], r["kind"], fmt_time(r["expires_at"]),
-            "revoked" if r["revoked_at"] else "expired" if r["expires_at"] and r["expires_at"] <= now else "valid"]
-           for r in rows])
+    emit(args, [with_utc(r, "created_at", "expires_at", "revoked_at") for r in rows], lambda: table(
+        None, ["id", "user", "scope", "kind", "expires", "state"],
+        [[r["id"], r["user_name"], r["scope"], r["kind"], fmt_time(r["expires_at"]),
+          "revoked" if r["revoked_at"] else "expired" if r["expires_at"] and r["expires_at"] <= now else "valid"]
+         for r in rows]))
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    """Revoke a token by its id."""
+    """Revoke a token by its id.
+
+    Example:
+      torchyard server token revoke 3f9c2a1b"""
     access = _access(args)
     access.revoke_token(args.token_id)
     access.audit(None, "token.revoke", args.token_id, via="cli")
@@ -154,7 +171,10 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
-    """Give a user READ, EDIT or MANAGE on an experiment (none removes the grant)."""
+    """Give a user READ, EDIT or MANAGE on an experiment (none removes the grant).
+
+    Example:
+      torchyard server grant digits bob READ"""
     access = _access(args)
     level = None if args.level.lower() == "none" else args.level.upper()
     access.grant(args.experiment, args.user, level, by=None)
@@ -165,22 +185,30 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Show the audit log, newest first."""
+    """Show the audit log, newest first.
+
+    Example:
+      torchyard server audit --limit 20 -o json"""
     rows = _access(args).audit_entries(args.limit)
-    if args.json:
-        print_json(rows)
-        return 0
-    table(None, ["time", "user", "action", "target", "detail"],
-          [[fmt_time(r["ts"]), r["user_name"] or "(cli)", r["action"], r["target"] or "", r["detail"] or ""]
-           for r in rows])
+    emit(args, [with_utc(r, "ts") for r in rows], lambda: table(
+        None, ["time", "user", "action", "target", "detail"],
+        [[fmt_time(r["ts"]), r["user_name"] or "(cli)", r["action"], r["target"] or "", r["detail"] or ""]
+         for r in rows]))
     return 0
+
+
+def _doc(handler: Any) -> str:
+    import inspect  # noqa: PLC0415
+
+    first, _, rest = inspect.cleandoc(handler.__doc__ or "").partition("\n\n")
+    return first.replace("\n", " ") + ("\n\n" + rest if rest else "")
 
 
 def register(subparsers: Any) -> None:
     """Add ``server`` (serve, create-admin, user, token, grant, audit) to the top-level parser."""
     p = subparsers.add_parser(
         "server", help="the team server: users, tokens and permissions over the dashboard and the whole API",
-        description=(cmd_serve.__doc__ or "").replace("\n", " "))
+        description=_doc(cmd_serve), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--artifacts", default=None, metavar="WHERE",
@@ -208,7 +236,7 @@ def register(subparsers: Any) -> None:
     ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     _store_args(ua)
     ul = command(usub, "list", cmd_user_list)
-    ul.add_argument("--json", action="store_true", help="print JSON")
+    add_output(ul)
     _store_args(ul)
     ur = command(usub, "role", cmd_user_role)
     ur.add_argument("name", help="user name")
@@ -223,11 +251,11 @@ def register(subparsers: Any) -> None:
     tc.add_argument("--scope", default="write", choices=("read", "write", "admin"), help="scope (default write)")
     tc.add_argument("--days", type=float, default=90.0, help="days until it expires (default 90)")
     tc.add_argument("--description", default=None, help="what it is for")
-    tc.add_argument("--json", action="store_true", help="print JSON")
+    add_output(tc)
     _store_args(tc)
     tl = command(tsub, "list", cmd_token_list)
     tl.add_argument("user", nargs="?", default=None, help="only this user's")
-    tl.add_argument("--json", action="store_true", help="print JSON")
+    add_output(tl)
     _store_args(tl)
     tr = command(tsub, "revoke", cmd_token_revoke)
     tr.add_argument("token_id", help="the token's id (the part after ty_)")
@@ -241,5 +269,5 @@ def register(subparsers: Any) -> None:
 
     a = command(sub, "audit", cmd_audit)
     a.add_argument("--limit", type=int, default=100, help="entries (default 100)")
-    a.add_argument("--json", action="store_true", help="print JSON")
+    add_output(a)
     _store_args(a)

@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
                    "so other addresses are refused)")
     p.add_argument("--dry-run", action="store_true", help="export and print the TensorBoard command; start nothing")
     p.set_defaults(func=cmd_tensorboard)
+    from torchyard.cli.common import example  # noqa: PLC0415
+
+    example(p, "torchyard tensorboard digits_1733600000_ab12cd34 digits_1733600100_cd34ef56 --port 6006")
 
 
 def _check(args: argparse.Namespace) -> None:

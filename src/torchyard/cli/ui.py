@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workspace", dest="ui_workspace", default=None, metavar="DIR",
                    help="workspace folder (as the global --workspace)")
     p.set_defaults(func=cmd_ui)
+    from torchyard.cli.common import example  # noqa: PLC0415
+
+    example(p, "torchyard ui --port 8765    # then open http://127.0.0.1:8765/")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
