@@ -141,11 +141,11 @@ def rank_arg(value: str) -> int | str:
         raise UsageError(f"--rank: expected a rank number or 'all', got {value!r}") from None
 
 
-def print_json(obj: Any) -> None:
+def print_json(obj: Any, file: Any = None) -> None:
     """Strict JSON: a non-finite float is written as "Infinity", "-Infinity" or "NaN" (torchyard.limits)."""
     from torchyard.limits import encode_non_finite  # noqa: PLC0415
 
-    print(json.dumps(encode_non_finite(obj), indent=2, default=str, allow_nan=False))
+    print(json.dumps(encode_non_finite(obj), indent=2, default=str, allow_nan=False), file=file or sys.stdout)
 
 
 #: what ``--output`` takes: ``table`` (for people; the default), ``json`` and ``yaml`` (for scripts)
@@ -168,8 +168,11 @@ def output_format(args: argparse.Namespace) -> str:
 
 def emit(args: argparse.Namespace, obj: Any, render: Callable[[], None]) -> None:
     """Print ``obj`` as ``--output`` asks: JSON (:func:`print_json`) or YAML (:func:`print_yaml`), else
-    call ``render`` to print it for people (a table or ``key: value`` lines)."""
+    call ``render`` to print it for people (a table or ``key: value`` lines). ``obj`` may be a callable
+    that makes the object, called only for JSON and YAML."""
     fmt = output_format(args)
+    if fmt in ("json", "yaml") and callable(obj):
+        obj = obj()
     if fmt == "json":
         print_json(obj)
     elif fmt == "yaml":
@@ -189,12 +192,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def print_yaml(obj: Any) -> None:
+def print_yaml(obj: Any, file: Any = None) -> None:
     """YAML of the same shape as the JSON: the same keys and values; a non-finite float is YAML's own
     ``.inf``, ``-.inf`` or ``.nan``."""
     import yaml  # noqa: PLC0415
 
-    print(yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True, default_flow_style=False), end="")
+    print(yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True, default_flow_style=False), end="",
+          file=file or sys.stdout)
 
 
 def iso_utc(ts: float | None) -> str | None:

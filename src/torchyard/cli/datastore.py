@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from torchyard.cli.common import add_output, emit, example, table
 from torchyard.errors import SpecError
 
 EXIT_USAGE = 2
@@ -36,6 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     local = kinds.add_parser("local", help="a local folder")
     local.add_argument("name")
     local.add_argument("path", help="an existing folder")
+    example(local, "torchyard datastore add local scratch /data/scratch")
     s3 = kinds.add_parser("s3", help="an S3 or S3-compatible bucket")
     s3.add_argument("name")
     s3.add_argument("--bucket", required=True)
@@ -48,21 +50,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help="on cluster nodes: their own credentials (node, default), this machine's AWS "
                          "variables handed to the run's processes in memory (forward), or none: expiring "
                          "read-only URLs per input object, signed here when the run starts (presigned)")
+    example(s3, "torchyard datastore add s3 minio --bucket datasets --prefix mnist --endpoint-url http://127.0.0.1:9000")
     fs = kinds.add_parser("fsspec", help="any fsspec URL (memory://, gs://, sftp://...)")
     fs.add_argument("name")
     fs.add_argument("url")
     fs.add_argument(
         "--option", action="append", default=[], metavar="K=V", help="a storage option (no secrets)"
     )
+    example(fs, "torchyard datastore add fsspec shared sftp://files.example.org/data --option port=2222")
 
-    ls = sub.add_parser("list", help="registered datastores")
-    ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ls = sub.add_parser("list", help="registered datastores", description="Registered datastores: name, kind, "
+                        "URL and options. -o json gives a list of {name, kind, url, options...}.")
+    example(add_output(ls), "torchyard datastore list -o json")
 
     up = sub.add_parser("upload", help="upload a folder (or one file) to a datastore (through a team server: "
                         "the server writes it with its credentials)")
     up.add_argument("name")
     up.add_argument("src", help="a folder (its files keep their relative paths) or a file")
     up.add_argument("--target", help="path inside the datastore (default: its root)")
+    example(up, "torchyard datastore upload minio ./data/mnist --target mnist/v1")
 
     down = sub.add_parser("download", help="download the files under a path of a datastore (through a team "
                           "server: streamed back by it)")
@@ -71,6 +77,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     down.add_argument(
         "--to", default=".", help="destination folder (default: .); files keep their datastore paths"
     )
+    example(down, "torchyard datastore download minio mnist/v1 --to ./data")
     return ds
 
 
@@ -114,15 +121,15 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
         return 0
     if command == "list":
         stores = DatastoreRegistry(workspace).list()
-        if args.json:
-            print(json.dumps([s.to_dict() for s in stores], indent=2))
-            return 0
-        if not stores:
-            print("no datastores registered (the default 'workspaceblobstore' appears on first use)")
-            return 0
-        width = max(len(s.name) for s in stores)
-        for s in stores:
-            print(f"{s.name:<{width}}  {s.kind:<6}  {s.url}{_fmt_options(s.options)}")
+
+        def render() -> None:
+            if not stores:
+                print("no datastores registered (the default 'workspaceblobstore' appears on first use)")
+                return
+            table(None, ["name", "kind", "url", "options"],
+                  [[s.name, s.kind, s.url, _fmt_options(s.options).strip()[1:-1] or "-"] for s in stores])
+
+        emit(args, [s.to_dict() for s in stores], render)
         return 0
     if command == "upload":
         ds = Datastore.get(workspace, args.name)
@@ -148,10 +155,8 @@ def _remote(args: argparse.Namespace, workspace: Any, command: str) -> int:
     stores = workspace.datastores
     if command == "list":
         found = [s.to_dict() for s in stores.list()]
-        if args.json:
-            print(json.dumps(found, indent=2))
-        for s in [] if args.json else found:
-            print(f"{s['name']}  {s['kind']}  (on the server)")
+        emit(args, found, lambda: table(None, ["name", "kind", "where"],
+                                        [[s["name"], s["kind"], "on the server"] for s in found]))
         return 0
     kind = getattr(args, "datastore_kind", None)
     if kind == "local":

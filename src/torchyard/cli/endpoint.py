@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from torchyard.cli.common import add_output, emit, example, table
 from torchyard.errors import SpecError
 
 
@@ -52,6 +53,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024,
                    help="the router answers a larger request body 413 (default 16 MiB)")
     c.set_defaults(func=cmd_create)
+    example(c, "torchyard endpoint create digits --auth", "torchyard endpoint create -f endpoint.yml")
 
     d = sub.add_parser("deploy", help="add or replace a deployment (or -f deployment.yml in Azure v2's shape)")
     d.add_argument("name", nargs="?", help="endpoint name")
@@ -68,36 +70,45 @@ def register(subparsers: Any) -> None:
     d.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024,
                    help="a larger request body is answered 413 (default 16 MiB)")
     d.set_defaults(func=cmd_deploy)
+    example(d, "torchyard endpoint deploy digits --deployment blue --model digits:2 --score score.py --source-dir serve")
 
     u = sub.add_parser("update", help="set the traffic split and mirroring")
     u.add_argument("name", help="endpoint name")
     u.add_argument("--traffic", required=True, help="e.g. blue=90,green=10 (sums to 100)")
     u.add_argument("--mirror", help="e.g. green=10: copy that percent of live requests to a shadow deployment")
     u.set_defaults(func=cmd_update)
+    example(u, "torchyard endpoint update digits --traffic blue=90,green=10 --mirror green=10")
 
     i = sub.add_parser("invoke", help="send one request and print the answer")
     i.add_argument("name", help="endpoint name")
     i.add_argument("--request-file", required=True, help="a JSON file: the request body")
     i.add_argument("--deployment", help="pin this deployment")
     i.set_defaults(func=cmd_invoke)
+    example(i, "torchyard endpoint invoke digits --request-file request.json --deployment green")
 
     lg = sub.add_parser("logs", help="the router's log, or one deployment's")
     lg.add_argument("name", help="endpoint name")
     lg.add_argument("--deployment", help="a deployment's service logs")
     lg.set_defaults(func=cmd_logs)
+    example(lg, "torchyard endpoint logs digits --deployment blue")
 
-    ls = sub.add_parser("list", help="endpoints")
-    ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ls = sub.add_parser("list", help="endpoints", description="Endpoints: name, state, scoring URI, traffic. "
+                        "-o json gives a list of what `endpoint show` prints.")
+    add_output(ls)
     ls.set_defaults(func=cmd_list)
+    example(ls, "torchyard endpoint list -o json")
 
     sh = sub.add_parser("show", help="an endpoint: address, state, traffic, deployments")
     sh.add_argument("name", help="endpoint name")
+    add_output(sh, default="json")
     sh.set_defaults(func=cmd_show)
+    example(sh, "torchyard endpoint show digits")
 
     rm = sub.add_parser("delete", help="delete an endpoint and its deployments (or one --deployment)")
     rm.add_argument("name", help="endpoint name")
     rm.add_argument("--deployment", help="delete only this deployment (it must take no traffic)")
     rm.set_defaults(func=cmd_delete)
+    example(rm, "torchyard endpoint delete digits --deployment green")
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -191,20 +202,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
 
     found = Endpoint.list(_workspace(args))
-    if args.json:
-        print(json.dumps([e.show() for e in found], indent=1))
-        return 0
-    for e in found:
-        print(f"{e.name:24} {e.state:14} {e.scoring_uri or '-':36} {json.dumps(e.traffic)}")
-    if not found:
-        print("no endpoints")
+
+    def render() -> None:
+        if not found:
+            print("no endpoints")
+            return
+        table(None, ["name", "state", "scoring uri", "traffic"],
+              [[e.name, e.state, e.scoring_uri or "-",
+                ", ".join(f"{k}={v}" for k, v in e.traffic.items()) or "-"] for e in found])
+
+    emit(args, lambda: [e.show() for e in found], render)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
 
-    print(json.dumps(Endpoint(_workspace(args), args.name).show(), indent=1))
+    doc = Endpoint(_workspace(args), args.name).show()
+
+    def render() -> None:
+        for key, value in doc.items():
+            print(f"{key:17} {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+    emit(args, doc, render)
     return 0
 
 

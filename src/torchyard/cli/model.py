@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from torchyard.cli.common import add_output, emit, example, table, with_utc
 from torchyard.errors import SpecError
 
 
@@ -67,26 +68,30 @@ def register(subparsers: Any) -> None:
     r.add_argument("--property", action="append", default=[], metavar="K=V", help="a property (repeatable)")
     r.add_argument("--description", help="a description")
     r.add_argument("--framework", help="the model framework, e.g. PyTorch")
-    r.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(r)
     r.set_defaults(func=cmd_register)
+    example(r, "torchyard model register digits outputs/model.pt --run digits_1733600000_ab12cd34 --tag stage=dev")
 
     ls = sub.add_parser("list", help="registered versions, by name, newest first")
     ls.add_argument("--name", help="only this model")
     ls.add_argument("--tag", action="append", default=[], metavar="K[=V]", help="must have this tag (repeatable)")
     ls.add_argument("--latest", action="store_true", help="only each name's newest version")
-    ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(ls)
     ls.set_defaults(func=cmd_list)
+    example(ls, "torchyard model list --name digits --tag stage=dev -o json")
 
     sh = sub.add_parser("show", help="one version's record (NAME, NAME:VERSION or NAME@ALIAS)")
     sh.add_argument("model", help="NAME (latest), NAME:VERSION or NAME@ALIAS")
-    sh.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(sh)
     sh.set_defaults(func=cmd_show)
+    example(sh, "torchyard model show digits@champion -o yaml")
 
     d = sub.add_parser("download", help="write a version's file or folder into a folder")
     d.add_argument("model", help="NAME (latest), NAME:VERSION or NAME@ALIAS")
     d.add_argument("--to", default=".", help="destination folder (default: .)")
     d.add_argument("--overwrite", action="store_true", help="replace what is there")
     d.set_defaults(func=cmd_download)
+    example(d, "torchyard model download digits:2 --to ./serving")
 
     a = sub.add_parser("alias", help="point an alias at a version, remove it, or show its history")
     a.add_argument("model", help="NAME:VERSION to point at (NAME with --remove/--history)")
@@ -94,24 +99,32 @@ def register(subparsers: Any) -> None:
     a.add_argument("--remove", action="store_true", help="remove the alias")
     a.add_argument("--history", action="store_true", help="print every (re-)point of the name's aliases")
     a.set_defaults(func=cmd_alias)
+    example(a, "torchyard model alias digits:2 champion", "torchyard model alias digits champion --history")
 
     t = sub.add_parser("tag", help="set or remove tags of a version")
     t.add_argument("model", help="NAME:VERSION")
     t.add_argument("--set", action="append", default=[], metavar="K=V", help="set a tag (repeatable)")
     t.add_argument("--remove", action="append", default=[], metavar="K", help="remove a tag (repeatable)")
     t.set_defaults(func=cmd_tag)
+    example(t, "torchyard model tag digits:2 --set stage=prod --remove candidate")
 
     rm = sub.add_parser("delete", help="delete a version (refused while a service uses it)")
     rm.add_argument("model", help="NAME:VERSION")
     rm.set_defaults(func=cmd_delete)
+    example(rm, "torchyard model delete digits:1")
 
 
-def _print(doc: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(doc, indent=1))
-    elif isinstance(doc, dict):
+def _record(model: Any) -> dict[str, Any]:
+    """A version's JSON shape: its record, with created_utc (ISO-8601) beside created_at."""
+    return with_utc(model.serialize(), "created_at")
+
+
+def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    def render() -> None:
         for key, value in doc.items():
             print(f"{key:12} {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+    emit(args, doc, render)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -127,10 +140,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     else:
         model = Model.register(ws, args.path, args.name, tags=tags, properties=props,
                                description=args.description, model_framework=args.framework)
-    if args.json:
-        _print(model.serialize(), True)
-    else:
-        print(f"registered {model.id} (sha256 {model.sha256[:16]}…)")
+    emit(args, _record(model), lambda: print(f"registered {model.id} (sha256 {model.sha256[:16]}…)"))
     return 0
 
 
@@ -142,22 +152,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         tags.append([key, value] if sep else key)
     found = Model.list(_workspace(args), name=args.name, tags=tags or None, latest=args.latest)
-    if args.json:
-        _print([m.serialize() for m in found], True)
-        return 0
-    if not found:
-        print("no models registered")
-        return 0
-    print(f"{'ID':32} {'RUN':36} {'ALIASES':16} TAGS")
-    for m in found:
-        tags_text = ",".join(f"{k}={v}" for k, v in sorted(m.tags.items()))
-        print(f"{m.id:32} {m.run_id or '-':36} {','.join(m.aliases) or '-':16} {tags_text}")
+
+    def render() -> None:
+        if not found:
+            print("no models registered")
+            return
+        table(None, ["id", "run", "aliases", "tags"],
+              [[m.id, m.run_id or "-", ",".join(m.aliases) or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(m.tags.items())) or "-"] for m in found])
+
+    emit(args, [_record(m) for m in found], render)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     model = get_model(_workspace(args), args.model)
-    _print(model.serialize(), args.json)
+    _print(args, _record(model))
     return 0
 
 

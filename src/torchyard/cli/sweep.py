@@ -7,9 +7,10 @@ subcommand. Bad input raises torchyard errors, which the main CLI prints as one 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from torchyard.cli.common import add_output, console, example, output_format, print_json, print_yaml
 
 EXIT_USAGE = 2
 
@@ -20,14 +21,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                description="Hyperparameter sweeps: a parent run and its trials.")
     sw.set_defaults(sweep_help=sw.format_help)
     sub = sw.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND")
-    show = sub.add_parser("show", help="the sweep's trials ranked by the primary metric")
+    show = sub.add_parser("show", help="the sweep's trials ranked by the primary metric",
+                          description="The sweep's trials ranked by the primary metric. -o json gives {run_id, "
+                          "status, primary_metric, sweep, trials: [{run_id, status, best_primary_metric, "
+                          "hyperparameters...}]}.")
     show.add_argument("run_id", help="the sweep's (parent) run id")
     show.add_argument("--top", type=int, default=0, help="only the N best trials (default: all)")
-    show.add_argument("--json", action="store_true")
-    res = sub.add_parser("resume", help="restart the sweep's controller (finished trials are not rerun)")
+    example(add_output(show), "torchyard sweep show digits-sweep_1733600000_ab12cd34 --top 5")
+    res = sub.add_parser("resume", help="restart the sweep's controller (finished trials are not rerun)",
+                         description="Restart the sweep's controller (finished trials are not rerun).")
     res.add_argument("run_id")
-    can = sub.add_parser("cancel", help="cancel the sweep and every running trial")
+    example(res, "torchyard sweep resume digits-sweep_1733600000_ab12cd34")
+    can = sub.add_parser("cancel", help="cancel the sweep and every running trial",
+                         description="Cancel the sweep and every running trial.")
     can.add_argument("run_id")
+    example(can, "torchyard sweep cancel digits-sweep_1733600000_ab12cd34")
     return sw
 
 
@@ -53,16 +61,18 @@ def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def show(hd: Any, top: int = 0, as_json: bool = False, out: Any = None) -> None:
+def show(hd: Any, top: int = 0, as_json: bool = False, out: Any = None, fmt: str | None = None) -> None:
+    """Print a sweep and its ranked trials: a table, or (``fmt`` json/yaml, ``as_json``) one object."""
     out = out or sys.stdout
+    fmt = fmt or ("json" if as_json else "table")
     ranked = hd.get_children_sorted_by_primary_metric(top=top)
     details = hd.get_details()
     metric = hd.get_primary_metric_config()
-    if as_json:
-        print(json.dumps({"run_id": hd.id, "status": details["status"], "primary_metric": metric,
-                          "sweep": details.get("sweep"), "trials": ranked}, indent=2, default=str), file=out)
+    if fmt in ("json", "yaml"):
+        doc = {"run_id": hd.id, "status": details["status"], "primary_metric": metric,
+               "sweep": details.get("sweep"), "trials": ranked}
+        (print_json if fmt == "json" else print_yaml)(doc, file=out)
         return
-    from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     props = details["properties"]
@@ -78,7 +88,7 @@ def show(hd: Any, top: int = 0, as_json: bool = False, out: Any = None) -> None:
         params = " ".join(f"{k}={_fmt(v)}" for k, v in row["hyperparameters"].items())
         rank = str(i) if row["best_primary_metric"] is not None else "-"
         table.add_row(rank, row["run_id"], row["status"], _fmt(row["best_primary_metric"]), str(row["intervals"]), params)
-    Console(file=out, width=None if out.isatty() else 250).print(table)
+    console(out).print(table)
 
 
 def run(args: argparse.Namespace, ws: Any) -> int:
@@ -88,7 +98,7 @@ def run(args: argparse.Namespace, ws: Any) -> int:
         return EXIT_USAGE
     hd = _open(ws, args.run_id)
     if command == "show":
-        show(hd, top=args.top, as_json=args.json)
+        show(hd, top=args.top, fmt=output_format(args))
     elif command == "resume":
         started = hd.resume()
         print(f"torchyard: sweep {hd.id}: " + ("controller restarted" if started else f"nothing to do ({hd.get_status()}; "
