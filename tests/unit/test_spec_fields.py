@@ -31,6 +31,7 @@ REACH: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "max_run_duration_seconds": ("max_run_duration_seconds", "max_run_duration_seconds", "limits", "--max-run-duration"),
     "hang_timeout_seconds": ("hang_timeout_seconds", "hang_timeout_seconds", "limits", "--hang-timeout"),
     "max_queue_seconds": ("max_queue_seconds", "max_queue_seconds", "limits", "--max-queue"),
+    "priority": ("priority", "priority", "priority", "--priority"),
     "display_name": (None, None, "display_name", None),  # Azure sets it on the run, not the estimator
     "description": (None, None, "description", None),
 }

@@ -3,12 +3,15 @@ simulated node, all on 127.0.0.1, so multi-node code can be debugged before a cl
 
 from __future__ import annotations
 
+import getpass
 import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,16 +22,45 @@ from torchyard.compute.base import (
     Handle,
     LaunchPlan,
     NodeLaunch,
+    Option,
     PreparedJob,
     common_plan,
     launcher_argv,
 )
+from torchyard.compute.local_alloc import Ledger, Request
+from torchyard.errors import ComputeError
 from torchyard.launch.contract import node_gpus
 from torchyard.paths import RunPaths
 from torchyard.spec.job import JobSpec
 
 #: the dry run's entry for the use_gpu fallback (shown by --dry-run; written to the run's log)
 GPU_FALLBACK = "warning: use_gpu"
+
+
+def _at_least(low: int) -> Callable[[int], str | None]:
+    return lambda value: None if value >= low else f"must be at least {low}, got {value}"
+
+
+def machine_gpus(environ: Any = None) -> list[str]:
+    """The GPUs a local target hands out when it declares no ``gpus``: CUDA_VISIBLE_DEVICES when set
+    (the devices it names), else every device NVML counts (nvidia-ml-py installed and a GPU present),
+    else none."""
+    env = os.environ if environ is None else environ
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    if importlib.util.find_spec("pynvml") is None:
+        return []
+    try:
+        import pynvml  # noqa: PLC0415
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(int(pynvml.nvmlDeviceGetCount()))]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001  (no driver, no device: no GPUs to hand out)
+        return []
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,25 +70,52 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalCompute(ComputeTarget):
-    """This machine: one forked launcher per (simulated) node, every node on 127.0.0.1."""
+    """This machine: one forked launcher per (simulated) node, every node on 127.0.0.1.
+
+    With GPUs (``gpus``, declared or found) or ``max_concurrent_runs``, runs are admitted one by one:
+    a run gets its own GPUs (``use_gpu``: one per process) and waits Queued, with the reason, while
+    they are taken (torchyard.compute.local_alloc; docs/guides/sharing-a-machine.md)."""
 
     kind = "local"
+    options = (
+        Option(name="gpus", type=int, check=_at_least(0), example="4",
+               help="GPUs to hand out, one per process of a use_gpu run (devices 0..N-1, or the first N of "
+                    "CUDA_VISIBLE_DEVICES); default: CUDA_VISIBLE_DEVICES, else NVML's count, else 0 (no allocation)"),
+        Option(name="max_concurrent_runs", type=int, check=_at_least(1), example="2",
+               help="at most this many runs at once on this target; the others wait Queued"),
+    )
     hints = {
         "MPI": "mpirun not found on PATH; install Open MPI, e.g. apt-get install openmpi-bin",
         "TORCHRUN": "torch is not installed in this interpreter",
         "GPU": "no NVIDIA GPU is visible on this machine",
     }
 
-    def __init__(self, name: str | None = None) -> None:
-        super().__init__(name)
+    gpus: int | None
+    max_concurrent_runs: int | None
+
+    def __init__(self, name: str | None = None, **settings: Any) -> None:
+        super().__init__(name, **settings)
         features = Feature.MULTI_NODE | Feature.SHARED_FS
         if shutil.which("mpirun"):
             features |= Feature.MPI
         if importlib.util.find_spec("torch") is not None:
             features |= Feature.TORCHRUN
-        if node_gpus(os.environ):
+        if self.devices() or (self.gpus is None and node_gpus(os.environ)):
             features |= Feature.GPU
+        if self.allocates():
+            features |= Feature.QUEUEING
         self.features = features
+
+    def devices(self) -> list[str]:
+        """The GPU ids this target hands out (empty: it allocates no GPUs)."""
+        if self.gpus is None:
+            return machine_gpus()
+        visible = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+        return visible[: self.gpus] if len(visible) >= self.gpus else [str(i) for i in range(self.gpus)]
+
+    def allocates(self) -> bool:
+        """Whether runs are admitted through the ledger: GPUs to hand out, or a run limit."""
+        return bool(self.devices()) or self.max_concurrent_runs is not None
 
     def check(self, spec: JobSpec) -> None:
         """As every target's, except ``use_gpu`` on a machine without GPUs: the job runs on the CPU
@@ -96,34 +155,154 @@ class LocalCompute(ComputeTarget):
         return LaunchPlan(target=self.name, nodes=nodes, files={GPU_FALLBACK: warning} if warning else {})
 
     def schedule(self, plan: LaunchPlan) -> LocalHandle:
-        from torchyard.launch.launcher import fork_launcher  # noqa: PLC0415
-
         warnings = [plan.files[GPU_FALLBACK]] if GPU_FALLBACK in plan.files else []
         for warning in warnings:  # the first line of rank 0's log, which show_output streams
             log = RunPaths(plan.nodes[0].plan.workdir).rank_log(0)
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "a") as fh:
                 fh.write(f"torchyard: WARNING: {warning}\n")
-        pids = []
         for node in plan.nodes:
             with open(node.argv[-1], "wb") as fh:  # the plan, for the record (and for a by-hand rerun)
                 fh.write(node.plan.to_json())
-            pids.append(fork_launcher(node.plan))  # a launcher per node, forked: no Python start-up
-        return LocalHandle(pids, [n.plan.status_path for n in plan.nodes], warnings)
+        status_paths = [n.plan.status_path for n in plan.nodes]
+        if not self.allocates():  # as always: every run starts at once
+            return LocalHandle(_fork_all(plan, None), status_paths, warnings)
+        first = plan.nodes[0].plan
+        devices = self.devices()
+        need = first.node_count * first.nproc if first.use_gpu and devices else 0
+        if need > len(devices):
+            raise ComputeError(f"the job needs {need} GPUs (use_gpu, one per process) but compute target "
+                               f"{self.name!r} has {len(devices)}: it would wait forever")
+        user, submitted = _run_owner(first.workdir, first.run_id)
+        request = Request(first.run_id, need, _priority(first.workdir), user, submitted)
+        admission = LocalAdmission(Ledger(_ledger_folder(first.workspace, first.workdir)), self.name, devices,
+                              self.max_concurrent_runs, request,
+                              lambda gpus: _fork_all(plan, gpus if devices else None))
+        return LocalHandle([], status_paths, warnings, admission=admission)
+
+
+def _fork_all(plan: LaunchPlan, gpus: list[str] | None) -> list[int]:
+    """Fork a launcher per node (no Python start-up); with ``gpus`` (an allocating target) they see
+    only those devices, the way a Slurm job step sees its own: CUDA_VISIBLE_DEVICES in their environment."""
+    from torchyard.launch.launcher import fork_launcher  # noqa: PLC0415
+
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # the forks inherit it; restored below
+    try:
+        return [fork_launcher(node.plan) for node in plan.nodes]
+    finally:
+        if gpus is not None:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+def _ledger_folder(workspace: str, workdir: str) -> str:
+    """``<workspace>/local_alloc``: the workspace folder, else the one holding ``runs/<id>``."""
+    root = workspace if os.path.isdir(workspace) else os.path.dirname(os.path.dirname(os.path.abspath(workdir)))
+    return os.path.join(root, "local_alloc")
+
+
+def _priority(workdir: str) -> int:
+    try:
+        with open(RunPaths(workdir).run_info) as fh:
+            return int(json.load(fh)["spec"].get("priority") or 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _run_owner(workdir: str, run_id: str) -> tuple[str, float]:
+    """Who submitted the run (the team server's user, else this machine's user) and when (the run's
+    record, ``run_info.json``, is written once, at submit)."""
+    path = RunPaths(workdir).run_info
+    try:
+        with open(path) as fh:
+            user = json.load(fh).get("created_by")
+        submitted = os.stat(path).st_mtime
+    except (OSError, ValueError, AttributeError):
+        user, submitted = None, time.time()
+    if not user:
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001  (no name for this uid)
+            user = str(os.getuid())
+    return str(user), submitted
+
+
+class LocalAdmission:
+    """A run waiting for its GPUs (or a run slot) on an allocating local target."""
+
+    def __init__(self, ledger: Ledger, target: str, devices: list[str], max_runs: int | None, request: Request,
+                 start: Callable[[list[str]], list[int]]) -> None:
+        self.ledger, self.target, self.devices, self.max_runs = ledger, target, devices, max_runs
+        self.request = request
+        self.start = start
+        self.reason: str | None = None
+        self.gpus: list[str] | None = None
+
+    def try_start(self) -> list[int] | None:
+        """The launchers' pids once the run is admitted (they are started then); None while it waits."""
+        gpus, self.reason = self.ledger.try_start(self.target, self.devices, self.max_runs, self.request)
+        if gpus is None:
+            return None
+        self.gpus = gpus
+        return self.start(gpus)
+
+    def release(self) -> None:
+        """Give the run's GPUs (or its place in the queue) back; never raises."""
+        try:
+            self.ledger.release(self.request.run_id)
+        except Exception as err:  # noqa: BLE001  (a dead supervisor's entries are reclaimed anyway)
+            print(f"torchyard: could not release {self.request.run_id}'s local allocation: {err}", flush=True)
 
 
 class LocalHandle(Handle):
-    def __init__(self, pids: list[int], status_paths: list[str], warnings: list[str] | None = None) -> None:
+    """Local launchers by pid; with ``admission``, none until the run is admitted (it waits Queued)."""
+
+    def __init__(self, pids: list[int], status_paths: list[str], warnings: list[str] | None = None,
+                 admission: LocalAdmission | None = None) -> None:
         self.codes: dict[int, int | None] = dict.fromkeys(pids)
         self.status_paths = status_paths
         self.warnings = list(warnings or [])
         self._canceled = False
+        self.admission = admission
+        self._waiting = admission is not None
+        self._released = False
 
     def details(self) -> dict[str, Any]:
-        """``get_details()["compute"]``: the GPU fallback's warning, when there was one."""
-        return {"warnings": list(self.warnings)} if self.warnings else {}
+        """``get_details()["compute"]``: the GPU fallback's warning, the GPUs a run was given."""
+        out: dict[str, Any] = {"warnings": list(self.warnings)} if self.warnings else {}
+        if self.admission is not None and self.admission.gpus is not None:
+            out["gpus"] = list(self.admission.gpus)
+        return out
+
+    def queued(self) -> str | None:
+        """Why the run waits for this machine's GPUs or a run slot; None once its launchers started."""
+        if not self._waiting or self.admission is None:
+            return None
+        return self.admission.reason or "waiting for this machine's GPUs"
+
+    def release(self) -> None:
+        """Give back the run's GPUs (or its place in the queue)."""
+        if self.admission is not None and not self._released:
+            self._released = True
+            self.admission.release()
 
     def poll(self) -> int | None:
+        if self._waiting:
+            if self._canceled:
+                self._waiting = False
+                return 128 + signal.SIGTERM  # canceled (or given up) before it started
+            assert self.admission is not None
+            pids = self.admission.try_start()
+            if pids is None:
+                return None
+            self._waiting = False
+            self.codes = dict.fromkeys(pids)
+        if not self.codes:
+            return 128 + signal.SIGTERM if self._canceled else None
         for pid, code in self.codes.items():
             if code is None:
                 done, status = os.waitpid(pid, os.WNOHANG)

@@ -20,7 +20,9 @@ is importable by the rank's interpreter and the user did not set MLFLOW_TRACKING
 ``mlflow.log_metric`` lands in the run (torchyard.integrations.mlflow is the store behind the URI);
 MLFLOW_REGISTRY_URI then defaults to the same URI (MLflow's own default, set to save it a lookup).
 GPUs (``use_gpu``): each local rank sees exactly one device through CUDA_VISIBLE_DEVICES, chosen
-round-robin from the node's devices, so every script uses ``cuda:0``.
+round-robin from the node's devices, so every script uses ``cuda:0``; TORCHYARD_GPUS names the same
+device. The node's devices are the launcher's CUDA_VISIBLE_DEVICES (a local target that allocates GPUs
+sets it to the run's own; Slurm to the job step's), else every NVIDIA device.
 
 Stdlib only: the launcher imports this, and it must start fast.
 """
@@ -183,8 +185,8 @@ def rank_env(node: Mapping[str, str], local_rank: int, gpus: Sequence[str] | Non
         "AZ_BATCHAI_TASK_INDEX": str(rank),
         "TORCHYARD_TENSORBOARD_DIR": tensorboard_dir(node["TORCHYARD_LOG_DIR"], rank),
     }
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
+    if gpus:  # TORCHYARD_GPUS: the same device id, kept when a script narrows CUDA_VISIBLE_DEVICES itself
+        env["CUDA_VISIBLE_DEVICES"] = env["TORCHYARD_GPUS"] = gpus[local_rank % len(gpus)]
     return env
 
 

@@ -200,7 +200,7 @@ class Launcher:
         if self.gpus:
             shim += f'set -- {" ".join(shlex.quote(g) for g in self.gpus)} -- "$@"; G=""; N=0; '
             shim += 'while [ "$1" != "--" ]; do G="$G $1"; N=$((N+1)); shift; done; shift; '
-            shim += 'I=0; for g in $G; do [ $I -eq $((LOCAL_RANK % N)) ] && export CUDA_VISIBLE_DEVICES=$g; I=$((I+1)); done; '
+            shim += 'I=0; for g in $G; do [ $I -eq $((LOCAL_RANK % N)) ] && export CUDA_VISIBLE_DEVICES=$g TORCHYARD_GPUS=$g; I=$((I+1)); done; '
         shim += (
             f'"$@" >> "$D/{rel.logs}/rank_$R.txt" 2>&1; rc=$?; '
             f'echo "$rc $(date +%s.%N)" > "$D/{rel.exit}/rank_$R"; exit $rc'

@@ -146,6 +146,7 @@ def record_run(
         "db_url": ws.db_url,
         "python": sys.executable,
         "spec": spec.to_dict(),
+        "created_by": created_by,  # local compute's fair share (compute/local.py) reads it here
     }
     with open(paths.run_info, "w") as fh:
         json.dump(info, fh)

@@ -626,6 +626,7 @@ class PyTorch(_JobDescription):
         launcher: str = "torchyard",
         max_restarts: int = 0,
         max_queue_seconds: float | None = None,
+        priority: int = 0,
     ) -> None:
         if entry_script is None:
             raise SpecError("entry_script", "no entry script given; name the script to run, e.g. train.py")
@@ -682,6 +683,7 @@ class PyTorch(_JobDescription):
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
             max_queue_seconds=max_queue_seconds,
+            priority=priority,
         )
 
 
@@ -710,6 +712,7 @@ class ScriptRunConfig(_JobDescription):
         hang_timeout_seconds: float | None = None,
         outputs: Mapping[str, Any] | None = None,
         max_queue_seconds: float | None = None,
+        priority: int = 0,
     ) -> None:
         collected: dict[str, Any] = {}
         dist = distributed_job_config
@@ -743,4 +746,5 @@ class ScriptRunConfig(_JobDescription):
             max_run_duration_seconds=max_run_duration_seconds,
             hang_timeout_seconds=hang_timeout_seconds,
             max_queue_seconds=max_queue_seconds,
+            priority=priority,
         )

@@ -75,6 +75,8 @@ class JobSpec(_Spec, frozen=True):
     max_run_duration_seconds: float | None = None
     hang_timeout_seconds: float | None = None
     max_queue_seconds: float | None = None
+    #: the job's place in a queue: higher first (local compute's admission; docs/guides/sharing-a-machine.md)
+    priority: int = 0
     display_name: str | None = None
     description: str | None = None
 

@@ -84,6 +84,7 @@ class JobFile(_Strict, frozen=True):
     outputs: dict[str, Any] = {}
     environment_variables: dict[str, str] = {}
     limits: _Limits = _Limits()
+    priority: int = 0
     tags: dict[str, str] = {}
 
 
@@ -240,6 +241,7 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         max_run_duration_seconds=job.limits.timeout,
         hang_timeout_seconds=job.limits.hang_timeout,
         max_queue_seconds=job.limits.max_queue_seconds,
+        priority=job.priority,
         display_name=job.display_name or job.name,
         description=job.description,
     )

@@ -1,0 +1,182 @@
+"""GPUs and run slots of a local compute target, shared by every supervisor on this machine.
+
+A local target that declares GPUs (its option ``gpus``, or the ones found on the machine) or a
+``max_concurrent_runs`` admits runs here before their launchers start. Who starts is decided by one
+pure rule, :func:`admit`: waiting runs in order of ``priority`` (higher first), then fair share
+(the user with fewer GPUs running first), then age; each run that fits starts, and once a run
+needing GPUs does not fit, no run behind it takes GPUs (no backfill: a big run is never starved by
+small ones queued after it). Runs that need no GPU are held back only by ``max_concurrent_runs``.
+
+The state is a small JSON ledger, ``<workspace>/local_alloc/ledger.json``, read and written under
+an exclusive lock on ``ledger.lock`` by the supervisors themselves (there is no daemon): each holder
+and each waiting run is recorded with its run id and its supervisor's pid and start time, so the
+GPUs of a supervisor that died (``kill -9``, a reboot) are taken back by the next one that looks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Request:
+    """A waiting run: how many GPUs it needs, its priority, its user and when it was submitted."""
+
+    run_id: str
+    gpus: int = 0
+    priority: int = 0
+    user: str = ""
+    submitted: float = 0.0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What :func:`admit` decided: the runs that start now (in order) and why each other one waits."""
+
+    started: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def admit(requests: Sequence[Request], free_gpus: int, *, running_gpus: Mapping[str, int] | None = None,
+          running_runs: int = 0, max_runs: int | None = None) -> Admission:
+    """Pure: which of ``requests`` start given ``free_gpus`` free GPUs, the GPUs each user already
+    runs on (``running_gpus``), how many runs are running and the target's ``max_runs``.
+
+    Order: higher ``priority`` first, then the user with fewer running GPUs (counting the runs this
+    call starts, so two users' queues alternate), then the older request, then the run id."""
+    usage = dict(running_gpus or {})
+    pending = list(requests)
+    free, runs = free_gpus, running_runs
+    started: list[str] = []
+    behind: list[tuple[Request, str]] = []  # (request, what it waits for)
+    gpu_blocked = False
+    while pending:
+        best = min(pending, key=lambda r: (-r.priority, usage.get(r.user, 0), r.submitted, r.run_id))
+        pending.remove(best)
+        if max_runs is not None and runs >= max_runs:
+            behind.append((best, "slot"))
+        elif best.gpus > 0 and (gpu_blocked or best.gpus > free):
+            gpu_blocked = True
+            behind.append((best, "gpus"))
+        else:
+            started.append(best.run_id)
+            free -= best.gpus
+            runs += 1
+            usage[best.user] = usage.get(best.user, 0) + best.gpus
+    waiting = {}
+    for ahead, (req, why) in enumerate(behind):
+        if why == "slot":
+            waiting[req.run_id] = (f"waiting for a run slot; {runs} of max_concurrent_runs={max_runs} running; "
+                                   f"{_plural(ahead, 'run')} ahead")
+        else:
+            waiting[req.run_id] = f"waiting for {_plural(req.gpus, 'GPU')}; {free} free; {_plural(ahead, 'run')} ahead"
+    return Admission(started=started, waiting=waiting)
+
+
+def _alive(pid: int, ctime: float) -> bool:
+    """Whether process ``pid`` is the one that started at ``ctime`` (not a later one given its pid)."""
+    import psutil  # noqa: PLC0415
+
+    try:
+        return abs(psutil.Process(pid).create_time() - ctime) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _me() -> tuple[int, float]:
+    import psutil  # noqa: PLC0415
+
+    pid = os.getpid()
+    return pid, psutil.Process(pid).create_time()
+
+
+class Ledger:
+    """The ledger of one workspace's local targets (``<workspace>/local_alloc``); see the module doc."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.path = os.path.join(folder, "ledger.json")
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        os.makedirs(self.folder, exist_ok=True)
+        fd = os.open(os.path.join(self.folder, "ledger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with open(self.path) as fh:
+                    state = json.load(fh)
+            except (OSError, ValueError):
+                state = {}
+            state.setdefault("holders", {})
+            state.setdefault("waiting", {})
+            before = json.dumps(state, sort_keys=True)
+            for kind in ("holders", "waiting"):  # a dead supervisor's entries: its GPUs come back
+                for run_id, entry in list(state[kind].items()):
+                    if not _alive(int(entry["pid"]), float(entry["ctime"])):
+                        del state[kind][run_id]
+            yield state
+            if json.dumps(state, sort_keys=True) != before:
+                tmp = f"{self.path}.{os.getpid()}"
+                with open(tmp, "w") as fh:
+                    json.dump(state, fh, indent=1, sort_keys=True)
+                os.replace(tmp, self.path)
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+
+    def try_start(self, target: str, devices: Sequence[str], max_runs: int | None, request: Request
+                  ) -> tuple[list[str] | None, str | None]:
+        """Queue ``request`` on ``target`` (once) and run the admission rule over the target's queue:
+        ``(devices, None)`` once it may start (the devices are then held in its name), else
+        ``(None, reason)``."""
+        pid, ctime = _me()
+        with self._locked() as state:
+            holders, waiting = state["holders"], state["waiting"]
+            if request.run_id in holders:
+                return list(holders[request.run_id]["gpus"]), None
+            waiting.setdefault(request.run_id, {"pid": pid, "ctime": ctime, "target": target, "gpus": request.gpus,
+                                                "priority": request.priority, "user": request.user,
+                                                "submitted": request.submitted})
+            taken = {g for h in holders.values() for g in h["gpus"]}
+            free = [d for d in devices if d not in taken]
+            mine = [h for h in holders.values() if h["target"] == target]
+            usage: dict[str, int] = {}
+            for h in mine:
+                usage[h["user"]] = usage.get(h["user"], 0) + len(h["gpus"])
+            queue = [Request(run_id, int(w["gpus"]), int(w["priority"]), str(w["user"]), float(w["submitted"]))
+                     for run_id, w in waiting.items() if w["target"] == target]
+            decision = admit(queue, len(free), running_gpus=usage, running_runs=len(mine), max_runs=max_runs)
+            if request.run_id not in decision.started:
+                return None, decision.waiting.get(request.run_id, "waiting")
+            # the devices of the runs the rule starts ahead of this one are left for them
+            for run_id in decision.started:
+                want = next(r.gpus for r in queue if r.run_id == run_id)
+                got, free = free[:want], free[want:]
+                if run_id == request.run_id:
+                    del waiting[run_id]
+                    holders[run_id] = {"pid": pid, "ctime": ctime, "target": target, "gpus": got,
+                                       "user": request.user, "since": time.time()}
+                    return got, None
+        return None, "waiting"  # not reached: a started run returns in the loop
+
+    def release(self, run_id: str) -> None:
+        """Give back what ``run_id`` holds and take it off the queue (idempotent)."""
+        with self._locked() as state:
+            state["holders"].pop(run_id, None)
+            state["waiting"].pop(run_id, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger now (dead supervisors' entries dropped): ``{"holders": ..., "waiting": ...}``."""
+        with self._locked() as state:
+            return json.loads(json.dumps(state))
