@@ -23,7 +23,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a script from a source folder as a tracked run.
 
     Arguments after -- go to the script. Without --wait it prints the run id and returns; with it,
-    it streams rank 0's output and ends with an execution summary (exit 1 if the run did not complete)."""
+    it streams rank 0's output and ends with an execution summary (exit 1 if the run did not complete).
+
+    Example:
+      torchyard run --source-dir . --entry train.py --process-count-per-node 2 \
+          --distributed-backend gloo --wait -- --epochs 3"""
     from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.spec.estimators import PyTorch  # noqa: PLC0415
 
@@ -150,7 +154,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a YAML job file (Azure ML v2 command job style), or a `type: sweep` file.
 
     --dry-run prints the compiled job and what each node would run, from the same plan the
-    supervisor makes; nothing is recorded or started."""
+    supervisor makes; nothing is recorded or started.
+
+    Example:
+      torchyard submit job.yml --stream
+      torchyard submit sweep.yml --dry-run --json"""
     from torchyard.experiment import Experiment  # noqa: PLC0415
     from torchyard.spec.jobfile import load_job_file  # noqa: PLC0415
 
