@@ -19,7 +19,8 @@ SHELLS = ("bash", "zsh", "fish")
 
 @dataclass
 class Node:
-    """One command of the tree: its subcommands (name → help), its flags, and the flags' choices."""
+    """One command of the tree: its subcommands and positional choices (word → help), its flags, and the
+    flags' choices."""
 
     subcommands: dict[str, str] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -44,6 +45,9 @@ def tree(parser: argparse.ArgumentParser) -> dict[str, Node]:
                     node.subcommands[name] = helps.get(name, "")
                     walk(sub, f"{path} {name}".strip())
                 continue
+            if not action.option_strings and action.choices is not None:  # a positional with choices
+                for choice in action.choices:
+                    node.subcommands.setdefault(str(choice), action.help if isinstance(action.help, str) else "")
             for flag in action.option_strings:
                 node.flags.append(flag)
                 node.helps[flag] = action.help if isinstance(action.help, str) else ""
