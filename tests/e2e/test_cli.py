@@ -96,6 +96,7 @@ def test_dry_run_prints_the_plan(tmp_path):
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, src, args, fragment):
     (tmp_path / "bad.yml").write_text("code: [unclosed\n")
+    ty("init", cwd=tmp_path, check=True)  # read commands never make a workspace: they would say so instead
     args = [a.replace("{src}", str(src)).replace("{tmp}", str(tmp_path)) for a in args]
     proc = ty(*args, cwd=tmp_path)
     assert proc.returncode == 2

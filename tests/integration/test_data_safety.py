@@ -184,11 +184,17 @@ def test_read_commands_never_make_a_workspace_and_a_broken_store_is_refused(tmp_
     made = ty("init", cwd=empty)
     assert made.returncode == 0 and "made a workspace at" in made.stdout
     assert ty("runs", "list", cwd=empty).returncode == 0
+    (empty / "noop.py").write_text("pass\n")
+    assert ty("run", "--entry", "noop.py", "--wait", cwd=empty, env={"TORCHYARD_AGENT": "0"}).returncode == 0
     store = empty / ".torchyard" / "store.db"
+    for extra in ("store.db-wal", "store.db-shm"):
+        (empty / ".torchyard" / extra).unlink(missing_ok=True)
     store.write_bytes(b"")
+    os.utime(store, (time.time() - 60, time.time() - 60))  # truncated a while ago (a fresh one may be being made)
     out = ty("runs", "list", cwd=empty)
     assert out.returncode == 2 and "is empty (0 bytes)" in out.stderr and store.stat().st_size == 0
     store.write_bytes(b"not a database at all, just text")
+    os.utime(store, (time.time() - 60, time.time() - 60))
     out = ty("runs", "list", cwd=empty)
     assert out.returncode == 2 and "not an SQLite database" in out.stderr
 

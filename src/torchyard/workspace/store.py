@@ -521,23 +521,44 @@ def _safe_url(url: str) -> str:
 
 def _check_sqlite_file(path: str) -> None:
     """Refuse an embedded store that exists but is empty or not SQLite, instead of starting a new one
-    over it (which would orphan every run folder beside it)."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise WorkspaceError(f"cannot read the workspace store {path}: {err.strerror}") from None
-    if size == 0:
+    over it (which would orphan every run folder beside it). A file younger than 10 s may be being
+    created by another process at this moment (SQLite makes the file, then writes its first page):
+    it gets that long to settle before it is judged."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+            young = time.time() - os.path.getmtime(path) < 10
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise WorkspaceError(f"cannot read the workspace store {path}: {err.strerror}") from None
+        wal = path + "-wal"
+        pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+        empty = size == 0 and not pending and _holds_runs(folder)
+        foreign = len(head) == 16 and head != b"SQLite format 3\x00"
+        if not (empty or foreign):
+            return
+        if not young:
+            break
+        time.sleep(0.05)
+    if empty:
         raise WorkspaceError(
             f"the workspace store {path} is empty (0 bytes): it was truncated or never written. Restore it from a "
             f"backup, or move it away (`mv {path} {path}.empty`) to start an empty store beside the existing run folders")
-    if head != b"SQLite format 3\x00":
-        raise WorkspaceError(
-            f"the workspace store {path} is not an SQLite database (it starts with {head[:8]!r}): restore it from a "
-            f"backup, or move it away to start an empty store")
+    raise WorkspaceError(
+        f"the workspace store {path} is not an SQLite database (it starts with {head[:8]!r}): restore it from a "
+        f"backup, or move it away to start an empty store")
+
+
+def _holds_runs(folder: str) -> bool:
+    try:
+        with os.scandir(os.path.join(folder, "runs")) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def _chunk_rows(run_id: str, rank: int, series: Sequence[Series]) -> list[dict[str, Any]]:
