@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from torchyard.cli.common import command, fmt_time, print_json, table, workspace
+from torchyard.cli.common import (
+    add_output,
+    command,
+    emit,
+    fmt_time,
+    output_format,
+    table,
+    with_utc,
+    workspace,
+)
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
@@ -13,7 +22,10 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
     A checkpoint is listed once every rank left `with run.checkpoint(step)` without an error;
     `where` is `artifacts` once the supervisor copied it into the run's artifacts
-    (`checkpoints/step_N`, for `torchyard download`), `node` before that."""
+    (`checkpoints/step_N`, for `torchyard download`), `node` before that.
+
+    Example:
+      torchyard checkpoints digits_1733600000_ab12cd34 -o json"""
     run = workspace(args).get_run(args.run_id)
     if not hasattr(run, "get_checkpoints"):
         from torchyard.errors import TorchyardError  # noqa: PLC0415
@@ -21,8 +33,8 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         raise TorchyardError(f"run {run.id}: a team server's runs do not list their checkpoints yet; "
                              f"`torchyard download {run.id} checkpoints/` fetches them")
     found = run.get_checkpoints()
-    if args.json:
-        print_json(found)
+    if output_format(args) != "table":  # -o json|yaml (--json); a time has its ISO-8601 twin, time_utc
+        emit(args, [with_utc(c, "time") for c in found], lambda: None)
         return 0
     if not found:
         print(f"run {run.id} has no committed checkpoint")
@@ -47,4 +59,4 @@ def register(sub: Any) -> None:
     """Add ``checkpoints`` to the top-level parser."""
     p = command(sub, "checkpoints", cmd_checkpoints)
     p.add_argument("run_id", metavar="RUN", help="the run's id")
-    p.add_argument("--json", action="store_true", help="print them as JSON")
+    add_output(p)
