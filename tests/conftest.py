@@ -19,6 +19,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TORCHYARD_WORKSPACE", "TORCHYARD_DB_URL", "TORCHYARD_RUN_ID", "TORCHYARD_JOURNAL_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TORCHYARD_AGENT_IDLE", "20")  # agents the CLI tests start go away soon after
+    # no system/... metrics unless a test asks (a run's metrics stay exactly what its script logged)
+    monkeypatch.setenv("TORCHYARD_SYSTEM_METRICS_SECONDS", "0")
 
 
 @pytest.fixture

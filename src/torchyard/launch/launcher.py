@@ -297,6 +297,7 @@ class Launcher:
         stop = threading.Event()
         if self.plan.heartbeat_seconds > 0:
             threading.Thread(target=self._beat, args=(stop,), daemon=True, name="heartbeat").start()
+        self._sample_system(stop)
         pusher = self._start_pusher()
         try:
             return self._run()
@@ -304,6 +305,13 @@ class Launcher:
             stop.set()
             if pusher is not None:
                 self._end_pusher(pusher)
+
+    def _sample_system(self, stop: threading.Event) -> None:
+        """This node's system/... metrics into the run's journals until ``stop`` (torchyard.launch.sampler)."""
+        from torchyard.launch import sampler  # noqa: PLC0415
+
+        plan = self.plan
+        sampler.start(self.paths.journal, plan.node_rank * plan.nproc, sampler.interval(plan.user_env), self.gpus, stop)
 
     def _start_pusher(self) -> subprocess.Popen[bytes] | None:
         """With ``report_url``: torchyard.compute.mirror_push, sending this node's logs, journals and

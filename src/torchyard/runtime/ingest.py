@@ -26,7 +26,8 @@ class Ingestor:
         self.store = store
         self.run_id = run_id
         self.journal_dir = journal_dir
-        self.readers: dict[int, j.JournalReader] = {}
+        #: by file name: (the rank its values are stored under, its reader)
+        self.readers: dict[str, tuple[int, j.JournalReader]] = {}
         self.say = say
         #: the store fault that holds values back (None when everything read is stored)
         self.fault: str | None = None
@@ -34,18 +35,22 @@ class Ingestor:
         self._delay = 0.5
 
     def _discover(self) -> None:
-        try:
-            names = os.listdir(self.journal_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith("rank_") and name.endswith(".journal"):
-                try:
-                    rank = int(name[5:-8])
-                except ValueError:
-                    continue
-                if rank not in self.readers:
-                    self.readers[rank] = j.JournalReader(os.path.join(self.journal_dir, name))
+        # rank_N: rank N's journal; system/rank_N: the system metrics of the node whose first rank is N
+        # (torchyard.launch.sampler), stored as rank N's. A subfolder: its appends are no rank's activity
+        for sub in ("", "system"):
+            folder = os.path.join(self.journal_dir, sub)
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("rank_") and name.endswith(".journal"):
+                    try:
+                        rank = int(name[5:-8])
+                    except ValueError:
+                        continue
+                    if os.path.join(sub, name) not in self.readers:
+                        self.readers[os.path.join(sub, name)] = (rank, j.JournalReader(os.path.join(folder, name)))
 
     def ingest(self, force: bool = False) -> int:
         """Store what the journals gained; how many values were stored. A store fault is remembered
@@ -55,7 +60,7 @@ class Ingestor:
             return 0
         self._discover()
         total = 0
-        for rank, reader in self.readers.items():
+        for rank, reader in self.readers.values():
             try:
                 total += self._ingest_rank(rank, reader)
             except Exception as err:

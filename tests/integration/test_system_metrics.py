@@ -1,0 +1,46 @@
+"""System metrics of a real run on local compute: the launcher samples its node into the journals
+(torchyard.launch.sampler) and the supervisor stores them as rank 0's ``system/...`` series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import write_script
+
+from torchyard import Experiment, ScriptRunConfig
+from torchyard.paths import RunPaths
+
+
+def test_a_three_second_run_has_system_metrics(ws, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_script(src, "busy.py", """
+        import time
+        from torchyard import Run
+        run = Run.get_context()
+        end = time.time() + 3
+        while time.time() < end:
+            sum(i * i for i in range(10000))
+        run.log("done", 1)
+        """)
+    run = Experiment(ws, "sys").submit(ScriptRunConfig(
+        str(src), script="busy.py", environment_variables={"TORCHYARD_SYSTEM_METRICS_SECONDS": "0.5"}))
+    assert run.wait_for_completion()["status"] == "Completed"
+    metrics = run.get_metrics()  # rank 0: its own metrics and its node's system/... series
+    assert metrics["done"] == 1
+    cpu = metrics["system/cpu_percent"]
+    assert isinstance(cpu, list) and len(cpu) >= 3
+    assert all(0.0 <= v <= 100.0 * 1024 for v in cpu)
+    assert len(metrics["system/memory_percent"]) == len(cpu)
+    assert "system/disk_read_mb_s" in metrics or "system/net_recv_mb_s" in metrics
+    assert set(run.get_metrics(rank="all")) == {0}
+
+
+def test_sampling_is_off_with_zero(ws, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_script(src, "nap.py", "import time; time.sleep(1.2)\n")
+    run = Experiment(ws, "sys").submit(ScriptRunConfig(
+        str(src), script="nap.py", environment_variables={"TORCHYARD_SYSTEM_METRICS_SECONDS": "0"}))
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert run.get_metrics() == {}
+    journal = Path(RunPaths(run.workdir).journal)
+    assert journal.is_dir() and not (journal / "system").exists()
