@@ -347,6 +347,12 @@ def test_outsider_lists_nothing_of_the_experiment(env: dict[str, Any]) -> None:
     assert text.replace(RUN, "X") == missing_text.replace("no_such_run", "X")  # indistinguishable
     status, text = _request(env, "viewer", "GET", "/api/v1/runs?top_level=0")
     assert RUN in text and "open_run" not in text  # a viewer sees exactly its grant
+    # hidden (404) whether it exists or not, and never told it does not exist: how to get a grant instead
+    status, text = _request(env, "outsider", "GET", f"/api/v1/experiments/{EXP}/grants")
+    missing_status, missing_text = _request(env, "outsider", "GET", "/api/v1/experiments/nowhere/grants")
+    assert (status, missing_status) == (404, 404)
+    assert text.replace(EXP, "X") == missing_text.replace("nowhere", "X")
+    assert "outsider has no grant on it" in text and "torchyard server grant" in text
 
 
 # ---- path traversal ------------------------------------------------------------------------------

@@ -174,8 +174,10 @@ def require_experiment(auth: Any, experiment: str, wanted: str | None = None) ->
     wanted = wanted or {"read": "READ", "write": "EDIT"}.get(permission, "MANAGE")
     levels = auth.levels(principal, [experiment])
     level = "MANAGE" if levels is None else levels.get(experiment)
-    if level is None:
-        raise NotFoundError(f"no experiment {experiment!r}")
+    if level is None:  # hidden (404) whether it exists or not, but never claimed not to exist
+        raise NotFoundError(f"no experiment {experiment!r} that {principal.user} can see: it does not exist, or "
+                            f"{principal.user} has no grant on it (an admin gives one: `torchyard server grant "
+                            f"{experiment} {principal.user} READ`)")
     if not at_least(level, wanted):
         raise Forbidden(f"{principal.user} has {level} on experiment {experiment!r}; this needs {wanted}")
     return level
