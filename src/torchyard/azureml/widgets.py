@@ -1,4 +1,5 @@
-"""``azureml.widgets``: ``RunDetails`` (a plain-text follower for now, see :mod:`torchyard.azure.widgets`)."""
+"""``azureml.widgets``: ``RunDetails`` (a live ipywidgets widget in Jupyter, text elsewhere; see
+:mod:`torchyard.azure.widgets`)."""
 
 from torchyard.azure.widgets import RunDetails
 
