@@ -75,3 +75,30 @@ def test_eight_one_gpu_runs_on_four_gpus(ws, tmp_path, monkeypatch) -> None:
     ledger = ws.path + "/local_alloc/ledger.json"
     assert os.path.exists(ledger) and '"holders": {}' in Path(ledger).read_text()
     assert time.time() - started < 60
+
+
+def test_a_queued_run_gives_up_or_is_canceled_without_starting(ws, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ComputeTarget.attach(ws, "one", LocalCompute(max_concurrent_runs=1))  # no GPUs: a run slot only
+    src = tmp_path / "src"
+    write_script(src, "gpu.py", GATED)
+    gate = tmp_path / "gate"
+    exp = Experiment(ws, "slots")
+    first = exp.submit(ScriptRunConfig(str(src), script="gpu.py", arguments=[str(gate)], compute_target="one"))
+    wait_until(lambda: first.get_status() == "Running", timeout=30)
+    impatient = exp.submit(ScriptRunConfig(str(src), script="gpu.py", arguments=[str(gate)], compute_target="one",
+                                           max_queue_seconds=1))
+    canceled = exp.submit(ScriptRunConfig(str(src), script="gpu.py", arguments=[str(gate)], compute_target="one"))
+    wait_until(lambda: canceled.get_status() == "Queued" and canceled.get_details().get("queue_reason"), timeout=30)
+    canceled.cancel()
+    assert canceled.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    details = impatient.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert "max_queue_seconds=1" in details["error"]["message"]
+    assert "waiting for a run slot; 1 of max_concurrent_runs=1 running" in details["error"]["message"]
+    for run in (impatient, canceled):  # neither started a rank
+        assert not Path(run.workdir, "logs", "rank_0.txt").exists()
+    gate.write_text("go")
+    assert first.wait_for_completion()["status"] == "Completed"
+    assert "devices None None" in _log(first)  # no GPUs declared, none given
+    assert '"waiting": {}' in Path(ws.path, "local_alloc", "ledger.json").read_text()
