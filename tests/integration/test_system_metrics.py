@@ -44,3 +44,26 @@ def test_sampling_is_off_with_zero(ws, tmp_path: Path) -> None:
     assert run.get_metrics() == {}
     journal = Path(RunPaths(run.workdir).journal)
     assert journal.is_dir() and not (journal / "system").exists()
+
+
+def test_gpu_series_where_nvml_sees_a_gpu(ws, tmp_path: Path) -> None:
+    """On a GPU machine with nvidia-ml-py (scripts/gpu_check.sh); skipped cleanly elsewhere."""
+    import pytest
+
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+        pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001
+        count = 0
+    if not count:
+        pytest.skip("no GPU that NVML sees")
+    src = tmp_path / "src"
+    write_script(src, "nap.py", "import time; time.sleep(2)\n")
+    run = Experiment(ws, "sys").submit(ScriptRunConfig(
+        str(src), script="nap.py", environment_variables={"TORCHYARD_SYSTEM_METRICS_SECONDS": "0.5"}))
+    assert run.wait_for_completion()["status"] == "Completed"
+    metrics = run.get_metrics()
+    for name in ("utilization_percent", "memory_used_gb", "temperature_c"):
+        assert f"system/gpu_0/{name}" in metrics, sorted(metrics)
