@@ -67,3 +67,31 @@ def test_gpu_series_where_nvml_sees_a_gpu(ws, tmp_path: Path) -> None:
     metrics = run.get_metrics()
     for name in ("utilization_percent", "memory_used_gb", "temperature_c"):
         assert f"system/gpu_0/{name}" in metrics, sorted(metrics)
+
+
+def test_top_shows_a_running_runs_node(ws, tmp_path: Path, capsys) -> None:
+    import json
+
+    from tests.conftest import wait_until
+
+    from torchyard.cli.main import main
+
+    src = tmp_path / "src"
+    gate = tmp_path / "gate"
+    write_script(src, "wait.py", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\n")
+    run = Experiment(ws, "sys").submit(ScriptRunConfig(
+        str(src), script="wait.py", environment_variables={"TORCHYARD_SYSTEM_METRICS_SECONDS": "0.3"}))
+    try:
+        def rows():
+            capsys.readouterr()
+            assert main(["--workspace", ws.path, "top", "--once", "-o", "json"]) == 0
+            return [r for r in json.loads(capsys.readouterr().out) if r["run_id"] == run.id]
+
+        found = wait_until(rows, timeout=30, interval=0.3)
+        assert found[0]["node"] == 0 and found[0]["rank"] == 0 and found[0]["cpu_percent"] is not None
+        assert main(["--workspace", ws.path, "top", "--once"]) == 0
+        table = capsys.readouterr().out
+        assert run.id in table and "cpu %" in table
+    finally:
+        gate.write_text("go")
+    assert run.wait_for_completion()["status"] == "Completed"
