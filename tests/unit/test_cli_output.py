@@ -212,3 +212,42 @@ def test_bash_completes_from_the_script(words: list[str], expected: set[str], tm
                           check=False)
     assert done.returncode == 0 and not done.stderr, done.stderr
     assert set(done.stdout.split()) == expected
+
+
+# ---- waiting -----------------------------------------------------------------------------------------
+
+
+class _Run:
+    id = "r_1"
+
+    def wait_for_completion(self, show_output: bool, raise_on_error: bool, ranks: object, on_status) -> dict[str, str]:
+        for status in ("Queued", "Running", "Completed"):
+            on_status(status)
+        return {"status": "Completed"}
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_a_quiet_wait_on_a_terminal_shows_each_status(monkeypatch: pytest.MonkeyPatch, no_color: bool) -> None:
+    from torchyard.cli.common import wait
+
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    err = _Terminal()
+    monkeypatch.setattr("sys.stderr", err)
+    assert wait(_Run(), stream=False) == 0
+    text = err.getvalue()
+    for status in ("Queued", "Running", "Completed"):
+        assert f"torchyard: r_1: {status}" in text
+    assert bool(ANSI.search(text)) is not no_color  # the spinner draws on a terminal; NO_COLOR: plain lines
+
+
+def test_a_quiet_wait_off_a_terminal_prints_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchyard.cli.common import wait
+
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    assert wait(_Run(), stream=False) == 0
+    assert err.getvalue().splitlines() == [f"torchyard: r_1: {s}" for s in ("Queued", "Running", "Completed", "Completed")]

@@ -276,16 +276,29 @@ def wait(run: Any, stream: bool, ranks: int | str = 0) -> int:
     from torchyard.status import RunStatus  # noqa: PLC0415
 
     tty = sys.stderr.isatty()
+    # a quiet wait on a terminal shows a spinner with the run's status (not under NO_COLOR, not off a terminal)
+    spinner = console(sys.stderr).status(f"torchyard: {run.id}: waiting") \
+        if tty and not stream and not plain_output(sys.stderr) else None
 
     def on_status(status: str) -> None:
-        if tty or not stream:
+        if spinner is not None:
+            spinner.console.print(f"torchyard: {run.id}: {status}", highlight=False)  # stays in the scrollback
+            spinner.update(f"torchyard: {run.id}: {status}")
+        elif tty or not stream:
             print(f"torchyard: {run.id}: {status}", file=sys.stderr, flush=True)
 
     try:
+        if spinner is not None:
+            spinner.start()
         details = run.wait_for_completion(show_output=stream, raise_on_error=False, ranks=ranks, on_status=on_status)
     except KeyboardInterrupt:
+        if spinner is not None:
+            spinner.stop()
         print(f"\ntorchyard: stopped waiting; run {run.id} goes on (`torchyard cancel {run.id}` stops it)", file=sys.stderr)
         return 130
+    finally:
+        if spinner is not None:
+            spinner.stop()
     status = details["status"]
     if not stream:
         print(f"torchyard: {run.id}: {status}", file=sys.stderr)
