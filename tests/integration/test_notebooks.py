@@ -221,3 +221,28 @@ def test_notebooks_differ_from_azure_only_in_their_imports() -> None:
         print(f"{notebook.name}: {len(named)} of {len(statements)} statements changed (imports)")
     assert total > 100
     print(f"all: {changed} of {total} statements ({100 * changed / total:.0f}%) changed, all of them imports")
+
+
+def test_run_details_render_lib_gets_the_widgets_html_until_the_run_ends(ws, tmp_path: Path) -> None:
+    """Azure's ``show(render_lib=displayHTML)`` (Databricks): the widget's HTML, each time it changes."""
+    from tests.conftest import write_script
+
+    from torchyard.azureml.core import Experiment, ScriptRunConfig
+    from torchyard.azureml.widgets import RunDetails
+
+    write_script(tmp_path / "src", "logs.py", """
+        import time
+        from torchyard import Run
+        run = Run.get_context()
+        for i in range(3):
+            run.log("loss", 1.0 / (i + 1))
+            print("step", i, flush=True)
+            time.sleep(0.3)
+    """)
+    run = Experiment(ws, "render").submit(ScriptRunConfig(source_directory=str(tmp_path / "src"), script="logs.py"))
+    pages: list[str] = []
+    details = RunDetails(run, refresh=0.2)
+    details.show(render_lib=pages.append, widget_settings={"debug": True}, timeout=120)
+    assert details.status == "Completed" and "Completed" in pages[-1]
+    assert "<td>loss</td>" in pages[-1] and "<svg" in pages[-1] and "step 2" in pages[-1]
+    assert details.get_widget_data(widget_settings={"debug": True})["metrics"]["loss"] == [1.0, 0.5, 1.0 / 3]

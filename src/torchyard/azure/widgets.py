@@ -17,6 +17,8 @@ import os
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import torchyard
@@ -61,11 +63,20 @@ class RunDetails:
         #: the last error the updating thread met (shown in the widget too), None if none
         self.error: str | None = None
         self._status = ""
+        self.widget_settings: dict[str, Any] = {}
 
     # ---- showing ---------------------------------------------------------------------------------
-    def show(self, out: TextIO | None = None, timeout: float | None = None) -> None:
+    def show(self, render_lib: Callable[[str], Any] | None = None, widget_settings: dict[str, Any] | None = None,
+             out: TextIO | None = None, timeout: float | None = None) -> None:
         """In Jupyter (with ipywidgets): display the live widget and return at once. Elsewhere, or with
-        ``out`` given: print the run's progress until it ends (a failed run is reported, not raised)."""
+        ``out`` given: print the run's progress until it ends (a failed run is reported, not raised).
+        ``render_lib`` (Azure's, for Databricks' ``displayHTML``): called with the widget's HTML each time
+        it changes, until the run ends (this blocks). ``widget_settings``: Azure's ``{"debug": True}``
+        adds the updating thread's traceback to the widget when an update fails."""
+        self.widget_settings = dict(widget_settings or {})
+        if render_lib is not None:
+            self._render_with(render_lib, timeout)
+            return
         if out is None and in_jupyter_kernel():
             try:
                 import ipywidgets  # noqa: F401, PLC0415 - only here, only in a kernel
@@ -75,6 +86,20 @@ class RunDetails:
                 self._show_widget(timeout)
                 return
         self._show_text(out, timeout)
+
+    def _render_with(self, render_lib: Callable[[str], Any], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            data = self.get_widget_data()
+            page = "".join(_html_parts(data, self.run_instance).values())
+            if page != last:
+                render_lib(page)
+                last = page
+            if data["status"] in TERMINAL_VALUES or (deadline is not None and time.monotonic() > deadline):
+                self._status = data["status"]
+                return
+            time.sleep(self.refresh)
 
     def _show_text(self, out: TextIO | None, timeout: float | None) -> None:
         run = self.run_instance
@@ -111,7 +136,8 @@ class RunDetails:
                 self.update()
             except Exception as err:  # noqa: BLE001 - shown in the widget; the kernel goes on
                 self.error = f"{type(err).__name__}: {err}"
-                self._parts["status"].value += f" <i>(update failed: {html.escape(self.error)})</i>"
+                shown = traceback.format_exc() if self.widget_settings.get("debug") else self.error
+                self._parts["status"].value += f" <pre>(update failed: {html.escape(shown)})</pre>"
             if self.status in TERMINAL_VALUES or (deadline is not None and time.monotonic() > deadline):
                 return
 
@@ -135,27 +161,13 @@ class RunDetails:
     def update(self) -> None:
         """Refresh every part of the widget from the run (what the updating thread calls)."""
         data = self.get_widget_data()
-        details = data["details"]
-        status = data["status"]
-        times = ", ".join(f"{k}: {details.get(v)}" for k, v in
-                          (("started", "startTimeUtc"), ("ended", "endTimeUtc")) if details.get(v))
-        colour = {"Completed": "green", "Failed": "red", "Canceled": "gray"}.get(status, "blue")
-        text = f"status: <b style='color:{colour}'>{html.escape(status)}</b>"
-        if times:
-            text += f" ({html.escape(times)})"
-        error = (details.get("error") or {}).get("message")
-        if error:
-            text += f"<br><span style='color:red'>{html.escape(str(error))}</span>"
-        self._parts["status"].value = text
-        if "children" in data:
-            self._parts["trials"].value = _trials_table(data["children"], data.get("primary_metric", ""))
-        else:
-            self._parts["metrics"].value = _metrics_table(data.get("metrics", {}))
-        self._parts["logs"].value = _logs_html(self.run_instance.workdir)
-        self._status = status
+        for name, value in _html_parts(data, self.run_instance).items():
+            self._parts[name].value = value
+        self._status = data["status"]
 
-    def get_widget_data(self) -> dict[str, Any]:
-        """What the widget shows, as data: status, details, rank 0's metrics (and a sweep's ranking)."""
+    def get_widget_data(self, widget_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the widget shows, as data: status, details, rank 0's metrics (and a sweep's ranking).
+        ``widget_settings`` is accepted as in Azure and changes nothing here."""
         run = self.run_instance
         data: dict[str, Any] = {"run_id": run.id, "status": run.get_status(), "details": run.get_details()}
         if hasattr(run, "get_children_sorted_by_primary_metric"):
@@ -164,6 +176,29 @@ class RunDetails:
         else:
             data["metrics"] = run.get_metrics()
         return data
+
+
+def _html_parts(data: dict[str, Any], run: Any) -> dict[str, str]:
+    """The widget's parts (status, metrics, trials, logs) as HTML, from :meth:`RunDetails.get_widget_data`."""
+    details = data["details"]
+    status = data["status"]
+    parts = {"status": "", "metrics": "", "trials": "", "logs": ""}
+    times = ", ".join(f"{k}: {details.get(v)}" for k, v in
+                      (("started", "startTimeUtc"), ("ended", "endTimeUtc")) if details.get(v))
+    colour = {"Completed": "green", "Failed": "red", "Canceled": "gray"}.get(status, "blue")
+    text = f"status: <b style='color:{colour}'>{html.escape(status)}</b>"
+    if times:
+        text += f" ({html.escape(times)})"
+    error = (details.get("error") or {}).get("message")
+    if error:
+        text += f"<br><span style='color:red'>{html.escape(str(error))}</span>"
+    parts["status"] = text
+    if "children" in data:
+        parts["trials"] = _trials_table(data["children"], data.get("primary_metric", ""))
+    else:
+        parts["metrics"] = _metrics_table(data.get("metrics", {}))
+    parts["logs"] = _logs_html(run.workdir)
+    return parts
 
 
 def _sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
