@@ -18,6 +18,7 @@ class RunStatus(enum.StrEnum):
     RUNNING = "Running"
     FINALIZING = "Finalizing"
     CANCEL_REQUESTED = "CancelRequested"
+    RETRYING = "Retrying"  # an attempt failed and another starts (JobSpec.max_retries)
     NOT_RESPONDING = "NotResponding"
     COMPLETED = "Completed"
     FAILED = "Failed"

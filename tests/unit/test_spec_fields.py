@@ -32,6 +32,8 @@ REACH: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "hang_timeout_seconds": ("hang_timeout_seconds", "hang_timeout_seconds", "limits", "--hang-timeout"),
     "max_queue_seconds": ("max_queue_seconds", "max_queue_seconds", "limits", "--max-queue"),
     "priority": ("priority", "priority", "priority", "--priority"),
+    "max_retries": ("max_retries", "max_retries", "retry", "--max-retries"),
+    "retry_on": ("retry_on", "retry_on", "retry", "--retry-on"),
     "display_name": (None, None, "display_name", None),  # Azure sets it on the run, not the estimator
     "description": (None, None, "description", None),
 }

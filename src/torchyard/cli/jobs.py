@@ -49,6 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         hang_timeout_seconds=args.hang_timeout,
         max_queue_seconds=args.max_queue,
         priority=args.priority,
+        max_retries=args.max_retries,
+        retry_on=args.retry_on or ["infrastructure"],
     )
     # script arguments pass through verbatim (script_params would reorder bare flags)
     import msgspec  # noqa: PLC0415
@@ -260,6 +262,10 @@ def register(sub: Any) -> None:
     r.add_argument("--max-queue", type=float, metavar="S", help="fail the run when it waits longer than this in the target's queue")
     r.add_argument("--priority", type=int, default=0, metavar="N",
                    help="the run's place in the target's queue: higher first (default 0)")
+    r.add_argument("--max-retries", type=int, default=0, metavar="N",
+                   help="retry a failed run up to N more times, each from its latest checkpoint (default 0)")
+    r.add_argument("--retry-on", action="append", metavar="CAUSE",
+                   help="which failures are retried: infrastructure (default), preempted, hung, user or any; repeatable")
     r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
     r.add_argument("--json", action="store_true", help="print machine-readable JSON")

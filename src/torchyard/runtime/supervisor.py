@@ -62,7 +62,8 @@ class Supervisor:
         self.cancel_reason: str | None = None
         self.fail_reason: str | None = None
         self.fail_stage = ""
-        self.error_extra: dict[str, Any] = {}  # more of details["error"] (a hang's stacks and stragglers)
+        self.error_extra: dict[str, Any] = {}
+        self.attempts: list[dict[str, Any]] = []  # the failed attempts before this one (retries)  # more of details["error"] (a hang's stacks and stragglers)
         self.environment: dict[str, Any] = {}
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
@@ -151,26 +152,106 @@ class Supervisor:
         if self.cancel_reason:
             self._finish(None)
             return
-        job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir, spec, python,
-                           paths, bootstrap, report_url)
-        spec = self.spec = job.spec
-        plan = target.dryrun(job)
-        self._status(RunStatus.STARTING)
         try:
-            handle = target.schedule(plan)
-        except TorchyardError as err:
-            self.fail_reason, self.fail_stage = f"compute target {target.name!r} could not start the job: {err}", "Starting"
-            self._finish(None)
-            return
-        self._record_compute(handle)
-        try:
-            self._watch(handle)
+            attempt, resume_from = 0, None
+            while True:
+                job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir,
+                                   _attempt_spec(spec, attempt, resume_from), python, paths, bootstrap, report_url)
+                self.spec = job.spec
+                plan = target.dryrun(job)
+                self._status(RunStatus.STARTING)
+                started = time.time()
+                try:
+                    handle = target.schedule(plan)
+                except TorchyardError as err:
+                    self.fail_reason = f"compute target {target.name!r} could not start the job: {err}"
+                    self.fail_stage = "Starting"
+                    self._finish(None)
+                    return
+                self._record_compute(handle)
+                try:
+                    rc, nodes = self._watch(handle)
+                finally:
+                    handle.release()
+                retry = self._retry(attempt, started, rc, nodes, resume_from)
+                if retry is None:
+                    if self.attempts:  # the last attempt, whose end is the run's
+                        self.attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
+                                              "cause": None, "resumed_from": resume_from or None, "exit_code": rc})
+                        self.store.update_details(self.run_id, attempts=self.attempts)
+                    self._finish(rc, nodes)
+                    return
+                attempt, resume_from = attempt + 1, retry
         finally:
-            handle.release()
             if report_url:
                 from torchyard.workspace.access import AccessStore  # noqa: PLC0415
 
                 AccessStore(self.store.engine).revoke_run_tokens(self.run_id)
+
+    def _retry(self, attempt: int, started: float, rc: int | None, nodes: list[dict[str, Any]],
+               resume_from: str | None) -> str | None:
+        """After an attempt ended: when it failed for a cause the job retries (``retry_on``) and
+        attempts are left (``max_retries``), record it, set the run Retrying, put the attempt's logs
+        aside and wait a backoff; the checkpoint the next attempt resumes from ("" for none). None:
+        no retry (the attempt's end is the run's)."""
+        spec = self.spec
+        if self.cancel_reason or spec.max_retries <= attempt:
+            return None
+        if self.fail_reason is not None:
+            cause = {"hang": "hung", "compute": "infrastructure"}.get(self.fail_stage)
+            message = self.fail_reason
+            node = None
+        elif rc not in (0, None):
+            error = failure_report(self.paths, rc, nodes, spec.distribution.process_count_per_node)
+            cause, message, node = error.get("cause"), error["message"], error.get("node_rank")
+        else:
+            return None
+        if cause is None or not ("any" in spec.retry_on or cause in spec.retry_on):
+            return None
+        from torchyard.tracking.checkpoint import committed  # noqa: PLC0415
+
+        found = committed(self.paths.checkpoints)
+        resume = str(found[-1][1]) if found else ""
+        record = {"attempt": attempt, "started": started, "ended": time.time(), "cause": cause, "message": message,
+                  "node": node, "resumed_from": resume_from or None, "exit_code": rc}
+        self.attempts.append(record)
+        wait = min(2.0 ** attempt, 30.0)
+        self.store.update_details(self.run_id, attempts=self.attempts)
+        self.store.set_status(self.run_id, RunStatus.RETRYING,
+                              f"attempt {attempt + 1} of {spec.max_retries + 1} failed ({cause}): {message}; the next "
+                              f"starts in {wait:g} s" + (f" from {os.path.basename(resume)}" if resume else ""))
+        print(f"torchyard supervisor: attempt {attempt} failed ({cause}): {message}; retrying", flush=True)
+        self._set_attempt_aside(attempt)
+        self.fail_reason, self.fail_stage, self.error_extra = None, "", {}
+        deadline = time.time() + wait
+        while time.time() < deadline and not self.cancel_reason:
+            self._heartbeat(time.time())
+            time.sleep(min(0.5, max(0.0, deadline - time.time())))
+        if self.cancel_reason:
+            return None
+        return resume
+
+    def _set_attempt_aside(self, attempt: int) -> None:
+        """The failed attempt's rank logs and node reports move to ``logs/attempt_N/``, so the next
+        attempt's are its own (the journals go on: the metrics are one series across attempts)."""
+        import shutil  # noqa: PLC0415
+
+        aside = os.path.join(self.paths.logs, f"attempt_{attempt}")
+        os.makedirs(aside, exist_ok=True)
+        for folder, keep in ((self.paths.logs, lambda n: n.startswith(("rank_", "stacks_", "torchrun_node_"))),
+                             (self.paths.internal, lambda n: n.startswith("launcher_node_") and n.endswith(".json"))):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                if keep(name) and os.path.isfile(os.path.join(folder, name)):
+                    shutil.move(os.path.join(folder, name), os.path.join(aside, name))
+        for stale in (self.paths.stacks_request, os.path.join(self.paths.internal, "exit")):
+            if os.path.isdir(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+            elif os.path.exists(stale):
+                os.unlink(stale)
 
     def _run_token(self, target: str, bootstrap: dict[str, Any] | None) -> str:
         """For a target whose nodes report to the team server: a token scoped to this run, made for
@@ -193,8 +274,9 @@ class Supervisor:
             bootstrap["forward_env"] = sorted({*bootstrap.get("forward_env", ()), "TORCHYARD_RUN_TOKEN"})
         return url
 
-    def _watch(self, handle: Handle) -> None:
-        """Follow a submitted job to its end: queue wait, limits, hangs, cancel, ingest."""
+    def _watch(self, handle: Handle) -> tuple[int | None, list[dict[str, Any]]]:
+        """Follow a submitted job to its end: queue wait, limits, hangs, cancel, ingest; its exit code
+        and its nodes' reports."""
         spec = self.spec
         queued_since = time.time()
         queue_reason: str | None = None
@@ -288,7 +370,7 @@ class Supervisor:
             print(f"torchyard supervisor: could not collect the nodes' outputs: {err}", flush=True)
             self.store.update_details(self.run_id, collect_error=str(err))
         self.ingestor.drain(STORE_RETRY_SECONDS)  # what the last collect brought back, if anything
-        self._finish(rc, handle.node_statuses())
+        return rc, handle.node_statuses()
 
     def _persist_checkpoints(self) -> None:
         """Committed checkpoints → the run's artifacts (``checkpoints/step_N``); never fails the run."""
@@ -514,6 +596,19 @@ class Supervisor:
             details={"error": error, **env},
             exit_code=error.get("exit_code", rc),
         )
+
+def _attempt_spec(spec: Any, attempt: int, resume_from: str | None) -> Any:
+    """The job of attempt ``attempt``: TORCHYARD_ATTEMPT and, with a checkpoint, TORCHYARD_RESUME_FROM
+    in every rank's environment (the env contract's names; launch.contract)."""
+    if attempt == 0:
+        return spec
+    extra = {"TORCHYARD_ATTEMPT": str(attempt)}
+    if resume_from:
+        extra["TORCHYARD_RESUME_FROM"] = resume_from
+    import msgspec  # noqa: PLC0415
+
+    return msgspec.structs.replace(spec, environment_variables={**spec.environment_variables, **extra})
+
 
 def _ref_only(ref: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ref.items() if k not in ("type", "description")}

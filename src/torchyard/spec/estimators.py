@@ -627,6 +627,8 @@ class PyTorch(_JobDescription):
         max_restarts: int = 0,
         max_queue_seconds: float | None = None,
         priority: int = 0,
+        max_retries: int = 0,
+        retry_on: Sequence[str] = ("infrastructure",),
     ) -> None:
         if entry_script is None:
             raise SpecError("entry_script", "no entry script given; name the script to run, e.g. train.py")
@@ -684,6 +686,8 @@ class PyTorch(_JobDescription):
             hang_timeout_seconds=hang_timeout_seconds,
             max_queue_seconds=max_queue_seconds,
             priority=priority,
+            max_retries=max_retries,
+            retry_on=_list(retry_on, "retry_on"),
         )
 
 
@@ -713,6 +717,8 @@ class ScriptRunConfig(_JobDescription):
         outputs: Mapping[str, Any] | None = None,
         max_queue_seconds: float | None = None,
         priority: int = 0,
+        max_retries: int = 0,
+        retry_on: Sequence[str] = ("infrastructure",),
     ) -> None:
         collected: dict[str, Any] = {}
         dist = distributed_job_config
@@ -747,4 +753,6 @@ class ScriptRunConfig(_JobDescription):
             hang_timeout_seconds=hang_timeout_seconds,
             max_queue_seconds=max_queue_seconds,
             priority=priority,
+            max_retries=max_retries,
+            retry_on=_list(retry_on, "retry_on"),
         )

@@ -77,6 +77,10 @@ class JobSpec(_Spec, frozen=True):
     max_queue_seconds: float | None = None
     #: the job's place in a queue: higher first (local compute's admission; docs/guides/sharing-a-machine.md)
     priority: int = 0
+    #: retries of a failed run: how many more attempts (each resumes from the latest committed
+    #: checkpoint) and for which failure causes (docs/guides/checkpoints.md, "Failures and retries")
+    max_retries: int = 0
+    retry_on: tuple[str, ...] = ("infrastructure",)
     display_name: str | None = None
     description: str | None = None
 
@@ -127,7 +131,16 @@ def build_job_spec(**fields: Any) -> JobSpec:
     return spec
 
 
+#: what a failed attempt is classified as (runtime.failure): ``any`` retries every cause
+RETRY_CAUSES = ("infrastructure", "preempted", "hung", "user", "any")
+
+
 def _validate(spec: JobSpec) -> None:
+    if not 0 <= spec.max_retries <= 100:
+        raise SpecError("max_retries", f"must be between 0 and 100, got {spec.max_retries}")
+    unknown = [c for c in spec.retry_on if c not in RETRY_CAUSES]
+    if unknown:
+        raise SpecError("retry_on", f"unknown cause {unknown[0]!r}; one of {', '.join(RETRY_CAUSES)}")
     from torchyard.limits import MAX_DESCRIPTION, MAX_DISPLAY_NAME, check_text  # noqa: PLC0415
 
     for field, value, limit in (("display_name", spec.display_name, MAX_DISPLAY_NAME),

@@ -51,6 +51,11 @@ class _Limits(_Strict, frozen=True):
     max_queue_seconds: float | None = None
 
 
+class _Retry(_Strict, frozen=True):
+    max: int = 0
+    retry_on: list[str] = msgspec.field(default_factory=lambda: ["infrastructure"])
+
+
 class _Environment(_Strict, frozen=True):
     pip_packages: list[str] = []
     pip: list[str] = []
@@ -85,6 +90,7 @@ class JobFile(_Strict, frozen=True):
     environment_variables: dict[str, str] = {}
     limits: _Limits = _Limits()
     priority: int = 0
+    retry: _Retry = _Retry()
     tags: dict[str, str] = {}
 
 
@@ -242,6 +248,8 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         hang_timeout_seconds=job.limits.hang_timeout,
         max_queue_seconds=job.limits.max_queue_seconds,
         priority=job.priority,
+        max_retries=job.retry.max,
+        retry_on=list(job.retry.retry_on),
         display_name=job.display_name or job.name,
         description=job.description,
     )

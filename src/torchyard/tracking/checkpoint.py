@@ -191,6 +191,9 @@ class CheckpointMixin:
         tmp = root / f"{_PREFIX}{step}.tmp.{attempt}"
         os.makedirs(tmp, exist_ok=True)
         yield tmp
+        flush = getattr(self, "flush", None)
+        if flush is not None:  # what was logged up to a checkpoint is in the journal before it is committed
+            flush()
         marker = tmp / f".rank_{rank}.done"
         with open(str(marker) + ".tmp", "w") as fh:
             json.dump({"rank": rank, "time": time.time()}, fh)

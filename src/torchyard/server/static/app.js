@@ -5,9 +5,9 @@
 
 const API = "/api/v1";
 const ACTIVE = new Set(["NotStarted", "Queued", "Preparing", "Starting", "Running", "Finalizing",
-  "CancelRequested", "NotResponding"]);
+  "CancelRequested", "Retrying", "NotResponding"]);
 const STATUSES = ["NotStarted", "Queued", "Preparing", "Starting", "Running", "Finalizing", "CancelRequested",
-  "NotResponding", "Completed", "Failed", "Canceled"];
+  "Retrying", "NotResponding", "Completed", "Failed", "Canceled"];
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
