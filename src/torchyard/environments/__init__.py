@@ -388,7 +388,17 @@ def freeze_cache_path(workspace: str, python: str) -> str:
 
 
 def freeze_argv(python: str) -> list[str]:
-    return [_uv(), "pip", "freeze", "--python", python]
+    """``uv pip freeze`` of ``python``'s environment, never coloured (a run submitted from a Jupyter
+    kernel inherits its FORCE_COLOR, which would put terminal codes into the package names)."""
+    return [_uv(), "pip", "freeze", "--color", "never", "--python", python]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_packages(lines: list[str]) -> list[str]:
+    """Package lines without terminal codes (what an older, coloured freeze left in a cache)."""
+    return [_ANSI.sub("", line) for line in lines]
 
 
 def list_cached(workspace: str) -> list[dict[str, Any]]:

@@ -516,7 +516,9 @@ class Supervisor:
         if self._freeze is not None:
             try:
                 out, _ = self._freeze.communicate(timeout=30)
-                env["packages"] = [line for line in out.splitlines() if line and not line.startswith("#")]
+                from torchyard.environments import plain_packages  # noqa: PLC0415
+
+                env["packages"] = plain_packages([line for line in out.splitlines() if line and not line.startswith("#")])
                 if self._freeze.returncode == 0:
                     os.makedirs(os.path.dirname(self._freeze_cache), exist_ok=True)
                     tmp = f"{self._freeze_cache}.{os.getpid()}"
@@ -528,8 +530,10 @@ class Supervisor:
                 self._freeze.communicate()
         elif self._freeze_cache:
             try:
+                from torchyard.environments import plain_packages  # noqa: PLC0415
+
                 with open(self._freeze_cache) as fh:
-                    env["packages"] = json.load(fh)
+                    env["packages"] = plain_packages(json.load(fh))
             except (OSError, ValueError):
                 pass
         return {"environment": env}
