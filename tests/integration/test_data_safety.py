@@ -119,10 +119,13 @@ def test_hostile_values_are_kept_or_refused_in_the_script_on_both_databases(back
                                                                             request: pytest.FixtureRequest) -> None:
     db_url = _pg_database(request.getfixturevalue("pg_server")) if backend == "postgresql" else None
     ws = Workspace(path=tmp_path / ".torchyard", db_url=db_url)
-    run = submit(ws, script(tmp_path / "src", HOSTILE))
-    _check_hostile_run(run)
-    log = Path(run.workdir, "logs", "rank_0.txt").read_text()
-    assert "refused 4" in log and "limit is 250" in log
+    try:
+        run = submit(ws, script(tmp_path / "src", HOSTILE))
+        _check_hostile_run(run)
+        log = Path(run.workdir, "logs", "rank_0.txt").read_text()
+        assert "refused 4" in log and "limit is 250" in log
+    finally:
+        ws.store.dispose()  # no pooled connection left for the garbage collector
 
 
 def test_a_diverged_run_never_breaks_the_api_cli_or_dashboard(tmp_path: Path) -> None:
@@ -369,8 +372,11 @@ def test_postgresql_stopped_and_started_mid_run_loses_nothing(pg_server: pgserve
     stopper = threading.Thread(target=_pg_restart, args=(pg_server, 4.0))
     stopper.start()
     stopper.join()
-    run.wait_for_completion(raise_on_error=False)
-    assert run.get_status() == "Completed", run.get_details().get("error")
-    metrics = run.get_metrics()
-    assert metrics["value"] == [float(i) for i in range(600)]
-    assert metrics["note"] == [f"text {i}" for i in range(0, 600, 10)]
+    try:
+        run.wait_for_completion(raise_on_error=False)
+        assert run.get_status() == "Completed", run.get_details().get("error")
+        metrics = run.get_metrics()
+        assert metrics["value"] == [float(i) for i in range(600)]
+        assert metrics["note"] == [f"text {i}" for i in range(0, 600, 10)]
+    finally:
+        ws.store.dispose()

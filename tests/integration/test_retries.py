@@ -14,7 +14,7 @@ from tests.conftest import write_script
 from torchyard import Experiment, PyTorch, ScriptRunConfig, Workspace
 
 TRAIN = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 from torchyard import Run
 run = Run.get_context()
 rank, attempt = int(os.environ["RANK"]), int(os.environ["TORCHYARD_ATTEMPT"])
@@ -24,11 +24,19 @@ latest = run.latest_checkpoint()
 if latest is not None:
     state = json.load(open(latest / f"rank_{rank}.json"))
     start = state["epoch"] + 1
+def committed(step):  # the ranks keep in step, as DDP's collectives would make them
+    for _ in range(600):
+        latest = run.latest_checkpoint()
+        if latest is not None and int(latest.name.split("_")[1]) >= step:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"checkpoint {step} was never committed")
 for epoch in range(start, 5):
     state = {"total": state["total"] + (epoch + 1) * (rank + 1), "epoch": epoch}
     run.log("total", state["total"], step=epoch)
     with run.checkpoint(step=epoch) as folder:
         json.dump(state, open(folder / f"rank_{rank}.json", "w"))
+    committed(epoch)
     if epoch == 2 and rank == 1 and attempt == 0 and len(sys.argv) > 1:
         os.kill(os.getpid(), signal.SIGKILL)  # the machine took it away: no exit code of its own
 print("final", state["total"], flush=True)

@@ -171,15 +171,18 @@ class Supervisor:
                 self._record_compute(handle)
                 try:
                     rc, nodes = self._watch(handle)
+                    retry = self._retry(attempt, started, rc, nodes, resume_from)
+                    if retry is None:
+                        if self.attempts:  # the last attempt, whose end is the run's
+                            self.attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
+                                                  "cause": None, "resumed_from": resume_from or None, "exit_code": rc})
+                            self.store.update_details(self.run_id, attempts=self.attempts)
+                        self._finish(rc, nodes)  # before the release, which may take a while (a dead node's actors)
+                        return
                 finally:
                     handle.release()
-                retry = self._retry(attempt, started, rc, nodes, resume_from)
-                if retry is None:
-                    if self.attempts:  # the last attempt, whose end is the run's
-                        self.attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
-                                              "cause": None, "resumed_from": resume_from or None, "exit_code": rc})
-                        self.store.update_details(self.run_id, attempts=self.attempts)
-                    self._finish(rc, nodes)
+                if not self._backoff(attempt):
+                    self._finish(None)
                     return
                 attempt, resume_from = attempt + 1, retry
         finally:
@@ -223,13 +226,16 @@ class Supervisor:
         print(f"torchyard supervisor: attempt {attempt} failed ({cause}): {message}; retrying", flush=True)
         self._set_attempt_aside(attempt)
         self.fail_reason, self.fail_stage, self.error_extra = None, "", {}
-        deadline = time.time() + wait
+        return resume
+
+    def _backoff(self, attempt: int) -> bool:
+        """Wait before attempt ``attempt + 1`` (1 s, 2 s, 4 s... at most 30 s), heart-beating; False
+        when the run was canceled meanwhile."""
+        deadline = time.time() + min(2.0 ** attempt, 30.0)
         while time.time() < deadline and not self.cancel_reason:
             self._heartbeat(time.time())
             time.sleep(min(0.5, max(0.0, deadline - time.time())))
-        if self.cancel_reason:
-            return None
-        return resume
+        return not self.cancel_reason
 
     def _set_attempt_aside(self, attempt: int) -> None:
         """The failed attempt's rank logs and node reports move to ``logs/attempt_N/``, so the next
