@@ -90,6 +90,15 @@ class Cluster:
         self.procs.append((name, proc))
         return proc
 
+    def cut_logs(self, cut: bool = True) -> None:
+        """Make every node's log endpoint answer 503 (the API server cannot reach its kubelets), or heal it."""
+        for folder in (self.root / "nodes").iterdir():
+            marker = folder / "cut_logs"
+            if cut:
+                marker.write_text("cut")
+            else:
+                marker.unlink(missing_ok=True)
+
     def start(self) -> Cluster:
         t0 = time.time()
         r = self.root
@@ -509,6 +518,9 @@ class NodeRunner:
                 parts = url.path.strip("/").split("/")
                 if len(parts) != 4 or parts[0] != "containerLogs":
                     self.send_error(404)
+                    return
+                if (runner.root / "cut_logs").exists():  # a fault test: the API server cannot reach this kubelet
+                    self.send_error(503, f"{runner.name} does not answer")
                     return
                 pod = runner.by_name.get((parts[1], parts[2]))
                 if pod is None or not pod.log.exists():

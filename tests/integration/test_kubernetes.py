@@ -80,6 +80,28 @@ def test_ddp_digits_2x1_completes_with_logs_metrics_and_outputs_back(kws, k8s):
     wait_until(lambda: _no_objects_left(k8s, run), timeout=30, interval=0.5)  # released: nothing left behind
 
 
+def test_a_run_whose_logs_cannot_be_streamed_is_not_a_silent_success(kws, k8s, tmp_path):
+    """The API server cannot reach the kubelets: no frame comes back (logs, metric journals, node reports).
+    The pods succeed, and the run says what it is missing instead of reading as a plain success."""
+    write_script(tmp_path / "src", "ok.py", "from torchyard import Run\nRun.get_context().log('x', 1.0)\nprint('hi')\n")
+    k8s.cut_logs(True)
+    try:
+        est = PyTorch(str(tmp_path / "src"), entry_script="ok.py", compute_target="kube", node_count=2,
+                      distributed_backend="pytorch")
+        run = Experiment(kws, "k8s").submit(est)
+        details = run.wait_for_completion(timeout=180, raise_on_error=False)
+    finally:
+        k8s.cut_logs(False)
+    warnings = details.get("warnings") or []
+    print("cut log stream:", details["status"], warnings or details.get("error"))
+    if details["status"] == "Completed":
+        assert any("node 0's launcher report did not come back" in w for w in warnings), warnings
+        assert any("node 1's launcher report did not come back" in w for w in warnings), warnings
+    else:  # or Failed, saying why: never a Completed run that reads as whole
+        assert details["status"] == "Failed" and details.get("error"), details
+    wait_until(lambda: _no_objects_left(k8s, run), timeout=30, interval=0.5)
+
+
 ENV_SCRIPT = """
     import json, os, sys
     import tomli_w
