@@ -101,9 +101,16 @@ class Watched:
         self.page.wait_for_selector("body[data-ready='1']", timeout=15000)
         return self.page
 
-    def shot(self, label: str) -> None:
+    def shot(self, label: str, docs: str | None = None) -> None:
+        """A full-page screenshot into the test's folder; with ``docs`` and TORCHYARD_DOCS_SHOTS set (to
+        docs/images), also the page as a reader sees it there, under that name: the docs' pictures of the
+        dashboard are these (docs/development.md says how to refresh them)."""
         self.count += 1
         self.page.screenshot(path=str(self.shots / f"{self.name}-{self.count:02d}-{label}.png"), full_page=True)
+        folder = os.environ.get("TORCHYARD_DOCS_SHOTS")
+        if docs and folder:
+            os.makedirs(folder, exist_ok=True)
+            self.page.screenshot(path=os.path.join(folder, docs))
 
 
 @pytest.fixture
@@ -133,7 +140,7 @@ def test_runs_page_lists_finished_and_running_runs(page: Watched, workspace: Any
     assert p.inner_text("tr[data-run='done'] td.st") == "Completed"
     assert p.inner_text("tr[data-run='live'] td.st") == "Running"
     assert "sw_0" not in p.inner_text("#runs")  # trials live on their sweep's page
-    page.shot("runs")
+    page.shot("runs", docs="runs.png")
     make_run(workspace, "late", experiment="digits", statuses=(RunStatus.RUNNING,))
     p.wait_for_selector("tr[data-run='late']", timeout=5000)  # a new run shows up live
     workspace.store.set_status("late", RunStatus.COMPLETED)
@@ -153,7 +160,7 @@ def test_run_chart_draws_and_a_new_point_arrives_within_2_s(page: Watched, works
     canvas = ".chart[data-metric='loss'] canvas"
     assert drawn_pixels(p, canvas) > 2000
     before = p.eval_on_selector(canvas, "c => c.toDataURL()")
-    page.shot("chart")
+    page.shot("chart", docs="run-metrics.png")
     logged = time.monotonic()
     log_point(workspace, "live", "loss", 10.0, 150)
     p.wait_for_function(f"document.querySelector(\"{canvas}\").dataset.lastX === '150'", timeout=2000)
@@ -202,7 +209,7 @@ def test_sweep_page_draws_parallel_coordinates(page: Watched) -> None:
     rows = p.eval_on_selector_all("#trials tbody tr", "rs => rs.map(r => [r.dataset.run, r.className])")
     assert [r[0] for r in rows] == ["sw_0", "sw_2", "sw_4", "sw_1", "sw_3"]
     assert [r[1] for r in rows] == ["", "", "", "early", "early"]
-    page.shot("sweep")
+    page.shot("sweep", docs="sweep.png")
     box = p.locator("#parcoords").bounding_box()
     x = box["x"] + box["width"] - 80  # the primary metric's axis, the last one
     p.mouse.move(x, box["y"] + 10)  # above the axis top: the brush starts at the best value
