@@ -16,7 +16,7 @@ from torchyard.cli.common import EXIT_USAGE, UsageError
 #: command groups that live in their own module ``torchyard.cli.<name>``: each has
 #: ``register(subparsers)``, which adds its parsers with ``set_defaults(func=handler)``.
 CORE_GROUPS: tuple[str, ...] = ("jobs", "runs", "env", "datastore", "sweep", "compute")
-COMMAND_GROUPS: tuple[str, ...] = ("ui", "model", "service", "endpoint", "tensorboard", "server", "login",
+COMMAND_GROUPS: tuple[str, ...] = ("ui", "model", "service", "alert", "endpoint", "tensorboard", "server", "login",
                                    "checkpoints", "completion", "top")
 
 

@@ -22,13 +22,16 @@ from torchyard.workspace.summary import update_summary
 class Ingestor:
     """Moves new journal records of every rank into the store."""
 
-    def __init__(self, store: Any, run_id: str, journal_dir: str, say: Any = quiet_print) -> None:
+    def __init__(self, store: Any, run_id: str, journal_dir: str, say: Any = quiet_print,
+                 on_alert: Any = None) -> None:
         self.store = store
         self.run_id = run_id
         self.journal_dir = journal_dir
         #: by file name: (the rank its values are stored under, its reader)
         self.readers: dict[str, tuple[int, j.JournalReader]] = {}
         self.say = say
+        #: called with each ``run.alert()`` record once its batch is stored (the supervisor delivers it)
+        self.on_alert = on_alert
         #: the store fault that holds values back (None when everything read is stored)
         self.fault: str | None = None
         self._retry_at = 0.0
@@ -94,24 +97,33 @@ class Ingestor:
         rows: list[tuple[Any, ...]] = []
         tags: dict[str, str] = {}
         props: dict[str, str] = {}
+        alerts: list[dict[str, Any]] = []
         dumps = json.dumps
         for kind, name, value, step, ts in records:
             if kind == j.TAG:
                 tags[name] = value
             elif kind == j.PROPERTY:
                 props[name] = value
+            elif kind == j.ALERT:
+                alerts.append({"title": name, "rank": rank, "time": ts, **(value if isinstance(value, dict) else {})})
             else:
                 rows.append((name, rank, step, None, dumps(value), kind, ts))
         refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props)
         reader.offset = end
         for message in refused:  # an immutable property re-set: keep the run going
             self.say(f"torchyard supervisor: {message}", flush=True)
+        for alert in alerts:  # once: only after the batch is stored (a batch read again is never re-sent)
+            if self.on_alert is not None:
+                try:
+                    self.on_alert(alert)
+                except Exception as err:  # noqa: BLE001 - an alert is never a reason to lose the run
+                    self.say(f"torchyard supervisor: alert not sent: {err}", flush=True)
         if series:
             try:
                 update_summary(self.store.engine, self.run_id, rank, [tuple(s) for s in series])
             except Exception as err:  # the summary serves sorting in the dashboard; never lose the run
                 self.say(f"torchyard supervisor: metric summary not updated: {err}", flush=True)
-        return len(records) + sum(len(s[1]) for s in series)
+        return len(records) - len(alerts) + sum(len(s[1]) for s in series)
 
 
 def repair(store: Any, run_id: str, journal_dir: str) -> int:

@@ -26,7 +26,7 @@ from torchyard.runtime.checkpoints import persist_checkpoints
 from torchyard.runtime.failure import failure_report, hang_report, hang_summary
 from torchyard.runtime.ingest import Ingestor
 from torchyard.runtime.submit import bootstrap_request, node_placeholders, prepared_job
-from torchyard.status import RunStatus
+from torchyard.status import TERMINAL_VALUES, RunStatus
 
 HEARTBEAT_SECONDS = 2.0
 USER_CANCEL = "canceled by user"
@@ -68,7 +68,9 @@ class Supervisor:
         self._freeze: subprocess.Popen[str] | None = None
         self._freeze_cache = ""
         self.next_beat = 0.0
-        self.ingestor = Ingestor(self.ws.store, self.run_id, self.paths.journal)  # backs off on its own
+        self.ingestor = Ingestor(self.ws.store, self.run_id, self.paths.journal,  # backs off on its own
+                                 on_alert=self._on_alert)
+        self.alerts: list[dict[str, Any]] = []  # what the script said with run.alert()
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -110,6 +112,32 @@ class Supervisor:
         self.store.set_supervisor(self.run_id, os.getpid())
         self.next_beat = time.time() + HEARTBEAT_SECONDS
         self._lifecycle()
+        self._notify_end()
+
+    def _notify_end(self) -> None:
+        """Tell the alert subscribers how the run ended (Failed, Completed, Canceled; ``hung`` as the
+        cause of a hang), from a process of its own."""
+        from torchyard.runtime.alerts import deliver_detached, run_event  # noqa: PLC0415
+
+        try:
+            row = self.ws.store.get_run(self.run_id)
+            if row["status"] not in TERMINAL_VALUES:
+                return
+            error = json.loads(row["details"] or "{}").get("error") or {}
+            message = error.get("message") or (self.store.status_history(self.run_id) or [{}])[-1].get("detail")
+            deliver_detached(self.ws.path, run_event(row, str(row["status"]), message, cause=error.get("cause")))
+        except Exception as err:  # noqa: BLE001 - an alert is never a reason to fail the run
+            print(f"torchyard supervisor: the end's alert was not sent: {err}", flush=True)
+
+    def _on_alert(self, alert: dict[str, Any]) -> None:
+        """A ``run.alert()`` from a rank: kept with the run (details["alerts"]) and sent."""
+        from torchyard.runtime.alerts import deliver_detached, run_event  # noqa: PLC0415
+
+        self.alerts = [*self.alerts, alert][-100:]
+        self.store.update_details(self.run_id, alerts=self.alerts)
+        row = self.ws.store.get_run(self.run_id)
+        deliver_detached(self.ws.path, run_event(row, "alert", alert.get("text"), title=alert["title"],
+                                                 level=alert.get("level"), rank=alert.get("rank")))
 
     def _lifecycle(self) -> None:
         from torchyard.compute.registry import get_target  # noqa: PLC0415
@@ -224,6 +252,13 @@ class Supervisor:
                               f"attempt {attempt + 1} of {spec.max_retries + 1} failed ({cause}): {message}; the next "
                               f"starts in {wait:g} s" + (f" from {os.path.basename(resume)}" if resume else ""))
         print(f"torchyard supervisor: attempt {attempt} failed ({cause}): {message}; retrying", flush=True)
+        try:
+            from torchyard.runtime.alerts import deliver_detached, run_event  # noqa: PLC0415
+
+            deliver_detached(self.ws.path, run_event(self.ws.store.get_run(self.run_id), "Retrying", message,
+                                                     cause=cause, attempt=attempt))
+        except Exception as err:  # noqa: BLE001 - an alert is never a reason to fail the run
+            print(f"torchyard supervisor: the retry's alert was not sent: {err}", flush=True)
         self._set_attempt_aside(attempt)
         self.fail_reason, self.fail_stage, self.error_extra = None, "", {}
         return resume

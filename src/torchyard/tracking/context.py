@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from torchyard.limits import MAX_STRING_VALUE, MAX_TAG_VALUE, check_name, check_text
+from torchyard.limits import MAX_NAME, MAX_STRING_VALUE, MAX_TAG_VALUE, check_name, check_text
 from torchyard.paths import RunPaths
 from torchyard.tracking import journal as j
 from torchyard.tracking.checkpoint import CheckpointMixin
@@ -156,6 +156,16 @@ class _RunLogging:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.tag(key, value)
+
+    def alert(self, title: str, text: str = "", level: str = "INFO") -> None:
+        """Tell the workspace's alert subscribers (``torchyard alert add URL --events alert``) something
+        now, from the script: ``run.alert("loss diverged", f"loss={loss} at step {step}", "WARN")``
+        (W&B's ``wandb.alert``). ``level`` is INFO, WARN or ERROR."""
+        if level not in ("INFO", "WARN", "ERROR"):
+            raise ValueError(f"run.alert: level must be INFO, WARN or ERROR, got {level!r}")
+        title = check_text(str(title), "run.alert: the title", MAX_NAME, empty_ok=False)
+        text = check_text(str(text), "run.alert: the text", MAX_TAG_VALUE)
+        self._emit((j.ALERT, title, {"text": text, "level": level}, None, _time()))
 
     def add_properties(self, properties: Mapping[str, Any]) -> None:
         """Add immutable properties; re-setting one to another value is refused by the store."""
@@ -328,7 +338,7 @@ class OfflineRun(_RunLogging, CheckpointMixin):
 
     def _emit(self, record: tuple[Any, ...]) -> None:
         kind, name, value, step, _ts = record
-        what = {j.TAG: "tag", j.PROPERTY: "property"}.get(kind, "metric")
+        what = {j.TAG: "tag", j.PROPERTY: "property", j.ALERT: "alert"}.get(kind, "metric")
         at = f" (step {step})" if step is not None else ""
         print(f"[torchyard offline] {what} {name} = {value!r}{at}", flush=True)
 

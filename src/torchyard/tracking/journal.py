@@ -19,7 +19,7 @@ _HEADER = struct.Struct("<I")
 
 # record kinds; 0-5 are metric kinds stored in the metrics table
 SCALAR, LIST, ROW, TABLE, IMAGE, STRING = 0, 1, 2, 3, 4, 5
-TAG, PROPERTY = 10, 11
+TAG, PROPERTY, ALERT = 10, 11, 12
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
