@@ -97,7 +97,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     event = {"event": name, "run_id": "test", "cause": name if name == "hung" else None,
              "experiment": sub["experiment"], "status": "Failed", "message": "a test event from torchyard alert test",
              "time": time.time(), "test": True}
-    (outcome,) = [o for o in deliver(folder, event) if o["subscription"] == sub["id"]] or [None]
+    outcome = next((o for o in deliver(folder, event) if o["subscription"] == sub["id"]), None)
     if outcome is None:
         raise UsageError(f"alert {sub['id']} does not take the event {event['event']!r}")
     print(f"torchyard: alert {sub['id']}: {'delivered' if outcome['ok'] else 'not delivered'} "
