@@ -313,6 +313,16 @@ class Run:
         env: dict[str, Any] = json.loads(self._refresh()["details"] or "{}").get("environment", {})
         return env
 
+    def rerun(self, changes: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None) -> Run:
+        """Clone and re-run: a new run of this run's experiment from the same code snapshot, environment
+        and inputs, with ``changes`` — job settings (``{"node_count": 2}``) or script arguments
+        (``{"lr": 0.1}`` sets ``--lr``) — recorded as lineage (``rerun_of``). Returns the new Run."""
+        from torchyard.runtime.rerun import rerun  # noqa: PLC0415
+
+        new_id = rerun(self.experiment.workspace, self.id, {str(k): str(v) for k, v in (changes or {}).items()},
+                       tags=tags)
+        return Run(self.experiment, new_id)
+
     def get_children(self) -> list[Run]:
         """The run's child runs (a sweep's trials)."""
         rows = self._store.list_runs(parent_id=self.id)

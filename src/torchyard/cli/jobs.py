@@ -245,8 +245,34 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Clone and re-run a run: the same code snapshot, environment and inputs, with --set changes.
+
+    KEY names a job setting (node_count, process_count_per_node, distributed_backend, compute_target,
+    priority, max_retries, use_gpu, max_run_duration_seconds, hang_timeout_seconds, max_queue_seconds) or else a
+    script argument (lr=0.1 sets --lr). The new run records rerun_of (a tag and a property) and the
+    changes (property torchyard.rerun_changes).
+
+    Example:
+      torchyard rerun digits_1765140000_0123abcd --set lr=0.1 --set node_count=2 --wait"""
+    from torchyard.runtime.rerun import rerun  # noqa: PLC0415
+
+    ws = workspace(args)
+    if getattr(ws, "is_remote", False):
+        raise UsageError("rerun works on the workspace folder for now: run it where the server runs")
+    new_id = rerun(ws, args.run_id, kv(args.set, "--set"))
+    run = ws.get_run(new_id)
+    print(new_id if not args.wait else f"torchyard: {new_id} re-runs {args.run_id}", flush=True)
+    return wait_for(run, stream=True) if args.wait else 0
+
+
 def register(sub: Any) -> None:
     command(sub, "init", cmd_init)
+    rr = command(sub, "rerun", cmd_rerun)
+    rr.add_argument("run_id")
+    rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a job setting or script argument to change (repeatable)")
+    rr.add_argument("--wait", action="store_true", help="stream the output and wait for the new run to end")
     r = command(sub, "run", cmd_run)
     r.add_argument("--source-dir", "-s", default=".", help="folder with the training code (default: .)")
     r.add_argument("--entry", "-e", required=True, help="entry script, relative to --source-dir")
