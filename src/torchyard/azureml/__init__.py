@@ -13,7 +13,7 @@ See docs/guides/azure-migration.md for every name and its meaning here.
 
 from typing import Any
 
-_SUBMODULES = ("core", "exceptions", "telemetry", "train", "widgets")
+_SUBMODULES = ("core", "data", "exceptions", "telemetry", "train", "widgets")
 
 
 def __getattr__(name: str) -> Any:

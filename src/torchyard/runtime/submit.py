@@ -113,6 +113,21 @@ def _snapshot(ws: WorkspaceFolder, source: str, workdir: str) -> dict[str, str]:
     return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
 
 
+def _dataset_lineage(ws: WorkspaceFolder, spec: JobSpec) -> dict[str, str]:
+    """``torchyard.dataset.<input>`` = ``name:version`` for each input that is a registered dataset
+    version's files (torchyard.data.datasets): what the run read, for the dataset's lineage."""
+    from torchyard.data.datasets import LINEAGE_PREFIX, DatasetRegistry  # noqa: PLC0415
+
+    registry = DatasetRegistry(ws.path)
+    out: dict[str, str] = {}
+    for name, ref in (spec.inputs or {}).items():
+        url = ref.get("url") if isinstance(ref, dict) else None
+        found = registry.version_of_path(url) if isinstance(url, str) and os.path.isabs(url) else None
+        if found is not None:
+            out[f"{LINEAGE_PREFIX}{name}"] = f"{found[0]}:{found[1]}"
+    return out
+
+
 def record_run(
     ws: WorkspaceFolder,
     experiment: str,
@@ -136,7 +151,7 @@ def record_run(
     else:
         check_name(run_id, "run_id")
     workdir = ws.run_dir(run_id)
-    properties = _snapshot(ws, spec.source_directory, workdir)
+    properties = {**_snapshot(ws, spec.source_directory, workdir), **_dataset_lineage(ws, spec)}
     paths = RunPaths(workdir)
     os.makedirs(paths.journal, exist_ok=True)
     info = {

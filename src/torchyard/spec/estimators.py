@@ -77,7 +77,7 @@ def _arg(value: Any, field: str, inputs: dict[str, Any] | None = None, hint: str
     if is_data(value):
         if inputs is None:
             raise SpecError(field, "a data reference is only accepted where a job collects its inputs")
-        name = input_name(hint, inputs)
+        name = input_name(getattr(value, "input_name", None) or hint, inputs)  # as_named_input(NAME) names it
         inputs[name] = data_ref_dict(value)
         return "${{inputs." + name + "}}"
     raise SpecError(field, f"unsupported value of type {type(value).__name__}; use str, int, float or bool")
@@ -119,7 +119,7 @@ def collect_inputs(inputs: Any, collected: dict[str, Any], field: str = "inputs"
         if not is_data(value):
             raise SpecError(f"{field}[{i}]", f"expected a data reference, got {type(value).__name__}")
         ref = data_ref_dict(value)
-        hint = f"{ref.get('datastore') or 'input'}_{ref.get('path') or ''}"
+        hint = getattr(value, "input_name", None) or f"{ref.get('datastore') or 'input'}_{ref.get('path') or ''}"
         collected[input_name(hint, collected)] = ref
 
 

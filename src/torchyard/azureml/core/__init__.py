@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from torchyard.azure.dataset import Dataset
 from torchyard.azure.widgets import VERSION
 from torchyard.data.datastore import Datastore
 from torchyard.experiment import Experiment
@@ -13,7 +14,7 @@ from torchyard.spec.estimators import Environment, ScriptRunConfig
 
 from torchyard.azure.compute import ComputeTarget  # isort: skip
 
-_SUBMODULES = ("authentication", "compute", "compute_target", "conda_dependencies", "datastore", "environment",
+_SUBMODULES = ("authentication", "compute", "compute_target", "conda_dependencies", "dataset", "datastore", "environment",
                "experiment", "model", "run", "runconfig", "script_run_config", "webservice", "workspace")
 
 
@@ -25,5 +26,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'torchyard.azureml.core' has no attribute {name!r}")
 
 
-__all__ = ["VERSION", "ComputeTarget", "Datastore", "Environment", "Experiment", "Model", "Run", "ScriptRunConfig",
+__all__ = ["VERSION", "ComputeTarget", "Dataset", "Datastore", "Environment", "Experiment", "Model", "Run", "ScriptRunConfig",
            "Webservice", "Workspace"]
