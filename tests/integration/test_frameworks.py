@@ -22,13 +22,17 @@ SHAPES = [(1, 2), (2, 1)]  # (node_count, process_count_per_node)
 
 
 def _run_both(ws, script: str) -> list:
+    # one after the other: two DDP jobs at once on this 2-core machine sometimes lose a rank to a
+    # SIGABRT inside gloo ("terminate called without an active exception"), with this session's code
+    # and with the code before it alike (3 of 14 concurrent pairs); a known issue, noted for a fix
     exp = Experiment(ws, "frameworks")
-    runs = [exp.submit(PyTorch(str(FRAMEWORKS), entry_script=script, node_count=nodes, process_count_per_node=ppn,
-                               distributed_backend="pytorch", environment_variables={"HF_HUB_OFFLINE": "1"}))
-            for nodes, ppn in SHAPES]
-    for run in runs:
+    runs = []
+    for nodes, ppn in SHAPES:
+        run = exp.submit(PyTorch(str(FRAMEWORKS), entry_script=script, node_count=nodes, process_count_per_node=ppn,
+                                 distributed_backend="pytorch", environment_variables={"HF_HUB_OFFLINE": "1"}))
         details = run.wait_for_completion(timeout=240, raise_on_error=False)
         assert details["status"] == "Completed", (run.id, details.get("error"))
+        runs.append(run)
     return runs
 
 
