@@ -33,6 +33,10 @@ def test_a_three_second_run_has_system_metrics(ws, tmp_path: Path) -> None:
     assert len(metrics["system/memory_percent"]) == len(cpu)
     assert "system/disk_read_mb_s" in metrics or "system/net_recv_mb_s" in metrics
     assert set(run.get_metrics(rank="all")) == {0}
+    from torchyard.runtime.summary import execution_summary
+
+    summary = execution_summary(ws.store, ws.store.get_run(run.id))
+    assert "Metrics: done=1" in summary and "system/" not in summary  # the samples stay out of the summary
 
 
 def test_sampling_is_off_with_zero(ws, tmp_path: Path) -> None:

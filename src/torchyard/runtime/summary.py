@@ -64,7 +64,8 @@ def execution_summary(store: Any, row: dict[str, Any]) -> str:
     dur = (row["ended_at"] or time.time()) - (row["started_at"] or row["created_at"])
     lines = ["", "Execution Summary", "=================", f"RunId: {row['id']}", f"Status: {row['status']}"]
     lines.append(f"Duration: {dur:.1f} s")
-    metrics = metrics_by_rank(store, row["id"]).get(0, {})
+    # the training's metrics; the node's system/... samples (launch.sampler) would crowd them out
+    metrics = {k: v for k, v in metrics_by_rank(store, row["id"]).get(0, {}).items() if not k.startswith("system/")}
     if metrics:
         parts = []
         for k, v in metrics.items():
