@@ -380,3 +380,25 @@ def test_postgresql_stopped_and_started_mid_run_loses_nothing(pg_server: pgserve
         assert metrics["note"] == [f"text {i}" for i in range(0, 600, 10)]
     finally:
         ws.store.dispose()
+
+
+def test_a_piped_password_and_a_missing_extra_are_one_line_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    folder = str(tmp_path / ".torchyard")
+    assert ty("--workspace", folder, "init").returncode == 0
+    made = subprocess.run([*TY, "server", "create-admin", "alice", "--workspace", folder], input="s3cret-pass\n",
+                          capture_output=True, text=True, timeout=60, check=False)  # no --password-stdin: piped
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    empty = subprocess.run([*TY, "server", "user", "add", "bob", "--workspace", folder], input="",
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert empty.returncode == 2 and "no password line" in empty.stderr and "EOFError" not in empty.stderr
+    import importlib.util
+
+    from torchyard.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["ui", "--workspace", folder]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ['torchyard: error: the dashboard needs uvicorn, which is not installed: '
+                                'pip install "torchyard[ui]"']

@@ -102,7 +102,7 @@ def workspace(args: argparse.Namespace, create: bool = False) -> Any:
         if not any(os.path.isfile(os.path.join(p, "workspace.json"))
                    for p in (where, os.path.join(where, WORKSPACE_DIRNAME))):
             raise UsageError(f"{where} is not a torchyard workspace (no workspace.json there or in "
-                             f"{WORKSPACE_DIRNAME}/ inside it); `torchyard init --workspace {folder}` makes one")
+                             f"{WORKSPACE_DIRNAME}/ inside it); `torchyard --workspace {folder} init` makes one")
     return Workspace(chosen)
 
 
