@@ -50,3 +50,22 @@ def test_completion_scripts_print(tmp_path: Path) -> None:
     for shell in ("bash", "zsh", "fish"):
         script = ty("completion", shell, cwd=tmp_path).stdout
         assert "runs" in script and "--output" in script, shell
+
+
+def test_run_and_submit_print_yaml_as_they_print_json(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "noop.py").write_text("pass\n")
+    (tmp_path / "job.yml").write_text("code: .\nentry_script: noop.py\n")
+    base = [sys.executable, "-m", "torchyard", "--workspace", str(tmp_path / ".torchyard")]
+    for argv in (["run", "--source-dir", str(tmp_path), "--entry", "noop.py", "-o", "yaml"],
+                 ["submit", str(tmp_path / "job.yml"), "-o", "yaml"],
+                 ["run", "--source-dir", str(tmp_path), "--entry", "noop.py", "--wait", "-o", "yaml"]):
+        out = subprocess.run([*base, *argv], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+                             env={**__import__("os").environ, "TORCHYARD_AGENT": "0"})
+        assert out.returncode == 0, out.stderr
+        doc = yaml.safe_load(out.stdout)
+        assert doc.get("run_id") or doc.get("runId"), out.stdout

@@ -184,11 +184,19 @@ def emit(args: argparse.Namespace, obj: Any, render: Callable[[], None]) -> None
 def _plain(value: Any) -> Any:
     """``value`` as plain dicts, lists, strings, numbers, booleans and None (what YAML's safe dumper takes)."""
     if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str | int | float | bool) else k: _plain(v) for k, v in value.items()}
+        return {_plain(k) if isinstance(k, str | int | float | bool) else str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or type(value) in (str, int, float, bool):
         return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):  # a str enum (RunStatus...): the safe dumper takes only plain str
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     return str(value)
 
 

@@ -9,14 +9,30 @@ from typing import Any
 
 from torchyard.cli.common import (
     UsageError,
+    add_output,
     command,
     kv,
     print_json,
+    print_yaml,
     workspace,
 )
 from torchyard.cli.common import (
     wait as wait_for,
 )
+
+
+def _fmt(args: argparse.Namespace) -> str | None:
+    """``json`` or ``yaml`` when -o/--json asks for machine-readable output, else None (text)."""
+    fmt = getattr(args, "output", None)
+    return fmt if fmt in ("json", "yaml") else None
+
+
+def _emit_as(fmt: str | None, obj: Any) -> None:
+    (print_yaml if fmt == "yaml" else print_json)(obj)
+
+
+def _emit(args: argparse.Namespace, obj: Any) -> None:
+    _emit_as(_fmt(args), obj)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -57,27 +73,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = msgspec.structs.replace(est.spec, arguments=tuple(script_args))
     ws = workspace(args, create=True)
-    fast = _via_agent(ws, experiment, spec, kv(args.tag, "--tag"), wait=args.wait, stream=not args.json, json_out=args.json)
+    fast = _via_agent(ws, experiment, spec, kv(args.tag, "--tag"), wait=args.wait, stream=not _fmt(args), json_out=_fmt(args))
     if fast is not None:
         return fast
     run = Experiment(ws, experiment).submit(spec, tags=kv(args.tag, "--tag"))
-    if args.json and not args.wait:
-        print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})
+    if _fmt(args) and not args.wait:
+        _emit(args, {"run_id": run.id, "experiment": experiment, "status": run.get_status()})
         return 0
     print(f"torchyard: submitted run {run.id} (experiment {experiment})", file=sys.stderr, flush=True)
     if not args.wait:
         print(run.id, flush=True)
         return 0
     if args.wait:
-        code = wait_for(run, stream=not args.json)
-        if args.json:
-            print_json(run.get_details())
+        code = wait_for(run, stream=not _fmt(args))
+        if _fmt(args):
+            _emit(args, run.get_details())
         return code
     return 0
 
 
 def _via_agent(
-    ws: Any, experiment: str, spec: Any, tags: dict[str, str], *, wait: bool, stream: bool, json_out: bool
+    ws: Any, experiment: str, spec: Any, tags: dict[str, str], *, wait: bool, stream: bool, json_out: str | None
 ) -> int | None:
     """Submit through the warm local agent (see torchyard.runtime.agent); None when there is none yet."""
     from torchyard.runtime import agent  # noqa: PLC0415
@@ -109,7 +125,7 @@ def _via_agent(
         run_id = first["run_id"]
         if not wait:
             if json_out:
-                print_json({"run_id": run_id, "experiment": experiment, "status": "Queued"})
+                _emit_as(json_out, {"run_id": run_id, "experiment": experiment, "status": "Queued"})
             else:
                 print(f"torchyard: submitted run {run_id} (experiment {experiment})", file=sys.stderr, flush=True)
                 print(run_id, flush=True)
@@ -171,12 +187,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(loaded.spec, experiment, args)
     ws = workspace(args, create=True)
-    fast = _via_agent(ws, experiment, loaded.spec, loaded.tags, wait=args.stream, stream=args.stream, json_out=args.json)
+    fast = _via_agent(ws, experiment, loaded.spec, loaded.tags, wait=args.stream, stream=args.stream, json_out=_fmt(args))
     if fast is not None:
         return fast
     run = Experiment(ws, experiment).submit(loaded.spec, tags=loaded.tags)
-    if args.json and not args.stream:
-        print_json({"run_id": run.id, "experiment": experiment, "status": run.get_status()})
+    if _fmt(args) and not args.stream:
+        _emit(args, {"run_id": run.id, "experiment": experiment, "status": run.get_status()})
         return 0
     print(f"torchyard: submitted run {run.id} (experiment {experiment})", file=sys.stderr, flush=True)
     if args.stream:
@@ -196,15 +212,15 @@ def _submit_sweep(loaded: Any, experiment: str, args: argparse.Namespace) -> int
 
         return _dry_run(trial_arguments(loaded.spec, trial), experiment, args, sweep=config)
     hd = Experiment(workspace(args, create=True), experiment).submit(loaded.config, tags=loaded.tags)
-    if args.json and not args.stream:
-        print_json({"run_id": hd.id, "experiment": experiment, "status": hd.get_status(), "type": "sweep"})
+    if _fmt(args) and not args.stream:
+        _emit(args, {"run_id": hd.id, "experiment": experiment, "status": hd.get_status(), "type": "sweep"})
         return 0
     print(f"torchyard: submitted sweep {hd.id} (experiment {experiment})", file=sys.stderr, flush=True)
     if not args.stream:
         print(hd.id)
         return 0
     code = wait_for(hd, stream=False)
-    sweep_cli.show(hd, as_json=args.json)
+    sweep_cli.show(hd, as_json=bool(_fmt(args)))
     return code
 
 
@@ -213,9 +229,9 @@ def _dry_run(spec: Any, experiment: str, args: argparse.Namespace, sweep: Any = 
     from torchyard.runtime.submit import plan  # noqa: PLC0415
 
     dry = plan(workspace(args, create=True), experiment, spec)
-    if args.json:
+    if _fmt(args):
         extra = {"sweep": sweep.to_dict(sweep.hyperparameter_sampling.seed)} if sweep is not None else {}
-        print_json({**dry.to_dict(), **extra})
+        _emit(args, {**dry.to_dict(), **extra})
     else:
         if sweep is not None:
             print(f"sweep: {sweep!r}")
@@ -294,7 +310,7 @@ def register(sub: Any) -> None:
                    help="which failures are retried: infrastructure (default), preempted, hung, user or any; repeatable")
     r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
-    r.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(r)
     r.add_argument("args", nargs=argparse.REMAINDER, help="-- then the script's arguments")
 
     s = command(sub, "submit", cmd_submit)
@@ -302,4 +318,4 @@ def register(sub: Any) -> None:
     s.add_argument("--experiment", "-x", help="override the file's experiment")
     s.add_argument("--stream", action="store_true", help="stream the output and wait for the run to end")
     s.add_argument("--dry-run", action="store_true", help="print the compiled job and what would run; run nothing")
-    s.add_argument("--json", action="store_true")
+    add_output(s)
