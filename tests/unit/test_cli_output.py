@@ -251,3 +251,34 @@ def test_a_quiet_wait_off_a_terminal_prints_plain_lines(monkeypatch: pytest.Monk
     monkeypatch.setattr("sys.stderr", err)
     assert wait(_Run(), stream=False) == 0
     assert err.getvalue().splitlines() == [f"torchyard: r_1: {s}" for s in ("Queued", "Running", "Completed", "Completed")]
+
+
+def test_transfers_report_their_progress_and_the_bar_shows_only_on_a_terminal(tmp_path, monkeypatch) -> None:
+    from torchyard.cli.common import transfer_progress
+    from torchyard.data.datastore import Datastore
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}.bin").write_bytes(b"x" * (100 * (i + 1)))
+    store = Datastore(name="here", kind="local", url=str(tmp_path / "store"))
+    seen: list[tuple[str, int]] = []
+    assert store.upload(src, "data", progress=lambda kind, value: seen.append((kind, value))) == 5
+    assert seen[0] == ("files", 5) and sorted(v for k, v in seen[1:]) == [100, 200, 300, 400, 500]
+    seen.clear()
+    assert store.download(tmp_path / "back", "data", progress=lambda kind, value: seen.append((kind, value))) == 5
+    assert seen[0] == ("files", 5) and sum(v for k, v in seen[1:]) == 1500
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    with transfer_progress("x") as report:  # pytest's stderr is no terminal
+        assert report is None
+    terminal = _Terminal()
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setattr("sys.stderr", terminal)
+    with transfer_progress("uploading") as report:
+        assert report is not None
+        report("files", 2)
+        report("bytes", 10)
+        report("bytes", 20)
+    monkeypatch.setenv("NO_COLOR", "1")
+    with transfer_progress("x") as report:
+        assert report is None

@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
@@ -251,6 +252,30 @@ def plain_output(stream: Any = None) -> bool:
     return not tty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb"
 
 
+@contextmanager
+def transfer_progress(what: str) -> Iterator[Callable[[str, int], None] | None]:
+    """A progress bar on stderr for a file transfer (``Datastore.upload(..., progress=...)``): files
+    done of the total and bytes, on a terminal; None (no bar) under NO_COLOR or off a terminal."""
+    if plain_output(sys.stderr):
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), DownloadColumn(), transient=True,
+                  console=console(sys.stderr)) as bar:
+        task = bar.add_task(what, total=None)
+        done = {"bytes": 0}
+
+        def report(kind: str, value: int) -> None:
+            if kind == "files":
+                bar.update(task, total=value)
+            else:
+                done["bytes"] += value
+                bar.update(task, advance=1, description=f"{what} ({done['bytes']:,} bytes)")
+
+        yield report
+
+
 def console(stream: Any = None) -> Any:
     """A rich console on ``stream`` (stdout) that writes no ANSI codes when :func:`plain_output`, and
     does not cut lines to an 80-column default when not on a terminal."""
@@ -280,6 +305,17 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     console().print(table)
 
 
+def _environment_log(run: Any) -> str | None:
+    """Where a run's environment build writes (``logs/environment.txt`` in its folder), when local."""
+    import os  # noqa: PLC0415
+
+    workdir = getattr(run, "workdir", None)
+    try:
+        return os.path.join(str(workdir), "logs", "environment.txt") if workdir else None
+    except Exception:  # noqa: BLE001 - a remote run has no folder here
+        return None
+
+
 def wait(run: Any, stream: bool, ranks: int | str = 0) -> int:
     from torchyard.status import RunStatus  # noqa: PLC0415
 
@@ -289,11 +325,15 @@ def wait(run: Any, stream: bool, ranks: int | str = 0) -> int:
         if tty and not stream and not plain_output(sys.stderr) else None
 
     def on_status(status: str) -> None:
+        shown = f"torchyard: {run.id}: {status}"
+        if status == RunStatus.PREPARING:  # an environment build can take minutes: say where it writes
+            log = _environment_log(run)
+            shown += f" (environment and inputs; the build's log: {log})" if log else ""
         if spinner is not None:
-            spinner.console.print(f"torchyard: {run.id}: {status}", highlight=False)  # stays in the scrollback
-            spinner.update(f"torchyard: {run.id}: {status}")
+            spinner.console.print(shown, highlight=False)  # stays in the scrollback
+            spinner.update(shown)
         elif tty or not stream:
-            print(f"torchyard: {run.id}: {status}", file=sys.stderr, flush=True)
+            print(shown, file=sys.stderr, flush=True)
 
     try:
         if spinner is not None:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from torchyard.cli.common import add_output, emit, example, table
+from torchyard.cli.common import add_output, emit, example, table, transfer_progress
 from torchyard.errors import SpecError
 
 EXIT_USAGE = 2
@@ -137,13 +137,15 @@ def run(args: argparse.Namespace, workspace: Any) -> int:
         if os.path.isfile(src):
             count = ds.upload_files([src], target_path=args.target)
         else:
-            count = ds.upload(src, target_path=args.target)
+            with transfer_progress(f"uploading to {args.name}") as progress:
+                count = ds.upload(src, target_path=args.target, progress=progress)
         print(f"uploaded {count} file(s) from {src} to {ds.url_of(args.target or '')}")
         return 0
     if command == "download":
         ds = Datastore.get(workspace, args.name)
         dest = os.path.abspath(args.to)
-        count = ds.download(dest, prefix=args.prefix)
+        with transfer_progress(f"downloading from {args.name}") as progress:
+            count = ds.download(dest, prefix=args.prefix, progress=progress)
         print(f"downloaded {count} file(s) from {ds.url_of(args.prefix)} to {dest}")
         return 0
     print(args.datastore_help(), file=sys.stderr, end="")

@@ -291,7 +291,8 @@ class Datastore:
         return sorted(_relative(base, p) for p in files)
 
     def upload(
-        self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = True
+        self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = True,
+        progress: Callable[[str, int], None] | None = None,
     ) -> int:
         """Copy the files under ``src_dir`` to ``target_path`` (default: the root), keeping their
         relative paths; returns how many were uploaded (existing ones are skipped without ``overwrite``)."""
@@ -299,7 +300,7 @@ class Datastore:
         if not os.path.isdir(src):
             raise DataError(f"cannot upload to {self.describe()}: {src} is not a folder")
         files = [(p, rel) for p, rel in _walk(src)]
-        return self._upload_pairs(files, _clean_path(target_path, "target_path"), overwrite)[0]
+        return self._upload_pairs(files, _clean_path(target_path, "target_path"), overwrite, progress)[0]
 
     def upload_files(
         self, files: Iterable[str | os.PathLike[str]], target_path: str | None = None, overwrite: bool = True
@@ -314,7 +315,8 @@ class Datastore:
         return self._upload_pairs(pairs, _clean_path(target_path, "target_path"), overwrite)[0]
 
     def _upload_pairs(
-        self, pairs: builtins.list[tuple[str, str]], target: str, overwrite: bool
+        self, pairs: builtins.list[tuple[str, str]], target: str, overwrite: bool,
+        progress: Callable[[str, int], None] | None = None,
     ) -> tuple[int, int]:
         fs = self.filesystem()
         existing: set[str] = set()
@@ -341,11 +343,13 @@ class Datastore:
                 fs.put_file(local, remote)
             return os.path.getsize(local)
 
-        sizes = _parallel(put, todo, lambda err, job: _as_data_error(err, self, target, writing=True))
+        sizes = _parallel(_reporting(put, progress, len(todo)), todo,
+                          lambda err, job: _as_data_error(err, self, target, writing=True))
         return len(todo), sum(sizes)
 
     def download(
-        self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = True
+        self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = True,
+        progress: Callable[[str, int], None] | None = None,
     ) -> int:
         """Copy the files at or under ``prefix`` into ``target_path``, keeping their paths relative to
         the datastore's root; returns how many were downloaded (existing ones are kept without ``overwrite``)."""
@@ -375,7 +379,7 @@ class Datastore:
                 _unlink(tmp)
             return os.path.getsize(local)
 
-        _parallel(get, jobs, lambda err, job: _as_data_error(err, self, prefix))
+        _parallel(_reporting(get, progress, len(jobs)), jobs, lambda err, job: _as_data_error(err, self, prefix))
         return len(jobs)
 
 
@@ -536,6 +540,22 @@ def _place(cached: str, target: str) -> None:
         os.link(cached, target)
     except OSError:
         _atomic_copy(cached, target)
+
+
+def _reporting(fn: Callable[[Any], int], progress: Callable[[str, int], None] | None,
+               total: int) -> Callable[[Any], int]:
+    """``fn`` (a transfer of one file, returning its size) telling ``progress`` ("files", N) once, then
+    ("bytes", size) after each file: what the CLI's progress bar shows."""
+    if progress is None:
+        return fn
+    progress("files", total)
+
+    def wrapped(job: Any) -> int:
+        size = fn(job)
+        progress("bytes", size)
+        return size
+
+    return wrapped
 
 
 def _parallel(
