@@ -197,15 +197,21 @@ class Run:
         self._copy_artifact(name, dest)
         return dest
 
-    def download_files(self, prefix: str = "", output_directory: str = ".") -> list[str]:
-        """Download every artifact whose name starts with ``prefix`` into ``output_directory``; returns the paths written."""
+    def download_files(self, prefix: str = "", output_directory: str = ".",
+                       progress: Callable[[str, int], None] | None = None) -> list[str]:
+        """Download every artifact whose name starts with ``prefix`` into ``output_directory``; returns the
+        paths written. ``progress`` hears ("files", N) once, then ("bytes", size) after each file."""
+        names = [n for n in self.get_file_names() if n.startswith(prefix)]
+        if progress is not None:
+            progress("files", len(names))
         out = []
-        for name in self.get_file_names():
-            if name.startswith(prefix):
-                dest = os.path.join(output_directory, name)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                self._copy_artifact(name, dest)
-                out.append(dest)
+        for name in names:
+            dest = os.path.join(output_directory, name)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            self._copy_artifact(name, dest)
+            out.append(dest)
+            if progress is not None:
+                progress("bytes", os.path.getsize(dest))
         return out
 
     # ---- control ------------------------------------------------------------------------------------

@@ -282,3 +282,22 @@ def test_transfers_report_their_progress_and_the_bar_shows_only_on_a_terminal(tm
     monkeypatch.setenv("NO_COLOR", "1")
     with transfer_progress("x") as report:
         assert report is None
+
+
+def test_a_runs_artifacts_download_reports_progress(tmp_path) -> None:
+    from torchyard import Workspace
+    from torchyard.experiment import Experiment
+    from torchyard.run import Run
+
+    ws = Workspace(path=tmp_path / ".torchyard")
+    ws.store.create_run(run_id="r1", experiment="e", spec_json="{}", compute_target="local",
+                        run_dir=str(tmp_path / ".torchyard" / "runs" / "r1"), tags={})
+    folder = tmp_path / ".torchyard" / "artifacts" / "r1" / "outputs"
+    folder.mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"x" * 10)
+    (folder / "b.bin").write_bytes(b"x" * 20)
+    seen: list[tuple[str, int]] = []
+    paths = Run(Experiment(ws, "e"), "r1").download_files("outputs/", str(tmp_path / "dl"),
+                                                          progress=lambda kind, value: seen.append((kind, value)))
+    assert len(paths) == 2 and seen[0] == ("files", 2) and sum(v for k, v in seen[1:]) == 30
+    ws.store.dispose()

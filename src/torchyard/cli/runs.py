@@ -237,7 +237,14 @@ def cmd_download(args: argparse.Namespace) -> int:
         return 0
     prefix = args.path.rstrip("/") + "/"
     if any(n.startswith(prefix) for n in names):
-        for path in run.download_files(prefix, args.to):
+        import inspect  # noqa: PLC0415
+
+        from torchyard.cli.common import transfer_progress  # noqa: PLC0415
+
+        with transfer_progress(f"downloading {prefix}") as progress:
+            takes = progress is not None and "progress" in inspect.signature(run.download_files).parameters
+            paths = run.download_files(prefix, args.to, **({"progress": progress} if takes else {}))
+        for path in paths:
             print(path)
         return 0
     raise NotFoundError(f"run {run.id} has no file or folder {args.path!r}; it has: {', '.join(names) or 'nothing'}")
