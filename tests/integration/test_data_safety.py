@@ -93,7 +93,8 @@ def _check_hostile_run(run) -> None:
 
 
 @pytest.fixture(scope="module")
-def pg_server() -> Iterator[pgserver.PgServer]:
+def own_pg_server() -> Iterator[pgserver.PgServer]:
+    """A server of this module's own: the restart test stops and starts it (never the session's)."""
     reason = pgserver.unavailable_reason()
     if reason:
         pytest.skip(f"no throwaway PostgreSQL server: {reason}")
@@ -117,7 +118,7 @@ def _pg_database(server: pgserver.PgServer) -> str:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_hostile_values_are_kept_or_refused_in_the_script_on_both_databases(backend: str, tmp_path: Path,
                                                                             request: pytest.FixtureRequest) -> None:
-    db_url = _pg_database(request.getfixturevalue("pg_server")) if backend == "postgresql" else None
+    db_url = request.getfixturevalue("pg_database") if backend == "postgresql" else None
     ws = Workspace(path=tmp_path / ".torchyard", db_url=db_url)
     try:
         run = submit(ws, script(tmp_path / "src", HOSTILE))
@@ -294,7 +295,7 @@ def test_a_disk_that_fills_mid_run_loses_nothing(small_disk: Path, tmp_path: Pat
     folder = script(tmp_path / "src", COUNTING)
     run = Experiment(ws, "disk").submit(ScriptRunConfig(source_directory=str(folder), script="train.py",
                                                         arguments=["1000", "8"]))
-    from conftest import wait_until
+    from tests.conftest import wait_until
 
     wait_until(lambda: ws.store.metric_count(run.id) > 50, timeout=60)
     filler = _fill(small_disk)
@@ -360,12 +361,13 @@ def _pg_restart(server: pgserver.PgServer, down: float) -> None:
     assert started.returncode == 0, started.stderr
 
 
-def test_postgresql_stopped_and_started_mid_run_loses_nothing(pg_server: pgserver.PgServer, tmp_path: Path) -> None:
+def test_postgresql_stopped_and_started_mid_run_loses_nothing(own_pg_server: pgserver.PgServer, tmp_path: Path) -> None:
+    pg_server = own_pg_server
     ws = Workspace(path=tmp_path / ".torchyard", db_url=_pg_database(pg_server))
     folder = script(tmp_path / "src", COUNTING)
     run = Experiment(ws, "pg").submit(ScriptRunConfig(source_directory=str(folder), script="train.py",
                                                       arguments=["600", "8"]))
-    from conftest import wait_until
+    from tests.conftest import wait_until
 
     wait_until(lambda: ws.store.metric_count(run.id) > 50, timeout=60)
     ws.store.dispose()

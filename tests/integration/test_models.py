@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgserver
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -17,18 +16,6 @@ from torchyard import Experiment, Model, ScriptRunConfig, Workspace
 from torchyard.errors import NotFoundError, SpecError, WorkspaceError
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="module")
-def pg_admin() -> Iterator[str]:
-    reason = pgserver.unavailable_reason()
-    if reason:
-        pytest.skip(f"no throwaway PostgreSQL server: {reason}")
-    server = pgserver.PgServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgserver
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -25,19 +24,6 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """The admin URL of one throwaway PostgreSQL server for the whole session."""
-    reason = pgserver.unavailable_reason()
-    if reason:
-        pytest.skip(f"no throwaway PostgreSQL server: {reason}")
-    server = pgserver.PgServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)

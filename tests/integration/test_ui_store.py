@@ -7,25 +7,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgserver
 import pytest
 from sqlalchemy import create_engine, text
 
 from torchyard.workspace.browse import list_runs_page, metric_keys, read_chunks
 from torchyard.workspace.store import Store
 from torchyard.workspace.summary import get_summaries, rebuild_summary, update_summary
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    reason = pgserver.unavailable_reason()
-    if reason:
-        pytest.skip(f"no throwaway PostgreSQL server: {reason}")
-    server = pgserver.PgServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,13 +6,11 @@ a real PostgreSQL server."""
 from __future__ import annotations
 
 import os
-import uuid
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pgserver
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -25,18 +23,6 @@ MIGRATIONS = Path(store_module.__file__).resolve().parent / "migrations"
 EARLIER = [f"{n:04d}" for n in range(1, int(SCHEMA_REVISION))]
 
 
-@pytest.fixture(scope="module")
-def pg_admin() -> Iterator[str]:
-    reason = pgserver.unavailable_reason()
-    if reason:
-        pytest.skip(f"no throwaway PostgreSQL server: {reason}")
-    server = pgserver.PgServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(url, workspace folder) of an empty database."""
@@ -45,15 +31,7 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "sqlite":
         yield f"sqlite:///{folder}/store.db", str(folder)
         return
-    admin_url = request.getfixturevalue("pg_admin")
-    name = f"u_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield admin_url.rsplit("/", 1)[0] + f"/{name}", str(folder)
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    yield request.getfixturevalue("pg_database"), str(folder)
 
 
 def _upgrade_to(url: str, revision: str) -> None:

@@ -8,16 +8,13 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pgserver
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
 
 from torchyard.runtime.ingest import Ingestor
 from torchyard.runtime.summary import metrics_by_rank
@@ -30,18 +27,6 @@ VALUES = SCALARS | st.text(max_size=200)
 EVENTS = st.lists(st.tuples(NAMES, VALUES, st.none() | st.integers(-(2**64), 2**64)), min_size=1, max_size=12)
 
 
-@pytest.fixture(scope="module")
-def pg_admin() -> Iterator[str]:
-    reason = pgserver.unavailable_reason()
-    if reason:
-        pytest.skip(f"no throwaway PostgreSQL server: {reason}")
-    server = pgserver.PgServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     folder = tmp_path / ".torchyard"
@@ -50,13 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         url = f"sqlite:///{folder}/store.db"
     else:
-        admin_url = request.getfixturevalue("pg_admin")
-        name = f"p_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+        url = request.getfixturevalue("pg_database")
         (folder / "workspace.json").write_text(json.dumps({"db_url": url}))
     s = Store(url, lock_dir=str(folder))
     yield s
