@@ -118,8 +118,11 @@ class Supervisor:
         """Tell the alert subscribers how the run ended (Failed, Completed, Canceled; ``hung`` as the
         cause of a hang), from a process of its own."""
         from torchyard.runtime.alerts import deliver_detached, run_event  # noqa: PLC0415
+        from torchyard.workspace.alerts import AlertRegistry  # noqa: PLC0415
 
         try:
+            if not AlertRegistry(self.ws.path).list():  # nobody listens: no store reads for an event
+                return
             row = self.ws.store.get_run(self.run_id)
             if row["status"] not in TERMINAL_VALUES:
                 return
