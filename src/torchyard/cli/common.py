@@ -20,11 +20,18 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
+def clean_doc(text: str | None) -> str:
+    """A docstring without its indentation (what ``inspect.cleandoc`` does, without importing inspect:
+    ~4 ms of every CLI start)."""
+    import textwrap  # noqa: PLC0415
+
+    head, _, body = (text or "").expandtabs().partition("\n")
+    return (head.strip() + "\n" + textwrap.dedent(body)).strip()
+
+
 def command(subparsers: Any, name: str, handler: Handler, **kw: Any) -> argparse.ArgumentParser:
     """A leaf command: its help is the first line of ``handler``'s docstring, its description the rest."""
-    import inspect  # noqa: PLC0415
-
-    doc = inspect.cleandoc(handler.__doc__ or "")
+    doc = clean_doc(handler.__doc__)
     first, _, rest = doc.partition("\n\n")
     p: argparse.ArgumentParser = subparsers.add_parser(
         name, help=first.replace("\n", " "), description=doc.replace("\n", " ") if not rest else

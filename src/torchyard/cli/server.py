@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from torchyard.cli.common import add_output, command, emit, fmt_time, table, with_utc
+from torchyard.cli.common import add_output, clean_doc, command, emit, fmt_time, table, with_utc
 
 
 def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -198,9 +198,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _doc(handler: Any) -> str:
-    import inspect  # noqa: PLC0415
-
-    first, _, rest = inspect.cleandoc(handler.__doc__ or "").partition("\n\n")
+    first, _, rest = clean_doc(handler.__doc__).partition("\n\n")
     return first.replace("\n", " ") + ("\n\n" + rest if rest else "")
 
 
