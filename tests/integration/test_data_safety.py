@@ -307,8 +307,7 @@ def test_a_disk_that_fills_mid_run_loses_nothing(small_disk: Path, tmp_path: Pat
     metrics = run.get_metrics()
     assert metrics["value"] == [float(i) for i in range(1000)]  # logged 1000, kept 1000, once each
     assert metrics["note"] == [f"text {i}" for i in range(0, 1000, 10)]
-    sup = Path(run.workdir, ".torchyard-run", "supervisor.log").read_text()
-    assert "nothing was lost" in sup or "the store" in sup or ws.store.metric_count(run.id) == 1100
+    assert ws.store.metric_count(run.id) == 1100  # and nothing twice
 
 
 def test_runs_repair_stores_again_what_the_journals_hold(ws: Workspace, tmp_path: Path) -> None:
