@@ -15,29 +15,17 @@ from starlette.responses import Response
 from torchyard.errors import NotSupportedError, SpecError
 from torchyard.server.auth import SESSION_COOKIE, SESSION_SECONDS, Forbidden, current, require_experiment
 from torchyard.server.routing import ADMIN, PUBLIC, READ, WRITE, _ctx, _int, _json, endpoint
+from torchyard.server.wire import AddUser, CreateToken, Login, PutGrant, SetRole, parsed
 from torchyard.workspace.access import LEVELS, SCOPES
 
 MAX_TOKEN_DAYS = 366
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise SpecError("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise SpecError("body", "must be a JSON object")
-    return body
-
-
-def _str(body: dict[str, Any], name: str, *, required: bool = True, limit: int = 256) -> str | None:
-    value = body.get(name)
+def _str(value: str | None, name: str, *, required: bool = True, limit: int = 256) -> str | None:
+    """A string field's value (its type checked by ``server/wire.py``): non-empty, at most ``limit``."""
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > limit:
+    if not value or len(value) > limit:
         raise SpecError(name, f"must be a non-empty string of at most {limit} characters")
     return value
 
@@ -52,15 +40,15 @@ def _users(request: Request) -> Any:
 # ---- sessions ---------------------------------------------------------------------------------------
 
 
-@endpoint("POST", "/api/v1/login", permission=PUBLIC)
+@endpoint("POST", "/api/v1/login", permission=PUBLIC, body=Login)
 async def login(request: Request) -> Response:
     """Log in with {"user", "password"}: sets an HttpOnly session cookie (12 h). 429 after 5 failures."""
     import asyncio  # noqa: PLC0415
 
     auth = _users(request)
-    body = await _body(request)
-    user = _str(body, "user", limit=128) or ""
-    password = _str(body, "password", limit=1024) or ""
+    body = parsed(request, Login)
+    user = _str(body.user, "user", limit=128) or ""
+    password = _str(body.password, "password", limit=1024) or ""
     client = request.client.host if request.client else "?"
     keys = (f"ip:{client}", f"user:{user}")
     wait = auth.limiter.retry_after(*keys)
@@ -112,28 +100,28 @@ def list_users(request: Request) -> Response:
     return _json({"users": _users(request).access.list_users()})
 
 
-@endpoint("POST", "/api/v1/users", permission=ADMIN)
+@endpoint("POST", "/api/v1/users", permission=ADMIN, body=AddUser, status=201)
 async def add_user(request: Request) -> Response:
     """Add a user: {"name", "password", "role": admin|member|viewer}."""
     import asyncio  # noqa: PLC0415
 
     auth = _users(request)
-    body = await _body(request)
-    name, password = _str(body, "name", limit=100) or "", _str(body, "password", limit=1024) or ""
-    role = _str(body, "role", required=False, limit=16) or "member"
+    body = parsed(request, AddUser)
+    name, password = _str(body.name, "name", limit=100) or "", _str(body.password, "password", limit=1024) or ""
+    role = _str(body.role, "role", required=False, limit=16) or "member"
     principal, _ = current()
     await asyncio.to_thread(auth.access.add_user, name, password, role)
     await asyncio.to_thread(auth.audit, principal.user, "user.add", name, role=role)
     return _json({"name": name, "role": role}, 201)
 
 
-@endpoint("POST", "/api/v1/users/{name}/role", permission=ADMIN)
+@endpoint("POST", "/api/v1/users/{name}/role", permission=ADMIN, body=SetRole)
 async def set_role(request: Request) -> Response:
     """Change a user's role: {"role": admin|member|viewer}."""
     import asyncio  # noqa: PLC0415
 
     auth = _users(request)
-    role = _str(await _body(request), "role", limit=16) or ""
+    role = _str(parsed(request, SetRole).role, "role", limit=16) or ""
     name = request.path_params["name"]
     principal, _ = current()
     await asyncio.to_thread(auth.access.set_role, name, role)
@@ -162,26 +150,26 @@ def list_tokens(request: Request) -> Response:
     return _json({"tokens": _users(request).access.list_tokens(principal.user)})
 
 
-@endpoint("POST", "/api/v1/tokens", permission=READ)
+@endpoint("POST", "/api/v1/tokens", permission=READ, body=CreateToken, status=201)
 async def create_token(request: Request) -> Response:
     """A new API token for the caller: {"scope": read|write|admin, "days": N, "description"}; shown once.
     Its scope can be no wider than the caller's own token."""
     import asyncio  # noqa: PLC0415
 
     auth = _users(request)
-    body = await _body(request)
-    scope = _str(body, "scope", required=False, limit=16) or "read"
+    body = parsed(request, CreateToken)
+    scope = _str(body.scope, "scope", required=False, limit=16) or "read"
     if scope not in SCOPES:
         raise SpecError("scope", f"must be one of {', '.join(SCOPES)}")
     principal, _ = current()
     if SCOPES.index(scope) > SCOPES.index(principal.scope):
         raise Forbidden(f"a {principal.scope}-scoped token cannot make a {scope}-scoped one")
-    days = body.get("days", 90)
-    if not isinstance(days, int | float) or isinstance(days, bool) or not 0 < days <= MAX_TOKEN_DAYS:
+    days = body.days
+    if not 0 < days <= MAX_TOKEN_DAYS:
         raise SpecError("days", f"must be a number of days between 0 and {MAX_TOKEN_DAYS}")
     token_id, token = await asyncio.to_thread(auth.access.create_token, principal.user, scope=scope,
                                               expires_in=float(days) * 86400,
-                                              description=_str(body, "description", required=False, limit=200))
+                                              description=_str(body.description, "description", required=False, limit=200))
     await asyncio.to_thread(auth.audit, principal.user, "token.create", token_id, scope=scope, days=days)
     return _json({"id": token_id, "token": token, "scope": scope}, 201)
 
@@ -210,7 +198,7 @@ def list_grants(request: Request) -> Response:
     return _json({"experiment": name, "grants": _users(request).access.grants_of(name)})
 
 
-@endpoint("PUT", "/api/v1/experiments/{name}/grants/{user}", permission=WRITE)
+@endpoint("PUT", "/api/v1/experiments/{name}/grants/{user}", permission=WRITE, body=PutGrant)
 async def put_grant(request: Request) -> Response:
     """Give a user READ, EDIT or MANAGE on an experiment: {"level": ...} (needs MANAGE on it)."""
     import asyncio  # noqa: PLC0415
@@ -218,7 +206,7 @@ async def put_grant(request: Request) -> Response:
     ctx = _ctx(request)
     auth = _users(request)
     name, user = request.path_params["name"], request.path_params["user"]
-    level = _str(await _body(request), "level", limit=16) or ""
+    level = _str(parsed(request, PutGrant).level, "level", limit=16) or ""
     if level not in LEVELS:
         raise SpecError("level", f"must be one of {', '.join(LEVELS)}")
     await asyncio.to_thread(require_experiment, ctx.auth, name, "MANAGE")

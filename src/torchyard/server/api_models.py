@@ -96,7 +96,7 @@ def _tail(path: str, lines: int) -> str:
 
 @endpoint("GET", "/api/v1/models", permission=READ, params=(
     ("name", "string", "only this model name's versions"),
-    ("tag", "string", "KEY or KEY=VALUE; repeat for several"),
+    ("tag", "array", "KEY or KEY=VALUE; repeat for several"),
     ("latest", "boolean", "only the newest version of each name"),
 ))
 def list_models(request: Request) -> Response:

@@ -19,33 +19,33 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from torchyard.errors import NotFoundError, SpecError
-from torchyard.server.api_remote import _body
 from torchyard.server.auth import current
 from torchyard.server.routing import ADMIN, READ, _ctx, _json, endpoint
+from torchyard.server.wire import AttachCompute, RegisterDatastore, RegisterEnvironment, parsed
 
 MAX_FILE_TEXT = 256 * 1024
 
 
-def _strings(value: Any, field: str) -> list[str]:
+def _strings(value: list[str] | None, field: str) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list) or len(value) > 1000 or not all(isinstance(v, str) and len(v) < 1000 for v in value):
-        raise SpecError(field, "must be a list of package specifications (strings)")
+    if len(value) > 1000 or not all(len(v) < 1000 for v in value):
+        raise SpecError(field, "must be a list of at most 1000 package specifications (strings)")
     return list(value)
 
 
-def _opt_str(body: dict[str, Any], key: str, limit: int = 1024) -> str | None:
-    value = body.get(key)
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
+def _opt_str(value: str | None, key: str, limit: int = 1024) -> str | None:
+    """A string field's value (its type checked by ``server/wire.py``), at most ``limit`` characters."""
+    if value is not None and len(value) > limit:
         raise SpecError(key, f"must be a string of at most {limit} characters")
     return value
 
 
-def _keep_text(ws: Any, text: Any, field: str) -> str | None:
+def _keep_text(ws: Any, text: str | None, field: str) -> str | None:
     """An uploaded requirements/conda file's text, kept in the server's workspace; its path there."""
     if text is None:
         return None
-    if not isinstance(text, str) or len(text) > MAX_FILE_TEXT:
+    if len(text) > MAX_FILE_TEXT:
         raise SpecError(field, f"must be the file's text (at most {MAX_FILE_TEXT} bytes)")
     folder = os.path.join(ws.path, "uploads", "environment-files")
     os.makedirs(folder, exist_ok=True)
@@ -65,34 +65,27 @@ def _env_doc(env: Any) -> dict[str, Any]:
     return doc
 
 
-@endpoint("POST", "/api/v1/environments", permission=ADMIN)
+@endpoint("POST", "/api/v1/environments", permission=ADMIN, body=RegisterEnvironment, status=201)
 async def register_environment(request: Request) -> Response:
     """Register an environment: {"name", "version", "pip_packages", "conda_packages", "python",
     "user_managed", "pip_requirements" / "conda_dependencies" (the files' text)}; its name and version."""
     from torchyard.spec.estimators import Environment  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    known = {"name", "version", "pip_packages", "conda_packages", "python", "user_managed", "pip_requirements",
-             "conda_dependencies"}
-    if set(body) - known:
-        raise SpecError("body", f"unknown fields {sorted(set(body) - known)}; expected {sorted(known)}")
-    name = _opt_str(body, "name", 128)
+    body = parsed(request, RegisterEnvironment)
+    name = _opt_str(body.name, "name", 128)
     if not name:
         raise SpecError("name", "is required")
-    version = body.get("version")
-    if version is not None and not isinstance(version, str | int):
-        raise SpecError("version", "must be a string")
+    version = body.version
 
     def work() -> dict[str, Any]:
         ws = ctx.workspace
         env = Environment(name, None if version is None else str(version),
-                          pip=_strings(body.get("pip_packages"), "pip_packages"),
-                          conda=_strings(body.get("conda_packages"), "conda_packages"),
-                          python=_opt_str(body, "python", 256), user_managed=bool(body.get("user_managed")),
-                          pip_requirements_file=_keep_text(ws, body.get("pip_requirements"), "pip_requirements"),
-                          conda_dependencies_file=_keep_text(ws, body.get("conda_dependencies"),
-                                                             "conda_dependencies"))
+                          pip=_strings(body.pip_packages, "pip_packages"),
+                          conda=_strings(body.conda_packages, "conda_packages"),
+                          python=_opt_str(body.python, "python", 256), user_managed=body.user_managed,
+                          pip_requirements_file=_keep_text(ws, body.pip_requirements, "pip_requirements"),
+                          conda_dependencies_file=_keep_text(ws, body.conda_dependencies, "conda_dependencies"))
         registered = ws.environments.register(env)
         ctx.auth.audit(current()[0].user, "environment.register", f"{registered.name}:{registered.version}")
         return {"name": registered.name, "version": registered.version}
@@ -110,7 +103,7 @@ def get_environment(request: Request) -> Response:
     return _json({"environment": _env_doc(env)})
 
 
-@endpoint("POST", "/api/v1/datastores", permission=ADMIN)
+@endpoint("POST", "/api/v1/datastores", permission=ADMIN, body=RegisterDatastore, status=201)
 async def register_datastore(request: Request) -> Response:
     """Register a datastore on the server: {"name", "kind": "local", "path"} | {"kind": "s3",
     "bucket", "prefix", "endpoint_url", "profile", "credentials"} | {"kind": "fsspec", "url",
@@ -118,39 +111,44 @@ async def register_datastore(request: Request) -> Response:
     from torchyard.data.datastore import Datastore  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    kind = body.get("kind")
+    body = parsed(request, RegisterDatastore)
+    kind = body.kind
     fields = {"local": {"path"}, "s3": {"bucket", "prefix", "endpoint_url", "profile", "credentials"},
               "fsspec": {"url", "options"}}
     if kind not in fields:
         raise SpecError("kind", f"must be one of {', '.join(fields)}, got {kind!r}")
-    extra = set(body) - fields[kind] - {"name", "kind"}
+    others = set().union(*fields.values()) - fields[kind]
+    extra = sorted(f for f in others if getattr(body, f) is not None)
     if extra:
-        raise SpecError("body", f"unknown fields {sorted(extra)} for a {kind} datastore")
-    name = _opt_str(body, "name", 128)
+        raise SpecError(extra[0], f"is not a field of a datastore of kind {kind} (its fields: {', '.join(sorted(fields[kind]))})")
+    name = _opt_str(body.name, "name", 128)
     if not name:
         raise SpecError("name", "is required")
+    options = body.options or {}
+    if len(options) > 50:
+        raise SpecError("options", "must be an object of at most 50 storage options")
+    reserved = sorted({"workspace", "name", "url"} & set(options))
+    if reserved:
+        raise SpecError("options", f"{reserved[0]!r} is not a storage option (name and url are fields of their own)")
 
     def work() -> dict[str, Any]:
         ws = ctx.workspace
         if kind == "local":
-            ds = Datastore.register_local(ws, name, _opt_str(body, "path", 4096) or "")
+            ds = Datastore.register_local(ws, name, _opt_str(body.path, "path", 4096) or "")
         elif kind == "s3":
-            ds = Datastore.register_s3(ws, name, body.get("bucket"), _opt_str(body, "prefix"),  # type: ignore[arg-type]
-                                       _opt_str(body, "endpoint_url"), _opt_str(body, "profile", 256),
-                                       _opt_str(body, "credentials", 16) or "node")
+            ds = Datastore.register_s3(ws, name, body.bucket, _opt_str(body.prefix, "prefix"),  # type: ignore[arg-type]
+                                       _opt_str(body.endpoint_url, "endpoint_url"),
+                                       _opt_str(body.profile, "profile", 256),
+                                       _opt_str(body.credentials, "credentials", 16) or "node")
         else:
-            options = body.get("options") or {}
-            if not isinstance(options, dict) or len(options) > 50:
-                raise SpecError("options", "must be an object of storage options")
-            ds = Datastore.register_fsspec(ws, name, _opt_str(body, "url", 4096) or "", **options)
+            ds = Datastore.register_fsspec(ws, name, _opt_str(body.url, "url", 4096) or "", **options)
         ctx.auth.audit(current()[0].user, "datastore.register", ds.name, kind=ds.kind)
         return {"name": ds.name, "kind": ds.kind}
 
     return _json({"datastore": await asyncio.to_thread(work)}, 201)
 
 
-@endpoint("POST", "/api/v1/compute", permission=ADMIN)
+@endpoint("POST", "/api/v1/compute", permission=ADMIN, body=AttachCompute, status=201)
 async def attach_compute(request: Request) -> Response:
     """Attach (or re-attach) a compute target to the server's workspace: {"kind", "name", "config"
     (the kind's options, as ``torchyard compute add KIND NAME --OPTION ...`` takes them)}."""
@@ -158,13 +156,13 @@ async def attach_compute(request: Request) -> Response:
     from torchyard.compute.registry import target_class  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    kind, name, config = body.get("kind"), _opt_str(body, "name", 128), body.get("config") or {}
-    if not isinstance(kind, str) or not kind:
+    body = parsed(request, AttachCompute)
+    kind, name, config = body.kind, _opt_str(body.name, "name", 128), body.config or {}
+    if not kind:
         raise SpecError("kind", "is required (ray, slurm, ... as `torchyard compute add --help` lists)")
     if not name:
         raise SpecError("name", "is required")
-    if not isinstance(config, dict) or len(config) > 100:
+    if len(config) > 100:
         raise SpecError("config", "must be an object of the kind's options")
 
     def work() -> dict[str, Any]:

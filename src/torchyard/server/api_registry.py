@@ -37,9 +37,23 @@ from starlette.responses import FileResponse, Response
 
 from torchyard.errors import NotFoundError, SpecError
 from torchyard.server.api_models import _model_visible, _registry, _serves_visible, _version
-from torchyard.server.api_remote import _body, _sha, _str_map, materialize_upload
+from torchyard.server.api_remote import _sha, _str_map, materialize_upload
 from torchyard.server.auth import current, require_experiment
 from torchyard.server.routing import READ, WRITE, _ctx, _json, _run_row, _sdk_run, endpoint
+from torchyard.server.wire import (
+    CreateEndpoint,
+    DeployService,
+    DeployToEndpoint,
+    ModelProperties,
+    ModelTags,
+    RegenKey,
+    RegisterModel,
+    RegisterRunModel,
+    SetAlias,
+    SetTraffic,
+    UpdateService,
+    parsed,
+)
 
 
 def _record(request: Request, name: str, version: int | None = None, alias: str | None = None) -> Any:
@@ -124,9 +138,9 @@ def _require_owner(request: Request, kind: str, name: str) -> None:
                         "and admins may")
 
 
-def _text(body: dict[str, Any], key: str, limit: int = 10_000) -> str | None:
-    value = body.get(key)
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
+def _text(value: str | None, key: str, limit: int = 10_000) -> str | None:
+    """A string field's value (its type checked by ``server/wire.py``), at most ``limit`` characters."""
+    if value is not None and len(value) > limit:
         raise SpecError(key, f"must be a string of at most {limit} characters")
     return value
 
@@ -134,21 +148,20 @@ def _text(body: dict[str, Any], key: str, limit: int = 10_000) -> str | None:
 # ---- register ------------------------------------------------------------------------------------
 
 
-def _deploy_fields(body: dict[str, Any]) -> tuple[list[str], str, dict[str, str], dict[str, Any], str | None]:
+def _deploy_fields(body: DeployService | DeployToEndpoint) -> tuple[list[str], str, dict[str, str], dict[str, Any],
+                                                                    str | None]:
     """The parts of a deploy request shared by services and endpoint deployments: the models
     ('NAME:VERSION'), the entry script, its variables, the deployment configuration and target."""
-    ids = body.get("models")
-    if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(m, str) for m in ids):
-        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
-    entry = _text(body, "entry_script", 1024) or "score.py"
-    env_vars = _str_map(body.get("environment_variables"), "environment_variables")
-    raw_cfg = body.get("deployment_config") or {}
-    if not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS):
-        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
-    return ids, entry, env_vars, raw_cfg, _text(body, "deployment_target", 128)
+    ids = body.models
+    if not ids or len(ids) > 100:
+        raise SpecError("models", "must be a list of 1 to 100 'NAME:VERSION' strings")
+    entry = _text(body.entry_script, "entry_script", 1024) or "score.py"
+    env_vars = _str_map(body.environment_variables, "environment_variables")
+    raw_cfg = body.deployment_config.given() if body.deployment_config is not None else {}
+    return ids, entry, env_vars, raw_cfg, _text(body.deployment_target, "deployment_target", 128)
 
 
-@endpoint("POST", "/api/v1/models", permission=WRITE)
+@endpoint("POST", "/api/v1/models", permission=WRITE, body=RegisterModel, status=201)
 async def register_model(request: Request) -> Response:
     """Register uploaded files as the next version of a model: {"name", "snapshot" (an uploaded
     manifest), "kind" ("file" or "folder"), "file_name", "tags", "properties", "description",
@@ -156,17 +169,17 @@ async def register_model(request: Request) -> Response:
     from torchyard.workspace.models import check_model_name  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    name = check_model_name(body.get("name"))
-    snap = _sha(body.get("snapshot"), "snapshot")
-    kind = body.get("kind", "folder")
+    body = parsed(request, RegisterModel)
+    name = check_model_name(body.name)
+    snap = _sha(body.snapshot, "snapshot")
+    kind = body.kind
     if kind not in ("file", "folder"):
         raise SpecError("kind", f"must be 'file' or 'folder', got {kind!r}")
-    file_name = _text(body, "file_name", 255)
+    file_name = _text(body.file_name, "file_name", 255)
     if file_name is not None and (not file_name or "/" in file_name or file_name in (".", "..") or "\x00" in file_name):
         raise SpecError("file_name", f"{file_name!r} is not a file name")
-    tags, props = _str_map(body.get("tags"), "tags"), _str_map(body.get("properties"), "properties")
-    description, framework = _text(body, "description"), _text(body, "framework", 100)
+    tags, props = _str_map(body.tags, "tags"), _str_map(body.properties, "properties")
+    description, framework = _text(body.description, "description"), _text(body.framework, "framework", 100)
     principal, _ = current()
 
     def work() -> dict[str, Any]:
@@ -191,7 +204,7 @@ async def register_model(request: Request) -> Response:
     return _json({"model": await asyncio.to_thread(work)}, 201)
 
 
-@endpoint("POST", "/api/v1/runs/{run_id}/models", permission=WRITE)
+@endpoint("POST", "/api/v1/runs/{run_id}/models", permission=WRITE, body=RegisterRunModel, status=201)
 async def register_run_model(request: Request) -> Response:
     """``run.register_model``: register the run's artifact {"model_path"} (a file or a folder prefix)
     as the next version of {"name"}, with lineage; needs EDIT on the run's experiment."""
@@ -199,11 +212,11 @@ async def register_run_model(request: Request) -> Response:
     from torchyard.workspace.models import check_model_name  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    name = check_model_name(body.get("name"))
-    model_path = _text(body, "model_path", 4096) or "outputs/model.pt"
-    tags, props = _str_map(body.get("tags"), "tags"), _str_map(body.get("properties"), "properties")
-    description, framework = _text(body, "description"), _text(body, "framework", 100)
+    body = parsed(request, RegisterRunModel)
+    name = check_model_name(body.name)
+    model_path = _text(body.model_path, "model_path", 4096) or "outputs/model.pt"
+    tags, props = _str_map(body.tags, "tags"), _str_map(body.properties, "properties")
+    description, framework = _text(body.description, "description"), _text(body.framework, "framework", 100)
     principal, _ = current()
 
     def work() -> dict[str, Any]:
@@ -245,14 +258,14 @@ def model_file(request: Request) -> Response:
 # ---- change a version -----------------------------------------------------------------------------
 
 
-@endpoint("POST", "/api/v1/models/{name}/versions/{version}/tags", permission=WRITE)
+@endpoint("POST", "/api/v1/models/{name}/versions/{version}/tags", permission=WRITE, body=ModelTags)
 async def model_tags(request: Request) -> Response:
     """Set {"set": {K: V}} and remove {"remove": [K]} tags of a version."""
-    body = await _body(request)
-    tags = _str_map(body.get("set"), "set")
-    remove = body.get("remove") or []
-    if not isinstance(remove, list) or len(remove) > 100 or not all(isinstance(k, str) for k in remove):
-        raise SpecError("remove", "must be a list of tag keys")
+    body = parsed(request, ModelTags)
+    tags = _str_map(body.set, "set")
+    remove = body.remove or []
+    if len(remove) > 100:
+        raise SpecError("remove", "must be a list of at most 100 tag keys")
 
     def work() -> dict[str, Any]:
         record = _editable(request, request.path_params["name"], _version(request))
@@ -262,10 +275,10 @@ async def model_tags(request: Request) -> Response:
     return _json({"model": await asyncio.to_thread(work)})
 
 
-@endpoint("POST", "/api/v1/models/{name}/versions/{version}/properties", permission=WRITE)
+@endpoint("POST", "/api/v1/models/{name}/versions/{version}/properties", permission=WRITE, body=ModelProperties)
 async def model_properties(request: Request) -> Response:
     """Add {"properties": {K: V}} to a version (add-only: another value for a set key is refused)."""
-    props = _str_map((await _body(request)).get("properties"), "properties")
+    props = _str_map(parsed(request, ModelProperties).properties, "properties")
 
     def work() -> dict[str, Any]:
         record = _editable(request, request.path_params["name"], _version(request))
@@ -275,12 +288,11 @@ async def model_properties(request: Request) -> Response:
     return _json({"model": await asyncio.to_thread(work)})
 
 
-@endpoint("PUT", "/api/v1/models/{name}/aliases/{alias}", permission=WRITE)
+@endpoint("PUT", "/api/v1/models/{name}/aliases/{alias}", permission=WRITE, body=SetAlias)
 async def set_model_alias(request: Request) -> Response:
     """Point an alias at {"version": N} of the model (EDIT on that version's experiment)."""
-    body = await _body(request)
-    version = body.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    version = parsed(request, SetAlias).version
+    if version < 1:
         raise SpecError("version", "must be a positive integer")
 
     def work() -> dict[str, Any]:
@@ -322,12 +334,8 @@ def delete_model(request: Request) -> Response:
 
 # ---- services ----------------------------------------------------------------------------------------
 
-_DEPLOY_FIELDS = ("port", "host", "workers", "auth_enabled", "max_concurrent_requests", "request_timeout_ms",
-                  "max_batch_size", "max_batch_delay_ms", "threads_per_worker", "num_replicas", "cpus_per_replica",
-                  "max_request_bytes")
 
-
-@endpoint("POST", "/api/v1/services", permission=WRITE)
+@endpoint("POST", "/api/v1/services", permission=WRITE, body=DeployService, status=201)
 async def deploy_service(request: Request) -> Response:
     """Start a model service on the server: {"name", "models": ["NAME:VERSION"], "entry_script",
     "snapshot" (its uploaded source folder), "environment_variables", "deployment_config" (the
@@ -335,10 +343,10 @@ async def deploy_service(request: Request) -> Response:
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    name = check_name(body.get("name"), "name")  # type: ignore[arg-type]
+    body = parsed(request, DeployService)
+    name = check_name(body.name, "name")
     ids, entry, env_vars, raw_cfg, target = _deploy_fields(body)
-    overwrite = bool(body.get("overwrite"))
+    overwrite = body.overwrite
 
     def work() -> dict[str, Any]:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice, deploy  # noqa: PLC0415
@@ -348,7 +356,7 @@ async def deploy_service(request: Request) -> Response:
         if overwrite and _exists(ctx, name):
             _service(request, name)  # replacing one needs seeing it, and owning it
             _require_owner(request, "service", name)
-        snap = _sha(body.get("snapshot"), "snapshot")
+        snap = _sha(body.snapshot, "snapshot")
         if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
             raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
         folder = materialize_upload(ctx.workspace, snap)
@@ -384,19 +392,16 @@ def _service(request: Request, name: str) -> Any:
     return svc
 
 
-@endpoint("POST", "/api/v1/services/{name}/update", permission=WRITE)
+@endpoint("POST", "/api/v1/services/{name}/update", permission=WRITE, body=UpdateService)
 async def update_service(request: Request) -> Response:
     """``Webservice.update`` on the server, with no request dropped: {"models"} and/or new code
     {"entry_script", "snapshot", "environment_variables"} and/or {"deployment_config"}."""
     ctx = _ctx(request)
-    body = await _body(request)
-    ids = body.get("models")
-    if ids is not None and (not isinstance(ids, list) or not ids or len(ids) > 100
-                            or not all(isinstance(m, str) for m in ids)):
-        raise SpecError("models", "must be a list of 'NAME:VERSION' strings")
-    raw_cfg = body.get("deployment_config")
-    if raw_cfg is not None and (not isinstance(raw_cfg, dict) or set(raw_cfg) - set(_DEPLOY_FIELDS)):
-        raise SpecError("deployment_config", f"must be an object of {', '.join(_DEPLOY_FIELDS)}")
+    body = parsed(request, UpdateService)
+    ids = body.models
+    if ids is not None and (not ids or len(ids) > 100):
+        raise SpecError("models", "must be a list of 1 to 100 'NAME:VERSION' strings")
+    raw_cfg = body.deployment_config.given() if body.deployment_config is not None else None
 
     def work() -> dict[str, Any]:
         from torchyard.models.webservice import InferenceConfig, LocalWebservice  # noqa: PLC0415
@@ -405,13 +410,13 @@ async def update_service(request: Request) -> Response:
         _require_owner(request, "service", svc.name)
         records = [_record_of_id(request, m) for m in ids] if ids is not None else None
         inference = None
-        if body.get("snapshot") is not None:
-            snap = _sha(body.get("snapshot"), "snapshot")
+        if body.snapshot is not None:
+            snap = _sha(body.snapshot, "snapshot")
             if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
                 raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
-            inference = InferenceConfig(entry_script=_text(body, "entry_script", 1024) or "score.py",
+            inference = InferenceConfig(entry_script=_text(body.entry_script, "entry_script", 1024) or "score.py",
                                         source_directory=materialize_upload(ctx.workspace, snap),
-                                        environment_variables=_str_map(body.get("environment_variables"),
+                                        environment_variables=_str_map(body.environment_variables,
                                                                        "environment_variables"))
         config = LocalWebservice.deploy_configuration(**raw_cfg) if raw_cfg is not None else None
         svc.update(models=[r.id for r in records] if records is not None else None, inference_config=inference,
@@ -441,18 +446,18 @@ def service_keys(request: Request) -> Response:
     return _json({"primary": primary, "secondary": secondary})
 
 
-def _key_name(body: dict[str, Any]) -> str:
-    key = body.get("key")
+def _key_name(body: RegenKey) -> str:
+    key = body.key
     if key not in ("primary", "secondary"):
         raise SpecError("key", f"must be 'primary' or 'secondary', got {key!r}")
     return str(key)
 
 
-@endpoint("POST", "/api/v1/services/{name}/keys", permission=WRITE)
+@endpoint("POST", "/api/v1/services/{name}/keys", permission=WRITE, body=RegenKey)
 async def regen_service_key(request: Request) -> Response:
     """``Webservice.regen_key``: replace {"key": "primary"|"secondary"} (the old one stops working at
     once); its creator or an admin. Answers the new pair."""
-    key = _key_name(await _body(request))
+    key = _key_name(parsed(request, RegenKey))
 
     def work() -> dict[str, Any]:
         svc = _service(request, request.path_params["name"])
@@ -480,22 +485,17 @@ def _endpoint(request: Request) -> Any:
     return Endpoint(_ctx(request).workspace, name)
 
 
-@endpoint("POST", "/api/v1/endpoints", permission=WRITE)
+@endpoint("POST", "/api/v1/endpoints", permission=WRITE, body=CreateEndpoint, status=201)
 async def create_endpoint(request: Request) -> Response:
     """Start an online endpoint's router on the server: {"name", "auth_mode" ("key" or null), "port",
     "host", "description", "max_request_bytes"}."""
     from torchyard.models.endpoint import Endpoint  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    known = {"name", "auth_mode", "port", "host", "description", "max_request_bytes"}
-    if set(body) - known:
-        raise SpecError("body", f"unknown fields {sorted(set(body) - known)}; expected {sorted(known)}")
-    name = body.get("name")
-    if not isinstance(name, str):
-        raise SpecError("name", "must be the endpoint's name")
-    kwargs = {k: body[k] for k in ("auth_mode", "port", "host", "description", "max_request_bytes") if k in body
-              and body[k] is not None}
+    body = parsed(request, CreateEndpoint)
+    name = body.name
+    kwargs = {k: v for k in ("auth_mode", "port", "host", "description", "max_request_bytes")
+              if (v := getattr(body, k)) is not None}
 
     def work() -> dict[str, Any]:
         ep = Endpoint.create(ctx.workspace, name, **kwargs)
@@ -507,16 +507,14 @@ async def create_endpoint(request: Request) -> Response:
     return _json({"endpoint": await asyncio.to_thread(work)}, 201)
 
 
-@endpoint("POST", "/api/v1/endpoints/{name}/deployments", permission=WRITE)
+@endpoint("POST", "/api/v1/endpoints/{name}/deployments", permission=WRITE, body=DeployToEndpoint, status=201)
 async def deploy_to_endpoint(request: Request) -> Response:
     """Add or replace a deployment: {"deployment", "models", "entry_script", "snapshot",
     "environment_variables", "deployment_config", "deployment_target"} (as ``POST /api/v1/services``);
     the first one takes all the traffic."""
     ctx = _ctx(request)
-    body = await _body(request)
-    deployment = body.get("deployment")
-    if not isinstance(deployment, str):
-        raise SpecError("deployment", "must be the deployment's name")
+    body = parsed(request, DeployToEndpoint)
+    deployment = body.deployment
     ids, entry, env_vars, raw_cfg, target = _deploy_fields(body)
 
     def work() -> dict[str, Any]:
@@ -525,7 +523,7 @@ async def deploy_to_endpoint(request: Request) -> Response:
         ep = _endpoint(request)
         _require_owner(request, "endpoint", ep.name)
         records = [_record_of_id(request, model_id) for model_id in ids]
-        snap = _sha(body.get("snapshot"), "snapshot")
+        snap = _sha(body.snapshot, "snapshot")
         if not os.path.exists(ctx.workspace.snapshots.manifest_path(snap)):
             raise SpecError("snapshot", "is not an uploaded manifest (POST /api/v1/snapshots first)")
         folder = materialize_upload(ctx.workspace, snap)
@@ -548,16 +546,16 @@ def _record_of_id(request: Request, model_id: str) -> Any:
     return _record(request, model_name, version)
 
 
-@endpoint("PUT", "/api/v1/endpoints/{name}/traffic", permission=WRITE)
+@endpoint("PUT", "/api/v1/endpoints/{name}/traffic", permission=WRITE, body=SetTraffic)
 async def set_endpoint_traffic(request: Request) -> Response:
     """Split live traffic {"traffic": {DEPLOYMENT: PERCENT}} and mirror {"mirror": {...}}; returns
     once the router applies it."""
-    body = await _body(request)
+    body = parsed(request, SetTraffic)
 
     def work() -> dict[str, Any]:
         ep = _endpoint(request)
         _require_owner(request, "endpoint", ep.name)
-        ep.set_traffic(body.get("traffic"), body.get("mirror"))
+        ep.set_traffic(body.traffic, body.mirror)
         return {"traffic": ep.traffic, "mirror": ep.mirror_traffic}
 
     return _json(await asyncio.to_thread(work))
@@ -590,11 +588,11 @@ def endpoint_keys(request: Request) -> Response:
     return _json({"primary": primary, "secondary": secondary})
 
 
-@endpoint("POST", "/api/v1/endpoints/{name}/keys", permission=WRITE)
+@endpoint("POST", "/api/v1/endpoints/{name}/keys", permission=WRITE, body=RegenKey)
 async def regen_endpoint_key(request: Request) -> Response:
     """``Endpoint.regen_key``: replace {"key": "primary"|"secondary"} (the router applies it before
     this answers); its creator or an admin. Answers the new pair."""
-    key = _key_name(await _body(request))
+    key = _key_name(parsed(request, RegenKey))
 
     def work() -> dict[str, Any]:
         ep = _endpoint(request)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -26,22 +25,12 @@ from torchyard.errors import NotFoundError, SpecError
 from torchyard.server.auth import Forbidden, current, require_experiment
 from torchyard.server.routing import READ, WRITE, _ctx, _int, _json, _public, _run_row, _sdk_run, endpoint
 from torchyard.server.security import MAX_OBJECT
+from torchyard.server.wire import LogValues, MissingObjects, PutSnapshot, RunToken, SetTags, SubmitRun, parsed
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_FILES = 100_000
 MAX_TAGS = 100
 MAX_VALUES = 100_000
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        raise SpecError("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise SpecError("body", "must be a JSON object")
-    return body
 
 
 def _sha(value: Any, field: str = "sha256") -> str:
@@ -53,19 +42,18 @@ def _sha(value: Any, field: str = "sha256") -> str:
 # ---- snapshot objects --------------------------------------------------------------------------------
 
 
-@endpoint("POST", "/api/v1/objects/missing", permission=WRITE)
+@endpoint("POST", "/api/v1/objects/missing", permission=WRITE, body=MissingObjects)
 async def missing_objects(request: Request) -> Response:
     """Of {"objects": [[sha256, size], ...]}, those the server does not have yet."""
     ctx = _ctx(request)
-    body = await _body(request)
-    items = body.get("objects")
-    if not isinstance(items, list) or len(items) > MAX_FILES:
+    items = parsed(request, MissingObjects).objects
+    if len(items) > MAX_FILES:
         raise SpecError("objects", f"must be a list of at most {MAX_FILES} [sha256, size] pairs")
     pairs = []
-    for item in items:
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], int) or item[1] < 0:
-            raise SpecError("objects", "each entry must be [sha256, size]")
-        pairs.append((_sha(item[0]), item[1]))
+    for sha, size in items:
+        if size < 0:
+            raise SpecError("objects", "each entry must be [sha256, size] with a size of 0 or more")
+        pairs.append((_sha(sha), size))
     store = ctx.workspace.snapshots
 
     def check() -> list[str]:
@@ -74,7 +62,7 @@ async def missing_objects(request: Request) -> Response:
     return _json({"missing": await asyncio.to_thread(check)})
 
 
-@endpoint("PUT", "/api/v1/objects/{sha256}", permission=WRITE)
+@endpoint("PUT", "/api/v1/objects/{sha256}", permission=WRITE, raw_body="application/octet-stream", status=201)
 async def put_object(request: Request) -> Response:
     """Upload one object's bytes (application/octet-stream); kept only if its SHA-256 matches."""
     ctx = _ctx(request)
@@ -122,7 +110,7 @@ def _place_object(store: Any, sha: str, data: bytes) -> None:
             os.unlink(tmp)
 
 
-@endpoint("PUT", "/api/v1/packs", permission=WRITE)
+@endpoint("PUT", "/api/v1/packs", permission=WRITE, raw_body="application/octet-stream", status=201)
 async def put_pack(request: Request) -> Response:
     """Many small objects in one body (application/octet-stream): for each, its SHA-256 as 64 hex
     digits, its length as 8 bytes big-endian, then its bytes. Each is kept only if it hashes right."""
@@ -155,30 +143,26 @@ def _rel_path(value: Any) -> str:
     return value
 
 
-@endpoint("POST", "/api/v1/snapshots", permission=WRITE)
+@endpoint("POST", "/api/v1/snapshots", permission=WRITE, body=PutSnapshot, status=201)
 async def put_snapshot(request: Request) -> Response:
     """Record a snapshot manifest {"files": [{"path", "sha256", "size", "executable"}]} whose objects
     are all uploaded; its id (same files → same id)."""
     from torchyard.workspace.snapshots import SnapshotFile  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    items = body.get("files")
-    if not isinstance(items, list) or not items or len(items) > MAX_FILES:
+    items = parsed(request, PutSnapshot).files
+    if not items or len(items) > MAX_FILES:
         raise SpecError("files", f"must be a list of 1 to {MAX_FILES} files")
     files = []
     seen = set()
     for item in items:
-        if not isinstance(item, dict):
-            raise SpecError("files", "each entry must be an object")
-        path = _rel_path(item.get("path"))
+        path = _rel_path(item.path)
         if path in seen:
             raise SpecError("files.path", f"{path!r} is listed twice")
         seen.add(path)
-        size = item.get("size")
-        if not isinstance(size, int) or size < 0:
+        if item.size < 0:
             raise SpecError("files.size", "must be a non-negative integer")
-        files.append(SnapshotFile(path, _sha(item.get("sha256"), "files.sha256"), size, bool(item.get("executable"))))
+        files.append(SnapshotFile(path, _sha(item.sha256, "files.sha256"), item.size, item.executable))
     files.sort(key=lambda f: f.path)
     store = ctx.workspace.snapshots
 
@@ -194,10 +178,11 @@ async def put_snapshot(request: Request) -> Response:
 # ---- submit -----------------------------------------------------------------------------------------
 
 
-def _str_map(value: Any, field: str) -> dict[str, str]:
+def _str_map(value: dict[str, Any] | None, field: str) -> dict[str, str]:
+    """A map of scalars (typed by ``server/wire.py``) as strings, at most ``MAX_TAGS`` entries."""
     if value is None:
         return {}
-    if not isinstance(value, dict) or len(value) > MAX_TAGS:
+    if len(value) > MAX_TAGS:
         raise SpecError(field, f"must be an object of at most {MAX_TAGS} entries")
     return {str(k)[:256]: str(v) for k, v in value.items()}
 
@@ -238,7 +223,7 @@ def materialize_upload(ws: Any, snap: str) -> str:
     return folder
 
 
-@endpoint("POST", "/api/v1/runs", permission=WRITE)
+@endpoint("POST", "/api/v1/runs", permission=WRITE, body=SubmitRun, status=201)
 async def submit(request: Request) -> Response:
     """Submit a job: {"experiment", "spec" (a JobSpec as JSON), "snapshot" (an uploaded manifest id),
     "tags", "client_source"}. The server records the run and starts its supervisor; the run id."""
@@ -246,13 +231,11 @@ async def submit(request: Request) -> Response:
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    experiment = check_name(body.get("experiment"))  # type: ignore[arg-type]
-    snap = _sha(body.get("snapshot"), "snapshot")
-    tags = _str_map(body.get("tags"), "tags")
-    raw_spec = body.get("spec")
-    if not isinstance(raw_spec, dict):
-        raise SpecError("spec", "must be a job spec object")
+    body = parsed(request, SubmitRun)
+    experiment = check_name(body.experiment)
+    snap = _sha(body.snapshot, "snapshot")
+    tags = _str_map(body.tags, "tags")
+    raw_spec = body.spec
     principal, _ = current()
 
     def work() -> str:
@@ -266,8 +249,8 @@ async def submit(request: Request) -> Response:
                 fields[key] = tuple(fields[key])
         spec = build_job_spec(**fields)
         run_id = ws.submit(experiment, spec, tags=tags, created_by=principal.user)
-        client = body.get("client_source")
-        if isinstance(client, str) and len(client) < 4096:
+        client = body.client_source
+        if client is not None and len(client) < 4096:
             ws.store.add_properties(run_id, {"torchyard.client_source_directory": client})
         return str(run_id)
 
@@ -289,7 +272,9 @@ def run_status(request: Request) -> Response:
                   "kind": row.get("kind")})
 
 
-@endpoint("GET", "/api/v1/runs/{run_id}/details", permission=READ)
+@endpoint("GET", "/api/v1/runs/{run_id}/details", permission=READ, params=(
+    ("summary", "boolean", "also the run's metric summary"),
+))
 def run_details(request: Request) -> Response:
     """``Run.get_details()``, as the SDK returns it (log file paths left out), plus the run's row."""
 
@@ -334,11 +319,11 @@ def run_files(request: Request) -> Response:
     return _json({"files": run.get_file_names()})
 
 
-@endpoint("POST", "/api/v1/runs/{run_id}/tags", permission=WRITE)
+@endpoint("POST", "/api/v1/runs/{run_id}/tags", permission=WRITE, body=SetTags)
 async def set_tags(request: Request) -> Response:
     """Set tags on a run: {"tags": {KEY: VALUE}} (needs EDIT on its experiment)."""
     ctx = _ctx(request)
-    tags = _str_map((await _body(request)).get("tags"), "tags")
+    tags = _str_map(parsed(request, SetTags).tags, "tags")
 
     def work() -> dict[str, str]:
         row = _run_row(ctx, request.path_params["run_id"])
@@ -348,33 +333,28 @@ async def set_tags(request: Request) -> Response:
     return _json({"tags": await asyncio.to_thread(work)})
 
 
-@endpoint("POST", "/api/v1/runs/{run_id}/log", permission=WRITE)
+@endpoint("POST", "/api/v1/runs/{run_id}/log", permission=WRITE, body=LogValues)
 async def log_values(request: Request) -> Response:
     """``run.log`` from outside the run, batched: {"rank": 0, "series": [[name, [values], [steps|null], [ts]]]}."""
     from torchyard.workspace.summary import update_summary  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    rank = body.get("rank", 0)
-    if not isinstance(rank, int) or not 0 <= rank < 1 << 20:
+    body = parsed(request, LogValues)
+    rank = body.rank
+    if not 0 <= rank < 1 << 20:
         raise SpecError("rank", "must be a rank number")
-    series = body.get("series")
-    if not isinstance(series, list) or not series:
+    series = body.series
+    if not series:
         raise SpecError("series", "must be a non-empty list of [name, values, steps, times]")
     packed = []
     total = 0
-    for item in series:
-        if not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str) or not item[0]:
-            raise SpecError("series", "each entry must be [name, values, steps, times]")
-        name, vals, steps, ts = item
-        if not all(isinstance(x, list) for x in (vals, steps, ts)) or not len(vals) == len(steps) == len(ts):
+    for name, vals, steps, ts in series:
+        if not name:
+            raise SpecError("series", "each entry must be [name, values, steps, times] with a name")
+        if not len(vals) == len(steps) == len(ts):
             raise SpecError("series", f"{name!r}: values, steps and times must be lists of one length")
         total += len(vals)
-        try:
-            packed.append((name[:256], [float(v) for v in vals], [None if s is None else int(s) for s in steps],
-                           [float(t) for t in ts]))
-        except (TypeError, ValueError):
-            raise SpecError("series", f"{name!r}: values and times must be numbers, steps integers or null") from None
+        packed.append((name[:256], vals, steps, ts))
     if total > MAX_VALUES:
         raise SpecError("series", f"at most {MAX_VALUES} values per request")
 
@@ -408,14 +388,13 @@ def experiment_runs(request: Request) -> Response:
 # ---- in-job reporting over HTTP (nodes that cannot reach the database or the run folder) -----------
 
 
-@endpoint("POST", "/api/v1/runs/{run_id}/token", permission=WRITE)
+@endpoint("POST", "/api/v1/runs/{run_id}/token", permission=WRITE, body=RunToken, status=201)
 async def run_token(request: Request) -> Response:
     """A token for the run's own nodes: scoped to this run (only its mirror routes), expiring when the
     run ends (or after {"hours": N}, default 168); needs EDIT on the experiment. Shown once."""
     ctx = _ctx(request)
-    body = await _body(request)
-    hours = body.get("hours", 168)
-    if not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 24 * 31:
+    hours = parsed(request, RunToken).hours
+    if not 0 < hours <= 24 * 31:
         raise SpecError("hours", "must be a number of hours between 0 and 744")
     principal, _ = current()
 

@@ -37,7 +37,7 @@ def mirror_held(request: Request) -> Response:
     return _json({"offsets": held(row["run_dir"], _node(request))})
 
 
-@endpoint("PUT", "/api/v1/runs/{run_id}/mirror/{node:int}", permission=WRITE)
+@endpoint("PUT", "/api/v1/runs/{run_id}/mirror/{node:int}", permission=WRITE, raw_body="application/octet-stream")
 async def mirror_put(request: Request) -> Response:
     """One frame of node NODE (msgpack ``{relative path: [offset, bytes]}``, offset -1 for its whole
     report) written into the run's folder; only logs, metric journals, exit files and the node's own

@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from torchyard.errors import NotFoundError, SpecError
 from torchyard.server.api_remote import (
-    _body,
     _may_create,
     _sha,
     _str_map,
@@ -27,6 +26,7 @@ from torchyard.server.api_remote import (
 )
 from torchyard.server.auth import current
 from torchyard.server.routing import READ, WRITE, _ctx, _int, _is_sweep, _json, _run_row, _sdk_run, endpoint
+from torchyard.server.wire import StartSweep, parsed
 
 
 def _sweep_run(ctx: Any, run_id: str, wanted: str | None = None) -> Any:
@@ -37,19 +37,19 @@ def _sweep_run(ctx: Any, run_id: str, wanted: str | None = None) -> Any:
     return _sdk_run(ctx, run_id)
 
 
-@endpoint("POST", "/api/v1/sweeps", permission=WRITE)
+@endpoint("POST", "/api/v1/sweeps", permission=WRITE, body=StartSweep, status=201)
 async def start_sweep(request: Request) -> Response:
     """Start a sweep: {"experiment", "sweep" (HyperDriveConfig.to_dict), "snapshot" (the trial's
     uploaded source), "tags", "client_source"}. The controller runs on the server; the parent's id."""
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     ctx = _ctx(request)
-    body = await _body(request)
-    experiment = check_name(body.get("experiment"))  # type: ignore[arg-type]
-    snap = _sha(body.get("snapshot"), "snapshot")
-    tags = _str_map(body.get("tags"), "tags")
-    definition = body.get("sweep")
-    if not isinstance(definition, dict) or not isinstance(definition.get("trial"), dict):
+    body = parsed(request, StartSweep)
+    experiment = check_name(body.experiment)
+    snap = _sha(body.snapshot, "snapshot")
+    tags = _str_map(body.tags, "tags")
+    definition = body.sweep
+    if not isinstance(definition.get("trial"), dict):
         raise SpecError("sweep", "must be a sweep definition (HyperDriveConfig.to_dict) with its trial job")
     principal, _ = current()
 
@@ -68,8 +68,8 @@ async def start_sweep(request: Request) -> Response:
         except (KeyError, TypeError, ValueError) as err:
             raise SpecError("sweep", f"is not a sweep definition ({type(err).__name__}: {err})") from None
         run_id = start(ws, experiment, config, tags, created_by=principal.user)
-        client = body.get("client_source")
-        if isinstance(client, str) and len(client) < 4096:
+        client = body.client_source
+        if client is not None and len(client) < 4096:
             ws.store.add_properties(run_id, {"torchyard.client_source_directory": client})
         return str(run_id)
 

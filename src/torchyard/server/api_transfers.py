@@ -30,9 +30,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from torchyard.errors import DataError, NotFoundError, SpecError
-from torchyard.server.api_remote import _body, _sha
+from torchyard.server.api_remote import _sha
 from torchyard.server.auth import current
 from torchyard.server.routing import ADMIN, READ, WRITE, _ctx, _json, _sdk_run, endpoint
+from torchyard.server.wire import DatastoreUpload, PruneEnvironments, parsed
 
 #: at most this many paths in one listing (a bigger prefix is refused: list a narrower one)
 MAX_LISTING = 100_000
@@ -133,20 +134,15 @@ def datastore_file(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
-@endpoint("POST", "/api/v1/datastores/{name}/upload", permission=WRITE)
+@endpoint("POST", "/api/v1/datastores/{name}/upload", permission=WRITE, body=DatastoreUpload, status=201)
 async def datastore_upload(request: Request) -> Response:
     """Copy an uploaded manifest's files {"snapshot"} into a server's datastore under {"target"}
     (default: its root), keeping their relative paths; {"overwrite": false} keeps existing files.
     Answers how many files were written."""
-    body = await _body(request)
-    known = {"snapshot", "target", "overwrite"}
-    if set(body) - known:
-        raise SpecError("body", f"unknown fields {sorted(set(body) - known)}; expected {sorted(known)}")
-    snap = _sha(body.get("snapshot"), "snapshot")
-    target = _clean(body.get("target"), "target")
-    overwrite = body.get("overwrite", True)
-    if not isinstance(overwrite, bool):
-        raise SpecError("overwrite", "must be true or false")
+    body = parsed(request, DatastoreUpload)
+    snap = _sha(body.snapshot, "snapshot")
+    target = _clean(body.target, "target")
+    overwrite = body.overwrite
     ctx = _ctx(request)
     principal, _ = current()
 
@@ -186,16 +182,15 @@ def run_environment(request: Request) -> Response:
                                                  ("python", "base_python", "key", "cached", "packages")}})
 
 
-@endpoint("POST", "/api/v1/environments/prune", permission=ADMIN)
+@endpoint("POST", "/api/v1/environments/prune", permission=ADMIN, body=PruneEnvironments)
 async def prune_environments(request: Request) -> Response:
     """Remove the server's cached environment builds unused for {"older_than_days"} (default 7) that
     no live run uses (admins). Answers the keys removed."""
     from torchyard.environments import prune  # noqa: PLC0415
     from torchyard.status import ACTIVE_VALUES  # noqa: PLC0415
 
-    body = await _body(request)
-    days = body.get("older_than_days", 7.0)
-    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 36_500:
+    days = parsed(request, PruneEnvironments).older_than_days
+    if not 0 <= days <= 36_500:
         raise SpecError("older_than_days", "must be a number of days between 0 and 36500")
     ctx = _ctx(request)
     principal, _ = current()

@@ -51,6 +51,7 @@ from torchyard.server.routing import (  # noqa: F401 - re-exported: route module
     json_text,
 )
 from torchyard.server.security import CSP, MAX_BODY, SecurityMiddleware, safe_path
+from torchyard.server.wire import CancelRun, body_schemas, check_query, decode, parsed
 from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -120,7 +121,7 @@ def list_experiments(request: Request) -> Response:
 @endpoint("GET", "/api/v1/runs", permission=READ, params=(
     ("experiment", "string", "only this experiment's runs"),
     ("status", "string", "comma-separated statuses"),
-    ("tag", "string", "KEY or KEY=VALUE; repeat for several"),
+    ("tag", "array", "KEY or KEY=VALUE; repeat for several"),
     ("parent", "string", "only the children of this run"),
     ("top_level", "boolean", "only runs without a parent (default: true unless parent is given)"),
     ("q", "string", "run id or display name contains"),
@@ -444,22 +445,13 @@ def sweep_children_metric(request: Request) -> Response:
     return _json({"metric": name, "series": out})
 
 
-@endpoint("POST", "/api/v1/runs/{run_id}/cancel", permission=WRITE)
+@endpoint("POST", "/api/v1/runs/{run_id}/cancel", permission=WRITE, body=CancelRun)
 async def cancel_run(request: Request) -> Response:
     """Cancel a run (a sweep: and every trial still going). Body: optional {"reason": "..."}. Idempotent."""
     ctx = _ctx(request)
-    raw = await request.body()
-    reason = None
-    if raw:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise SpecError("body", "is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise SpecError("body", "must be a JSON object")
-        reason = body.get("reason")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
-            raise SpecError("reason", "must be a string of at most 1000 characters")
+    reason = parsed(request, CancelRun).reason
+    if reason is not None and len(reason) > 1000:
+        raise SpecError("reason", "must be a string of at most 1000 characters")
 
     def work() -> str:
         run = _sdk_run(ctx, request.path_params["run_id"])
@@ -737,26 +729,88 @@ def _error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": {"status": status, **body}}, status_code=status)
 
 
+_UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+_ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["status", "message"], "properties": {
+        "status": {"type": "integer"}, "message": {"type": "string"},
+        "field": {"type": ["string", "null"], "description": "the request field or parameter at fault (400)"}}}},
+}
+
+
+def _responses(ep: Endpoint) -> dict[str, Any]:
+    """The status codes ``ep`` answers: its success, and the errors the guard, the security
+    middleware (``server/security.py``) and ``_error`` give it."""
+    unsafe = ep.method in _UNSAFE
+    found: dict[str, str] = {str(ep.status): "created" if ep.status == 201 else "OK"}
+    if ep.body is not None or ep.raw_body is not None or ep.params or "{" in ep.path or unsafe:
+        found["400"] = "a request field, parameter or body is invalid (the error names it)"
+    if ep.permission != PUBLIC:
+        found["401"] = "authentication needed: a bearer token or a session cookie"
+    elif ep.method == "POST":
+        found["401"] = "wrong user name or password"
+    if unsafe or ep.permission not in (READ, PUBLIC):
+        found["403"] = "the caller's role or token scope does not allow this, or a cross-origin request"
+    if "{" in ep.path or ep.body is not None:
+        found["404"] = "not found (or not visible to the caller)"
+    if unsafe:
+        found["409"] = "the request conflicts with the current state"
+        found["413"] = "the request body is over its limit"
+        found["415"] = f"the request body is not {ep.raw_body or 'application/json'}"
+    if ep.path == "/api/v1/login":
+        found["429"] = "too many failed logins; Retry-After says when to try again"
+    return {code: ({"description": text} if code < "400" else {"description": text, **_ERROR_REF})
+            for code, text in sorted(found.items())}
+
+
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI description, built from the declared endpoints (each carries ``x-permission``)."""
+    """The OpenAPI description, built from the declared endpoints (each carries ``x-permission``):
+    each operation's parameters, request body (its ``server/wire.py`` Struct), the status codes it
+    answers, and the bearer-token and session-cookie security schemes."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in ENDPOINTS:
-        if not ep.path.startswith("/api/"):
-            continue
+    api = [ep for ep in ENDPOINTS if ep.path.startswith("/api/")]
+    models = sorted({ep.body for ep in api if ep.body is not None}, key=lambda m: m.__name__)
+    refs, components = body_schemas(models)
+    ref_of = dict(zip(models, refs, strict=True))
+    for ep in api:
         path = re.sub(r"\{(\w+)(:\w+)?\}", r"{\1}", ep.path)
         params: list[dict[str, Any]] = [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in re.findall(r"\{(\w+)(?::\w+)?\}", ep.path)
+            {"name": n, "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 0} if conv == ":int" else {"type": "string", "minLength": 1}}
+            for n, conv in re.findall(r"\{(\w+)(:\w+)?\}", ep.path)
         ]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
-                   for n, t, d in ep.params]
+        for n, t, d in ep.params:
+            schema: dict[str, Any] = ({"type": "array", "items": {"type": "string"}} if t == "array"
+                                      else {"type": t})
+            params.append({"name": n, "in": "query", "required": False, "schema": schema, "description": d,
+                           **({"style": "form", "explode": True} if t == "array" else {})})
         op: dict[str, Any] = {"summary": ep.summary, "operationId": ep.func.__name__, "parameters": params,
-                              "x-permission": ep.permission,
-                              "responses": {"200": {"description": "OK"}, "404": {"description": "not found"}}}
-        if ep.method == "POST":
-            op["requestBody"] = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+                              "x-permission": ep.permission, "responses": _responses(ep)}
+        if ep.permission == PUBLIC:
+            op["security"] = []
+        if ep.body is not None:
+            required = bool(components[ep.body.__name__].get("required"))
+            op["requestBody"] = {"required": required, "content": {"application/json": {"schema": ref_of[ep.body]}}}
+        elif ep.raw_body is not None:
+            op["requestBody"] = {"required": True,
+                                 "content": {ep.raw_body: {"schema": {"type": "string", "format": "binary"}}}}
         paths.setdefault(path, {})[ep.method.lower()] = op
-    return {"openapi": "3.1.0", "info": {"title": "torchyard dashboard API", "version": "1"}, "paths": paths}
+    from torchyard.server.auth import SESSION_COOKIE  # noqa: PLC0415
+
+    return {
+        "openapi": "3.1.0", "info": {"title": "torchyard dashboard API", "version": "1"}, "paths": paths,
+        "security": [{"bearerAuth": []}, {"sessionCookie": []}],
+        "components": {
+            "schemas": {**components, "Error": _ERROR_SCHEMA},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "an API token (`torchyard login`, POST /api/v1/tokens)"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                                  "description": "the browser session POST /api/v1/login sets"},
+            },
+        },
+    }
 
 
 def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -768,6 +822,7 @@ def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     func, permission = ep.func, ep.permission
     is_async = asyncio.iscoroutinefunction(func)
     run_token_ok = bool(getattr(func, "run_token", False))
+    params, body_model = ep.params, ep.body
 
     async def guarded(request: Request) -> Response:
         if any("\x00" in str(v) for v in request.path_params.values()):  # never a name here; PostgreSQL refuses NUL
@@ -790,6 +845,10 @@ def _guard(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
                     f"this needs {permission} access; {principal.user} ({principal.role}) "
                     f"with a {principal.scope}-scoped token does not have it"))
             CURRENT.set((principal, permission))
+        if params:
+            check_query(request.query_params, params)
+        if body_model is not None:
+            request.state.body = decode(await request.body(), body_model)
         if is_async:
             result: Response = await func(request)
         else:
@@ -807,6 +866,57 @@ def _unauthorized() -> Exception:
     return Unauthorized("authentication needed: send 'Authorization: Bearer TOKEN' (torchyard login) or log in")
 
 
+class MethodsMiddleware:
+    """``OPTIONS`` on a declared path: 204 with ``Allow`` naming every method the path has (its
+    GET's HEAD, and OPTIONS); a 405 (a method the path lacks) names them all the same way, as JSON.
+
+    No CORS: no ``Access-Control-*`` header is ever sent, so a cross-origin page's preflight still
+    fails (the security middleware refuses cross-origin unsafe requests as well)."""
+
+    def __init__(self, app: Any, *, routes: list[Route]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def allowed(self, scope: dict[str, Any]) -> list[str]:
+        from starlette.routing import Match  # noqa: PLC0415
+
+        methods: set[str] = set()
+        for route in self.routes:
+            if route.matches(scope)[0] != Match.NONE:
+                methods.update(route.methods or ())
+        return sorted(methods | {"OPTIONS"}) if methods else []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            allow = self.allowed(scope)
+            if allow:
+                await send({"type": "http.response.start", "status": 204,
+                            "headers": [(b"allow", ", ".join(allow).encode()), (b"cache-control", b"no-store")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        replaced = False
+
+        async def send_405_as_json(message: dict[str, Any]) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                replaced = True
+                allow = ", ".join(self.allowed(scope))
+                body = json.dumps({"error": {"status": 405, "message": f"{scope['method']} is not allowed here; "
+                                                                      f"allowed: {allow}"}}).encode()
+                await send({"type": "http.response.start", "status": 405, "headers": [
+                    (b"allow", allow.encode()), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if not replaced:
+                await send(message)
+
+        await self.app(scope, receive, send_405_as_json)
+
+
 def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | None = None,
                users: bool = False) -> Starlette:
     """The dashboard app for ``workspace`` (a ``Workspace``), answering only ``hosts`` (None: any).
@@ -815,7 +925,7 @@ def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | Non
     admin. ``users=True`` (``torchyard server``): users, hashed tokens, grants (``server.auth``)."""
     from torchyard.server.auth import LocalAuth, ServerAuth  # noqa: PLC0415
 
-    routes = []
+    routes: list[Route] = []
     for ep in ENDPOINTS:
         if getattr(ep.func, "permission", None) not in PERMISSIONS or ep.permission not in PERMISSIONS:
             raise RuntimeError(f"route {ep.method} {ep.path} declares no permission")
@@ -826,6 +936,7 @@ def create_app(workspace: Any, *, hosts: frozenset[str] | None, token: str | Non
         middleware=[
             Middleware(SecurityMiddleware, hosts=hosts, token=token, max_body=MAX_BODY, auth=auth),
             Middleware(GZipMiddleware, minimum_size=2048, compresslevel=4),  # level 9 cost ~40 ms per chart
+            Middleware(MethodsMiddleware, routes=routes),
         ],
         exception_handlers={TorchyardError: _error},
     )

@@ -35,21 +35,30 @@ class Endpoint:
     permission: str
     summary: str
     params: tuple[tuple[str, str, str], ...] = ()
+    #: the JSON body's Struct (``server/wire.py``): the guard decodes it before the handler runs
+    body: type[Any] | None = None
+    #: a raw body's media type instead (uploads: ``application/octet-stream``), for OpenAPI
+    raw_body: str | None = None
+    #: the status of a success (201: the route creates something)
+    status: int = 200
 
 
 ENDPOINTS: list[Endpoint] = []
 
 
-def endpoint(method: str, path: str, *, permission: str,
-             params: tuple[tuple[str, str, str], ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a route with its permission and query parameters ((name, type, description), ...)."""
+def endpoint(method: str, path: str, *, permission: str, params: tuple[tuple[str, str, str], ...] = (),
+             body: type[Any] | None = None, raw_body: str | None = None,
+             status: int = 200) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a route with its permission, query parameters ((name, type, description), ...; type
+    ``array`` for a repeatable one), its JSON body's Struct or raw body's media type, and the status
+    of its success."""
     if permission not in PERMISSIONS:
         raise ValueError(f"permission must be one of {PERMISSIONS}, not {permission!r}")
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         func.permission = permission  # type: ignore[attr-defined]
         summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else func.__name__
-        ENDPOINTS.append(Endpoint(method, path, func, permission, summary, params))
+        ENDPOINTS.append(Endpoint(method, path, func, permission, summary, params, body, raw_body, status))
         return func
 
     return deco
