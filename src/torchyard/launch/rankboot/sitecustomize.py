@@ -7,6 +7,15 @@ hung rank where it is (``logs/stacks_rank_N.txt``). Then it imports the
 ``sitecustomize`` this one hides, if any. Stdlib only, and nothing when the variables are not set (a
 process that is not a rank: torchrun's agent, a tool the script runs); a rank's own children (spawned
 data loader workers) inherit the variables and skip it, as the rank's pid is already recorded.
+
+It also registers, first (so it runs last), an exit hook for ranks that used ``torch.distributed``:
+a gloo worker thread can still be dropping its last finished work object, which holds a Python
+object, when the interpreter starts finalizing; the thread then cannot take the GIL, CPython ends it
+with ``pthread_exit`` inside a ``noexcept`` C++ destructor, and the whole rank dies by SIGABRT
+("terminate called without an active exception") after the script has finished. The hook collects
+garbage (a process group still held by a model is destroyed with the GIL released, joining its
+threads) and then gives the GIL away for a short while, so such a thread finishes while the
+interpreter is whole.
 """
 
 from __future__ import annotations
@@ -42,6 +51,33 @@ def _install() -> None:
         pass  # no stacks for this rank; the run goes on
 
 
+#: how long a distributed rank gives the GIL away at exit (TORCHYARD_EXIT_SETTLE_SECONDS)
+EXIT_SETTLE = 0.1
+
+
+def _settle_native_threads() -> None:
+    if "torch.distributed" not in sys.modules:
+        return
+    import gc  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    try:
+        seconds = float(os.environ.get("TORCHYARD_EXIT_SETTLE_SECONDS", EXIT_SETTLE))
+    except ValueError:
+        seconds = EXIT_SETTLE
+    gc.collect()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _guard_exit() -> None:
+    if os.environ.get("RANK") is not None:
+        import atexit  # noqa: PLC0415
+
+        atexit.register(_settle_native_threads)
+
+
 def _chain() -> None:
     """Import the next ``sitecustomize`` on sys.path (the interpreter's or the environment's own)."""
     mine = sys.modules.pop("sitecustomize", None)
@@ -56,5 +92,6 @@ def _chain() -> None:
         sys.path[:] = saved
 
 
+_guard_exit()
 _install()
 _chain()
