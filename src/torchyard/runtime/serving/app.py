@@ -25,6 +25,7 @@ import hmac
 import importlib.util
 import json
 import os
+import struct
 import sys
 import threading
 import time
@@ -436,6 +437,140 @@ class Batcher:
                     item.future.set_result(result)
 
 
+# ---- Open Inference Protocol (V2): JSON tensors and the binary tensor extension ----------------------
+
+#: OIP datatypes whose binary form is a packed little-endian array (``struct`` formats)
+_OIP_FORMATS = {"FP32": "f", "FP64": "d", "FP16": "e", "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q",
+                "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "BOOL": "?"}
+_OIP_SHAPE = 'an OIP v2 infer request is {"id", "inputs": [{"name", "shape", "datatype", "data"}], "outputs"}'
+
+
+class _OipAsk:
+    """What an OIP request asks of its answer: its ``id``, binary outputs, the output's name."""
+
+    __slots__ = ("binary", "id", "output_name")
+
+    def __init__(self, id: str | None, binary: bool, output_name: str | None) -> None:  # noqa: A002
+        self.id = id
+        self.binary = binary
+        self.output_name = output_name
+
+
+class _Binary:
+    """An OIP answer in the binary tensor extension: the JSON header's length, then header and tensors."""
+
+    __slots__ = ("body", "header_length")
+
+    def __init__(self, body: bytes, header_length: bytes) -> None:
+        self.body = body
+        self.header_length = header_length
+
+
+def _header_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"inference-header-content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"Inference-Header-Content-Length must be a byte count, got {value!r}") from None
+    return None
+
+
+def _unpack(datatype: Any, raw: bytes | memoryview) -> list[Any]:
+    """A binary input tensor's elements, flat (as JSON ``data`` carries them)."""
+    if datatype == "BYTES":  # each element: 4-byte little-endian length, then the bytes
+        out: list[Any] = []
+        pos, end = 0, len(raw)
+        while pos < end:
+            if pos + 4 > end:
+                raise ValueError("a BYTES input's binary data ends inside an element's length")
+            size = int.from_bytes(raw[pos:pos + 4], "little")
+            pos += 4
+            if pos + size > end:
+                raise ValueError("a BYTES input's binary data ends inside an element")
+            item = bytes(raw[pos:pos + size])
+            pos += size
+            try:
+                out.append(item.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(item)
+        return out
+    fmt = _OIP_FORMATS.get(datatype) if isinstance(datatype, str) else None
+    if fmt is None:
+        raise ValueError(f"binary input datatype {datatype!r} is not supported; "
+                         f"supported: {', '.join([*_OIP_FORMATS, 'BYTES'])}")
+    width = struct.calcsize(fmt)
+    if len(raw) % width:
+        raise ValueError(f"a {datatype} input's binary data is {len(raw)} bytes, not a multiple of {width}")
+    return list(struct.unpack(f"<{len(raw) // width}{fmt}", raw))
+
+
+def _pack(datatype: str, flat: list[Any]) -> bytes:
+    if datatype == "FP32":
+        return struct.pack(f"<{len(flat)}f", *flat)
+    parts = []
+    for item in flat:
+        data = item if isinstance(item, bytes) else item.encode() if isinstance(item, str) else _json_encode(item)
+        parts.append(len(data).to_bytes(4, "little") + data)
+    return b"".join(parts)
+
+
+def _decode_oip(raw: bytes, scope: Scope) -> tuple[Any, _OipAsk]:
+    """An OIP infer request's input data (one input: its data; several: by name) and what it asks of
+    the answer. With ``Inference-Header-Content-Length`` the body is that many bytes of JSON, then
+    each binary input's bytes (``parameters.binary_data_size``) in order."""
+    header = _header_length(scope)
+    tail: memoryview | None = None
+    if header is not None:
+        if not 0 < header <= len(raw):
+            raise ValueError(f"Inference-Header-Content-Length {header} is outside the body ({len(raw)} bytes)")
+        tail = memoryview(raw)[header:]
+        raw = raw[:header]
+    try:
+        doc = _json_decode(raw)
+    except msgspec.DecodeError as err:
+        raise ValueError(f"the request's JSON is not valid: {err}") from None
+    inputs = doc.get("inputs") if type(doc) is dict else None
+    if type(inputs) is not list or not inputs:
+        raise ValueError(_OIP_SHAPE)
+    values = []
+    offset = 0
+    for entry in inputs:
+        if type(entry) is not dict:
+            raise ValueError(_OIP_SHAPE)
+        params = entry.get("parameters")
+        size = params.get("binary_data_size") if type(params) is dict else None
+        if size is not None:
+            if tail is None:
+                raise ValueError("an input has binary_data_size but the request has no Inference-Header-Content-Length")
+            if type(size) is not int or size < 0 or offset + size > len(tail):
+                raise ValueError(f"input {entry.get('name')!r}: binary_data_size {size!r} is past the body's end")
+            values.append(_unpack(entry.get("datatype"), tail[offset:offset + size]))
+            offset += size
+        elif "data" in entry:
+            values.append(entry["data"])
+        else:
+            raise ValueError("every input needs 'data' or binary data (parameters.binary_data_size)")
+    if tail is not None and offset != len(tail):
+        raise ValueError(f"the body has {len(tail) - offset} bytes after the inputs' binary data")
+    rid = doc.get("id")
+    if rid is not None and type(rid) is not str:
+        raise ValueError("the request's id must be a string")
+    params = doc.get("parameters")
+    binary = type(params) is dict and params.get("binary_data_output") is True
+    name = None
+    outputs = doc.get("outputs")
+    if type(outputs) is list and outputs and type(outputs[0]) is dict:
+        first = outputs[0]
+        name = first.get("name") if type(first.get("name")) is str else None
+        oparams = first.get("parameters")
+        if type(oparams) is dict and "binary_data" in oparams:
+            binary = oparams["binary_data"] is True
+    body = values[0] if len(values) == 1 else {str(e.get("name", i)): v for i, (e, v) in enumerate(
+        zip(inputs, values, strict=True))}
+    return body, _OipAsk(rid, binary, name)
+
+
 # ---- the ASGI app ---------------------------------------------------------------------------------
 
 
@@ -618,8 +753,12 @@ class ScoringApp:
                 return
             raw = b"".join(chunks) if len(chunks) != 1 else chunks[0]
             status = 200
+            oip_ask: _OipAsk | None = None
             try:
-                body = self._decode(raw, oip)
+                if oip:
+                    body, oip_ask = _decode_oip(raw, scope)
+                else:
+                    body = self._decode(raw)
             except ValueError as err:
                 status, payload = 400, {"error": str(err)}
             if status == 200 and self.batcher.max > 1 and self.batcher.can_inline():
@@ -629,7 +768,7 @@ class ScoringApp:
             if status == 200 and self.batcher.can_inline():
                 started = time.perf_counter()
                 try:
-                    payload = self._encode_result(self.batcher.call_inline(body), oip, request_id)
+                    payload = self._encode_result(self.batcher.call_inline(body), oip_ask, request_id)
                 except Exception as err:  # noqa: BLE001 - the user's code raised
                     traceback.print_exc(file=sys.stderr)
                     status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
@@ -640,22 +779,27 @@ class ScoringApp:
                 timer = asyncio.get_running_loop().call_later(self.timeout, _expire, item)
                 try:
                     result = await item.future
-                    payload = self._encode_result(result, oip, request_id)
+                    payload = self._encode_result(result, oip_ask, request_id)
                 except _Expired:
                     status, payload = 504, {"error": f"no answer within request_timeout_ms ({self.timeout * 1000:.0f})"}
                 except Exception as err:  # noqa: BLE001 - the user's code raised
                     status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
                 finally:
                     timer.cancel()
+            content_type = b"application/json"
             try:
-                data = _json_encode(payload)
+                if type(payload) is _Binary:  # OIP's binary tensor extension: a JSON header, then the bytes
+                    data, content_type = payload.body, b"application/octet-stream"
+                    extra = [*(extra or []), (b"inference-header-content-length", payload.header_length)]
+                else:
+                    data = _json_encode(payload)
             except (TypeError, msgspec.EncodeError) as err:
                 status, data = 500, _json_encode({"error": f"the result is not JSON-able: {err}"})
         finally:
             if inflight_taken:
                 metrics.inflight -= 1
         await send({"type": "http.response.start", "status": status,
-                    "headers": _headers(request_id, b"application/json", extra, len(data))})
+                    "headers": _headers(request_id, content_type, extra, len(data))})
         await send({"type": "http.response.body", "body": data})
         metrics.observe(status, time.perf_counter() - t0)
 
@@ -666,30 +810,22 @@ class ScoringApp:
         await self._plain(send, 413, {"error": f"the request body is larger than max_request_bytes ({self.max_body})"},
                           request_id, [*(x for x in (extra or []) if x[0] != b"connection"), (b"connection", b"close")])
 
-    def _decode(self, raw: bytes, oip: bool) -> Any:
+    def _decode(self, raw: bytes) -> Any:
         if self.code.mode == "azure":
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ValueError("the request body is not UTF-8") from None
         try:
-            doc = _json_decode(raw)
+            return _json_decode(raw)
         except msgspec.DecodeError as err:
             raise ValueError(f"the request body is not JSON: {err}") from None
-        if not oip:
-            return doc
-        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
-            raise ValueError('an OIP v2 infer request is {"inputs": [{"name", "shape", "datatype", "data"}]}')
-        inputs = doc["inputs"]
-        for entry in inputs:
-            if not isinstance(entry, dict) or "data" not in entry:
-                raise ValueError("every input needs a 'data' field")
-        if len(inputs) == 1:
-            return inputs[0]["data"]
-        return {str(entry.get("name", i)): entry["data"] for i, entry in enumerate(inputs)}
 
-    def _encode_result(self, result: Any, oip: bool, request_id: bytes) -> Any:
-        if not oip:
+    def _encode_result(self, result: Any, oip: _OipAsk | None, request_id: bytes) -> Any:
+        """``/score``: the result as it is. OIP: one output tensor (FP32 for numbers, else BYTES),
+        named as the request's first requested output (else ``output-0``), with the request's ``id``
+        (else the request id); binary (:class:`_Binary`) when the request asked for it."""
+        if oip is None:
             return result
         data = result if isinstance(result, list) else [result]
         flat = data
@@ -698,11 +834,16 @@ class ScoringApp:
             shape = [len(data), len(data[0])]
             flat = [v for row in data for v in row]
         dtype = "FP32" if all(isinstance(v, float | int) and not isinstance(v, bool) for v in flat) else "BYTES"
-        return {
-            "model_name": self.model_name,
-            "id": request_id.decode(),
-            "outputs": [{"name": "output-0", "shape": shape, "datatype": dtype, "data": flat}],
-        }
+        output: dict[str, Any] = {"name": oip.output_name or "output-0", "shape": shape, "datatype": dtype}
+        doc = {"model_name": self.model_name, "id": oip.id if oip.id is not None else request_id.decode(),
+               "outputs": [output]}
+        if not oip.binary:
+            output["data"] = flat
+            return doc
+        packed = _pack(dtype, flat)
+        output["parameters"] = {"binary_data_size": len(packed)}
+        head = _json_encode(doc)
+        return _Binary(head + packed, str(len(head)).encode())
 
     async def _get(self, scope: Scope, path: str, send: Send, request_id: bytes,
                    extra: list[tuple[bytes, bytes]] | None) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 from torchyard.workspace.services import read_json, write_json
 
 _PIN_HEADERS = (b"torchyard-deployment", b"azureml-model-deployment")
+_OIP_HEADER = b"inference-header-content-length"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 POLL_SECONDS = 0.05
@@ -164,9 +165,12 @@ class Router:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         target_path = path + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+        oip_head = headers.get(_OIP_HEADER)  # OIP's binary tensor extension: where the JSON header ends
         tail = (f"{target_path} HTTP/1.1\r\nhost: upstream\r\n"
                 f"content-type: {headers.get(b'content-type', b'application/json').decode('latin-1')}\r\n"
-                f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+                + (f"inference-header-content-length: {oip_head.decode()}\r\n" if oip_head and oip_head.isdigit()
+                   else "")
+                + f"x-request-id: {request_id.decode('latin-1')}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
         verb = method.encode() + b" "
         if pinned is None:
             for shadow, pct in self.mirror:
@@ -183,7 +187,7 @@ class Router:
         self.counts[(target, status)] += 1
         await self._answer(send, status, resp_body, request_id, target,
                            resp_headers.get(b"content-type", b"application/json"),
-                           [(b"retry-after", resp_headers[b"retry-after"])] if b"retry-after" in resp_headers else None)
+                           [(k, resp_headers[k]) for k in (b"retry-after", _OIP_HEADER) if k in resp_headers] or None)
 
     async def _mirror(self, shadow: str, raw: bytes) -> None:
         try:
