@@ -5,7 +5,7 @@ the request's ``id`` comes back; the answer is the model's own forward pass."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
