@@ -161,6 +161,16 @@ class RunPaths:
         return self._p(INTERNAL, "stacks", f"done_node_{node_rank}")
 
     @property
+    def handle(self) -> str:
+        """What a compute target needs to find the job again (``ComputeTarget.reattach``)."""
+        return self._p(INTERNAL, "handle.json")
+
+    @property
+    def attempt(self) -> str:
+        """The attempt under way (number, its checkpoint, start): for a supervisor that adopts it."""
+        return self._p(INTERNAL, "attempt.json")
+
+    @property
     def hostfile(self) -> str:
         return self._p(INTERNAL, "hostfile")
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from tests.conftest import run_processes, wait_until
 
@@ -112,21 +111,6 @@ def test_max_run_duration_cancels(ws, src):
     assert details["status"] == "Canceled"
     assert "max_run_duration_seconds=1.5" in details["cancel_reason"]
     assert details["runDefinition"]["max_run_duration_seconds"] == 1.5
-
-
-def test_killed_supervisor_is_noticed(ws, src):
-    run = submit(ws, src, "sleep.py")
-    wait_until(lambda: run.get_status() == "Running")
-    pid = ws.store.get_run(run.id)["supervisor_pid"]
-    script = wait_until(lambda: [p for p in run_processes(run.workdir) if "sleep.py" in " ".join(p.cmdline())])
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    assert run.get_status() == "Failed"
-    history = [h["status"] for h in run.get_details()["statusHistory"]]
-    assert history[-2:] == ["NotResponding", "Failed"]
-    assert "supervisor process" in run.get_details()["error"]["message"]
-    # the launcher saw its parent die and took the script down with it
-    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in script), timeout=10)
 
 
 def test_sigkilled_script_keeps_what_it_flushed(ws, tmp_path):

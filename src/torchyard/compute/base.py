@@ -238,6 +238,11 @@ class Handle(abc.ABC):
         own tick). Lets a job start without waiting out a tick per stage."""
         return False
 
+    def reattach_state(self) -> dict[str, Any] | None:
+        """What :meth:`ComputeTarget.reattach` needs to find this job again from another process
+        (JSON-able), once the job is started; None when the target cannot (no ``REATTACH``)."""
+        return None
+
 
 class ComputeTarget(abc.ABC):
     """Where runs execute. A subclass declares ``kind``, ``features`` and ``options``; the
@@ -325,6 +330,11 @@ class ComputeTarget(abc.ABC):
     @abc.abstractmethod
     def dryrun(self, job: PreparedJob) -> LaunchPlan:
         """Pure: what would run (the target's request and each node's plan). No side effects."""
+
+    def reattach(self, state: dict[str, Any]) -> Handle | None:
+        """The handle of a job another process scheduled, from its :meth:`Handle.reattach_state` (a supervisor
+        replacing a dead one); None when the job is gone or the target cannot (no ``REATTACH``)."""
+        return None
 
     @abc.abstractmethod
     def schedule(self, plan: LaunchPlan) -> Handle:

@@ -28,6 +28,7 @@ from torchyard.compute.base import (
     launcher_argv,
 )
 from torchyard.compute.local_alloc import Ledger, Request
+from torchyard.compute.local_alloc import _alive as alive
 from torchyard.errors import ComputeError
 from torchyard.launch.contract import node_gpus
 from torchyard.paths import RunPaths
@@ -95,7 +96,7 @@ class LocalCompute(ComputeTarget):
 
     def __init__(self, name: str | None = None, **settings: Any) -> None:
         super().__init__(name, **settings)
-        features = Feature.MULTI_NODE | Feature.SHARED_FS
+        features = Feature.MULTI_NODE | Feature.SHARED_FS | Feature.REATTACH
         if shutil.which("mpirun"):
             features |= Feature.MPI
         if importlib.util.find_spec("torch") is not None:
@@ -136,7 +137,8 @@ class LocalCompute(ComputeTarget):
 
     def dryrun(self, job: PreparedJob) -> LaunchPlan:
         dist = job.spec.distribution
-        common = common_plan(job, master_addr="127.0.0.1", master_port=free_port())
+        # the launchers go on when the supervisor dies; the next one adopts them (reattach)
+        common = common_plan(job, master_addr="127.0.0.1", master_port=free_port()).replace(outlives_supervisor=True)
         warning = self.gpu_fallback(job)
         if warning:
             common = common.replace(use_gpu=False, dist_backend="gloo" if common.dist_backend == "nccl" else common.dist_backend)
@@ -165,8 +167,9 @@ class LocalCompute(ComputeTarget):
             with open(node.argv[-1], "wb") as fh:  # the plan, for the record (and for a by-hand rerun)
                 fh.write(node.plan.to_json())
         status_paths = [n.plan.status_path for n in plan.nodes]
+        record = RunPaths(plan.nodes[0].plan.workdir).handle
         if not self.allocates():  # as always: every run starts at once
-            return LocalHandle(_fork_all(plan, None), status_paths, warnings)
+            return LocalHandle(_fork_all(plan, None), status_paths, warnings, record=record)
         first = plan.nodes[0].plan
         devices = self.devices()
         need = first.node_count * first.nproc if first.use_gpu and devices else 0
@@ -178,7 +181,26 @@ class LocalCompute(ComputeTarget):
         admission = LocalAdmission(Ledger(_ledger_folder(first.workspace, first.workdir)), self.name, devices,
                               self.max_concurrent_runs, request,
                               lambda gpus: _fork_all(plan, gpus if devices else None))
-        return LocalHandle([], status_paths, warnings, admission=admission)
+        return LocalHandle([], status_paths, warnings, admission=admission, record=record)
+
+    def reattach(self, state: dict[str, Any]) -> LocalHandle | None:
+        """The launchers a dead supervisor started (``LocalHandle.reattach_state``), by pid and start time;
+        their GPUs stay theirs (the ledger entry moves to this process). None when it names none."""
+        try:
+            launchers = [(int(pid), float(ctime)) for pid, ctime in state["launchers"]]
+            status_paths = [str(p) for p in state["status_paths"]]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not launchers:
+            return None
+        handle = LocalHandle([], status_paths, list(state.get("warnings") or []))
+        handle.adopted = dict(launchers)
+        handle.codes = dict.fromkeys(handle.adopted)
+        if state.get("run_id") and state.get("ledger"):
+            Ledger(str(state["ledger"])).adopt(str(state["run_id"]))
+            handle.admission_state = (str(state["ledger"]), str(state["run_id"]))
+        handle.gpus = state.get("gpus")
+        return handle
 
 
 def _fork_all(plan: LaunchPlan, gpus: list[str] | None) -> list[int]:
@@ -262,7 +284,7 @@ class LocalHandle(Handle):
     """Local launchers by pid; with ``admission``, none until the run is admitted (it waits Queued)."""
 
     def __init__(self, pids: list[int], status_paths: list[str], warnings: list[str] | None = None,
-                 admission: LocalAdmission | None = None) -> None:
+                 admission: LocalAdmission | None = None, record: str | None = None) -> None:
         self.codes: dict[int, int | None] = dict.fromkeys(pids)
         self.status_paths = status_paths
         self.warnings = list(warnings or [])
@@ -270,12 +292,58 @@ class LocalHandle(Handle):
         self.admission = admission
         self._waiting = admission is not None
         self._released = False
+        #: launchers this process did not start (a dead supervisor's), by pid: their start times
+        self.adopted: dict[int, float] = {}
+        #: an adopted run's ledger entry: (ledger folder, run id)
+        self.admission_state: tuple[str, str] | None = None
+        self.gpus: list[str] | None = None
+        self.record = record
+        if pids:
+            self._write_state()
+
+    def reattach_state(self) -> dict[str, Any] | None:
+        """The launchers (pid, start time), their reports and the run's ledger entry: what a
+        supervisor that replaces this one adopts (``LocalCompute.reattach``)."""
+        if not self.codes:
+            return None
+        import psutil  # noqa: PLC0415
+
+        launchers = []
+        for pid in self.codes:
+            ctime = self.adopted.get(pid)
+            if ctime is None:
+                try:
+                    ctime = psutil.Process(pid).create_time()
+                except psutil.Error:
+                    ctime = 0.0
+            launchers.append([pid, ctime])
+        out: dict[str, Any] = {"launchers": launchers, "status_paths": self.status_paths, "warnings": self.warnings}
+        if self.admission is not None:
+            out.update(run_id=self.admission.request.run_id, ledger=self.admission.ledger.folder,
+                       gpus=self.admission.gpus)
+        elif self.admission_state is not None:
+            out.update(ledger=self.admission_state[0], run_id=self.admission_state[1], gpus=self.gpus)
+        return out
+
+    def _write_state(self) -> None:
+        state = self.reattach_state() if self.record else None
+        if state is None or self.record is None:
+            return
+        tmp = f"{self.record}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(state, fh)
+            os.replace(tmp, self.record)
+        except OSError as err:  # the run goes on; only a replacing supervisor would miss it
+            print(f"torchyard: could not record the run's launchers in {self.record}: {err}", flush=True)
 
     def details(self) -> dict[str, Any]:
         """``get_details()["compute"]``: the GPU fallback's warning, the GPUs a run was given."""
         out: dict[str, Any] = {"warnings": list(self.warnings)} if self.warnings else {}
         if self.admission is not None and self.admission.gpus is not None:
             out["gpus"] = list(self.admission.gpus)
+        elif self.gpus is not None:
+            out["gpus"] = list(self.gpus)
         return out
 
     def queued(self) -> str | None:
@@ -286,9 +354,16 @@ class LocalHandle(Handle):
 
     def release(self) -> None:
         """Give back the run's GPUs (or its place in the queue)."""
-        if self.admission is not None and not self._released:
-            self._released = True
+        if self._released:
+            return
+        self._released = True
+        if self.admission is not None:
             self.admission.release()
+        elif self.admission_state is not None:
+            try:
+                Ledger(self.admission_state[0]).release(self.admission_state[1])
+            except Exception as err:  # noqa: BLE001  (a dead supervisor's entries are reclaimed anyway)
+                print(f"torchyard: could not release {self.admission_state[1]}'s local allocation: {err}", flush=True)
 
     def poll(self) -> int | None:
         if self._waiting:
@@ -301,10 +376,20 @@ class LocalHandle(Handle):
                 return None
             self._waiting = False
             self.codes = dict.fromkeys(pids)
+            self._write_state()
+            state = self.reattach_state() or {}
+            try:
+                self.admission.ledger.started(self.admission.request.run_id,
+                                              [(int(p), float(c)) for p, c in state.get("launchers", [])])
+            except Exception as err:  # noqa: BLE001  (only a replacing supervisor's window is at stake)
+                print(f"torchyard: could not record the launchers in the ledger: {err}", flush=True)
         if not self.codes:
             return 128 + signal.SIGTERM if self._canceled else None
-        for pid, code in self.codes.items():
+        for index, (pid, code) in enumerate(self.codes.items()):
             if code is None:
+                if pid in self.adopted:
+                    self.codes[pid] = self._adopted_code(pid, index)
+                    continue
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     rc = os.waitstatus_to_exitcode(status)
@@ -315,6 +400,17 @@ class LocalHandle(Handle):
         if any(c is None for c in self.codes.values()):
             return None
         return failed[0] if failed else 0
+
+    def _adopted_code(self, pid: int, index: int) -> int | None:
+        """An adopted launcher's exit code (its report's) once it is gone; None while it lives. Gone
+        without a report: killed (SIGKILL's code, as the failure report reads it)."""
+        if alive(pid, self.adopted[pid]):
+            return None
+        try:
+            with open(self.status_paths[index]) as fh:
+                return int(json.load(fh)["exit_code"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return 128 + signal.SIGKILL
 
     def cancel(self) -> None:
         self._canceled = True

@@ -89,7 +89,8 @@ def _alive(pid: int, ctime: float) -> bool:
     import psutil  # noqa: PLC0415
 
     try:
-        return abs(psutil.Process(pid).create_time() - ctime) < 1.0
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - ctime) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
@@ -123,8 +124,9 @@ class Ledger:
             state.setdefault("waiting", {})
             before = json.dumps(state, sort_keys=True)
             for kind in ("holders", "waiting"):  # a dead supervisor's entries: its GPUs come back
-                for run_id, entry in list(state[kind].items()):
-                    if not _alive(int(entry["pid"]), float(entry["ctime"])):
+                for run_id, entry in list(state[kind].items()):  # (unless its launchers live on)
+                    owners = [(entry["pid"], entry["ctime"]), *entry.get("launchers", [])]
+                    if not any(_alive(int(pid), float(ctime)) for pid, ctime in owners):
                         del state[kind][run_id]
             yield state
             if json.dumps(state, sort_keys=True) != before:
@@ -169,6 +171,21 @@ class Ledger:
                                        "user": request.user, "since": time.time()}
                     return got, None
         return None, "waiting"  # not reached: a started run returns in the loop
+
+    def started(self, run_id: str, launchers: Sequence[tuple[int, float]]) -> None:
+        """Record ``run_id``'s launchers (pid, start time): its GPUs stay held while they live, also
+        when its supervisor is gone before another adopts them."""
+        with self._locked() as state:
+            if run_id in state["holders"]:
+                state["holders"][run_id]["launchers"] = [list(x) for x in launchers]
+
+    def adopt(self, run_id: str) -> None:
+        """This process (a supervisor replacing a dead one) holds ``run_id``'s entry from now on."""
+        pid, ctime = _me()
+        with self._locked() as state:
+            for kind in ("holders", "waiting"):
+                if run_id in state[kind]:
+                    state[kind][run_id].update(pid=pid, ctime=ctime)
 
     def release(self, run_id: str) -> None:
         """Give back what ``run_id`` holds and take it off the queue (idempotent)."""

@@ -371,7 +371,7 @@ class Launcher:
             if self.stop_signal is not None:
                 reason = "supervisor_lost" if self.orphaned else "terminated"
                 break
-            if os.getppid() != self.parent:
+            if os.getppid() != self.parent and not self.plan.outlives_supervisor:
                 reason = "parent_died"
                 break
             if not self.stacks_dumped and os.path.exists(self.paths.stacks_request):
@@ -544,18 +544,29 @@ def first_failure_in(exit_dir: str, nproc: int) -> dict[str, Any] | None:
     return info
 
 
+#: descriptors a forked launcher closes at once (the supervisor's run lock: a launcher that outlives
+#: its supervisor must not keep the lock from the one that replaces it)
+CLOSE_IN_FORKS: set[int] = set()
+
+
 def fork_launcher(plan: NodePlan, parent_death_signal: int = signal.SIGTERM) -> int:
     """Run a Launcher for ``plan`` in a forked child of this (single-threaded) process; returns its
-    pid. Saves a Python start-up per node on local compute; ``main`` is the same thing as a program."""
+    pid. Saves a Python start-up per node on local compute; ``main`` is the same thing as a program.
+    With ``plan.outlives_supervisor`` the child is not told of its parent's death."""
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
         os.setsid()
+        for fd in CLOSE_IN_FORKS:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(parent_death_signal)
+        _die_with_parent(0 if plan.outlives_supervisor else parent_death_signal)
         code = Launcher(plan).run()
     except BaseException:
         import traceback  # noqa: PLC0415

@@ -65,6 +65,9 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: with heartbeats: stop the node (its ranks) when the supervisor's own heartbeat file
     #: (``RunPaths.supervisor_alive``), once seen, has not changed for this long; 0: never
     orphan_after_seconds: float = 0.0
+    #: the launcher goes on when its parent (the supervisor) dies, for a new supervisor to adopt
+    #: (local compute's REATTACH); otherwise it stops the node's ranks then
+    outlives_supervisor: bool = False
     fill: NodeFill = NodeFill()
     #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
     #: job's environment and inputs are placed on the node, and the placeholders filled from its result

@@ -16,7 +16,6 @@ from typing import Any
 
 from torchyard.tracking import journal as j
 from torchyard.workspace.store import quiet_print, store_fault
-from torchyard.workspace.summary import update_summary
 
 
 class Ingestor:
@@ -36,6 +35,13 @@ class Ingestor:
         self.fault: str | None = None
         self._retry_at = 0.0
         self._delay = 0.5
+        self._offsets: dict[str, int] | None = None
+
+    def _stored_offsets(self) -> dict[str, int]:
+        """Where a supervisor before this one left each journal (read once; {} for a new run)."""
+        if self._offsets is None:
+            self._offsets = self.store.ingest_offsets(self.run_id) if hasattr(self.store, "ingest_offsets") else {}
+        return self._offsets
 
     def _discover(self) -> None:
         # rank_N: rank N's journal; system/rank_N: the system metrics of the node whose first rank is N
@@ -52,8 +58,11 @@ class Ingestor:
                         rank = int(name[5:-8])
                     except ValueError:
                         continue
-                    if os.path.join(sub, name) not in self.readers:
-                        self.readers[os.path.join(sub, name)] = (rank, j.JournalReader(os.path.join(folder, name)))
+                    key = os.path.join(sub, name)
+                    if key not in self.readers:
+                        reader = j.JournalReader(os.path.join(folder, name))
+                        reader.offset = self._stored_offsets().get(key, 0)
+                        self.readers[key] = (rank, reader)
 
     def ingest(self, force: bool = False) -> int:
         """Store what the journals gained; how many values were stored. A store fault is remembered
@@ -61,21 +70,21 @@ class Ingestor:
         not a passing fault (a bug, a value the store refuses) is raised."""
         if self.fault is not None and not force and time.time() < self._retry_at:
             return 0
-        self._discover()
         total = 0
-        for rank, reader in self.readers.values():
-            try:
-                total += self._ingest_rank(rank, reader)
-            except Exception as err:
-                fault = store_fault(err, getattr(self.store, "url", ""))
-                if fault is None:
-                    raise
-                if fault != self.fault:
-                    self.say(f"torchyard supervisor: metrics wait in the journals: {fault}", flush=True)
-                self.fault = fault
-                self._retry_at = time.time() + self._delay
-                self._delay = min(self._delay * 2, 10.0)
-                return total
+        try:
+            self._discover()
+            for key, (rank, reader) in self.readers.items():
+                total += self._ingest_rank(key, rank, reader)
+        except Exception as err:
+            fault = store_fault(err, getattr(self.store, "url", ""))
+            if fault is None:
+                raise
+            if fault != self.fault:
+                self.say(f"torchyard supervisor: metrics wait in the journals: {fault}", flush=True)
+            self.fault = fault
+            self._retry_at = time.time() + self._delay
+            self._delay = min(self._delay * 2, 10.0)
+            return total
         if self.fault is not None:
             self.say("torchyard supervisor: the store takes metrics again; nothing was lost", flush=True)
         self.fault, self._delay = None, 0.5
@@ -90,7 +99,7 @@ class Ingestor:
                 return self.fault
             time.sleep(max(0.0, min(self._retry_at, deadline) - time.time()))
 
-    def _ingest_rank(self, rank: int, reader: j.JournalReader) -> int:
+    def _ingest_rank(self, key: str, rank: int, reader: j.JournalReader) -> int:
         series, records, end = reader.peek()
         if not series and not records:
             return 0
@@ -108,7 +117,7 @@ class Ingestor:
                 alerts.append({"title": name, "rank": rank, "time": ts, **(value if isinstance(value, dict) else {})})
             else:
                 rows.append((name, rank, step, None, dumps(value), kind, ts))
-        refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props)
+        refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props, journal=key, offset=end)
         reader.offset = end
         for message in refused:  # an immutable property re-set: keep the run going
             self.say(f"torchyard supervisor: {message}", flush=True)
@@ -118,11 +127,6 @@ class Ingestor:
                     self.on_alert(alert)
                 except Exception as err:  # noqa: BLE001 - an alert is never a reason to lose the run
                     self.say(f"torchyard supervisor: alert not sent: {err}", flush=True)
-        if series:
-            try:
-                update_summary(self.store.engine, self.run_id, rank, [tuple(s) for s in series])
-            except Exception as err:  # the summary serves sorting in the dashboard; never lose the run
-                self.say(f"torchyard supervisor: metric summary not updated: {err}", flush=True)
         return len(records) - len(alerts) + sum(len(s[1]) for s in series)
 
 

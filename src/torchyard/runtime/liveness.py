@@ -1,7 +1,10 @@
 """Noticing a run whose supervisor (or a sweep whose controller) died.
 
-A run whose supervisor stops heart-beating is NotResponding, then Failed; a sweep whose controller
-is gone has its controller started again instead (its trials run on in their own supervisors)."""
+A run whose supervisor is gone while its job lives on (a target that can find it again: local
+compute's launchers outlive their supervisor) gets a new supervisor, started exactly once, which
+adopts the job (``runtime.supervisor``); otherwise a run whose supervisor stops heart-beating is
+NotResponding, then Failed. A sweep whose controller is gone has its controller started again
+(its trials run on in their own supervisors)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ def pid_alive(pid: int, since: float) -> bool:
     """Whether process ``pid`` lives and was started no later than ``since`` (not a reused pid)."""
     import psutil  # noqa: PLC0415
 
+    if pid <= 0:  # -1: a supervisor being replaced (Store.claim_supervisor)
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -38,7 +43,10 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     if pid is None or beat is None:
         return row
     now = time.time()
-    gone = row.get("supervisor_host") == HOSTNAME and not pid_alive(pid, now)
+    if pid < 0:  # being replaced: the replacement has until the heartbeat goes stale to say so
+        gone = now - beat >= STALE_SECONDS
+    else:
+        gone = row.get("supervisor_host") == HOSTNAME and not pid_alive(pid, now)
     stale = now - beat
     if not gone and stale < STALE_SECONDS:
         return row
@@ -47,6 +55,8 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
         from torchyard.runtime.sweep_process import revive  # noqa: PLC0415
 
         return revive(store, row)  # a sweep's controller is restarted, not given up on
+    if gone and row.get("supervisor_host") == HOSTNAME and replace_supervisor(store, row):
+        return dict(store.get_run(run_id))
     if gone or stale >= DEAD_SECONDS:
         why = f"supervisor process {pid} is gone" if gone else f"no supervisor heartbeat for {stale:.0f} s"
         cause = _left_cause(row.get("run_dir"))
@@ -59,6 +69,49 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     else:
         store.set_status(run_id, RunStatus.NOT_RESPONDING, f"no supervisor heartbeat for {stale:.0f} s")
     return dict(store.get_run(run_id))
+
+
+def adoptable(run_dir: str | None) -> bool:
+    """Whether the run's job can be adopted by a new supervisor: its handle is recorded and a
+    launcher lives on, or every launcher ended with its report written."""
+    if not run_dir:
+        return False
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from torchyard.compute.local_alloc import _alive  # noqa: PLC0415
+    from torchyard.paths import RunPaths  # noqa: PLC0415
+
+    try:
+        with open(RunPaths(run_dir).handle) as fh:
+            state = json.load(fh)
+        launchers = [(int(p), float(c)) for p, c in state["launchers"]]
+        reports = [str(p) for p in state["status_paths"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if any(_alive(pid, ctime) for pid, ctime in launchers):
+        return True
+    return bool(reports) and all(os.path.exists(p) for p in reports)
+
+
+def replace_supervisor(store: Any, row: dict[str, Any]) -> bool:
+    """Start the supervisor that adopts the run's job, when it can be adopted and nobody else
+    started one (the store's claim); whether one was started."""
+    from torchyard.paths import RunPaths  # noqa: PLC0415
+
+    run_dir = row.get("run_dir")
+    if not run_dir or not adoptable(run_dir) or not store.claim_supervisor(row["id"], row["supervisor_pid"]):
+        return False
+    from torchyard.runtime.submit import spawn_supervisor  # noqa: PLC0415
+
+    try:
+        pid = spawn_supervisor(run_dir)
+    except (OSError, RuntimeError) as err:
+        print(f"torchyard: could not start a supervisor for run {row['id']}: {err} (see "
+              f"{RunPaths(run_dir).supervisor_log})", flush=True)
+        return False
+    store.set_supervisor(row["id"], pid)
+    return True
 
 
 def _left_cause(run_dir: str | None) -> str | None:

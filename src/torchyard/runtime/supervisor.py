@@ -4,6 +4,11 @@ It walks the run through Preparing → Starting → Running → Finalizing → C
 heart-beats into the store, moves the ranks' journals into the store in batches while the run goes,
 enforces ``max_run_duration_seconds``, honours cancel (SIGTERM or a CancelRequested status), and
 collects ``outputs/``, ``logs/`` and uploaded files as artifacts.
+
+A supervisor can die (SIGKILL, an upgrade) without its run: on a target that declares REATTACH the
+job's processes go on, and the supervisor started in its place (``runtime.liveness``) finds the
+job's recorded handle (``internal/handle.json``) and attempt (``internal/attempt.json``), adopts the
+job and goes on from the journals' stored offsets: no rank restarted, no value stored twice.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class Supervisor:
         self.ingestor = Ingestor(self.ws.store, self.run_id, self.paths.journal,  # backs off on its own
                                  on_alert=self._on_alert)
         self.alerts: list[dict[str, Any]] = []  # what the script said with run.alert()
+        self.adopted = False  # this supervisor replaced a dead one
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -148,8 +154,13 @@ class Supervisor:
         if self.store.get_status(self.run_id) == RunStatus.CANCEL_REQUESTED:
             self.cancel_reason = self._user_cancel_reason()
         spec = self.spec
-        self._status(RunStatus.PREPARING)
         target = get_target(spec.compute_target, self.ws.path)
+        if os.path.exists(self.paths.handle):  # a supervisor before this one started the job
+            adopted = self._adopt(target)
+            if adopted is not None:
+                self._attempts(target, None, None, None, None, *adopted)
+                return
+        self._status(RunStatus.PREPARING)
         bootstrap = None
         if target.shares_files(self.ws.path):  # the nodes see this machine's files: place here, once
             python = self._prepare_environment()
@@ -183,22 +194,87 @@ class Supervisor:
         if self.cancel_reason:
             self._finish(None)
             return
+        self._attempts(target, python, paths, bootstrap, report_url, 0, None, None, 0.0)
+
+    def _adopt(self, target: Any) -> tuple[int, str | None, Handle, float] | None:
+        """The job a dead supervisor started, when the target finds it again: (attempt, the
+        checkpoint it resumed from, its handle, when it started); None when there is none to adopt."""
+        from torchyard.compute.base import Feature  # noqa: PLC0415
+
+        if Feature.REATTACH not in target.features:
+            return None
         try:
-            attempt, resume_from = 0, None
+            with open(self.paths.handle) as fh:
+                state = json.load(fh)
+            handle = target.reattach(state)
+        except (OSError, ValueError, TorchyardError) as err:
+            print(f"torchyard supervisor: the job of the supervisor before could not be found: {err}", flush=True)
+            return None
+        if handle is None:
+            return None
+        try:
+            with open(self.paths.attempt) as fh:
+                attempt = json.load(fh)
+        except (OSError, ValueError):
+            attempt = {}
+        row = self.ws.store.get_run(self.run_id)
+        details = json.loads(row["details"] or "{}")
+        self.attempts = list(details.get("attempts") or [])
+        self.alerts = list(details.get("alerts") or [])
+        self.environment = dict(attempt.get("environment") or {})
+        self.adopted = True
+        replaced = [*details.get("supervisors", []), {"time": time.time(), "pid": os.getpid(),
+                                                      "replaced": attempt.get("supervisor")}]
+        self.store.update_details(self.run_id, supervisors=replaced)
+        number, resume_from, started = int(attempt.get("attempt", 0)), attempt.get("resume_from") or None, \
+            float(attempt.get("started") or time.time())
+        self._record_attempt(number, resume_from, started)  # with this process as its supervisor
+        print(f"torchyard supervisor: adopted the job of supervisor {attempt.get('supervisor')}, which is gone "
+              f"(attempt {int(attempt.get('attempt', 0))})", flush=True)
+        return number, resume_from, handle, started
+
+    def _record_attempt(self, attempt: int, resume_from: str | None, started: float) -> None:
+        """What a supervisor replacing this one needs to go on with the attempt (``internal/attempt.json``)."""
+        tmp = f"{self.paths.attempt}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump({"attempt": attempt, "resume_from": resume_from, "started": started,
+                           "environment": self.environment, "supervisor": os.getpid()}, fh)
+            os.replace(tmp, self.paths.attempt)
+        except OSError as err:
+            print(f"torchyard supervisor: could not record the attempt: {err}", flush=True)
+
+    def _attempts(self, target: Any, python: str | None, paths: dict[tuple[str, str], str] | None,
+                  bootstrap: dict[str, Any] | None, report_url: str | None, attempt: int, resume_from: str | None,
+                  adopted: Handle | None, adopted_started: float) -> None:
+        """The job's attempts, to the run's end: each scheduled (or, first, ``adopted``), watched,
+        and retried while its failure's cause is retried."""
+        spec = self.spec
+        try:
             while True:
-                job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir,
-                                   _attempt_spec(spec, attempt, resume_from), python, paths, bootstrap, report_url)
-                self.spec = job.spec
-                plan = target.dryrun(job)
-                self._status(RunStatus.STARTING)
-                started = time.time()
-                try:
-                    handle = target.schedule(plan)
-                except TorchyardError as err:
-                    self.fail_reason = f"compute target {target.name!r} could not start the job: {err}"
-                    self.fail_stage = "Starting"
-                    self._finish(None)
-                    return
+                if adopted is not None:
+                    handle, started, adopted = adopted, adopted_started, None
+                else:
+                    if python is None:  # a retry after an adoption: the environment and inputs again
+                        python = self._prepare_environment()
+                        paths = self._prepare_data() if python is not None else None
+                        if python is None or paths is None:
+                            return
+                    assert paths is not None
+                    job = prepared_job(self.run_id, self.info["experiment"], self.info["workspace"], self.workdir,
+                                       _attempt_spec(spec, attempt, resume_from), python, paths, bootstrap, report_url)
+                    self.spec = job.spec
+                    plan = target.dryrun(job)
+                    self._status(RunStatus.STARTING)
+                    started = time.time()
+                    self._record_attempt(attempt, resume_from, started)
+                    try:
+                        handle = target.schedule(plan)
+                    except TorchyardError as err:
+                        self.fail_reason = f"compute target {target.name!r} could not start the job: {err}"
+                        self.fail_stage = "Starting"
+                        self._finish(None)
+                        return
                 self._record_compute(handle)
                 try:
                     rc, nodes = self._watch(handle)
@@ -291,7 +367,7 @@ class Supervisor:
             for name in names:
                 if keep(name) and os.path.isfile(os.path.join(folder, name)):
                     shutil.move(os.path.join(folder, name), os.path.join(aside, name))
-        for stale in (self.paths.stacks_request, os.path.join(self.paths.internal, "exit")):
+        for stale in (self.paths.stacks_request, os.path.join(self.paths.internal, "exit"), self.paths.handle):
             if os.path.isdir(stale):
                 shutil.rmtree(stale, ignore_errors=True)
             elif os.path.exists(stale):
@@ -685,6 +761,9 @@ def supervise(workdir: str, ws: Any = None) -> bool:
     if lock is None:
         print(f"torchyard supervisor: {workdir} already has a supervisor; leaving it alone", flush=True)
         return True
+    from torchyard.launch.launcher import CLOSE_IN_FORKS  # noqa: PLC0415
+
+    CLOSE_IN_FORKS.add(lock)  # launchers that outlive this process must not keep its lock
     sup: Supervisor | None = None
     try:
         sup = Supervisor(workdir, ws)

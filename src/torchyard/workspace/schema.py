@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test pins it to the migrations' head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 metadata = MetaData()
 
@@ -128,6 +128,17 @@ run_metric_summary = Table(
 Index("ix_run_metric_summary_name_last", run_metric_summary.c.name, run_metric_summary.c.last,
       run_metric_summary.c.run_id)
 Index("ix_runs_created", runs.c.created_at, runs.c.id)
+
+# ---- ingest offsets (revision 0008) ---------------------------------------------------------
+# How far into each of a run's journals (by its name under journal/) the store has every value;
+# moved in the transaction that stores the values, so a replacing supervisor neither skips nor repeats.
+ingest_offsets = Table(
+    "ingest_offsets",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("journal", String(256), primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+)
 
 # ---- model registry (revision 0005) -------------------------------------------------------
 # A name's versions are numbered from 1 by ``model_names.next_version`` (never reused, even after a

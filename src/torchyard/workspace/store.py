@@ -24,11 +24,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from torchyard.errors import NotFoundError, WorkspaceError
-from torchyard.status import TERMINAL_VALUES, RunKind, RunStatus
+from torchyard.status import ACTIVE_VALUES, TERMINAL_VALUES, RunKind, RunStatus
 from torchyard.workspace.schema import (
     NO_STEP,
     SCHEMA_REVISION,
     experiments,
+    ingest_offsets,
     metric_chunks,
     metrics,
     run_properties,
@@ -276,6 +277,18 @@ class Store:
                 .values(supervisor_pid=pid, supervisor_host=HOSTNAME, heartbeat_at=_now())
             )
 
+    def claim_supervisor(self, run_id: str, gone: int) -> bool:
+        """Whether this caller may start the supervisor that replaces ``gone`` (the dead one's pid):
+        exactly one caller gets True (the pid moves to -1, "being replaced", with a fresh heartbeat,
+        until the new one records its own)."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.supervisor_pid == gone, runs.c.status.in_(ACTIVE_VALUES))
+                .values(supervisor_pid=-1, supervisor_host=HOSTNAME, heartbeat_at=_now())
+            ).rowcount
+        return bool(moved)
+
     def heartbeat(self, run_id: str) -> RunStatus:
         """Record that the supervisor is alive; returns the run's current status."""
         with self.engine.begin() as conn:
@@ -427,13 +440,25 @@ class Store:
                 conn.execute(insert(metric_chunks), rows)
 
     def ingest_batch(self, run_id: str, rank: int, series: Sequence[Series], rows: Sequence[MetricRow],
-                     tags: dict[str, str], properties: dict[str, str]) -> list[str]:
+                     tags: dict[str, str], properties: dict[str, str], *, journal: str | None = None,
+                     offset: int | None = None) -> list[str]:
         """One rank's newly journaled values, all or nothing in one transaction (so a journal offset
-        moves on only once the store has every value of the batch). A property re-set to another value
-        is left out and named in the returned list; the rest of the batch is stored."""
+        moves on only once the store has every value of the batch). With ``journal`` and ``offset``,
+        the journal's stored offset moves to ``offset`` in the same transaction, with rank 0's
+        summary. A property re-set to another value is left out and named in the returned list; the
+        rest of the batch is stored."""
+        from torchyard.workspace.summary import update_summary  # noqa: PLC0415
+
         chunks = _chunk_rows(run_id, rank, series)
         refused: list[str] = []
         with self.engine.begin() as conn:
+            if journal is not None and offset is not None:
+                stmt = self._insert(ingest_offsets)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["run_id", "journal"],
+                                                        set_={"offset": stmt.excluded.offset}),
+                             [{"run_id": run_id, "journal": journal, "offset": offset}])
+            if series:
+                update_summary(conn, run_id, rank, series)
             if chunks:
                 conn.execute(insert(metric_chunks), chunks)
             if rows:
@@ -455,12 +480,19 @@ class Store:
                                        "immutable (use tags for values that change)")
         return refused
 
+    def ingest_offsets(self, run_id: str) -> dict[str, int]:
+        """How far into each of the run's journals (by name under ``journal/``) the store has every value."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ingest_offsets.c.journal, ingest_offsets.c.offset)
+                                .where(ingest_offsets.c.run_id == run_id))
+            return {r.journal: int(r.offset) for r in rows}
+
     def clear_metrics(self, run_id: str) -> None:
         """Remove a run's stored metric values and summary (``runs repair`` then re-reads its journals)."""
         from torchyard.workspace.schema import run_metric_summary  # noqa: PLC0415
 
         with self.engine.begin() as conn:
-            for table in (metric_chunks, metrics, run_metric_summary):
+            for table in (metric_chunks, metrics, run_metric_summary, ingest_offsets):
                 conn.execute(table.delete().where(table.c.run_id == run_id))
 
     def get_series(

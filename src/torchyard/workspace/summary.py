@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, insert, select
+from sqlalchemy import Connection, Engine, case, delete, insert, select
 
 from torchyard.workspace.schema import NO_STEP, metric_chunks, run_metric_summary
 
@@ -34,9 +34,10 @@ def _summarize(values: Sequence[float], steps: Sequence[int | None], ts: Sequenc
     }
 
 
-def update_summary(engine: Engine, run_id: str, rank: int, series: Sequence[Series]) -> None:
+def update_summary(engine: Engine | Connection, run_id: str, rank: int, series: Sequence[Series]) -> None:
     """Fold newly ingested ``series`` ((name, values, steps, wall times), as given to
-    ``Store.insert_series``) of ``rank`` into the run's summary. Only rank 0 is summarized."""
+    ``Store.insert_series``) of ``rank`` into the run's summary. Only rank 0 is summarized. Given a
+    connection, in its transaction (the ingest's own: the values and their summary go together)."""
     if rank != 0:
         return
     merged: dict[str, tuple[list[float], list[int | None], list[float]]] = {}
@@ -73,6 +74,9 @@ def update_summary(engine: Engine, run_id: str, rank: int, series: Sequence[Seri
             "last_ts": ex["last_ts"],
         },
     )
+    if isinstance(engine, Connection):
+        engine.execute(stmt, rows)
+        return
     with engine.begin() as conn:
         conn.execute(stmt, rows)
 
