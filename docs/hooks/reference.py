@@ -300,12 +300,16 @@ def render_http_api() -> str:
            "`/api/v1/openapi.json`. Every route declares the permission it needs (`x-permission`: "
            "`read`, `write`, `admin`, `public`); errors are `{\"error\": {\"status\", \"message\", \"field\"}}`. "
            "See [The dashboard](../guides/dashboard.md) and [Team server](../guides/team-server.md).", "",
-           "| method | path | permission | what | query parameters |", "|---|---|---|---|---|"]
+           "| method | path | permission | what | query parameters | body | answers |",
+           "|---|---|---|---|---|---|---|"]
     for path, ops in sorted(doc["paths"].items()):
         for method, op in ops.items():
             query = ", ".join(f"`{p['name']}`" for p in op.get("parameters", []) if p["in"] == "query")
+            content = op.get("requestBody", {}).get("content", {})
+            body = ", ".join(f"`{schema['schema']['$ref'].rsplit('/', 1)[1]}`" if "$ref" in schema["schema"]
+                             else f"`{media}`" for media, schema in content.items())
             out.append(f"| {method.upper()} | `{path}` | {op.get('x-permission', '')} | "
-                       f"{_cell(op.get('summary') or '')} | {query} |")
+                       f"{_cell(op.get('summary') or '')} | {query} | {body} | {' '.join(op['responses'])} |")
     return "\n".join(out) + "\n"
 
 

@@ -555,6 +555,8 @@ async def set_endpoint_traffic(request: Request) -> Response:
     def work() -> dict[str, Any]:
         ep = _endpoint(request)
         _require_owner(request, "endpoint", ep.name)
+        if body.traffic is None:
+            raise SpecError("traffic", "is required: {DEPLOYMENT: PERCENT, ...}")
         ep.set_traffic(body.traffic, body.mirror)
         return {"traffic": ep.traffic, "mirror": ep.mirror_traffic}
 

@@ -790,7 +790,7 @@ def openapi_document() -> dict[str, Any]:
         if ep.permission == PUBLIC:
             op["security"] = []
         if ep.body is not None:
-            required = bool(components[ep.body.__name__].get("required"))
+            required = ep.method == "PUT" or bool(components[ep.body.__name__].get("required"))
             op["requestBody"] = {"required": required, "content": {"application/json": {"schema": ref_of[ep.body]}}}
         elif ep.raw_body is not None:
             op["requestBody"] = {"required": True,

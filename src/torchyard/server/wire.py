@@ -221,7 +221,7 @@ class SetAlias(Body):
 class DeployService(Body):
     name: str
     models: list[str]
-    snapshot: str
+    snapshot: str | None = None  # required; checked after the models (a hidden one: its 404 first)
     entry_script: str | None = None
     environment_variables: ScalarMap | None = None
     deployment_config: DeploymentConfig | None = None
@@ -253,7 +253,7 @@ class CreateEndpoint(StrictBody):
 class DeployToEndpoint(Body):
     deployment: str
     models: list[str]
-    snapshot: str
+    snapshot: str | None = None  # required; checked after the endpoint (a hidden one: its 404 first)
     entry_script: str | None = None
     environment_variables: ScalarMap | None = None
     deployment_config: DeploymentConfig | None = None
@@ -261,7 +261,7 @@ class DeployToEndpoint(Body):
 
 
 class SetTraffic(Body):
-    traffic: dict[str, int]
+    traffic: dict[str, int] | None = None  # required; checked after the endpoint (its 404 first)
     mirror: dict[str, int] | None = None
 
 
