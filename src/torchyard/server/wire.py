@@ -4,8 +4,8 @@ declared here, and every declared query parameter is checked against its declare
 A route names its body with ``@endpoint(..., body=Model)``; the guard (``server/app.py``) decodes the
 request's JSON into ``Model`` with :func:`msgspec.convert` before the handler runs, and the handler
 reads it with :func:`parsed`. A value of the wrong JSON type is a 400 naming the field and the type
-it must have (``{"error": {"status": 400, "field": "kind", "message": "kind: must be a string or
-null, got an array"}}``), never a 500. The same Structs are the request bodies' schemas in
+it must have (``{"kind": []}`` → ``{"error": {"status": 400, "field": "kind", "message": "kind: must
+be a string, got an array"}}``), never a 500. The same Structs are the request bodies' schemas in
 ``/api/v1/openapi.json``. What a type cannot say (lengths, ranges, name rules) the handlers still
 check, with their own messages.
 
