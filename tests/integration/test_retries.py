@@ -82,3 +82,45 @@ def test_retry_on_any_retries_a_user_error_and_gives_up_after_max_retries(ws: Wo
     assert [(a["attempt"], a["cause"]) for a in details["attempts"]] == [(0, "user"), (1, None)]
     assert "attempt 1" in Path(run.workdir, "logs", "rank_0.txt").read_text()
     assert os.path.exists(Path(run.workdir, "logs", "attempt_0", "rank_0.txt"))
+
+
+RELOG = """
+import json, os, signal, time
+from torchyard import Run
+run = Run.get_context()
+attempt = int(os.environ["TORCHYARD_ATTEMPT"])
+latest = run.latest_checkpoint()
+start = json.load(open(latest / "state.json"))["epoch"] + 1 if latest is not None else 0
+for epoch in range(start, 6):
+    run.log("loss", 10.0 * attempt + epoch, step=epoch)
+    run.log_list("seen", [attempt, epoch])  # a non-scalar value, with no step: never replaced
+    run.log_row("row", epoch=epoch)
+    if epoch <= 2:
+        with run.checkpoint(step=epoch) as folder:
+            json.dump({"epoch": epoch}, open(folder / "state.json", "w"))
+    if epoch == 4 and attempt == 0:
+        run.flush()  # epochs 3 and 4 are stored: past the checkpoint of epoch 2
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_resumed_attempts_values_replace_the_lost_attempts_past_the_checkpoint(ws: Workspace, tmp_path: Path) -> None:
+    write_script(tmp_path / "src", "relog.py", RELOG)
+    run = Experiment(ws, "retry").submit(ScriptRunConfig(str(tmp_path / "src"), script="relog.py", max_retries=1))
+    details = run.wait_for_completion(timeout=120, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    assert [a["attempt"] for a in details["attempts"]] == [0, 1]
+    metrics = run.get_metrics()
+    # epochs 0-2 from the first attempt, 3-5 from the second: one value per step, none of the lost 3 and 4
+    assert metrics["loss"] == [0.0, 1.0, 2.0, 13.0, 14.0, 15.0]
+    # values logged without a step are never replaced: 5 from the first attempt, 3 from the second
+    assert metrics["row"]["epoch"] == [0, 1, 2, 3, 4, 3, 4, 5]
+    assert len(metrics["seen"]) == 8
+    from sqlalchemy import select
+
+    from torchyard.workspace.schema import run_metric_summary as t
+
+    with ws.store.engine.connect() as conn:
+        loss = conn.execute(select(t.c.count, t.c.last, t.c.max).where(t.c.run_id == run.id, t.c.name == "loss")).one()
+    assert (loss.count, loss.last, loss.max) == (6, 15.0, 15.0)  # the summary forgot the lost values too

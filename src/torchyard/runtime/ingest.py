@@ -5,6 +5,11 @@ after the store took the whole batch in one transaction (:meth:`Store.ingest_bat
 refuses (disk full, read-only, the database down) leaves the offsets where they were; the next
 ingest, after a backoff, reads the same frames again, so nothing is lost or stored twice.
 :func:`repair` rebuilds a run's stored metrics from its journals after the fact.
+
+A retried run's journals go on across attempts. From :meth:`Ingestor.begin_attempt` on (given where
+each journal stood when the new attempt began), the first values a resumed attempt logs for a metric
+replace what the store holds for it from that step on: the lost attempt's values past the checkpoint
+the new one resumed from, so a chart has one value per step.
 """
 
 from __future__ import annotations
@@ -36,6 +41,26 @@ class Ingestor:
         self._retry_at = 0.0
         self._delay = 0.5
         self._offsets: dict[str, int] | None = None
+        #: where each journal stood when the attempt under way began (None: the first attempt)
+        self.attempt_start: dict[str, int] | None = None
+        #: the metrics (by journal) whose earlier values this attempt already replaced
+        self._replaced: dict[str, set[str]] = {}
+
+    def journal_sizes(self) -> dict[str, int]:
+        """Every rank journal's size now (by name under the journal folder): a new attempt's start."""
+        self._discover()
+        out: dict[str, int] = {}
+        for key, (_rank, reader) in self.readers.items():
+            try:
+                out[key] = os.path.getsize(reader.path)
+            except OSError:
+                out[key] = 0
+        return out
+
+    def begin_attempt(self, start: dict[str, int] | None) -> None:
+        """A retry's attempt begins where ``start`` says each journal stood (see the module doc)."""
+        self.attempt_start = dict(start) if start is not None else None
+        self._replaced = {}
 
     def _stored_offsets(self) -> dict[str, int]:
         """Where a supervisor before this one left each journal (read once; {} for a new run)."""
@@ -100,6 +125,7 @@ class Ingestor:
             time.sleep(max(0.0, min(self._retry_at, deadline) - time.time()))
 
     def _ingest_rank(self, key: str, rank: int, reader: j.JournalReader) -> int:
+        begun = reader.offset
         series, records, end = reader.peek()
         if not series and not records:
             return 0
@@ -117,8 +143,12 @@ class Ingestor:
                 alerts.append({"title": name, "rank": rank, "time": ts, **(value if isinstance(value, dict) else {})})
             else:
                 rows.append((name, rank, step, None, dumps(value), kind, ts))
-        refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props, journal=key, offset=end)
+        replace = self._replace_from(key, begun, series, rows)
+        refused = self.store.ingest_batch(self.run_id, rank, series, rows, tags, props, journal=key, offset=end,
+                                          replace_from=replace or None)
         reader.offset = end
+        if replace:
+            self._replaced.setdefault(key, set()).update(replace)
         for message in refused:  # an immutable property re-set: keep the run going
             self.say(f"torchyard supervisor: {message}", flush=True)
         for alert in alerts:  # once: only after the batch is stored (a batch read again is never re-sent)
@@ -128,6 +158,24 @@ class Ingestor:
                 except Exception as err:  # noqa: BLE001 - an alert is never a reason to lose the run
                     self.say(f"torchyard supervisor: alert not sent: {err}", flush=True)
         return len(records) - len(alerts) + sum(len(s[1]) for s in series)
+
+
+    def _replace_from(self, key: str, begun: int, series: list[list[Any]], rows: list[tuple[Any, ...]]
+                      ) -> dict[str, int]:
+        """Metric → the first step this batch logs for it, for the metrics whose lost-attempt values
+        it replaces: a resumed attempt's first values of each metric (system metrics never)."""
+        if self.attempt_start is None or key.startswith("system") or begun < self.attempt_start.get(key, 0):
+            return {}
+        done = self._replaced.get(key, set())
+        first: dict[str, int] = {}
+        for name, _values, steps, _ts in series:
+            explicit = [s for s in steps if s is not None]
+            if name not in done and explicit:
+                first[name] = min(first.get(name, explicit[0]), *explicit)
+        for name, _rank, step, *_rest in rows:
+            if name not in done and step is not None:
+                first[name] = min(first.get(name, step), step)
+        return first
 
 
 def repair(store: Any, run_id: str, journal_dir: str) -> int:

@@ -228,6 +228,8 @@ class Supervisor:
         self.store.update_details(self.run_id, supervisors=replaced)
         number, resume_from, started = int(attempt.get("attempt", 0)), attempt.get("resume_from") or None, \
             float(attempt.get("started") or time.time())
+        if number > 0:
+            self.ingestor.begin_attempt(attempt.get("journal_start") or {})
         self._record_attempt(number, resume_from, started)  # with this process as its supervisor
         print(f"torchyard supervisor: adopted the job of supervisor {attempt.get('supervisor')}, which is gone "
               f"(attempt {int(attempt.get('attempt', 0))})", flush=True)
@@ -239,7 +241,8 @@ class Supervisor:
         try:
             with open(tmp, "w") as fh:
                 json.dump({"attempt": attempt, "resume_from": resume_from, "started": started,
-                           "environment": self.environment, "supervisor": os.getpid()}, fh)
+                           "environment": self.environment, "supervisor": os.getpid(),
+                           "journal_start": self.ingestor.attempt_start}, fh)
             os.replace(tmp, self.paths.attempt)
         except OSError as err:
             print(f"torchyard supervisor: could not record the attempt: {err}", flush=True)
@@ -267,6 +270,8 @@ class Supervisor:
                     plan = target.dryrun(job)
                     self._status(RunStatus.STARTING)
                     started = time.time()
+                    if attempt > 0:  # its values for steps the lost attempt logged replace those
+                        self.ingestor.begin_attempt(self.ingestor.journal_sizes())
                     self._record_attempt(attempt, resume_from, started)
                     try:
                         handle = target.schedule(plan)

@@ -441,23 +441,33 @@ class Store:
 
     def ingest_batch(self, run_id: str, rank: int, series: Sequence[Series], rows: Sequence[MetricRow],
                      tags: dict[str, str], properties: dict[str, str], *, journal: str | None = None,
-                     offset: int | None = None) -> list[str]:
+                     offset: int | None = None, replace_from: dict[str, int] | None = None) -> list[str]:
         """One rank's newly journaled values, all or nothing in one transaction (so a journal offset
         moves on only once the store has every value of the batch). With ``journal`` and ``offset``,
         the journal's stored offset moves to ``offset`` in the same transaction, with rank 0's
-        summary. A property re-set to another value is left out and named in the returned list; the
-        rest of the batch is stored."""
-        from torchyard.workspace.summary import update_summary  # noqa: PLC0415
+        summary. With ``replace_from`` (metric name → step: a resumed attempt's first step of each
+        metric), the values stored for those metrics at that step or later (the lost attempt's, past
+        the checkpoint it resumed from) are dropped first, so the new ones replace them. A property
+        re-set to another value is left out and named in the returned list; the rest of the batch is
+        stored."""
+        from torchyard.workspace.summary import rebuild_summary, update_summary  # noqa: PLC0415
 
         chunks = _chunk_rows(run_id, rank, series)
         refused: list[str] = []
         with self.engine.begin() as conn:
+            for name, first in (replace_from or {}).items():
+                _drop_steps_from(conn, run_id, rank, name, first)
             if journal is not None and offset is not None:
                 stmt = self._insert(ingest_offsets)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["run_id", "journal"],
                                                         set_={"offset": stmt.excluded.offset}),
                              [{"run_id": run_id, "journal": journal, "offset": offset}])
-            if series:
+            if replace_from and rank == 0:
+                if chunks:
+                    conn.execute(insert(metric_chunks), chunks)
+                    chunks = []
+                rebuild_summary(conn, run_id)
+            elif series:
                 update_summary(conn, run_id, rank, series)
             if chunks:
                 conn.execute(insert(metric_chunks), chunks)
@@ -591,6 +601,32 @@ def _holds_runs(folder: str) -> bool:
             return any(True for _ in entries)
     except OSError:
         return False
+
+
+def _drop_steps_from(conn: Connection, run_id: str, rank: int, name: str, first: int) -> int:
+    """Drop ``rank``'s stored values of metric ``name`` logged at step ``first`` or later (values
+    without a step stay); how many were dropped."""
+    dropped = 0
+    where = (metric_chunks.c.run_id == run_id, metric_chunks.c.rank == rank, metric_chunks.c.name == name)
+    for row in conn.execute(select(metric_chunks.c.id, metric_chunks.c.steps, metric_chunks.c.vals,
+                                   metric_chunks.c.ts).where(*where)).all():
+        steps, vals, ts = array("q"), array("d"), array("d")
+        steps.frombytes(row.steps)
+        vals.frombytes(row.vals)
+        ts.frombytes(row.ts)
+        keep = [i for i, s in enumerate(steps) if s == NO_STEP or s < first]
+        if len(keep) == len(steps):
+            continue
+        dropped += len(steps) - len(keep)
+        if not keep:
+            conn.execute(metric_chunks.delete().where(metric_chunks.c.id == row.id))
+            continue
+        conn.execute(update(metric_chunks).where(metric_chunks.c.id == row.id).values(
+            count=len(keep), steps=array("q", [steps[i] for i in keep]).tobytes(),
+            vals=array("d", [vals[i] for i in keep]).tobytes(), ts=array("d", [ts[i] for i in keep]).tobytes()))
+    gone = conn.execute(metrics.delete().where(metrics.c.run_id == run_id, metrics.c.rank == rank,
+                                               metrics.c.name == name, metrics.c.step >= first))
+    return dropped + int(gone.rowcount or 0)
 
 
 def _chunk_rows(run_id: str, rank: int, series: Sequence[Series]) -> list[dict[str, Any]]:

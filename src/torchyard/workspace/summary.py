@@ -81,8 +81,16 @@ def update_summary(engine: Engine | Connection, run_id: str, rank: int, series: 
         conn.execute(stmt, rows)
 
 
-def rebuild_summary(engine: Engine, run_id: str) -> int:
-    """Recompute ``run_id``'s summary from its packed rank-0 series; returns the metrics summarized."""
+def rebuild_summary(engine: Engine | Connection, run_id: str) -> int:
+    """Recompute ``run_id``'s summary from its packed rank-0 series; returns the metrics summarized.
+    Given a connection, in its transaction."""
+    if isinstance(engine, Connection):
+        return _rebuild(engine, run_id)
+    with engine.begin() as conn:
+        return _rebuild(conn, run_id)
+
+
+def _rebuild(conn: Connection, run_id: str) -> int:
     import numpy as np  # noqa: PLC0415
 
     query = (
@@ -91,12 +99,11 @@ def rebuild_summary(engine: Engine, run_id: str) -> int:
         .order_by(metric_chunks.c.id)
     )
     acc: dict[str, list[list[bytes]]] = {}
-    with engine.connect() as conn:
-        for name, vals, steps, ts in conn.execute(query):
-            parts = acc.setdefault(name, [[], [], []])
-            parts[0].append(vals)
-            parts[1].append(steps)
-            parts[2].append(ts)
+    for name, vals, steps, ts in conn.execute(query):
+        parts = acc.setdefault(name, [[], [], []])
+        parts[0].append(vals)
+        parts[1].append(steps)
+        parts[2].append(ts)
     rows = []
     for name, (vals, steps, ts) in acc.items():
         v = np.frombuffer(b"".join(vals), dtype=np.float64)
@@ -115,10 +122,9 @@ def rebuild_summary(engine: Engine, run_id: str) -> int:
             "last_step": None if s[-1] == NO_STEP else int(s[-1]),
             "last_ts": float(t[-1]),
         })
-    with engine.begin() as conn:
-        conn.execute(delete(run_metric_summary).where(run_metric_summary.c.run_id == run_id))
-        if rows:
-            conn.execute(insert(run_metric_summary), rows)
+    conn.execute(delete(run_metric_summary).where(run_metric_summary.c.run_id == run_id))
+    if rows:
+        conn.execute(insert(run_metric_summary), rows)
     return len(rows)
 
 
