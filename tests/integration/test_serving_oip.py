@@ -38,9 +38,8 @@ class Scorer:
 """
 
 
-@pytest.fixture
-def served(ws: Workspace, tmp_path: Path) -> Iterator[tuple[str, torch.nn.Linear]]:
-    """A torch Linear(4, 3) served as ``linear`` (typed API): the service's host:port and the net."""
+def _linear(ws: Workspace, tmp_path: Path) -> tuple[Model, InferenceConfig, torch.nn.Linear]:
+    """A torch Linear(4, 3) registered as ``linear``, its typed scoring code, and the net itself."""
     torch.manual_seed(7)
     net = torch.nn.Linear(4, 3).eval()
     folder = tmp_path / "model"
@@ -50,8 +49,14 @@ def served(ws: Workspace, tmp_path: Path) -> Iterator[tuple[str, torch.nn.Linear
     src = tmp_path / "src"
     src.mkdir()
     (src / "score.py").write_text(textwrap.dedent(LINEAR_SCORE))
-    svc = Model.deploy(ws, "linear", [model], InferenceConfig(entry_script="score.py", source_directory=str(src)),
-                       LocalWebservice.deploy_configuration())
+    return model, InferenceConfig(entry_script="score.py", source_directory=str(src)), net
+
+
+@pytest.fixture
+def served(ws: Workspace, tmp_path: Path) -> Iterator[tuple[str, torch.nn.Linear]]:
+    """The Linear served as ``linear`` (typed API): the service's host:port and the net."""
+    model, inference, net = _linear(ws, tmp_path)
+    svc = Model.deploy(ws, "linear", [model], inference, LocalWebservice.deploy_configuration())
     try:
         svc.wait_for_deployment(timeout_sec=90)
         uri = svc.scoring_uri
@@ -69,11 +74,12 @@ def _forward(net: torch.nn.Linear, x: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(x.reshape(1, 4))).numpy().reshape(3)
 
 
-def _infer(client: object, x: np.ndarray, *, binary_in: bool, binary_out: bool | None, request_id: str) -> object:
+def _infer(client: object, x: np.ndarray, *, binary_in: bool, binary_out: bool | None, request_id: str,
+           model: str = "linear") -> object:
     inp = tritonhttp.InferInput("x", [1, 4], "FP32")
     inp.set_data_from_numpy(x.reshape(1, 4), binary_data=binary_in)
     outputs = None if binary_out is None else [tritonhttp.InferRequestedOutput("y", binary_data=binary_out)]
-    return client.infer("linear", [inp], outputs=outputs, request_id=request_id)  # type: ignore[attr-defined]
+    return client.infer(model, [inp], outputs=outputs, request_id=request_id)  # type: ignore[attr-defined]
 
 
 def test_triton_client_binary_and_json_tensors(served: tuple[str, torch.nn.Linear]) -> None:
@@ -123,6 +129,32 @@ def test_any_tensor_round_trips_as_the_forward_pass(served: tuple[str, torch.nn.
         client.close()
     assert result.get_response()["id"] == request_id  # type: ignore[attr-defined]
     np.testing.assert_allclose(result.as_numpy("output-0"), _forward(net, x), rtol=1e-5, atol=1e-4)  # type: ignore[attr-defined]
+
+
+def test_binary_tensors_pass_through_an_endpoint_router(ws: Workspace, tmp_path: Path) -> None:
+    from torchyard import Endpoint
+
+    model, inference, net = _linear(ws, tmp_path)
+    endpoint = Endpoint.create(ws, "linear-ep")
+    try:
+        endpoint.deploy("blue", [model], inference)
+        uri = endpoint.scoring_uri
+        assert uri is not None
+        client = tritonhttp.InferenceServerClient(url=uri.removeprefix("http://").rsplit("/", 1)[0],
+                                                  network_timeout=30.0)
+        x = np.array([1.0, 2.0, -3.0, 0.25], dtype=np.float32)
+        try:
+            # behind a router the deployment's service serves the model as its own name
+            result = _infer(client, x, binary_in=True, binary_out=None, request_id="through-router",
+                            model="linear-ep.blue")
+        finally:
+            client.close()
+        assert result.get_response()["id"] == "through-router"  # type: ignore[attr-defined]
+        np.testing.assert_allclose(result.as_numpy("output-0"), _forward(net, x), rtol=1e-6, atol=1e-6)  # type: ignore[attr-defined]
+    finally:
+        endpoint.delete()
+        for svc in Webservice.list(ws):
+            svc.delete()
 
 
 def test_bytes_and_several_binary_inputs_decode() -> None:
