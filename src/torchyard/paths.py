@@ -166,6 +166,12 @@ class RunPaths:
         return self._p(INTERNAL, "handle.json")
 
     @property
+    def preempted(self) -> str:
+        """Exists while the run is being preempted (``torchyard cancel --requeue``): the ranks'
+        ``run.preempted``, TORCHYARD_PREEMPT_FLAG."""
+        return self._p(INTERNAL, "preempted")
+
+    @property
     def attempt(self) -> str:
         """The attempt under way (number, its checkpoint, start): for a supervisor that adopts it."""
         return self._p(INTERNAL, "attempt.json")

@@ -216,13 +216,16 @@ class Run:
 
     # ---- control ------------------------------------------------------------------------------------
 
-    def cancel(self, reason: str | None = None) -> None:
+    def cancel(self, reason: str | None = None, *, requeue: bool = False) -> None:
         """Stop the run (SIGTERM, a grace period, SIGKILL to every rank) and mark it Canceled. Idempotent.
 
-        ``reason`` becomes the Canceled status's detail and ``details["cancel_reason"]``."""
+        ``reason`` becomes the Canceled status's detail and ``details["cancel_reason"]``. With
+        ``requeue`` the run is preempted instead: every rank gets SIGTERM with ``run.preempted`` set
+        and the job's ``preempt_grace_seconds`` to commit a checkpoint, then the run resumes from its
+        latest checkpoint as a new attempt (cause ``preempted``; not counted in ``max_retries``)."""
         from torchyard.runtime.cancel import cancel_run  # noqa: PLC0415
 
-        cancel_run(self._store, self._refresh(), reason)
+        cancel_run(self._store, self._refresh(), reason, requeue=requeue)
 
     def wait_for_completion(
         self,

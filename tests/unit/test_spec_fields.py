@@ -34,6 +34,7 @@ REACH: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "priority": ("priority", "priority", "priority", "--priority"),
     "max_retries": ("max_retries", "max_retries", "retry", "--max-retries"),
     "retry_on": ("retry_on", "retry_on", "retry", "--retry-on"),
+    "preempt_grace_seconds": ("preempt_grace_seconds", "preempt_grace_seconds", "retry", "--preempt-grace"),
     "display_name": (None, None, "display_name", None),  # Azure sets it on the run, not the estimator
     "description": (None, None, "description", None),
 }

@@ -47,6 +47,12 @@ def test_entry_script_and_args(tmp_path):
     assert job.experiment == "x"
 
 
+def test_retry_block(tmp_path):
+    job = load_job_file(write(tmp_path, "code: code\nentry_script: train.py\n"
+                                        "retry: {max: 2, retry_on: [infrastructure, hung], preempt_grace: 90}\n"))
+    assert (job.spec.max_retries, job.spec.retry_on, job.spec.preempt_grace_seconds) == (2, ("infrastructure", "hung"), 90)
+
+
 def test_mpi_distribution(tmp_path):
     job = load_job_file(write(tmp_path, "code: code\nentry_script: train.py\ndistribution: {type: mpi, process_count_per_instance: 2}\n"))
     assert job.spec.distribution.backend == "mpi"
@@ -67,6 +73,8 @@ def test_mpi_distribution(tmp_path):
         ("code: code\nentry_script: train.py\noutputs: {m: {type: uri_file, path: ds:x/y}}\n", "outputs.m", "uri_folder"),
         ("- a\n- b\n", "job file", "mapping"),
         ("code: [unclosed\n", "job file", "malformed YAML at line"),
+        ("code: code\nentry_script: train.py\nretry: {preempt_grace: -1}\n", "preempt_grace_seconds", "between 0 and 86400"),
+        ("code: code\nentry_script: train.py\nretry: {preempt_grace: soon}\n", "retry.preempt_grace", "expected `float`"),
     ],
 )
 def test_bad_job_files_name_the_problem(tmp_path, text, field, fragment):

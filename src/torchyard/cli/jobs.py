@@ -67,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         priority=args.priority,
         max_retries=args.max_retries,
         retry_on=args.retry_on or ["infrastructure"],
+        preempt_grace_seconds=args.preempt_grace,
     )
     # script arguments pass through verbatim (script_params would reorder bare flags)
     import msgspec  # noqa: PLC0415
@@ -308,6 +309,8 @@ def register(sub: Any) -> None:
                    help="retry a failed run up to N more times, each from its latest checkpoint (default 0)")
     r.add_argument("--retry-on", action="append", metavar="CAUSE",
                    help="which failures are retried: infrastructure (default), preempted, hung, user or any; repeatable")
+    r.add_argument("--preempt-grace", type=float, default=60.0, metavar="S",
+                   help="seconds a preempted run's ranks get to commit a checkpoint (torchyard cancel --requeue; default 60)")
     r.add_argument("--hang-timeout", type=float, help="fail the run when no rank writes output or metrics for this many seconds")
     r.add_argument("--wait", action="store_true", help="stream the output and wait for the run to end")
     add_output(r)

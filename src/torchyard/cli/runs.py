@@ -217,6 +217,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
       torchyard cancel digits_1733600000_ab12cd34"""
     run = workspace(args).get_run(args.run_id)
     before = run.get_status()
+    if args.requeue:
+        run.cancel(requeue=True)
+        done = before in ("Completed", "Failed", "Canceled")
+        print(f"torchyard: run {run.id}: {'already ' + before if done else 'preempted: it resumes from its checkpoint'}")
+        return 0
     run.cancel()
     print(f"torchyard: run {run.id}: {'already ' + before if before in ('Completed', 'Failed', 'Canceled') else 'cancel requested'}")
     return 0
@@ -275,6 +280,9 @@ def register(sub: Any) -> None:
 
     c = command(sub, "cancel", cmd_cancel)
     c.add_argument("run_id")
+    c.add_argument("--requeue", action="store_true",
+                   help="preempt instead: the ranks get SIGTERM and the job's preempt grace to checkpoint, then "
+                        "the run resumes from its latest checkpoint")
 
     d = command(sub, "download", cmd_download)
     d.add_argument("run_id")

@@ -374,6 +374,7 @@ def common_plan(job: PreparedJob, *, master_addr: str, master_port: int, workdir
         argv=list(job.rank_argv),
         mode=mode,  # type: ignore[arg-type]
         max_restarts=dist.max_restarts,
+        preempt_grace_seconds=spec.preempt_grace_seconds,
         fill=fill or NodeFill(),
         bootstrap=job.bootstrap,
         report_url=job.report_url,

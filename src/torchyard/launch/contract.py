@@ -13,6 +13,8 @@ Checkpoints (issue #25): TORCHYARD_CHECKPOINT_DIR (this node's folder for the ru
 ``checkpoints/`` in the run folder: committed ``step_N/`` folders), TORCHYARD_ATTEMPT (the attempt
 number, 0 first) and, on a resumed attempt only, TORCHYARD_RESUME_FROM (the folder of the latest
 committed checkpoint; unset on a fresh start). torchyard.tracking.checkpoint is the SDK over them.
+TORCHYARD_PREEMPT_FLAG names a file that exists once the run is being preempted: the ranks then have
+the job's preempt_grace_seconds after SIGTERM to commit a checkpoint (``run.preempted``).
 Hang stacks: TORCHYARD_STACKS_DIR (torchyard's own) and :data:`RANKBOOT` prepended to PYTHONPATH,
 whose ``sitecustomize`` registers ``faulthandler`` on SIGRTMIN+4 in every Python rank.
 MLflow: MLFLOW_TRACKING_URI (``torchyard://<workspace>``) and MLFLOW_RUN_ID (the run id) when mlflow
@@ -56,6 +58,7 @@ TORCHYARD_NAMES = (
     "TORCHYARD_UPLOAD_DIR",
     "TORCHYARD_CHECKPOINT_DIR",
     "TORCHYARD_ATTEMPT",
+    "TORCHYARD_PREEMPT_FLAG",
 )
 #: set only on a resumed attempt: the folder of the latest committed checkpoint
 RESUME_NAME = "TORCHYARD_RESUME_FROM"
@@ -141,6 +144,7 @@ def node_env(
         "TORCHYARD_UPLOAD_DIR": paths.uploads,
         "TORCHYARD_CHECKPOINT_DIR": paths.checkpoints,
         "TORCHYARD_ATTEMPT": str(attempt),
+        "TORCHYARD_PREEMPT_FLAG": paths.preempted,
         "TORCHYARD_STACKS_DIR": paths.stacks,
         # per rank in rank_env (and the mpi shim); under torchrun, which names ranks itself, per node
         "TORCHYARD_TENSORBOARD_DIR": os.path.join(paths.logs, "tensorboard", f"node_{node_rank}"),

@@ -498,7 +498,9 @@ class Launcher:
         live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
             _kill_group(p, signal.SIGTERM)
-        deadline = time.time() + self.grace
+        # preempted: the ranks' time to commit a checkpoint (run.preempted, TORCHYARD_PREEMPT_FLAG)
+        grace = self.plan.preempt_grace_seconds if os.path.exists(self.paths.preempted) else self.grace
+        deadline = time.time() + grace
         while live and time.time() < deadline:
             live = [p for p in live if p.poll() is None]
             if live:

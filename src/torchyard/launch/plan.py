@@ -68,6 +68,9 @@ class NodePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: the launcher goes on when its parent (the supervisor) dies, for a new supervisor to adopt
     #: (local compute's REATTACH); otherwise it stops the node's ranks then
     outlives_supervisor: bool = False
+    #: the stop's grace period when the run is preempted (``RunPaths.preempted`` exists): the ranks'
+    #: time to commit a checkpoint after SIGTERM
+    preempt_grace_seconds: float = 60.0
     fill: NodeFill = NodeFill()
     #: when set, the node bootstrap (torchyard.runtime.bootstrap) runs first with this request: the
     #: job's environment and inputs are placed on the node, and the placeholders filled from its result

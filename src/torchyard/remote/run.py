@@ -123,8 +123,14 @@ class RemoteRun:
 
     # ---- control --------------------------------------------------------------------------------
 
-    def cancel(self, reason: str | None = None) -> None:
-        """Cancel the run on the server (idempotent)."""
+    def cancel(self, reason: str | None = None, *, requeue: bool = False) -> None:
+        """Cancel the run on the server (idempotent). ``requeue`` (preempt and resume) is not offered
+        by team servers yet."""
+        if requeue:
+            from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+            raise NotSupportedError("requeue", "preempting a run works on a local workspace's runs only, not yet "
+                                                "through a team server; cancel without --requeue")
         self._client.post(self._base + "/cancel", {"reason": reason} if reason else {})
 
     def log_follower(self, ranks: str | int = 0) -> RemoteLogFollower:

@@ -77,6 +77,7 @@ class Supervisor:
                                  on_alert=self._on_alert)
         self.alerts: list[dict[str, Any]] = []  # what the script said with run.alert()
         self.adopted = False  # this supervisor replaced a dead one
+        self.preempting: dict[str, Any] | None = None  # a requeue under way (runtime.cancel)
 
     # ---- helpers -----------------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class Supervisor:
         except Exception as err:  # the store may be briefly unreachable; keep the run going
             print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
             return
-        if status == RunStatus.CANCEL_REQUESTED and self.cancel_reason in (None, USER_CANCEL):
+        if status == RunStatus.CANCEL_REQUESTED and self.cancel_reason in (None, USER_CANCEL) and not self.preempting:
             self.cancel_reason = self._user_cancel_reason()
         elif status == RunStatus.NOT_RESPONDING:
             self.store.set_status(self.run_id, RunStatus.RUNNING, "supervisor heartbeat resumed")
@@ -303,6 +304,29 @@ class Supervisor:
 
                 AccessStore(self.store.engine).revoke_run_tokens(self.run_id)
 
+    def _requeue_requested(self) -> dict[str, Any] | None:
+        """The preemption asked of the run (``details["requeue"]``, runtime.cancel), if any."""
+        try:
+            row = self.store.get_run(self.run_id)
+            requeue = json.loads(row["details"] or "{}").get("requeue")
+        except Exception:  # noqa: BLE001  (the store briefly unreachable: a plain cancel then)
+            return None
+        return requeue if isinstance(requeue, dict) else None
+
+    def _preempt(self, requeue: dict[str, Any]) -> None:
+        """Start a preemption: the flag the ranks read (``run.preempted``) and the launchers' longer
+        grace; the cancel is not the run's end."""
+        self.preempting = requeue
+        self.cancel_reason = None
+        try:
+            with open(self.paths.preempted, "w") as fh:
+                json.dump({"time": time.time(), "grace": self.spec.preempt_grace_seconds,
+                           "reason": requeue.get("reason")}, fh)
+        except OSError as err:
+            print(f"torchyard supervisor: could not flag the preemption to the ranks: {err}", flush=True)
+        print(f"torchyard supervisor: preempted ({requeue.get('reason')}); the ranks have "
+              f"{self.spec.preempt_grace_seconds:g} s to checkpoint", flush=True)
+
     def _retry(self, attempt: int, started: float, rc: int | None, nodes: list[dict[str, Any]],
                resume_from: str | None) -> str | None:
         """After an attempt ended: when it failed for a cause the job retries (``retry_on``) and
@@ -310,7 +334,10 @@ class Supervisor:
         aside and wait a backoff; the checkpoint the next attempt resumes from ("" for none). None:
         no retry (the attempt's end is the run's)."""
         spec = self.spec
-        if self.cancel_reason or spec.max_retries <= attempt:
+        if self.preempting is not None and not self.cancel_reason and self.fail_reason is None:
+            return self._requeue(attempt, started, rc, resume_from)
+        spent = sum(1 for a in self.attempts if a.get("cause") != "preempted")  # a preemption spends no retry
+        if self.cancel_reason or spec.max_retries <= spent:
             return None
         if self.fail_reason is not None:
             cause = {"hang": "hung", "compute": "infrastructure"}.get(self.fail_stage)
@@ -347,6 +374,25 @@ class Supervisor:
         self.fail_reason, self.fail_stage, self.error_extra = None, "", {}
         return resume
 
+    def _requeue(self, attempt: int, started: float, rc: int | None, resume_from: str | None) -> str:
+        """A preempted attempt ended: record it (cause ``preempted``; retries are not spent), set the
+        run Retrying and resume from the latest committed checkpoint."""
+        from torchyard.tracking.checkpoint import committed  # noqa: PLC0415
+
+        found = committed(self.paths.checkpoints)
+        resume = str(found[-1][1]) if found else ""
+        reason = str((self.preempting or {}).get("reason") or "preempted")
+        self.attempts.append({"attempt": attempt, "started": started, "ended": time.time(), "cause": "preempted",
+                              "message": reason, "node": None, "resumed_from": resume_from or None, "exit_code": rc})
+        self.store.update_details(self.run_id, attempts=self.attempts, requeue=None)
+        self.store.set_status(self.run_id, RunStatus.RETRYING,
+                              f"attempt {attempt + 1} was preempted ({reason}); the next starts"
+                              + (f" from {os.path.basename(resume)}" if resume else " from the beginning (no checkpoint)"))
+        print(f"torchyard supervisor: attempt {attempt} preempted; requeued", flush=True)
+        self._set_attempt_aside(attempt)
+        self.preempting = None
+        return resume
+
     def _backoff(self, attempt: int) -> bool:
         """Wait before attempt ``attempt + 1`` (1 s, 2 s, 4 s... at most 30 s), heart-beating; False
         when the run was canceled meanwhile."""
@@ -372,7 +418,8 @@ class Supervisor:
             for name in names:
                 if keep(name) and os.path.isfile(os.path.join(folder, name)):
                     shutil.move(os.path.join(folder, name), os.path.join(aside, name))
-        for stale in (self.paths.stacks_request, os.path.join(self.paths.internal, "exit"), self.paths.handle):
+        for stale in (self.paths.stacks_request, os.path.join(self.paths.internal, "exit"), self.paths.handle,
+                      self.paths.preempted):
             if os.path.isdir(stale):
                 shutil.rmtree(stale, ignore_errors=True)
             elif os.path.exists(stale):
@@ -466,7 +513,11 @@ class Supervisor:
                 canceling = True
                 if self.cancel_reason == USER_CANCEL:
                     self.cancel_reason = self._user_cancel_reason()
-                self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
+                requeue = self._requeue_requested()
+                if requeue is not None:  # preempted: the ranks checkpoint in their grace, the run resumes
+                    self._preempt(requeue)
+                else:
+                    self.store.set_status(self.run_id, RunStatus.CANCEL_REQUESTED, self.cancel_reason)
                 handle.cancel()
             self._heartbeat(now)
             # sleep until the job moves on (a target that can say), a launcher exits (SIGCHLD) or the next ingest is due

@@ -629,6 +629,7 @@ class PyTorch(_JobDescription):
         priority: int = 0,
         max_retries: int = 0,
         retry_on: Sequence[str] = ("infrastructure",),
+        preempt_grace_seconds: float = 60.0,
     ) -> None:
         if entry_script is None:
             raise SpecError("entry_script", "no entry script given; name the script to run, e.g. train.py")
@@ -688,6 +689,7 @@ class PyTorch(_JobDescription):
             priority=priority,
             max_retries=max_retries,
             retry_on=_list(retry_on, "retry_on"),
+            preempt_grace_seconds=float(preempt_grace_seconds),
         )
 
 
@@ -719,6 +721,7 @@ class ScriptRunConfig(_JobDescription):
         priority: int = 0,
         max_retries: int = 0,
         retry_on: Sequence[str] = ("infrastructure",),
+        preempt_grace_seconds: float = 60.0,
     ) -> None:
         collected: dict[str, Any] = {}
         dist = distributed_job_config
@@ -755,4 +758,5 @@ class ScriptRunConfig(_JobDescription):
             priority=priority,
             max_retries=max_retries,
             retry_on=_list(retry_on, "retry_on"),
+            preempt_grace_seconds=float(preempt_grace_seconds),
         )

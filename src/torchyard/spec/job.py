@@ -81,6 +81,9 @@ class JobSpec(_Spec, frozen=True):
     #: checkpoint) and for which failure causes (docs/guides/checkpoints.md, "Failures and retries")
     max_retries: int = 0
     retry_on: tuple[str, ...] = ("infrastructure",)
+    #: seconds a preempted run's ranks get, after SIGTERM, to commit a checkpoint before SIGKILL
+    #: (``torchyard cancel --requeue``; the run resumes from that checkpoint)
+    preempt_grace_seconds: float = 60.0
     display_name: str | None = None
     description: str | None = None
 
@@ -138,6 +141,8 @@ RETRY_CAUSES = ("infrastructure", "preempted", "hung", "user", "any")
 def _validate(spec: JobSpec) -> None:
     if not 0 <= spec.max_retries <= 100:
         raise SpecError("max_retries", f"must be between 0 and 100, got {spec.max_retries}")
+    if not 0 <= spec.preempt_grace_seconds <= 86400:
+        raise SpecError("preempt_grace_seconds", f"must be between 0 and 86400 seconds, got {spec.preempt_grace_seconds:g}")
     unknown = [c for c in spec.retry_on if c not in RETRY_CAUSES]
     if unknown:
         raise SpecError("retry_on", f"unknown cause {unknown[0]!r}; one of {', '.join(RETRY_CAUSES)}")

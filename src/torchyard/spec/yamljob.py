@@ -54,6 +54,7 @@ class _Limits(_Strict, frozen=True):
 class _Retry(_Strict, frozen=True):
     max: int = 0
     retry_on: list[str] = msgspec.field(default_factory=lambda: ["infrastructure"])
+    preempt_grace: float = 60.0
 
 
 class _Environment(_Strict, frozen=True):
@@ -250,6 +251,7 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         priority=job.priority,
         max_retries=job.retry.max,
         retry_on=list(job.retry.retry_on),
+        preempt_grace_seconds=job.retry.preempt_grace,
         display_name=job.display_name or job.name,
         description=job.description,
     )

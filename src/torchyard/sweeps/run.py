@@ -204,10 +204,15 @@ class HyperDriveRun(Run):
 
     # ---- control ------------------------------------------------------------------------------------------
 
-    def cancel(self, reason: str | None = None) -> None:
-        """Cancel the sweep and every trial still going. Idempotent."""
+    def cancel(self, reason: str | None = None, *, requeue: bool = False) -> None:
+        """Cancel the sweep and every trial still going. Idempotent. (A sweep is not preempted as a
+        whole: ``requeue`` its trials one by one.)"""
         from torchyard.runtime.sweep_process import controller_alive  # noqa: PLC0415
 
+        if requeue:
+            from torchyard.errors import NotSupportedError  # noqa: PLC0415
+
+            raise NotSupportedError("requeue", "a sweep is not preempted as a whole; requeue its trials (child runs)")
         row = self._store.get_run(self.id)
         if row["status"] in TERMINAL_VALUES:
             return

@@ -167,6 +167,15 @@ class CheckpointMixin:
         """This rank's checkpoint folder (TORCHYARD_CHECKPOINT_DIR)."""
         return checkpoint_root()
 
+    @property
+    def preempted(self) -> bool:
+        """Whether the run is being preempted (``torchyard cancel --requeue``): every rank got SIGTERM
+        and has the job's ``preempt_grace_seconds`` to commit a checkpoint (``with
+        run.checkpoint(...)``) and exit; the run then resumes from it. The file TORCHYARD_PREEMPT_FLAG
+        names exists meanwhile, for scripts without the SDK."""
+        flag = os.environ.get("TORCHYARD_PREEMPT_FLAG")
+        return flag is not None and os.path.exists(flag)
+
     def latest_checkpoint(self) -> Path | None:
         """The folder of the latest committed checkpoint (``step_N/``), or None when there is none.
         On a resumed attempt whose node has none of its own: TORCHYARD_RESUME_FROM."""
