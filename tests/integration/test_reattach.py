@@ -147,3 +147,31 @@ def test_cancel_while_the_supervisor_is_gone(ws, src):
     details = run.wait_for_completion(raise_on_error=False, timeout=60)
     assert details["status"] == "Canceled"
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in script), timeout=10)
+
+
+def test_a_server_at_boot_replaces_the_supervisors_that_died_while_it_was_down(ws, tmp_path):
+    """Nobody reads the run: the dashboard server, started after the supervisor died, replaces it."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "src"
+    write_script(folder, "count.py", COUNTER)
+    run = Experiment(ws, "re").submit(ScriptRunConfig(str(folder), script="count.py",
+                                                      environment_variables={"STEP_SLEEP": "0.2"}))
+    wait_until(lambda: os.path.exists(os.path.join(RunPaths(run.workdir).outputs, "ready_0")), timeout=60)
+    old = _kill_supervisor(ws, run)
+    server = subprocess.Popen([sys.executable, "-m", "torchyard", "ui", "--port", "0", "--workspace", ws.path],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def replaced():
+            pid = ws.store.get_run(run.id)["supervisor_pid"]  # the store's row: this read replaces nothing
+            return pid not in (None, -1, old) and psutil.pid_exists(pid)
+
+        wait_until(replaced, timeout=30)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    details = run.wait_for_completion(timeout=60)
+    assert details["status"] == "Completed"
+    assert [s["replaced"] for s in details["supervisors"]] == [old]
+    _count_exactly_once(run, 1)

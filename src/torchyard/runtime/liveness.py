@@ -71,6 +71,29 @@ def reconcile(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     return dict(store.get_run(run_id))
 
 
+def readopt_all(store: Any) -> int:
+    """Look at every active run once (a server at boot): each whose supervisor is gone gets a
+    replacement (or is failed, when its job is gone too). How many were looked at."""
+    seen = 0
+    for status in ACTIVE_VALUES:
+        if status == RunStatus.NOT_STARTED:
+            continue
+        for row in store.list_runs(status=status):
+            seen += 1
+            try:
+                reconcile(store, row)
+            except Exception as err:  # noqa: BLE001  (one run's trouble never stops the others' or the server)
+                print(f"torchyard: could not check run {row['id']}'s supervisor: {err}", flush=True)
+    return seen
+
+
+def readopt_in_background(store: Any) -> None:
+    """:func:`readopt_all` in a daemon thread: a server answers at once while it looks."""
+    import threading  # noqa: PLC0415
+
+    threading.Thread(target=readopt_all, args=(store,), daemon=True, name="readopt").start()
+
+
 def adoptable(run_dir: str | None) -> bool:
     """Whether the run's job can be adopted by a new supervisor: its handle is recorded and a
     launcher lives on, or every launcher ended with its report written."""

@@ -66,6 +66,9 @@ def serve(
     stream = out or sys.stdout
     print(f"torchyard dashboard for {ws.path}", file=stream)
     print(url + (f"?token={token}" if token else ""), file=stream, flush=True)
+    from torchyard.runtime.liveness import readopt_in_background  # noqa: PLC0415
+
+    readopt_in_background(ws.store)  # runs whose supervisor died while no server ran: replaced now
     config = uvicorn.Config(app, log_level=os.environ.get("TORCHYARD_UI_LOG", "warning"), access_log=False,
                             timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
@@ -131,6 +134,9 @@ def serve_team(
     # the supervisors this server starts hand it to nodes that report over HTTP (with a run token)
     os.environ["TORCHYARD_REPORT_URL"] = report_url or os.environ.get("TORCHYARD_REPORT_URL") or f"http://{shown}:{port}"
     print(f"http://{shown}:{port}/", file=stream, flush=True)
+    from torchyard.runtime.liveness import readopt_in_background  # noqa: PLC0415
+
+    readopt_in_background(ws.store)  # runs whose supervisor died while no server ran: replaced now
     config = uvicorn.Config(app, log_level=os.environ.get("TORCHYARD_UI_LOG", "warning"), access_log=False,
                             timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
