@@ -97,3 +97,33 @@ def test_local_target_options(monkeypatch) -> None:
     with pytest.raises(SpecError, match="at least 1"):
         LocalCompute("box", max_concurrent_runs=0)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def _holder(gpus, priority=0, preemptible=True, since=0.0, preempting_for=None):
+    return {"gpus": [str(g) for g in gpus], "priority": priority, "preemptible": preemptible, "since": since,
+            "preempting_for": preempting_for}
+
+
+@pytest.mark.parametrize(
+    ("holders", "need", "free", "priority", "expected"),
+    [
+        ({"a": _holder([0])}, 1, 1, 5, []),  # it fits already
+        ({"a": _holder([0])}, 1, 0, 5, ["a"]),
+        ({"a": _holder([0], preemptible=False)}, 1, 0, 5, []),  # not preemptible: never
+        ({"a": _holder([0], priority=5)}, 1, 0, 5, []),  # the same priority: never
+        ({"a": _holder([0], priority=7)}, 1, 0, 5, []),  # a higher one: never
+        ({"a": _holder([0, 1])}, 1, 0, 5, ["a"]),  # one run holds more than needed: it is taken whole
+        # lowest priority first, then the newest
+        ({"a": _holder([0], priority=1, since=1), "b": _holder([1], priority=0, since=2),
+          "c": _holder([2], priority=0, since=3)}, 1, 0, 5, ["c"]),
+        ({"a": _holder([0], priority=1, since=1), "b": _holder([1], priority=0, since=2),
+          "c": _holder([2], priority=0, since=3)}, 3, 0, 5, ["c", "b", "a"]),
+        ({"a": _holder([0]), "b": _holder([1], preemptible=False)}, 2, 0, 5, []),  # not enough even with all: none
+        ({"a": _holder([0], preempting_for="x"), "b": _holder([1])}, 1, 0, 5, []),  # a yielding run's GPU comes
+        ({"a": _holder([0], preempting_for="x"), "b": _holder([1])}, 2, 0, 5, ["b"]),
+    ],
+)
+def test_choose_victims(holders, need, free, priority, expected) -> None:
+    from torchyard.compute.local_alloc import choose_victims
+
+    assert choose_victims(holders, need, free, priority) == expected

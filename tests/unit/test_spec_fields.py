@@ -32,6 +32,7 @@ REACH: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
     "hang_timeout_seconds": ("hang_timeout_seconds", "hang_timeout_seconds", "limits", "--hang-timeout"),
     "max_queue_seconds": ("max_queue_seconds", "max_queue_seconds", "limits", "--max-queue"),
     "priority": ("priority", "priority", "priority", "--priority"),
+    "preemptible": ("preemptible", "preemptible", "preemptible", "--preemptible"),
     "max_retries": ("max_retries", "max_retries", "retry", "--max-retries"),
     "retry_on": ("retry_on", "retry_on", "retry", "--retry-on"),
     "preempt_grace_seconds": ("preempt_grace_seconds", "preempt_grace_seconds", "retry", "--preempt-grace"),

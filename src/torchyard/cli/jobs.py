@@ -65,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hang_timeout_seconds=args.hang_timeout,
         max_queue_seconds=args.max_queue,
         priority=args.priority,
+        preemptible=args.preemptible,
         max_retries=args.max_retries,
         retry_on=args.retry_on or ["infrastructure"],
         preempt_grace_seconds=args.preempt_grace,
@@ -303,6 +304,8 @@ def register(sub: Any) -> None:
     r.add_argument("--tag", action="append", default=[], metavar="K=V", help="tag the run")
     r.add_argument("--max-run-duration", type=float, help="cancel the run after this many seconds")
     r.add_argument("--max-queue", type=float, metavar="S", help="fail the run when it waits longer than this in the target's queue")
+    r.add_argument("--preemptible", action="store_true",
+                   help="a higher-priority run may preempt this one (it checkpoints in its grace and resumes later)")
     r.add_argument("--priority", type=int, default=0, metavar="N",
                    help="the run's place in the target's queue: higher first (default 0)")
     r.add_argument("--max-retries", type=int, default=0, metavar="N",

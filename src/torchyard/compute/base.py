@@ -238,6 +238,11 @@ class Handle(abc.ABC):
         own tick). Lets a job start without waiting out a tick per stage."""
         return False
 
+    def preemptions(self) -> list[str]:
+        """Run ids the target chose to preempt so this waiting job can start (each named once; the
+        runtime preempts them, ``torchyard cancel --requeue``'s path). Most targets: none."""
+        return []
+
     def reattach_state(self) -> dict[str, Any] | None:
         """What :meth:`ComputeTarget.reattach` needs to find this job again from another process
         (JSON-able), once the job is started; None when the target cannot (no ``REATTACH``)."""

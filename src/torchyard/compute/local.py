@@ -177,7 +177,8 @@ class LocalCompute(ComputeTarget):
             raise ComputeError(f"the job needs {need} GPUs (use_gpu, one per process) but compute target "
                                f"{self.name!r} has {len(devices)}: it would wait forever")
         user, submitted = _run_owner(first.workdir, first.run_id)
-        request = Request(first.run_id, need, _priority(first.workdir), user, submitted)
+        request = Request(first.run_id, need, _priority(first.workdir), user, submitted,
+                          preemptible=_spec_field(first.workdir, "preemptible") is True)
         admission = LocalAdmission(Ledger(_ledger_folder(first.workspace, first.workdir)), self.name, devices,
                               self.max_concurrent_runs, request,
                               lambda gpus: _fork_all(plan, gpus if devices else None))
@@ -229,10 +230,18 @@ def _ledger_folder(workspace: str, workdir: str) -> str:
 
 def _priority(workdir: str) -> int:
     try:
-        with open(RunPaths(workdir).run_info) as fh:
-            return int(json.load(fh)["spec"].get("priority") or 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(_spec_field(workdir, "priority") or 0)
+    except (ValueError, TypeError):
         return 0
+
+
+def _spec_field(workdir: str, name: str) -> Any:
+    """A field of the run's job as submitted (``run_info.json``); None when it cannot be read."""
+    try:
+        with open(RunPaths(workdir).run_info) as fh:
+            return json.load(fh)["spec"].get(name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _run_owner(workdir: str, run_id: str) -> tuple[str, float]:
@@ -263,10 +272,13 @@ class LocalAdmission:
         self.start = start
         self.reason: str | None = None
         self.gpus: list[str] | None = None
+        #: runs to preempt for this one (each named once), taken by :meth:`LocalHandle.preemptions`
+        self.victims: list[str] = []
 
     def try_start(self) -> list[int] | None:
         """The launchers' pids once the run is admitted (they are started then); None while it waits."""
-        gpus, self.reason = self.ledger.try_start(self.target, self.devices, self.max_runs, self.request)
+        gpus, self.reason = self.ledger.try_start(self.target, self.devices, self.max_runs, self.request,
+                                                  victims=self.victims)
         if gpus is None:
             return None
         self.gpus = gpus
@@ -344,6 +356,13 @@ class LocalHandle(Handle):
             out["gpus"] = list(self.admission.gpus)
         elif self.gpus is not None:
             out["gpus"] = list(self.gpus)
+        return out
+
+    def preemptions(self) -> list[str]:
+        """Runs the ledger chose to preempt for this one since the last call."""
+        if self.admission is None or not self.admission.victims:
+            return []
+        out, self.admission.victims = self.admission.victims, []
         return out
 
     def queued(self) -> str | None:

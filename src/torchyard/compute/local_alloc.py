@@ -11,6 +11,12 @@ The state is a small JSON ledger, ``<workspace>/local_alloc/ledger.json``, read 
 an exclusive lock on ``ledger.lock`` by the supervisors themselves (there is no daemon): each holder
 and each waiting run is recorded with its run id and its supervisor's pid and start time, so the
 GPUs of a supervisor that died (``kill -9``, a reboot) are taken back by the next one that looks.
+
+Preemption: a waiting run that needs GPUs it cannot get may take them from running runs that
+declared ``preemptible`` and have a lower priority (:func:`choose_victims`: lowest priority first,
+then the newest, only as many as it needs). The ledger marks them; the waiting run's supervisor
+preempts them (``torchyard cancel --requeue``'s path: a grace to checkpoint), and they come back to
+the queue to resume later from their checkpoints.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class Request:
     priority: int = 0
     user: str = ""
     submitted: float = 0.0
+    #: a higher-priority run may preempt this one once it runs (it resumes from its checkpoint)
+    preemptible: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,31 @@ class Admission:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def choose_victims(holders: Mapping[str, Mapping[str, Any]], need: int, free: int, priority: int) -> list[str]:
+    """Pure: the running runs (``holders``: run id → ``gpus``, ``priority``, ``preemptible``,
+    ``since``, ``preempting_for``) to preempt so that a run of ``priority`` needing ``need`` GPUs fits,
+    ``free`` being free now. Only preemptible runs of a lower priority that are not already being
+    preempted; lowest priority first, then the newest; none when even all of them would not do."""
+    short = need - free
+    if short <= 0:
+        return []
+    freeing = sum(len(h["gpus"]) for h in holders.values() if h.get("preempting_for"))
+    short -= freeing  # runs already yielding: their GPUs come back
+    if short <= 0:
+        return []
+    candidates = sorted(
+        ((run_id, h) for run_id, h in holders.items()
+         if h.get("preemptible") and int(h.get("priority", 0)) < priority and not h.get("preempting_for")),
+        key=lambda item: (int(item[1].get("priority", 0)), -float(item[1].get("since", 0.0)), item[0]))
+    chosen: list[str] = []
+    for run_id, holder in candidates:
+        if short <= 0:
+            break
+        chosen.append(run_id)
+        short -= len(holder["gpus"])
+    return chosen if short <= 0 else []
 
 
 def admit(requests: Sequence[Request], free_gpus: int, *, running_gpus: Mapping[str, int] | None = None,
@@ -137,11 +170,13 @@ class Ledger:
         finally:
             os.close(fd)  # closing the descriptor drops the lock
 
-    def try_start(self, target: str, devices: Sequence[str], max_runs: int | None, request: Request
-                  ) -> tuple[list[str] | None, str | None]:
+    def try_start(self, target: str, devices: Sequence[str], max_runs: int | None, request: Request,
+                  victims: list[str] | None = None) -> tuple[list[str] | None, str | None]:
         """Queue ``request`` on ``target`` (once) and run the admission rule over the target's queue:
         ``(devices, None)`` once it may start (the devices are then held in its name), else
-        ``(None, reason)``."""
+        ``(None, reason)``. Runs to preempt for it, when it waits first in line for GPUs that
+        preemptible lower-priority runs hold, are appended to ``victims`` (each once: the ledger marks
+        them)."""
         pid, ctime = _me()
         with self._locked() as state:
             holders, waiting = state["holders"], state["waiting"]
@@ -160,7 +195,18 @@ class Ledger:
                      for run_id, w in waiting.items() if w["target"] == target]
             decision = admit(queue, len(free), running_gpus=usage, running_runs=len(mine), max_runs=max_runs)
             if request.run_id not in decision.started:
-                return None, decision.waiting.get(request.run_id, "waiting")
+                reason = decision.waiting.get(request.run_id, "waiting")
+                behind = [r for r in queue if r.run_id not in decision.started]
+                first = min(behind, key=lambda r: (-r.priority, usage.get(r.user, 0), r.submitted, r.run_id))
+                if victims is not None and request.gpus > 0 and first.run_id == request.run_id:
+                    chosen = choose_victims({k: h for k, h in holders.items() if h["target"] == target},
+                                            request.gpus, len(free), request.priority)
+                    for run_id in chosen:
+                        holders[run_id]["preempting_for"] = request.run_id
+                    victims.extend(chosen)
+                    if chosen:
+                        reason += f"; preempting {', '.join(chosen)}"
+                return None, reason
             # the devices of the runs the rule starts ahead of this one are left for them
             for run_id in decision.started:
                 want = next(r.gpus for r in queue if r.run_id == run_id)
@@ -168,7 +214,8 @@ class Ledger:
                 if run_id == request.run_id:
                     del waiting[run_id]
                     holders[run_id] = {"pid": pid, "ctime": ctime, "target": target, "gpus": got,
-                                       "user": request.user, "since": time.time()}
+                                       "user": request.user, "since": time.time(), "priority": request.priority,
+                                       "preemptible": request.preemptible}
                     return got, None
         return None, "waiting"  # not reached: a started run returns in the loop
 

@@ -19,7 +19,8 @@ from typing import Any
 from torchyard.errors import SpecError, WorkspaceError
 
 SETTINGS: dict[str, Any] = {"compute_target": str, "max_run_duration_seconds": float, "hang_timeout_seconds": float,
-                            "max_queue_seconds": float, "priority": int, "max_retries": int, "use_gpu": bool}
+                            "max_queue_seconds": float, "priority": int, "max_retries": int, "use_gpu": bool,
+                            "preemptible": bool}
 DISTRIBUTION: dict[str, Any] = {"node_count": int, "process_count_per_node": int}
 
 
@@ -73,10 +74,12 @@ def changed_spec(spec_doc: Mapping[str, Any], changes: Mapping[str, str]) -> dic
     return doc
 
 
-def rerun(ws: Any, run_id: str, changes: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> str:
+def rerun(ws: Any, run_id: str, changes: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
+          *, created_by: str | None = None) -> str:
     """Submit a new run of ``run_id``'s experiment from its snapshot, environment and inputs with
     ``changes``; the new run's id. Its properties ``torchyard.rerun_of`` and ``torchyard.rerun_changes``
-    and its tag ``rerun_of`` record where it came from."""
+    and its tag ``rerun_of`` record where it came from. ``created_by``: the team server's user who
+    asked (the dashboard's Re-run button), as for a submit."""
     from torchyard.runtime.submit import submit_run  # noqa: PLC0415
     from torchyard.spec.job import build_job_spec  # noqa: PLC0415
 
@@ -94,7 +97,7 @@ def rerun(ws: Any, run_id: str, changes: Mapping[str, str] | None = None, tags: 
         doc["source_directory"] = code
         spec = build_job_spec(**doc)
         new_tags = {**ws.store.get_tags(run_id), **dict(tags or {}), "rerun_of": run_id}
-        new_id = submit_run(ws, row["experiment"], spec, tags=new_tags)
+        new_id = submit_run(ws, row["experiment"], spec, tags=new_tags, created_by=created_by)
     finally:
         shutil.rmtree(code, ignore_errors=True)
     ws.store.add_properties(new_id, {"torchyard.rerun_of": run_id, "torchyard.rerun_changes": json.dumps(changes)})

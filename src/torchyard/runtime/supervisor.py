@@ -304,6 +304,18 @@ class Supervisor:
 
                 AccessStore(self.store.engine).revoke_run_tokens(self.run_id)
 
+    def _preempt_other(self, run_id: str) -> None:
+        """Preempt run ``run_id`` so this one can start (the target chose it: preemptible, a lower
+        priority); it checkpoints in its grace and resumes later."""
+        from torchyard.runtime.cancel import cancel_run  # noqa: PLC0415
+
+        why = f"preempted by run {self.run_id} (priority {self.spec.priority})"
+        try:
+            cancel_run(self.ws.store, self.ws.store.get_run(run_id), why, requeue=True)
+            print(f"torchyard supervisor: {run_id} {why}", flush=True)
+        except Exception as err:  # noqa: BLE001  (it ended meanwhile, or the store blinked: its GPUs come back anyway)
+            print(f"torchyard supervisor: could not preempt {run_id}: {err}", flush=True)
+
     def _requeue_requested(self) -> dict[str, Any] | None:
         """The preemption asked of the run (``details["requeue"]``, runtime.cancel), if any."""
         try:
@@ -475,6 +487,8 @@ class Supervisor:
                     queue_reason = reason
                     self._status(RunStatus.QUEUED, reason)
                     self.store.update_details(self.run_id, queue_reason=reason)
+                for victim in handle.preemptions():
+                    self._preempt_other(victim)
                 if (
                     state.phase is Phase.QUEUED
                     and spec.max_queue_seconds is not None

@@ -77,6 +77,9 @@ class JobSpec(_Spec, frozen=True):
     max_queue_seconds: float | None = None
     #: the job's place in a queue: higher first (local compute's admission; docs/guides/sharing-a-machine.md)
     priority: int = 0
+    #: a run of a higher priority that cannot start may preempt this one (local compute's GPUs): it
+    #: gets its preempt grace to checkpoint, then waits in the queue and resumes from the checkpoint
+    preemptible: bool = False
     #: retries of a failed run: how many more attempts (each resumes from the latest committed
     #: checkpoint) and for which failure causes (docs/guides/checkpoints.md, "Failures and retries")
     max_retries: int = 0

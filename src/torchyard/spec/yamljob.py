@@ -91,6 +91,7 @@ class JobFile(_Strict, frozen=True):
     environment_variables: dict[str, str] = {}
     limits: _Limits = _Limits()
     priority: int = 0
+    preemptible: bool = False
     retry: _Retry = _Retry()
     tags: dict[str, str] = {}
 
@@ -249,6 +250,7 @@ def compile_job_file(job: JobFile, base: str) -> LoadedJob:
         hang_timeout_seconds=job.limits.hang_timeout,
         max_queue_seconds=job.limits.max_queue_seconds,
         priority=job.priority,
+        preemptible=job.preemptible,
         max_retries=job.retry.max,
         retry_on=list(job.retry.retry_on),
         preempt_grace_seconds=job.retry.preempt_grace,
