@@ -186,6 +186,7 @@ def get_run(request: Request) -> Response:
         "metric_keys": metric_keys(ctx.engine, run.id),
         "summary": _summaries(ctx, [row])[run.id],
         "other_metrics": other,
+        "can_edit": api_system.can_edit(ctx, row["experiment"]),
     }
     return _json(out)
 
@@ -206,7 +207,8 @@ def list_metrics(request: Request) -> Response:
     width = _int(request, "charts_width", None, 100, 20000)
     if width is None:
         return _json({"metrics": keys})
-    names = [k["name"] for k in keys if k["rank"] == 0][:FIRST_CHARTS]
+    # the run page's Metrics tab: the script's own series (the System tab asks for system/... ones)
+    names = [k["name"] for k in keys if k["rank"] == 0 and not k["name"].startswith("system/")][:FIRST_CHARTS]
     points = chart_points(width, len(names))
     parts = []
     for name in names:
@@ -953,5 +955,6 @@ from torchyard.server import (  # noqa: E402, F401
     api_remote,
     api_report,
     api_sweeps,
+    api_system,
     api_transfers,
 )

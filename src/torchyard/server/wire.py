@@ -46,6 +46,12 @@ class CancelRun(Body):
     reason: str | None = None
 
 
+class RerunRun(Body):
+    """``POST /api/v1/runs/ID/rerun``: ``set`` is the ``KEY=VALUE`` changes (``torchyard rerun --set``)."""
+
+    set: dict[str, str | int | float | bool] | None = None
+
+
 class MissingObjects(Body):
     objects: list[tuple[str, int]]
 
