@@ -1,8 +1,8 @@
 """Committed checkpoints leave the node: the supervisor links each ``checkpoints/step_N/`` of the run
 folder into the run's artifacts (``checkpoints/step_N/``) while the run goes and at Finalizing, where
 the artifacts' own path (the workspace folder, or its remote artifact store at Finalizing) takes them.
-Retention follows the run folder: a checkpoint the script's ``keep_last`` deleted there is deleted
-from the artifacts too."""
+Retention follows the run folder: a checkpoint the script's ``keep_last``/``keep_best`` deleted there is
+deleted from the artifacts too."""
 
 from __future__ import annotations
 
@@ -44,12 +44,18 @@ def persist_checkpoints(ws: Any, run_id: str, paths: RunPaths) -> list[int]:
 
 def run_checkpoints(ws: Any, run_id: str, run_dir: str | None) -> list[dict[str, Any]]:
     """A run's checkpoints, newest last: those among its artifacts (``where``: ``artifacts``) and,
-    for a run still going, those committed in its folder not copied yet (``where``: ``node``)."""
+    for a run still going, those committed in its folder not copied yet (``where``: ``node``). While
+    the run folder holds committed checkpoints it is the truth, as for ``persist_checkpoints``: one
+    retention deleted there is not listed even before the supervisor drops its copy."""
     dest_root = os.path.join(ws.artifacts_dir(run_id), ARTIFACT_PREFIX)
     found = {c["step"]: dict(c, where="artifacts", artifact=f"{ARTIFACT_PREFIX}/step_{c['step']}")
              for c in list_checkpoints(dest_root)}
     if run_dir:
-        for c in list_checkpoints(RunPaths(run_dir).checkpoints):
+        on_node = list_checkpoints(RunPaths(run_dir).checkpoints)
+        if on_node:
+            kept = {c["step"] for c in on_node}
+            found = {s: c for s, c in found.items() if s in kept}
+        for c in on_node:
             found.setdefault(c["step"], dict(c, where="node"))
     return [found[s] for s in sorted(found)]
 

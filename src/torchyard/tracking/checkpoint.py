@@ -6,8 +6,15 @@ written by every rank into ``step_N.tmp.<attempt>/``; a rank that leaves ``with 
 without an error drops ``.rank_K.done`` there, and the rank that completes the set (whichever it is:
 no rank waits for another) writes the manifest and renames the folder to ``step_N/``. A rename is
 atomic, so ``step_N/`` with its manifest is a whole checkpoint and a crash mid-save leaves the previous
-one the latest. Then the oldest committed ones beyond ``keep_last`` are deleted. The run's supervisor
-copies committed checkpoints into the run's artifacts (``checkpoints/step_N/``).
+one the latest. Then the oldest committed ones beyond ``keep_last`` are deleted, except, with
+``keep_best=(metric, "min"|"max")``, the best one by that metric. The run's supervisor copies committed
+checkpoints into the run's artifacts (``checkpoints/step_N/``) and drops there what retention deleted.
+
+Who decides: each rank's ``.rank_K.done`` marker carries its ``metrics``, ``keep_last`` and
+``keep_best``; the committing rank records the metrics of the lowest rank that gave any (rank 0 on a
+shared folder) in the manifest and applies the lowest rank's retention, so the decision does not depend
+on which rank happens to commit. Retention is a function of the committed manifests alone (ties: the
+earliest step), so two ranks committing different steps at once never delete each other's best.
 
 How many ranks complete a set: those that share the folder. The launcher of every node leaves
 ``.node_K`` in it, so on a shared file system (local compute) every rank of the job counts, and on a
@@ -17,8 +24,10 @@ node-local folder each node commits its own ranks' part.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +37,38 @@ from typing import Any
 MANIFEST = "torchyard_checkpoint.json"
 KEEP_LAST = 3
 _PREFIX = "step_"
+_MODES = ("min", "max")
+
+
+def check_keep_best(keep_best: Any) -> tuple[str, str] | None:
+    """``keep_best`` as ``(metric, "min"|"max")``, or None; a clear ValueError for anything else."""
+    if keep_best is None:
+        return None
+    from torchyard.errors import SpecError  # noqa: PLC0415
+
+    if (not isinstance(keep_best, tuple | list) or len(keep_best) != 2 or not isinstance(keep_best[0], str)
+            or not keep_best[0] or keep_best[1] not in _MODES):
+        raise SpecError("keep_best", f"expected (METRIC, 'min') or (METRIC, 'max'), e.g. ('val_loss', 'min'), "
+                                     f"got {keep_best!r}")
+    return str(keep_best[0]), str(keep_best[1])
+
+
+def _metric_value(metrics: Any, name: str) -> float | None:
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def best_step(checkpoints: list[tuple[int, dict[str, Any]]], keep_best: tuple[str, str]) -> int | None:
+    """The step of the best of ``checkpoints`` ((step, manifest), any order) by ``keep_best``: the
+    lowest (``min``) or highest (``max``) value of the metric among those that recorded it, the
+    earliest step on a tie; None when none recorded it."""
+    name, mode = keep_best
+    sign = 1.0 if mode == "min" else -1.0
+    scored = [(sign * v, step) for step, manifest in checkpoints
+              if (v := _metric_value(manifest.get("metrics"), name)) is not None]
+    return min(scored)[1] if scored else None
 
 
 def checkpoint_root(env: Mapping[str, str] | None = None) -> Path:
@@ -108,8 +149,24 @@ def _expected_ranks(root: Path, env: Mapping[str, str]) -> int:
     return world if nodes == 0 else min(world, nodes * per_node)
 
 
+def _markers(tmp: Path, done: list[str]) -> list[dict[str, Any]]:
+    """The ranks' markers in ``tmp``, lowest rank first (a marker that cannot be read is left out)."""
+    out = []
+    for name in done:
+        try:
+            with open(tmp / name) as fh:
+                mark = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(mark, dict):
+            mark.setdefault("rank", int(name[len(".rank_"):-len(".done")]))
+            out.append(mark)
+    return sorted(out, key=lambda m: int(m["rank"]))
+
+
 def _commit(root: Path, tmp: Path, step: int, attempt: int, env: Mapping[str, str],
-            metrics: Mapping[str, Any] | None, keep_last: int) -> Path | None:
+            metrics: Mapping[str, Any] | None, keep_last: int,
+            keep_best: tuple[str, str] | None = None) -> Path | None:
     """Commit ``tmp`` as ``step_N/`` when every rank's marker is there and no other rank got there
     first; the committed folder, or None when it is not this rank's to commit."""
     try:
@@ -122,6 +179,13 @@ def _commit(root: Path, tmp: Path, step: int, attempt: int, env: Mapping[str, st
         os.mkdir(tmp / ".committing")  # atomic: one rank commits
     except OSError:  # another rank is committing it, or has (the folder is gone)
         return None
+    marks = _markers(tmp, done)
+    first = marks[0] if marks else {}
+    if "keep_last" in first:  # the lowest rank's retention and metrics, not whichever rank commits
+        keep_last = int(first["keep_last"])
+        keep_best = check_keep_best(first.get("keep_best"))
+        metrics = next((m["metrics"] for m in marks if m.get("metrics")), None)
+    recorded = dict(metrics or {})
     manifest = {
         "step": step,
         "time": time.time(),
@@ -129,8 +193,14 @@ def _commit(root: Path, tmp: Path, step: int, attempt: int, env: Mapping[str, st
         "world_size": int(env.get("WORLD_SIZE") or 1),
         "ranks": sorted(int(n[len(".rank_"):-len(".done")]) for n in done),
         "size": _folder_size(tmp),
-        "metrics": dict(metrics or {}),
+        "metrics": recorded,
+        "keep_last": keep_last,
+        "keep_best": list(keep_best) if keep_best else None,
     }
+    if keep_best and _metric_value(recorded, keep_best[0]) is None:
+        print(f"torchyard: checkpoint step {step} has no numeric metric {keep_best[0]!r} (its metrics: "
+              f"{', '.join(recorded) or 'none'}): keep_best ranks only those that have it",
+              file=sys.stderr, flush=True)
     with open(tmp / (MANIFEST + ".tmp"), "w") as fh:
         json.dump(manifest, fh)
     os.replace(tmp / (MANIFEST + ".tmp"), tmp / MANIFEST)
@@ -142,20 +212,42 @@ def _commit(root: Path, tmp: Path, step: int, attempt: int, env: Mapping[str, st
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.rename(tmp, final)
-    _retain(root, step, keep_last)
+    _retain(root, step, keep_last, keep_best)
     return final
 
 
-def _retain(root: Path, step: int, keep_last: int) -> None:
-    """Delete committed checkpoints beyond the newest ``keep_last``, and unfinished ones of earlier
-    steps (a crash mid-save left them)."""
+def retained(found: list[tuple[int, dict[str, Any]]], keep_last: int,
+             keep_best: tuple[str, str] | None) -> set[int]:
+    """The steps retention keeps of ``found`` ((step, manifest), oldest first): all with ``keep_last``
+    0, else the newest ``keep_last`` and the best by ``keep_best``."""
+    steps = [step for step, _m in found]
+    if keep_last <= 0:
+        return set(steps)
+    keep = set(steps[-keep_last:])
+    best = best_step(found, keep_best) if keep_best else None
+    if best is not None:
+        keep.add(best)
+    return keep
+
+
+def _retain(root: Path, step: int, keep_last: int, keep_best: tuple[str, str] | None = None) -> None:
+    """Delete committed checkpoints beyond the newest ``keep_last`` but the best by ``keep_best``, and
+    unfinished ones of earlier steps (a crash mid-save left them)."""
     if keep_last > 0:
-        for _step, folder in committed(root)[:-keep_last]:
-            shutil.rmtree(folder, ignore_errors=True)
+        found = []
+        for s, folder in committed(root):
+            try:
+                found.append((s, read_manifest(folder), folder))
+            except (OSError, ValueError):  # deleted meanwhile by another rank's retention
+                continue
+        keep = retained([(s, m) for s, m, _f in found], keep_last, keep_best)
+        for s, _m, folder in found:
+            if s not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
     for entry in os.scandir(root):
         base, sep, _attempt = entry.name.partition(".tmp.")
-        s = _step_of(base) if sep else None
-        if s is not None and s < step:
+        unfinished = _step_of(base) if sep else None
+        if unfinished is not None and unfinished < step:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -186,14 +278,25 @@ class CheckpointMixin:
         return Path(resume) if resume else None
 
     @contextmanager
-    def checkpoint(self, step: int, *, keep_last: int = KEEP_LAST,
+    def checkpoint(self, step: int, *, keep_last: int = KEEP_LAST, keep_best: tuple[str, str] | None = None,
                    metrics: Mapping[str, Any] | None = None) -> Iterator[Path]:
         """Write checkpoint ``step``: every rank enters, writes its part into the folder it is given,
         and leaves. It is committed (``step_N/``, the new latest) once every rank has left the block
         without an error; a rank that raises leaves the previous checkpoint the latest. Keeps the
-        newest ``keep_last`` (0: all). ``metrics`` are recorded with it (``get_checkpoints()``)."""
+        newest ``keep_last`` (0: all) and, with ``keep_best=("val_loss", "min")`` (or ``"max"``), also
+        the best checkpoint by that metric of the ``metrics`` recorded with each (``get_checkpoints()``).
+        Rank 0's ``metrics``, ``keep_last`` and ``keep_best`` decide (the lowest rank in the folder)."""
         env = os.environ
         step = int(step)
+        keep_last = int(keep_last)
+        best = check_keep_best(keep_best)
+        recorded = {str(k): v.item() if hasattr(v, "item") else v for k, v in (metrics or {}).items()}  # a tensor, numpy
+        try:
+            json.dumps(recorded)
+        except (TypeError, ValueError) as exc:
+            from torchyard.errors import SpecError  # noqa: PLC0415
+
+            raise SpecError("metrics", f"checkpoint metrics must be numbers or strings: {exc}") from None
         root = checkpoint_root(env)
         attempt = int(env.get("TORCHYARD_ATTEMPT") or 0)
         rank = int(env.get("RANK") or 0)
@@ -205,6 +308,7 @@ class CheckpointMixin:
             flush()
         marker = tmp / f".rank_{rank}.done"
         with open(str(marker) + ".tmp", "w") as fh:
-            json.dump({"rank": rank, "time": time.time()}, fh)
+            json.dump({"rank": rank, "time": time.time(), "metrics": recorded, "keep_last": keep_last,
+                       "keep_best": list(best) if best else None}, fh)
         os.replace(str(marker) + ".tmp", marker)
-        _commit(root, tmp, step, attempt, env, metrics, keep_last)
+        _commit(root, tmp, step, attempt, env, recorded, keep_last, best)

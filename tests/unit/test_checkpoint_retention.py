@@ -1,0 +1,139 @@
+"""Best-by-metric retention (``run.checkpoint(step, keep_best=(metric, "min"|"max"))``) in one process:
+ranks are simulated by their RANK variable, as in test_checkpoint_contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from torchyard.errors import SpecError
+from torchyard.tracking.checkpoint import CheckpointMixin, best_step, committed, list_checkpoints, retained
+
+
+@pytest.fixture
+def ckdir(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setenv("TORCHYARD_CHECKPOINT_DIR", str(folder))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHYARD_ATTEMPT", "0")
+    monkeypatch.delenv("TORCHYARD_RESUME_FROM", raising=False)
+    return folder
+
+
+def save(monkeypatch, rank: int, step: int, **kw):
+    monkeypatch.setenv("RANK", str(rank))
+    with CheckpointMixin().checkpoint(step, **kw) as folder:
+        (folder / f"part_{rank}.txt").write_text(f"{step}")
+
+
+def steps(folder) -> list[int]:
+    return [s for s, _ in committed(folder)]
+
+
+def test_the_best_is_kept_beside_the_last_ones(ckdir, monkeypatch):
+    losses = [0.9, 0.3, 0.5, 0.2, 0.6, 0.7, 0.8]
+    seen = []
+    for step, loss in enumerate(losses):
+        for rank in (0, 1):
+            save(monkeypatch, rank, step, keep_last=2, keep_best=("val_loss", "min"), metrics={"val_loss": loss})
+        seen.append(steps(ckdir))
+    assert seen == [[0], [0, 1], [1, 2], [2, 3], [3, 4], [3, 4, 5], [3, 5, 6]]
+    assert [c["metrics"]["val_loss"] for c in list_checkpoints(ckdir)] == [0.2, 0.7, 0.8]
+    manifest = json.loads((ckdir / "step_6" / "torchyard_checkpoint.json").read_text())
+    assert manifest["keep_best"] == ["val_loss", "min"] and manifest["keep_last"] == 2
+
+
+def test_max_mode_ties_and_checkpoints_without_the_metric(ckdir, monkeypatch):
+    plan = [{"acc": 0.5}, {"acc": 0.8}, {}, {"acc": 0.8}, {"loss": 1.0}, {"acc": 0.1}]
+    for step, metrics in enumerate(plan):
+        for rank in (0, 1):
+            save(monkeypatch, rank, step, keep_last=1, keep_best=["acc", "max"], metrics=metrics)
+    assert steps(ckdir) == [1, 5]  # the tie between 1 and 3 goes to the earliest; 2 and 4 never rank
+
+
+def test_rank_0_decides_whichever_rank_commits(ckdir, monkeypatch):
+    """Rank 1 leaves last (it commits) with other metrics and no keep_best: rank 0's are recorded and
+    rank 0's retention applies."""
+    rank0 = [0.5, 0.1, 0.4, 0.6]
+    for step, loss in enumerate(rank0):
+        save(monkeypatch, 0, step, keep_last=1, keep_best=("val_loss", "min"), metrics={"val_loss": loss})
+        save(monkeypatch, 1, step, metrics={"val_loss": 1.0 - loss})
+    assert steps(ckdir) == [1, 3]
+    assert [c["metrics"] for c in list_checkpoints(ckdir)] == [{"val_loss": 0.1}, {"val_loss": 0.6}]
+    # rank 0 gives no metrics: the lowest rank that gave any is recorded
+    save(monkeypatch, 0, 4, keep_last=1, keep_best=("val_loss", "min"))
+    save(monkeypatch, 1, 4, metrics={"val_loss": 0.05})
+    assert steps(ckdir) == [4]
+
+
+def test_keep_last_zero_keeps_all_and_a_tensor_metric_is_a_number(ckdir, monkeypatch):
+    torch = pytest.importorskip("torch")
+    for step in range(4):
+        for rank in (0, 1):
+            save(monkeypatch, rank, step, keep_last=0, keep_best=("loss", "min"),
+                 metrics={"loss": torch.tensor(1.0 / (step + 1))})
+    assert steps(ckdir) == [0, 1, 2, 3]
+    assert list_checkpoints(ckdir)[-1]["metrics"] == {"loss": 0.25}
+
+
+@pytest.mark.parametrize("bad", ["val_loss", ("val_loss", "lowest"), ("", "min"), ("a", "min", "x"), (1, "max")])
+def test_a_wrong_keep_best_is_a_clear_error_before_the_block(ckdir, monkeypatch, bad):
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SpecError, match=r"keep_best.*\('val_loss', 'min'\)"), CheckpointMixin().checkpoint(1, keep_best=bad):
+        pass
+    assert not list(ckdir.iterdir())
+
+
+def test_metrics_that_are_not_json_are_a_clear_error(ckdir, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SpecError, match="metrics must be numbers or strings"), \
+            CheckpointMixin().checkpoint(1, metrics={"x": object()}):
+        pass
+
+
+def test_a_checkpoint_without_the_metric_says_so(ckdir, monkeypatch, capfd):
+    save(monkeypatch, 0, 0, keep_best=("val_loss", "min"), metrics={"val_los": 0.3})
+    save(monkeypatch, 1, 0, keep_best=("val_loss", "min"), metrics={"val_los": 0.3})
+    assert "no numeric metric 'val_loss' (its metrics: val_los)" in capfd.readouterr().err
+
+
+def test_the_rule_alone():
+    found = [(1, {"metrics": {"m": 3}}), (2, {"metrics": {"m": float("nan")}}), (3, {"metrics": {"m": True}}),
+             (4, {"metrics": {"m": 1}}), (5, {"metrics": {}})]
+    assert best_step(found, ("m", "min")) == 4 and best_step(found, ("m", "max")) == 1
+    assert best_step(found, ("other", "min")) is None
+    assert retained(found, 2, ("m", "max")) == {1, 4, 5} and retained(found, 0, None) == {1, 2, 3, 4, 5}
+
+
+RANK_LOOP = """
+import os, sys
+from torchyard.tracking.checkpoint import CheckpointMixin
+run = CheckpointMixin()
+losses = [float(x) for x in sys.argv[1].split(",")]
+for step, loss in enumerate(losses):
+    with run.checkpoint(step, keep_last=2, keep_best=("val_loss", "min"), metrics={"val_loss": loss}) as folder:
+        (folder / f"part_{os.environ['RANK']}.txt").write_text(str(step))
+"""
+
+
+def test_ranks_racing_through_many_checkpoints_keep_the_best(ckdir, monkeypatch):
+    """4 processes, no barrier: whichever rank commits a step, and whatever order retention runs in,
+    what is left is the best and the last two, each whole."""
+    world = 4
+    losses = [round(1.0 / (1 + (i * 7) % 13), 4) for i in range(30)]  # the minimum at steps 11 and 24: 11 is kept
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(world))
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_LOOP, ",".join(map(str, losses))],
+                              env={**os.environ, "RANK": str(r)}) for r in range(world)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * world
+    best = min(range(len(losses)), key=lambda i: (losses[i], i))
+    assert steps(ckdir) == sorted({best, len(losses) - 2, len(losses) - 1})
+    for _step, folder in committed(ckdir):
+        assert sorted(p.name for p in folder.glob("part_*")) == [f"part_{r}.txt" for r in range(world)]
+    assert sorted(p.name for p in ckdir.iterdir()) == [f"step_{s}" for s in steps(ckdir)]
