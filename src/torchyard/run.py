@@ -260,8 +260,17 @@ class Run:
     # ---- model registry (issue 13): the one wiring point in this file ----
     def register_model(self, model_name: str, model_path: str = "outputs/model.pt", tags: Mapping[str, Any] | None = None,
                        properties: Mapping[str, Any] | None = None, description: str | None = None,
-                       model_framework: str | None = None) -> Any:
-        """Register this run's artifact ``model_path`` (file or folder) as a new version of ``model_name``."""
+                       model_framework: str | None = None, *, checkpoint: int | None = None) -> Any:
+        """Register this run's artifact ``model_path`` (file or folder) as a new version of ``model_name``.
+        With ``checkpoint=STEP``: the committed checkpoint ``step_STEP`` instead (a running run's too),
+        with its step, attempt and metrics as properties; NotFoundError names the steps there are."""
+        if checkpoint is not None:
+            from torchyard.models.model import register_checkpoint  # noqa: PLC0415
+
+            if model_path != "outputs/model.pt":
+                raise SpecError("checkpoint", f"give model_path ({model_path!r}) or checkpoint={checkpoint!r}, not both")
+
+            return register_checkpoint(self, model_name, checkpoint, tags, properties, description, model_framework)
         from torchyard.models.model import register_from_run  # noqa: PLC0415
 
         return register_from_run(self, model_name, model_path, tags, properties, description, model_framework)

@@ -354,3 +354,51 @@ def register_from_run(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Model(ws, _record=rec)
+
+
+def register_checkpoint(
+    run: Any,
+    model_name: str,
+    step: int,
+    tags: Mapping[str, Any] | None = None,
+    properties: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    model_framework: str | None = None,
+) -> Model:
+    """``run.register_model(name, checkpoint=STEP)``: register the committed checkpoint ``step_STEP``
+    (the folder as it is in the run's artifacts, its manifest included; a checkpoint committed on the
+    node and not copied yet is taken from there) as a new version of ``model_name``, with lineage
+    properties ``torchyard.checkpoint_step`` / ``_metrics`` / ``_attempt`` beside ``azureml.runId``."""
+    import json  # noqa: PLC0415
+
+    if isinstance(step, bool) or not isinstance(step, int):
+        try:
+            step = int(step)
+        except (TypeError, ValueError):
+            raise SpecError("checkpoint", f"expected a checkpoint's step (an integer), got {step!r}") from None
+    found = run.get_checkpoints()
+    ck = next((c for c in found if c["step"] == step), None)
+    if ck is None:
+        have = f"its steps are {', '.join(str(c['step']) for c in found)}" if found else "it has no committed checkpoint"
+        raise NotFoundError(f"run {run.id} has no committed checkpoint step_{step}; {have} "
+                            f"(`torchyard checkpoints {run.id}` lists them)", run_id=run.id)
+    props = {
+        "torchyard.checkpoint_step": str(step),
+        "torchyard.checkpoint_attempt": str(ck.get("attempt", 0)),
+        "torchyard.checkpoint_metrics": json.dumps(ck.get("metrics") or {}, sort_keys=True),
+        **{str(k): str(v) for k, v in (properties or {}).items()},
+    }
+    try:
+        if ck["where"] == "artifacts":
+            return register_from_run(run, model_name, ck["artifact"], tags, props, description, model_framework)
+        ws = run.experiment.workspace  # committed on the node, not copied into the artifacts yet
+        rec = registry(ws).register(
+            model_name, ck["path"], tags={str(k): str(v) for k, v in (tags or {}).items()},
+            properties={"azureml.runId": run.id, **props}, description=description, framework=model_framework,
+            run_id=run.id, experiment=run.experiment.name, file_name=os.path.basename(ck["path"]))
+    except OSError:
+        if any(c["step"] == step for c in run.get_checkpoints()):
+            raise
+        raise NotFoundError(f"run {run.id}: checkpoint step_{step} was deleted (keep_last/keep_best) while it was "
+                            f"being registered", run_id=run.id) from None
+    return Model(ws, _record=rec)
