@@ -102,3 +102,26 @@ def test_a_queued_run_gives_up_or_is_canceled_without_starting(ws, tmp_path, mon
     assert first.wait_for_completion()["status"] == "Completed"
     assert "devices None None" in _log(first)  # no GPUs declared, none given
     assert '"waiting": {}' in Path(ws.path, "local_alloc", "ledger.json").read_text()
+
+
+def test_a_users_gpu_quota_holds_a_second_run_back(ws, tmp_path, monkeypatch) -> None:
+    import getpass
+
+    from torchyard.compute.local_alloc import Ledger
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ComputeTarget.attach(ws, "box", LocalCompute(gpus=4))
+    Ledger(os.path.join(ws.path, "local_alloc")).set_quota(f"user:{getpass.getuser()}", 1, None)
+    src = tmp_path / "src"
+    write_script(src, "gpu.py", GATED)
+    gate = tmp_path / "gate"
+    exp = Experiment(ws, "quota")
+    runs = [exp.submit(ScriptRunConfig(str(src), script="gpu.py", arguments=[str(gate)], compute_target="box",
+                                       use_gpu=True)) for _ in range(2)]
+    wait_until(lambda: sorted(r.get_status() for r in runs) == ["Queued", "Running"], timeout=40, interval=0.2)
+    waiting = next(r for r in runs if r.get_status() == "Queued")
+    wait_until(lambda: "quota" in (waiting.get_details().get("queue_reason") or ""), timeout=10)
+    assert "1 of 1 GPU in use" in waiting.get_details()["queue_reason"]  # 3 GPUs are free: the quota holds it
+    gate.write_text("go")
+    for run in runs:
+        assert run.wait_for_completion(timeout=60)["status"] == "Completed"

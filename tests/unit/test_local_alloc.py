@@ -127,3 +127,45 @@ def test_choose_victims(holders, need, free, priority, expected) -> None:
     from torchyard.compute.local_alloc import choose_victims
 
     assert choose_victims(holders, need, free, priority) == expected
+
+
+def test_a_run_over_its_users_quota_waits_without_holding_back_the_others() -> None:
+    reqs = [Request("a1", 1, user="alice", submitted=1), Request("a2", 1, user="alice", submitted=2),
+            Request("b1", 1, user="bob", submitted=3)]
+    got = admit(reqs, 4, quotas={"user:alice": {"gpus": 1, "runs": None}})
+    assert got.started == ["a1", "b1"]
+    assert got.waiting == {"a2": "waiting for user alice's quota: 1 of 1 GPU in use, 1 GPU asked"}
+    # what alice already runs elsewhere on the machine counts
+    got = admit(reqs[:1], 4, quotas={"user:alice": {"gpus": 1}}, quota_gpus={"user:alice": 1})
+    assert got.started == [] and "1 of 1 GPU in use" in got.waiting["a1"]
+
+
+def test_an_experiments_run_quota() -> None:
+    reqs = [Request(f"r{i}", 0, experiment="big", submitted=i) for i in range(3)]
+    got = admit(reqs, 0, quotas={"experiment:big": {"gpus": None, "runs": 2}}, quota_runs={"experiment:big": 1})
+    assert got.started == ["r0"]
+    assert got.waiting["r1"] == "waiting for experiment big's quota: 2 of 2 runs running"
+
+
+def test_quota_cli(tmp_path) -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "torchyard", "--workspace", str(tmp_path / "ws"), "quota", *args],
+                              capture_output=True, text=True, env=env)
+
+    assert cli("set", "--user", "alice", "--gpus", "2").returncode == 0
+    assert cli("set", "--experiment", "digits", "--runs", "3", "-o", "json").returncode == 0
+    listed = cli("list", "-o", "json")
+    assert listed.returncode == 0
+    import json
+
+    assert json.loads(listed.stdout) == [{"kind": "experiment", "name": "digits", "gpus": None, "runs": 3},
+                                         {"kind": "user", "name": "alice", "gpus": 2, "runs": None}]
+    for bad, said in ((("set", "--user", "a"), "give --gpus N"), (("set", "--gpus", "1"), "one of --user"),
+                      (("set", "--user", "a", "--experiment", "b", "--gpus", "1"), "one of --user"),
+                      (("set", "--user", "a", "--gpus", "-1"), "0 or more"), (("remove", "--user", "zed"), "no quota")):
+        out = cli(*bad)
+        assert out.returncode != 0 and said in out.stderr and "Traceback" not in out.stderr, (bad, out.stderr)
+    assert cli("remove", "--user", "alice").returncode == 0
+    assert [r["name"] for r in json.loads(cli("list", "-o", "json").stdout)] == ["digits"]

@@ -17,7 +17,7 @@ from torchyard.cli.common import EXIT_USAGE, UsageError
 #: ``register(subparsers)``, which adds its parsers with ``set_defaults(func=handler)``.
 CORE_GROUPS: tuple[str, ...] = ("jobs", "runs", "env", "datastore", "sweep", "compute")
 COMMAND_GROUPS: tuple[str, ...] = ("ui", "model", "service", "alert", "endpoint", "tensorboard", "server", "login",
-                                   "checkpoints", "completion", "top")
+                                   "checkpoints", "completion", "top", "quota")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -178,7 +178,7 @@ class LocalCompute(ComputeTarget):
                                f"{self.name!r} has {len(devices)}: it would wait forever")
         user, submitted = _run_owner(first.workdir, first.run_id)
         request = Request(first.run_id, need, _priority(first.workdir), user, submitted,
-                          preemptible=_spec_field(first.workdir, "preemptible") is True)
+                          preemptible=_spec_field(first.workdir, "preemptible") is True, experiment=first.experiment)
         admission = LocalAdmission(Ledger(_ledger_folder(first.workspace, first.workdir)), self.name, devices,
                               self.max_concurrent_runs, request,
                               lambda gpus: _fork_all(plan, gpus if devices else None))

@@ -42,6 +42,33 @@ class Request:
     submitted: float = 0.0
     #: a higher-priority run may preempt this one once it runs (it resumes from its checkpoint)
     preemptible: bool = False
+    experiment: str = ""
+
+
+#: quotas by ``user:NAME`` or ``experiment:NAME``: ``{"gpus": N or None, "runs": N or None}``
+Quotas = Mapping[str, Mapping[str, Any]]
+
+
+def _quota_keys(req: Request) -> list[str]:
+    return [f"user:{req.user}", f"experiment:{req.experiment}"]
+
+
+def _over_quota(req: Request, quotas: Quotas, gpus_used: Mapping[str, int], runs_used: Mapping[str, int]
+                ) -> str | None:
+    """Why ``req`` may not start now under ``quotas`` (None when it may)."""
+    for key in _quota_keys(req):
+        quota = quotas.get(key)
+        if not quota:
+            continue
+        kind, _, name = key.partition(":")
+        cap = quota.get("gpus")
+        if cap is not None and req.gpus > 0 and gpus_used.get(key, 0) + req.gpus > int(cap):
+            return (f"waiting for {kind} {name}'s quota: {gpus_used.get(key, 0)} of {int(cap)} "
+                    f"{'GPU' if int(cap) == 1 else 'GPUs'} in use, {_plural(req.gpus, 'GPU')} asked")
+        cap = quota.get("runs")
+        if cap is not None and runs_used.get(key, 0) + 1 > int(cap):
+            return f"waiting for {kind} {name}'s quota: {runs_used.get(key, 0)} of {_plural(int(cap), 'run')} running"
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,13 +109,18 @@ def choose_victims(holders: Mapping[str, Mapping[str, Any]], need: int, free: in
 
 
 def admit(requests: Sequence[Request], free_gpus: int, *, running_gpus: Mapping[str, int] | None = None,
-          running_runs: int = 0, max_runs: int | None = None) -> Admission:
+          running_runs: int = 0, max_runs: int | None = None, quotas: Quotas | None = None,
+          quota_gpus: Mapping[str, int] | None = None, quota_runs: Mapping[str, int] | None = None) -> Admission:
     """Pure: which of ``requests`` start given ``free_gpus`` free GPUs, the GPUs each user already
-    runs on (``running_gpus``), how many runs are running and the target's ``max_runs``.
+    runs on (``running_gpus``), how many runs are running and the target's ``max_runs``; with
+    ``quotas`` (by ``user:NAME`` / ``experiment:NAME``) and what each of those keys already uses
+    (``quota_gpus``, ``quota_runs``, over every target of the machine), a run over a quota waits
+    without holding back the runs behind it.
 
     Order: higher ``priority`` first, then the user with fewer running GPUs (counting the runs this
     call starts, so two users' queues alternate), then the older request, then the run id."""
     usage = dict(running_gpus or {})
+    q_gpus, q_runs = dict(quota_gpus or {}), dict(quota_runs or {})
     pending = list(requests)
     free, runs = free_gpus, running_runs
     started: list[str] = []
@@ -97,7 +129,10 @@ def admit(requests: Sequence[Request], free_gpus: int, *, running_gpus: Mapping[
     while pending:
         best = min(pending, key=lambda r: (-r.priority, usage.get(r.user, 0), r.submitted, r.run_id))
         pending.remove(best)
-        if max_runs is not None and runs >= max_runs:
+        over = _over_quota(best, quotas, q_gpus, q_runs) if quotas else None
+        if over is not None:
+            behind.append((best, over))
+        elif max_runs is not None and runs >= max_runs:
             behind.append((best, "slot"))
         elif best.gpus > 0 and (gpu_blocked or best.gpus > free):
             gpu_blocked = True
@@ -107,9 +142,14 @@ def admit(requests: Sequence[Request], free_gpus: int, *, running_gpus: Mapping[
             free -= best.gpus
             runs += 1
             usage[best.user] = usage.get(best.user, 0) + best.gpus
+            for key in _quota_keys(best):
+                q_gpus[key] = q_gpus.get(key, 0) + best.gpus
+                q_runs[key] = q_runs.get(key, 0) + 1
     waiting = {}
     for ahead, (req, why) in enumerate(behind):
-        if why == "slot":
+        if why not in ("slot", "gpus"):  # a quota: its own reason
+            waiting[req.run_id] = why
+        elif why == "slot":
             waiting[req.run_id] = (f"waiting for a run slot; {runs} of max_concurrent_runs={max_runs} running; "
                                    f"{_plural(ahead, 'run')} ahead")
         else:
@@ -184,16 +224,25 @@ class Ledger:
                 return list(holders[request.run_id]["gpus"]), None
             waiting.setdefault(request.run_id, {"pid": pid, "ctime": ctime, "target": target, "gpus": request.gpus,
                                                 "priority": request.priority, "user": request.user,
-                                                "submitted": request.submitted})
+                                                "submitted": request.submitted, "experiment": request.experiment})
             taken = {g for h in holders.values() for g in h["gpus"]}
             free = [d for d in devices if d not in taken]
             mine = [h for h in holders.values() if h["target"] == target]
             usage: dict[str, int] = {}
             for h in mine:
                 usage[h["user"]] = usage.get(h["user"], 0) + len(h["gpus"])
-            queue = [Request(run_id, int(w["gpus"]), int(w["priority"]), str(w["user"]), float(w["submitted"]))
+            queue = [Request(run_id, int(w["gpus"]), int(w["priority"]), str(w["user"]), float(w["submitted"]),
+                             experiment=str(w.get("experiment", "")))
                      for run_id, w in waiting.items() if w["target"] == target]
-            decision = admit(queue, len(free), running_gpus=usage, running_runs=len(mine), max_runs=max_runs)
+            quotas = self.quotas()
+            q_gpus: dict[str, int] = {}
+            q_runs: dict[str, int] = {}
+            for h in holders.values():  # a quota counts every target of the machine
+                for key in (f"user:{h['user']}", f"experiment:{h.get('experiment', '')}"):
+                    q_gpus[key] = q_gpus.get(key, 0) + len(h["gpus"])
+                    q_runs[key] = q_runs.get(key, 0) + 1
+            decision = admit(queue, len(free), running_gpus=usage, running_runs=len(mine), max_runs=max_runs,
+                             quotas=quotas, quota_gpus=q_gpus, quota_runs=q_runs)
             if request.run_id not in decision.started:
                 reason = decision.waiting.get(request.run_id, "waiting")
                 behind = [r for r in queue if r.run_id not in decision.started]
@@ -215,9 +264,38 @@ class Ledger:
                     del waiting[run_id]
                     holders[run_id] = {"pid": pid, "ctime": ctime, "target": target, "gpus": got,
                                        "user": request.user, "since": time.time(), "priority": request.priority,
-                                       "preemptible": request.preemptible}
+                                       "preemptible": request.preemptible, "experiment": request.experiment}
                     return got, None
         return None, "waiting"  # not reached: a started run returns in the loop
+
+    # ---- quotas (set by an admin: ``torchyard quota``) -------------------------------------------
+
+    @property
+    def quotas_path(self) -> str:
+        return os.path.join(self.folder, "quotas.json")
+
+    def quotas(self) -> dict[str, dict[str, Any]]:
+        """Quotas by ``user:NAME`` / ``experiment:NAME``: ``{"gpus": N or None, "runs": N or None}``."""
+        try:
+            with open(self.quotas_path) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+    def set_quota(self, key: str, gpus: int | None, runs: int | None) -> dict[str, Any]:
+        """Set (or, with both None, remove) the quota of ``key`` (``user:NAME`` / ``experiment:NAME``)."""
+        with self._locked():
+            quotas = self.quotas()
+            if gpus is None and runs is None:
+                quotas.pop(key, None)
+            else:
+                quotas[key] = {"gpus": gpus, "runs": runs}
+            tmp = f"{self.quotas_path}.{os.getpid()}"
+            with open(tmp, "w") as fh:
+                json.dump(quotas, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self.quotas_path)
+        return quotas.get(key, {})
 
     def started(self, run_id: str, launchers: Sequence[tuple[int, float]]) -> None:
         """Record ``run_id``'s launchers (pid, start time): its GPUs stay held while they live, also
