@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from uiserver import XSS, UiServer, log_point, make_run, make_sweep, ui_server
+from uiserver import XSS, UiServer, log_point, make_run, make_sweep, make_system_run, ui_server
 
 from torchyard.status import RunStatus
 
@@ -405,3 +405,57 @@ def test_token_is_required_when_configured(workspace: tuple[object, Path]) -> No
             login = c.get("/?token=s3cret-token", follow_redirects=True)  # sets the cookie, then the page loads
             assert login.status_code == 200 and "torchyard_token" in c.cookies
             assert c.get("/api/v1/runs").status_code == 200
+
+
+def test_system_metrics_of_every_node_in_one_answer(client: httpx.Client, workspace: tuple[object, Path]) -> None:
+    ws = workspace[0]
+    make_system_run(ws, "sysrun", nodes=2, per_node=2, gpus=2, samples=300)
+    body = client.get("/api/v1/runs/sysrun/system", params={"points": 100}).json()
+    assert body["x_axis"] == "time"
+    assert [(n["rank"], n["node"], n["label"]) for n in body["nodes"]] == [(0, 0, "node 0"), (2, 1, "node 1")]
+    got = {(s["name"], s["rank"]) for s in body["series"]}
+    assert ("system/cpu_percent", 0) in got and ("system/cpu_percent", 2) in got
+    assert ("system/gpu_1/power_w", 2) in got and not any(n == "loss" for n, _r in got)  # only system/...
+    assert len(got) == 2 * (4 + 2 * 2)
+    cpu = next(s for s in body["series"] if s["name"] == "system/cpu_percent" and s["rank"] == 2)
+    assert cpu["mode"] == "buckets" and len(cpu["x"]) <= 100 and cpu["total"] == 300
+    assert cpu["x"][0] > 1e9  # seconds since the epoch: the time axis
+    # one chart's zoom: only its series, within the range
+    lo, hi = cpu["x_min"] + 100, cpu["x_min"] + 400
+    zoom = client.get("/api/v1/runs/sysrun/system", params=[("name", "system/cpu_percent"), ("from", lo),
+                                                             ("to", hi), ("points", 500)]).json()
+    assert {(s["name"], s["rank"]) for s in zoom["series"]} == {("system/cpu_percent", 0), ("system/cpu_percent", 2)}
+    assert all(s["mode"] == "raw" and lo <= min(s["x"]) and max(s["x"]) <= hi for s in zoom["series"])
+    # the Metrics tab's first charts (charts_width) are the script's own
+    first = client.get("/api/v1/runs/sysrun/metrics", params={"charts_width": 1400}).json()
+    assert list(first["charts"]) == ["loss"]
+    assert client.get("/api/v1/runs/done/system").json()["series"] == []  # none: an empty answer
+    bad = client.get("/api/v1/runs/sysrun/system", params={"name": "loss"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "name"
+    assert client.get("/api/v1/runs/sysrun/system", params={"points": "many"}).json()["error"]["field"] == "points"
+    assert client.get("/api/v1/runs/nosuch/system").status_code == 404
+
+
+def test_rerun_route_refuses_bad_bodies_and_unknown_runs(client: httpx.Client) -> None:
+    def post(path: str, body: object) -> httpx.Response:
+        return client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+    for body, field in (({"set": "lr=0.1"}, "set"), ({"set": {"lr": [1]}}, "set[...]"), ([], "body"),
+                        ({"set": {"node_count": "two"}}, "set.node_count"), ({"set": {"": "1"}}, "set"),
+                        ({"set": {"use_gpu": "maybe"}}, "set.use_gpu")):
+        resp = post("/api/v1/runs/done/rerun", body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["error"]["field"] == field, (body, resp.text)
+    resp = client.post("/api/v1/runs/done/rerun", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "body"
+    missing = post("/api/v1/runs/no_such_run/rerun", {})
+    assert missing.status_code == 404 and "no_such_run" in missing.json()["error"]["message"]
+    sweep = post("/api/v1/runs/sw/rerun", {})
+    assert sweep.status_code == 400 and "sweep" in sweep.json()["error"]["message"]
+    nosnap = post("/api/v1/runs/live/rerun", {})  # recorded without a code snapshot: a clear 409
+    assert nosnap.status_code == 409 and "snapshot" in nosnap.json()["error"]["message"]
+    assert client.get("/api/v1/runs/done").json()["can_edit"] is True  # torchyard ui: the local admin
+    doc = client.get("/api/v1/openapi.json").json()
+    op = doc["paths"]["/api/v1/runs/{run_id}/rerun"]["post"]
+    assert op["x-permission"] == "write" and "201" in op["responses"]
+    assert doc["components"]["schemas"]["RerunRun"]["properties"]["set"]

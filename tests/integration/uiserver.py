@@ -82,6 +82,33 @@ def log_point(ws: Any, run_id: str, name: str, value: float, step: int, rank: in
     update_summary(ws.store.engine, run_id, rank, packed)
 
 
+def make_system_run(ws: Any, run_id: str, *, nodes: int = 2, per_node: int = 2, gpus: int = 1, samples: int = 120,
+                    every: float = 5.0, experiment: str = "exp",
+                    statuses: Sequence[RunStatus] = (RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.COMPLETED)) -> str:
+    """A run of ``nodes`` nodes whose launchers sampled ``system/...`` series every ``every`` seconds
+    (stored, as the supervisor stores them, under each node's first rank, without steps), beside the
+    script's own ``loss`` on rank 0."""
+    import math
+
+    spec = {"command": "python train.py", "distribution": {"node_count": nodes, "process_count_per_node": per_node}}
+    make_run(ws, run_id, experiment=experiment, spec=spec, statuses=statuses,
+             series={"loss": ([2.0 / (1 + i) for i in range(50)], list(range(50)))})
+    start = time.time() - samples * every
+    for node in range(nodes):
+        ts = [start + i * every for i in range(samples)]
+        wave = [math.sin(i / 9 + node) for i in range(samples)]
+        named = {"system/cpu_percent": [55 + 30 * w + 5 * node for w in wave],
+                 "system/memory_percent": [40 + 2 * w + 10 * node for w in wave],
+                 "system/memory_used_gb": [12 + w + 4 * node for w in wave],
+                 "system/net_recv_mb_s": [20 + 15 * w for w in wave]}
+        for g in range(gpus):
+            named[f"system/gpu_{g}/utilization_percent"] = [80 + 15 * math.sin(i / 5 + g + node) for i in range(samples)]
+            named[f"system/gpu_{g}/power_w"] = [250 + 60 * math.sin(i / 7 + g) for i in range(samples)]
+        ws.store.insert_series(run_id, node * per_node,
+                               [(name, values, [None] * samples, ts) for name, values in named.items()])
+    return run_id
+
+
 class UiServer:
     """A running ``torchyard ui`` process: ``url``, ``host_port``, and its output so far."""
 

@@ -260,7 +260,162 @@ class MetricPanel {
   }
 }
 
+/* ---------------------------------------------------------------- system metrics */
+
+const SYSTEM = "system/";
+function isSystem(name) { return name.startsWith(SYSTEM); }
+const SYSTEM_TITLES = {
+  cpu_percent: "CPU %", memory_percent: "Memory %", memory_used_gb: "Memory used (GB)",
+  disk_read_mb_s: "Disk read (MB/s)", disk_write_mb_s: "Disk write (MB/s)",
+  net_recv_mb_s: "Network in (MB/s)", net_sent_mb_s: "Network out (MB/s)",
+  "gpu_*/utilization_percent": "GPU utilization %", "gpu_*/memory_percent": "GPU memory %",
+  "gpu_*/memory_used_gb": "GPU memory used (GB)", "gpu_*/power_w": "GPU power (W)",
+  "gpu_*/temperature_c": "GPU temperature (°C)",
+};
+/* The chart a system series belongs to: its name with a GPU's index as "*" (every GPU of every node
+ * in one chart); and the GPU's index, if any. */
+function systemFamily(name) {
+  const m = name.match(/^system\/gpu_(\d+)\//);
+  return m ? { family: name.replace(/^system\/gpu_\d+\//, "system/gpu_*/"), gpu: Number(m[1]) } : { family: name, gpu: null };
+}
+
+class SystemPanel {
+  /* One chart of a system metric family: a line per node (per node and GPU for GPU series), on the
+   * time axis; re-fetches its own series on zoom. */
+  constructor(container, runId, family, lines) {
+    this.runId = runId; this.family = family; this.lines = lines; this.range = [null, null];
+    const short = family.slice(SYSTEM.length);
+    const box = el("div", { class: "chart", dataset: { metric: family } },
+      el("div", { class: "title", title: family }, SYSTEM_TITLES[short] || short));
+    container.appendChild(box);
+    this.chart = new TYChart(box, { xAxis: "time", onZoom: (a, b) => { this.range = [a, b]; this.load(); } });
+    box.appendChild(el("div", { class: "legend" }, lines.map((l, i) =>
+      el("span", { dataset: { rank: l.rank } }, el("i", { color: TY_COLORS[i % TY_COLORS.length] }), l.label))));
+    this.appended = 0;
+  }
+
+  wants(ev) { return this.lines.some((l) => l.name === ev.name && l.rank === ev.rank); }
+
+  show(found) {
+    this.chart.setSeries(this.lines.map((l, i) => ({ label: l.label, color: TY_COLORS[i % TY_COLORS.length],
+      data: found.get(`${l.rank} ${l.name}`) || { mode: "raw", x: [], y: [] } })));
+    // the newest chunk each line has: the page's stream may send it again
+    this.seen = new Map(this.lines.map((l) => [`${l.rank} ${l.name}`, (found.get(`${l.rank} ${l.name}`) || {}).last_chunk || 0]));
+    this.appended = 0;
+  }
+
+  async load() {
+    const names = Array.from(new Set(this.lines.map((l) => l.name)));
+    const body = await api(`/runs/${enc(this.runId)}/system`,
+      { name: names, points: this.chart.plotWidth(), from: this.range[0], to: this.range[1] });
+    this.show(new Map(body.series.map((s) => [`${s.rank} ${s.name}`, s])));
+  }
+
+  addPoints(ev) {
+    if (this.range[0] !== null || !ev.vals) { return; }
+    const index = this.lines.findIndex((l) => l.name === ev.name && l.rank === ev.rank);
+    if (index < 0 || ev.chunk <= (this.seen.get(`${ev.rank} ${ev.name}`) || 0)) { return; }
+    this.chart.append(index, ev.ts, ev.vals);
+    this.appended += ev.ts.length;
+    if (this.appended > this.chart.plotWidth()) { this.load(); }
+  }
+}
+
+/* The System tab's charts from one answer of GET .../system (every node's series). */
+function systemPanels(grid, runId, body) {
+  const labels = new Map(body.nodes.map((n) => [n.rank, n.label]));
+  const families = new Map();
+  for (const s of body.series) {
+    const { family, gpu } = systemFamily(s.name);
+    const node = labels.get(s.rank) || `rank ${s.rank}`;
+    if (!families.has(family)) { families.set(family, []); }
+    families.get(family).push({ name: s.name, rank: s.rank, gpu, label: gpu === null ? node : `${node} · GPU ${gpu}` });
+  }
+  const order = Object.keys(SYSTEM_TITLES).map((k) => SYSTEM + k);
+  const rank = (f) => (order.indexOf(f) < 0 ? order.length : order.indexOf(f));
+  const found = new Map(body.series.map((s) => [`${s.rank} ${s.name}`, s]));
+  return Array.from(families.keys()).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).map((f) => {
+    const lines = families.get(f).sort((a, b) => a.rank - b.rank || (a.gpu || 0) - (b.gpu || 0));
+    const panel = new SystemPanel(grid, runId, f, lines);
+    panel.show(found);
+    return panel;
+  });
+}
+
 /* ---------------------------------------------------------------- run page */
+
+/* A modal <dialog> (not window.confirm: the page keeps running, and its text is ours): `build`
+ * fills it and returns its primary action, which closes it when it resolves to true. */
+function openDialog(id, title, build) {
+  const old = document.getElementById(id);
+  if (old) { old.remove(); }
+  const error = el("p", { class: "error", hidden: true });
+  const body = el("div");
+  const dialog = el("dialog", { id, class: "dialog" }, el("h2", {}, title), body, error);
+  const fail = (message) => { error.textContent = message; error.hidden = !message; };
+  const actions = build(body, fail, () => dialog.close());
+  dialog.appendChild(el("div", { class: "row actions" }, actions));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.appendChild(dialog);
+  dialog.showModal();
+  return dialog;
+}
+
+/* POST JSON; the answer's body, or an error carrying the API's message and field. */
+async function post(path, body) {
+  const resp = await fetch(API + path, { method: "POST", headers: { "Content-Type": "application/json",
+    Accept: "application/json" }, body: JSON.stringify(body) });
+  return answer(Promise.resolve(resp));
+}
+
+/* "lr=0.1" lines (or comma-separated) → {lr: "0.1"}; a line without "=" is an error naming it. */
+function parseChanges(text) {
+  const out = {};
+  for (const part of text.split(/[\n,]/).map((p) => p.trim()).filter(Boolean)) {
+    const at = part.indexOf("=");
+    if (at <= 0) { throw new Error(`expected KEY=VALUE, got "${part}"`); }
+    out[part.slice(0, at).trim()] = part.slice(at + 1).trim();
+  }
+  return out;
+}
+
+function rerunDialog(runId, run) {
+  openDialog("rerun-dialog", `Re-run ${runName(run)}`, (body, fail, close) => {
+    const input = el("textarea", { id: "rerun-set", rows: 4, "aria-label": "changes",
+      placeholder: "lr=0.1\nnode_count=2" });
+    add(body, el("p", { class: "muted" }, "A new run from the same code snapshot, environment and inputs. ",
+      "Changes, one KEY=VALUE a line (optional): a job setting (node_count, process_count_per_node, ",
+      "compute_target, max_run_duration_seconds, priority, max_retries, use_gpu, …) or a script argument ",
+      "(lr=0.1 sets --lr)."), input);
+    const go = el("button", { class: "primary", id: "rerun-submit", onclick: async () => {
+      fail("");
+      let changes;
+      try { changes = parseChanges(input.value); } catch (err) { fail(err.message); return; }
+      go.disabled = true;
+      try {
+        const made = await post(`/runs/${enc(runId)}/rerun`, { set: changes });
+        location.href = "/runs/" + enc(made.run_id);
+      } catch (err) { fail(err.message); go.disabled = false; }
+    } }, "Start re-run");
+    return [go, el("button", { onclick: close }, "Close")];
+  });
+}
+
+function cancelDialog(runId, run, button) {
+  openDialog("cancel-dialog", `Cancel ${runName(run)}?`, (body, fail, close) => {
+    add(body, el("p", {}, "Its processes are stopped; the run ends as Canceled. This cannot be undone ",
+      "(Re-run starts a new run)."));
+    const go = el("button", { class: "danger", id: "cancel-confirm", onclick: async () => {
+      go.disabled = true;
+      try {
+        await post(`/runs/${enc(runId)}/cancel`, { reason: "canceled from the dashboard" });
+        button.disabled = true;
+        close();
+      } catch (err) { fail(err.message); go.disabled = false; }
+    } }, "Cancel run");
+    return [go, el("button", { onclick: close }, "Keep running")];
+  });
+}
 
 async function runPage(main, runId) {
   let info;
@@ -272,18 +427,16 @@ async function runPage(main, runId) {
   const run = info.run, details = info.details;
   document.title = `${runName(run)} · torchyard`;
   const badge = el("span", { id: "run-status" }, statusBadge(run.status));
-  const cancelBtn = el("button", { class: "danger", hidden: !ACTIVE.has(run.status), onclick: async () => {
-    cancelBtn.disabled = true;
-    try {
-      const resp = await fetch(`${API}/runs/${enc(runId)}/cancel`, { method: "POST",
-        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason: "canceled from the dashboard" }) });
-      if (!resp.ok) { showError((await resp.json()).error.message); }
-    } catch (err) { showError(err.message); }
-  } }, "Cancel run");
+  // the buttons only for who may use them (GET /runs/ID says: can_edit); the API checks again
+  const canEdit = info.can_edit !== false;
+  const cancelBtn = el("button", { class: "danger", id: "cancel-run", hidden: !canEdit || !ACTIVE.has(run.status),
+    onclick: () => cancelDialog(runId, run, cancelBtn) }, "Cancel run");
+  const rerunBtn = canEdit && !run.is_sweep
+    ? el("button", { id: "rerun", onclick: () => rerunDialog(runId, run) }, "Re-run…") : null;
   const tabsBar = el("div", { class: "tabs", role: "tablist" });
   const pane = el("div", { id: "pane" });
   add(clear(main), 
-    el("div", { class: "row" }, el("h1", {}, runName(run)), badge, cancelBtn,
+    el("div", { class: "row" }, el("h1", {}, runName(run)), badge, cancelBtn, rerunBtn,
       run.is_sweep ? el("a", { href: "/sweeps/" + enc(runId) }, "Sweep trials →") : null,
       run.parent_id ? el("a", { href: "/sweeps/" + enc(run.parent_id) }, "← parent sweep") : null),
     el("p", { class: "muted" }, `${run.id} · ${run.experiment} · ${run.compute_target}`),
@@ -297,16 +450,16 @@ async function runPage(main, runId) {
     openStream(`/runs/${enc(runId)}/events?${params}`, {
       status: (r) => {
         clear(badge).appendChild(statusBadge(r.status));
-        cancelBtn.hidden = !ACTIVE.has(r.status);
+        cancelBtn.hidden = !canEdit || !ACTIVE.has(r.status);
       },
       points: (ev) => {
         state.after = Math.max(state.after, ev.chunk);
         if (!info.metric_keys.some((k) => k.name === ev.name && k.rank === ev.rank)) {
           info.metric_keys.push({ name: ev.name, rank: ev.rank, count: ev.count, last_chunk: ev.chunk });
-          if (state.tab === "Metrics") { show("Metrics"); }
+          if (state.tab === (isSystem(ev.name) ? "System" : "Metrics")) { show(state.tab); }
           return;
         }
-        state.panels.filter((p) => p.name === ev.name).forEach((p) => p.addPoints(ev));
+        state.panels.filter((p) => (p.wants ? p.wants(ev) : p.name === ev.name)).forEach((p) => p.addPoints(ev));
       },
       log: (ev) => {
         if (ev.rank !== state.logRank || !state.logPre) { return; }
@@ -321,7 +474,8 @@ async function runPage(main, runId) {
   const tabs = {
     Overview: () => overview(pane, run, details, info),
     Metrics: async () => {
-      const ranks = Array.from(new Set(info.metric_keys.map((k) => k.rank))).sort((a, b) => a - b);
+      const own = info.metric_keys.filter((k) => !isSystem(k.name));  // system/...: the System tab
+      const ranks = Array.from(new Set(own.map((k) => k.rank))).sort((a, b) => a - b);
       const rankSel = el("select", { "aria-label": "rank" }, ranks.map((r) => el("option", { value: r }, "rank " + r)));
       rankSel.value = String(state.rank);
       const xSel = el("select", { "aria-label": "x axis" }, el("option", { value: "step" }, "x: step"),
@@ -332,11 +486,26 @@ async function runPage(main, runId) {
         el("span", { class: "muted" }, "drag to zoom · double-click to reset")), grid);
       rankSel.addEventListener("change", () => { state.rank = Number(rankSel.value); tabs.Metrics(); });
       xSel.addEventListener("change", () => { state.xAxis = xSel.value; tabs.Metrics(); });
-      const names = info.metric_keys.filter((k) => k.rank === state.rank).map((k) => k.name);
+      const names = own.filter((k) => k.rank === state.rank).map((k) => k.name);
       if (!names.length) { grid.appendChild(el("p", { class: "muted" }, "No scalar metrics logged yet.")); }
       state.panels = names.map((n) => new MetricPanel(grid, n, [{ id: runId, label: runName(run) }],
         { rank: state.rank, xAxis: state.xAxis }));
       await Promise.all(state.panels.map((p) => p.load()));
+    },
+    System: async () => {  // its data is asked for only now, in one answer for every chart
+      const grid = el("div", { class: "charts", id: "system-charts" });
+      add(clear(pane), el("div", { class: "filters" },
+        el("span", { class: "muted" }, "each node's CPU, memory, disk, network and GPUs, sampled by its launcher · drag to zoom · double-click to reset")),
+        grid);
+      const width = Math.min(window.innerWidth, 1500) - 40;
+      const body = await api(`/runs/${enc(runId)}/system`, { points: Math.max(50, Math.floor(width / 2) - 80) });
+      if (!body.series.length) {
+        grid.appendChild(el("p", { class: "muted", id: "no-system" }, "This run has no system metrics. ",
+          "Each node's launcher samples them every TORCHYARD_SYSTEM_METRICS_SECONDS (default 5 s; 0 turns ",
+          "sampling off), so a run shorter than one interval, or one with sampling off, has none."));
+        return;
+      }
+      state.panels = systemPanels(grid, runId, body);
     },
     Logs: async () => {
       const { logs } = await api(`/runs/${enc(runId)}/logs`);
@@ -432,8 +601,9 @@ async function comparePage(main) {
   const infos = await Promise.all(ids.map((id) => api(`/runs/${enc(id)}`).catch(() => null)));
   const runs = infos.filter(Boolean).map((i) => ({ id: i.run.id, label: runName(i.run),
     has: new Set(i.metric_keys.filter((k) => k.rank === 0).map((k) => k.name)) }));
-  const names = new Set();
-  infos.filter(Boolean).forEach((i) => i.metric_keys.filter((k) => k.rank === 0).forEach((k) => names.add(k.name)));
+  const names = new Set();  // the scripts' own metrics (system/... ones are on each run's System tab)
+  infos.filter(Boolean).forEach((i) => i.metric_keys.filter((k) => k.rank === 0 && !isSystem(k.name))
+    .forEach((k) => names.add(k.name)));
   const panels = Array.from(names).sort().map((n) => new MetricPanel(grid, n, runs, { rank: 0 }));
   await Promise.all(panels.map((p) => p.load()));
 }
