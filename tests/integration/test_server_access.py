@@ -156,6 +156,9 @@ MATRIX: dict[tuple[str, str], tuple[str, Any, dict[str, str]]] = {
     ("GET", "/api/v1/runs/{run_id}/children"): (f"/api/v1/runs/{SWEEP}/children", None, RUN_READ),
     ("GET", "/api/v1/runs/{run_id}/children/metric"): (f"/api/v1/runs/{SWEEP}/children/metric", None, RUN_READ),
     ("POST", "/api/v1/runs/{run_id}/cancel"): (f"{R}/cancel", {}, RUN_WRITE),
+    # re-running for real is test_ui_browser's work: a bad change gets past the permission checks (400)
+    ("POST", "/api/v1/runs/{run_id}/rerun"): (f"{R}/rerun", {"set": {"node_count": "two"}}, INPUT_WRITE),
+    ("GET", "/api/v1/runs/{run_id}/system"): (f"{R}/system", None, RUN_READ),
     ("GET", "/api/v1/runs/{run_id}/events"): (f"{R}/events", None, RUN_READ),
     ("GET", "/api/v1/events"): ("/api/v1/events", None, EVERYONE),
     ("GET", "/"): ("/", None, EVERYONE),

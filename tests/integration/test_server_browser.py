@@ -13,6 +13,8 @@ import pytest
 from teamserver import PASSWORDS, access_store, make_users, team_server
 from uiserver import XSS, make_run
 
+from torchyard.status import RunStatus
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists(CHROMIUM):
@@ -33,6 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     make_run(ws, "xss_run", experiment="mine", display_name=XSS, tags={XSS: XSS}, logs={0: XSS + "\n"},
              series={XSS: ([1.0, 2.0], [0, 1])})
     make_run(ws, "hidden_run", experiment="not-mine", display_name="hidden one")
+    make_run(ws, "running_mine", experiment="mine", statuses=(RunStatus.RUNNING,))
+    access.grant("mine", "viewer", "READ", by="test")
     with ws.store.engine.begin() as conn:
         conn.execute(update(experiments).where(experiments.c.name == "mine").values(created_by="member"))
     with team_server(folder) as srv:
@@ -74,5 +78,33 @@ def test_login_page_then_xss_as_text(server: Any) -> None:
             assert any(c["name"] == "torchyard_session" and c["httpOnly"] for c in cookies)
             assert dialogs == [] and errors == []
             context.close()
+        finally:
+            browser.close()
+
+
+def _login(page: Any, server: Any, user: str) -> None:
+    page.goto(server.url + "/login")
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", PASSWORDS[user])
+    page.click("button[type=submit]")
+    page.wait_for_selector("tr[data-run='running_mine']")
+
+
+def test_cancel_and_rerun_buttons_only_for_who_may_use_them(server: Any) -> None:
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for user, shown in (("viewer", False), ("member", True)):
+                context = browser.new_context()
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                _login(page, server, user)
+                page.goto(server.url + "/runs/running_mine")
+                page.wait_for_selector("body[data-ready='1'] .kv")
+                assert page.is_visible("#cancel-run") is shown, user
+                assert (page.query_selector("#rerun") is not None) is shown, user
+                assert errors == []
+                context.close()
         finally:
             browser.close()

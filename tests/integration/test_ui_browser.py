@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from uiserver import XSS, UiServer, log_point, make_run, make_sweep, ui_server
+from uiserver import XSS, UiServer, log_point, make_run, make_sweep, make_system_run, ui_server
 
 from torchyard.status import RunStatus
 
@@ -278,3 +278,94 @@ def test_a_value_a_real_script_logs_reaches_the_open_chart_within_2_s(page: Watc
         run.wait_for_completion(timeout=60)
     finally:
         run.cancel()
+
+
+def test_system_tab_draws_a_chart_per_family_with_a_line_per_node(page: Watched, workspace: Any) -> None:
+    make_system_run(workspace, "sysnodes", experiment="digits", nodes=2, per_node=2, gpus=2)
+    p = page.open("/runs/sysnodes#metrics")
+    p.wait_for_selector(".chart[data-metric='loss'] canvas[data-drawn='1']")
+    assert p.query_selector_all(".chart[data-metric^='system/']") == []  # the script's own metrics only
+    with p.expect_response(lambda r: "/runs/sysnodes/system" in r.url):
+        p.click(".tabs button:has-text('System')")
+    p.wait_for_selector("#system-charts .chart[data-metric='system/cpu_percent'] canvas[data-drawn='1']")
+    families = p.eval_on_selector_all("#system-charts .chart", "cs => cs.map(c => c.dataset.metric)")
+    assert families == ["system/cpu_percent", "system/memory_percent", "system/memory_used_gb",
+                        "system/net_recv_mb_s", "system/gpu_*/utilization_percent", "system/gpu_*/power_w"]
+    assert p.inner_text(".chart[data-metric='system/cpu_percent'] .title") == "CPU %"
+    assert p.inner_text(".chart[data-metric='system/cpu_percent'] .legend").split() == ["node", "0", "node", "1"]
+    gpu_legend = p.inner_text(".chart[data-metric='system/gpu_*/power_w'] .legend")
+    assert all(f"node {n} · GPU {g}" in gpu_legend for n in (0, 1) for g in (0, 1))
+    assert drawn_pixels(p, ".chart[data-metric='system/cpu_percent'] canvas") > 2000
+    page.shot("system", docs="run-system.png")
+    p = page.open("/runs/done#system")  # no samples: a sentence, not an empty grid
+    p.wait_for_selector("#no-system")
+    assert "TORCHYARD_SYSTEM_METRICS_SECONDS" in p.inner_text("#no-system")
+
+
+SAMPLED_SCRIPT = """\
+import argparse, time
+from torchyard import Run
+p = argparse.ArgumentParser(); p.add_argument("--seconds", type=float, default=60)
+a = p.parse_args()
+run = Run.get_context()
+run.log("seconds", a.seconds)
+end = time.time() + a.seconds
+while time.time() < end:
+    sum(i * i for i in range(20000))
+    time.sleep(0.05)
+"""
+
+
+def test_a_real_runs_system_tab_then_cancel_and_rerun_from_the_page(page: Watched, workspace: Any,
+                                                                      tmp_path: Path) -> None:
+    """End to end: the launcher's sampler (every 0.5 s here) → the System tab, live; Cancel through its
+    dialog; Re-run with a changed argument lands on the new run's page."""
+    from torchyard import Experiment, Run, ScriptRunConfig
+
+    src = tmp_path / "sampled_src"
+    src.mkdir()
+    (src / "busy.py").write_text(SAMPLED_SCRIPT)
+    run = Experiment(workspace, "digits").submit(ScriptRunConfig(
+        str(src), script="busy.py", arguments=["--seconds", "60"],
+        environment_variables={"TORCHYARD_SYSTEM_METRICS_SECONDS": "0.5"}))
+    new_id = None
+    try:
+        p = page.open(f"/runs/{run.id}#system")
+        canvas = ".chart[data-metric='system/cpu_percent'] canvas"
+        p.wait_for_selector(canvas + "[data-drawn='1']", timeout=30000)  # shown live, once the first samples land
+        first = float(p.eval_on_selector(canvas, "c => c.dataset.lastX"))
+        p.wait_for_function(f"Number(document.querySelector(\"{canvas}\").dataset.lastX) > {first}", timeout=10000)
+        assert p.inner_text(".chart[data-metric='system/cpu_percent'] .legend") == "node 0"
+        p.click("#cancel-run")
+        p.wait_for_selector("#cancel-dialog[open]")
+        page.shot("cancel-dialog")
+        p.click("#cancel-dialog button:has-text('Keep running')")
+        p.wait_for_selector("#cancel-dialog", state="detached")
+        assert run.get_status() == "Running"
+        p.click("#cancel-run")
+        p.click("#cancel-confirm")
+        p.wait_for_function("['Canceled', 'CancelRequested'].includes("
+                            "document.querySelector('#run-status .status').dataset.status)", timeout=20000)
+        p.wait_for_selector("#cancel-run", state="hidden", timeout=20000)
+        assert run.wait_for_completion(timeout=60, raise_on_error=False)["status"] == "Canceled"
+        p.click("#rerun")
+        p.fill("#rerun-set", "seconds")  # not KEY=VALUE: said in the form, nothing posted
+        p.click("#rerun-submit")
+        p.wait_for_selector("#rerun-dialog .error:not([hidden])")
+        assert "KEY=VALUE" in p.inner_text("#rerun-dialog .error")
+        p.fill("#rerun-set", "seconds=1")
+        page.shot("rerun-dialog")
+        p.click("#rerun-submit")
+        p.wait_for_url(lambda url: "/runs/" in url and run.id not in url, timeout=30000)
+        new_id = p.url.rsplit("/", 1)[-1]
+        p.wait_for_selector("body[data-ready='1'] .kv")
+        new = Run(Experiment(workspace, "digits"), new_id)
+        assert new.get_tags()["rerun_of"] == run.id
+        assert new.wait_for_completion(timeout=90, raise_on_error=False)["status"] == "Completed"
+        assert new.get_metrics()["seconds"] == 1.0
+        p.wait_for_function("document.querySelector('#run-status .status').dataset.status === 'Completed'",
+                            timeout=10000)
+    finally:
+        run.cancel()
+        if new_id:
+            Run(Experiment(workspace, "digits"), new_id).cancel()

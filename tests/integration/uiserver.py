@@ -103,7 +103,7 @@ def make_system_run(ws: Any, run_id: str, *, nodes: int = 2, per_node: int = 2, 
                  "system/net_recv_mb_s": [20 + 15 * w for w in wave]}
         for g in range(gpus):
             named[f"system/gpu_{g}/utilization_percent"] = [80 + 15 * math.sin(i / 5 + g + node) for i in range(samples)]
-            named[f"system/gpu_{g}/power_w"] = [250 + 60 * math.sin(i / 7 + g) for i in range(samples)]
+            named[f"system/gpu_{g}/power_w"] = [250 + 20 * node + 60 * math.sin(i / 7 + g + node) for i in range(samples)]
         ws.store.insert_series(run_id, node * per_node,
                                [(name, values, [None] * samples, ts) for name, values in named.items()])
     return run_id
