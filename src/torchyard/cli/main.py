@@ -18,9 +18,43 @@ from torchyard.cli.common import EXIT_USAGE, UsageError
 CORE_GROUPS: tuple[str, ...] = ("jobs", "runs", "env", "datastore", "sweep", "compute")
 COMMAND_GROUPS: tuple[str, ...] = ("ui", "model", "service", "alert", "endpoint", "tensorboard", "server", "login",
                                    "checkpoints", "completion", "top", "quota")
+#: every top-level command: (the module that registers it, its one-line help), in the order
+#: ``torchyard --help`` lists them. :func:`main` imports only the module of the command given, so
+#: ``torchyard --help`` and ``torchyard run ...`` build one group's parsers, not all of them
+#: (tests/unit/test_cli_lazy.py keeps this table equal to what the modules register).
+COMMANDS: dict[str, tuple[str, str]] = {
+    'init': ('jobs', 'Make a workspace here (./.torchyard), or at --workspace PATH, and say where it is.'),
+    'rerun': ('jobs', 'Clone and re-run a run: the same code snapshot, environment and inputs, with --set changes.'),
+    'run': ('jobs', 'Run a script from a source folder as a tracked run.'),
+    'submit': ('jobs', 'Submit a YAML job file (Azure ML v2 command job style), or a `type: sweep` file.'),
+    'runs': ('runs', 'list and show runs'),
+    'logs': ('runs', "Print a run's output (rank 0 by default); --follow keeps printing until the run ends."),
+    'metrics': ('runs', "Print a run's metrics (rank 0 by default, --rank all for every rank)."),
+    'cancel': ('runs', 'Cancel a run (idempotent): every rank on every node is stopped, the run ends Canceled.'),
+    'download': ('runs', "Download a run's artifact, or every artifact under a folder."),
+    'env': ('env', 'environments: list, show, register, export, prune'),
+    'datastore': ('datastore', 'datastores: add, list, upload, download'),
+    'sweep': ('sweep', 'sweeps (HyperDrive): show, resume, cancel'),
+    'compute': ('compute', 'compute targets: add, list, show, remove'),
+    'ui': ('ui', 'serve the dashboard and its JSON API (default http://127.0.0.1:8765/)'),
+    'model': ('model', 'the model registry: register, list, show, download, alias'),
+    'service': ('service', 'deployed model services: list, show, logs, delete'),
+    'alert': ('alert', 'webhooks told of run events: add, list, remove, test, history'),
+    'endpoint': ('endpoint', 'online endpoints: deployments behind one address, traffic split, mirroring'),
+    'tensorboard': ('tensorboard', "start TensorBoard over runs' event files (or their metrics, exported)"),
+    'server': ('server', 'the team server: users, tokens and permissions over the dashboard and the whole API'),
+    'login': ('login', 'Log in to a team server and make it the default workspace when no local one is found.'),
+    'logout': ('login', 'Forget the saved token of a team server (default: the current one).'),
+    'checkpoints': ('checkpoints', "List a run's committed checkpoints: step, time, size, metrics and where each is kept."),
+    'completion': ('completion', "Print a completion script for bash, zsh or fish, made from this torchyard's commands and flags."),
+    'top': ('top', "Show every running run's nodes live: CPU, memory, disk and network I/O, and each GPU."),
+    'quota': ('quota', 'per-user and per-experiment GPU and run quotas on local compute: set, list, remove'),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None, *, lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole ``torchyard`` parser; with ``lazy``, only the module of command ``only`` (if it is
+    one) registers its parsers, and every other command is a placeholder with its help line."""
     p = argparse.ArgumentParser(
         prog="torchyard",
         description="Run PyTorch training scripts as tracked runs: logs, metrics and outputs, locally or on a cluster.",
@@ -28,14 +62,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", help="workspace folder (default: ./.torchyard or a parent's; env TORCHYARD_WORKSPACE)")
     p.add_argument("--version", action="version", version="torchyard 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (*CORE_GROUPS, *COMMAND_GROUPS):
-        importlib.import_module(f"torchyard.cli.{module}").register(sub)
+    if not lazy:
+        for module in (*CORE_GROUPS, *COMMAND_GROUPS):
+            importlib.import_module(f"torchyard.cli.{module}").register(sub)
+        return p
+    wanted = COMMANDS.get(only or "", (None, ""))[0]
+    for name, (module, text) in COMMANDS.items():
+        if module == wanted:
+            importlib.import_module(f"torchyard.cli.{module}").register(sub)
+            wanted = None  # registered once, with all of its commands
+        elif name not in sub.choices:
+            sub.add_parser(name, help=text, add_help=False)
     return p
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names: its first word that is neither an option nor an option's value."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("--workspace", "-w"):
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(_command_word(words), lazy=True)
+    args = parser.parse_args(words)
     handler = getattr(args, "func", None)
     if handler is None:
         parser.print_help()
