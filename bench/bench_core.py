@@ -101,6 +101,11 @@ def main() -> None:
     pass_s = median_of(args.repeat, [sys.executable, "-c", "pass"])
     rows.append(("torchyard --help", f"{help_s * 1000:.0f} ms", "python -c pass", f"{pass_s * 1000:.0f} ms",
                  f"overhead {1000 * (help_s - pass_s):.0f} ms (target <= 30)"))
+    # what every command paid before the parsers were built lazily: the whole parser
+    whole = [sys.executable, "-c", "from torchyard.cli.main import _parser; _parser().format_help()"]
+    whole_s = median_of(args.repeat, whole)
+    rows.append(("the whole parser (every command's)", f"{whole_s * 1000:.0f} ms", "python -c pass",
+                 f"{pass_s * 1000:.0f} ms", f"overhead {1000 * (whole_s - pass_s):.0f} ms (before: every command)"))
 
     # 2. run --wait of a no-op vs python noop.py
     run_cmd = [TORCHYARD, "run", "--source-dir", src, "--entry", "noop.py", "--experiment", "bench", "--wait"]
