@@ -194,6 +194,42 @@ def test_a_job_whose_supervisor_dies_ends_itself(ws, cluster, scripts):
         p.read_text() for p in Path(run.workdir, ".torchyard-run").glob("launcher_node_*.log"))
 
 
+def test_a_killed_supervisor_is_replaced_and_the_slurm_job_runs_on(ws, cluster, tmp_path):
+    """REATTACH on Slurm: the supervisor is SIGKILLed mid-run; the first reader starts a replacement,
+    which follows the same job id (no new sbatch), keeps the launchers' orphan check fed, and stores
+    every value once."""
+    import signal
+
+    ComputeTarget.attach(ws, "hpc", SlurmCompute(mpi_launch="mpirun", orphan_timeout=60))
+    write_script(tmp_path / "src", "count.py", """
+        import os, time
+        from torchyard import Run
+        run = Run.get_context()
+        rank = int(os.environ["RANK"])
+        run.log("pid", float(os.getpid()))
+        for i in range(40):
+            run.log("i", float(i), step=i)
+            if i == 5:
+                open(f"up_{rank}", "w").close()
+            time.sleep(0.15)
+    """)
+    run = _submit(ws, tmp_path / "src", "count.py")
+    wait_until(lambda: all(os.path.exists(os.path.join(run.workdir, f"up_{r}")) for r in range(2)), timeout=90)
+    job_id = _job_id(run)
+    old = ws.store.get_run(run.id)["supervisor_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: ws.store.get_run(run.id)["supervisor_pid"] != old or run.get_status() != "Running", timeout=30)
+    details = run.wait_for_completion(timeout=120)
+    assert details["status"] == "Completed"
+    assert [s["replaced"] for s in details["supervisors"]] == [old]
+    assert details["compute"]["slurm_job_id"] == job_id and Path(run.workdir, ".torchyard-run", "slurm_job_id"
+                                                                  ).read_text().strip() == job_id
+    every = run.get_metrics(rank="all")
+    for rank in range(2):
+        assert every[rank]["i"] == [float(i) for i in range(40)], rank
+    wait_until(lambda: not run_processes(run.workdir), timeout=20)
+
+
 def test_scancel_from_outside_ends_the_run_canceled(hpc, cluster, scripts):
     run = _submit(hpc, scripts, "sleepy.py", nodes=1)
     wait_until(lambda: os.path.exists(os.path.join(run.workdir, "up_0")), timeout=90)

@@ -109,7 +109,7 @@ class SlurmCompute(ComputeTarget):
     """
 
     kind = "slurm"
-    features = Feature.MULTI_NODE | Feature.GPU | Feature.MPI | Feature.QUEUEING | Feature.SHARED_FS
+    features = Feature.MULTI_NODE | Feature.GPU | Feature.MPI | Feature.QUEUEING | Feature.SHARED_FS | Feature.REATTACH
     options = (
         Option(name="partition", type=str, help="sbatch --partition (default: the cluster's default)",
                check=lambda v: None if _WORD.match(v) else "expected a Slurm partition name"),
@@ -234,6 +234,16 @@ class SlurmCompute(ComputeTarget):
         )  # fmt: skip
 
     # ---- submit ----------------------------------------------------------------------------------
+
+    def reattach(self, state: dict[str, Any]) -> SlurmHandle | None:
+        """The sbatch job a dead supervisor submitted, by its id; the launchers go on while the new
+        supervisor's heartbeat reaches them within ``orphan_timeout``. None for another kind's state."""
+        if state.get("kind") != "slurm" or not str(state.get("job_id", "")).isdigit():
+            return None
+        try:
+            return SlurmHandle.adopt(state)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def schedule(self, plan: LaunchPlan) -> SlurmHandle:
         if not isinstance(plan, SlurmLaunchPlan):
@@ -437,12 +447,31 @@ class SlurmHandle(Handle):
     """A submitted sbatch job, followed with ``scontrol show job`` (every 0.5 to 5 s, see POLL_MIN)."""
 
     def __init__(self, job_id: str, plan: SlurmLaunchPlan) -> None:
+        self._setup(job_id, plan.node_workdir, plan.local_workdir, plan.node_count, plan.nodes[0].plan.mode == "mpi",
+                    plan.nodes[0].plan.heartbeat_seconds > 0)
+
+    @classmethod
+    def adopt(cls, state: dict[str, Any]) -> SlurmHandle:
+        """The handle of a job a dead supervisor submitted (its :meth:`reattach_state`)."""
+        handle = cls.__new__(cls)
+        handle._setup(str(state["job_id"]), str(state["node_workdir"]), str(state["local_workdir"]),
+                      int(state["node_count"]), bool(state["mpi"]), bool(state["heartbeats"]))
+        return handle
+
+    def reattach_state(self) -> dict[str, Any] | None:
+        """The job id and the folders: what a replacing supervisor follows the job by (REATTACH)."""
+        return {"kind": "slurm", "job_id": self.job_id, "node_workdir": self.node_workdir,
+                "local_workdir": self.local_workdir, "node_count": self.node_count, "mpi": self.mpi,
+                "heartbeats": self.heartbeats}
+
+    def _setup(self, job_id: str, node_workdir: str, local_workdir: str, node_count: int, mpi: bool,
+               heartbeats: bool) -> None:
         self.job_id = job_id
-        self.node_workdir = plan.node_workdir
-        self.local_workdir = plan.local_workdir
-        self.node_count = plan.node_count
-        self.mpi = plan.nodes[0].plan.mode == "mpi"
-        self.mirror = Mirror(plan.local_workdir, 1)
+        self.node_workdir = node_workdir
+        self.local_workdir = local_workdir
+        self.node_count = node_count
+        self.mpi = mpi
+        self.mirror = Mirror(local_workdir, 1)
         self.state = "PENDING"
         self.reason = "submitted"
         self.fields: dict[str, str] = {}
@@ -454,7 +483,7 @@ class SlurmHandle(Handle):
         self.last_poll = 0.0
         self.interval = POLL_MIN
         self.completing_since: float | None = None
-        self.heartbeats = plan.nodes[0].plan.heartbeat_seconds > 0
+        self.heartbeats = heartbeats
         self.beats: dict[int, tuple[str, float]] = {}  # node → (heartbeat seen, when it last changed)
         self.next_beat_check = 0.0
         self.next_alive = 0.0

@@ -108,6 +108,8 @@ def adoptable(run_dir: str | None) -> bool:
     try:
         with open(RunPaths(run_dir).handle) as fh:
             state = json.load(fh)
+        if state.get("kind"):  # a scheduler's job (Slurm's by id): the replacement asks the scheduler
+            return True
         launchers = [(int(p), float(c)) for p, c in state["launchers"]]
         reports = [str(p) for p in state["status_paths"]]
     except (OSError, ValueError, KeyError, TypeError):

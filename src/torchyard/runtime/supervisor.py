@@ -596,12 +596,21 @@ class Supervisor:
         return report
 
     def _record_compute(self, handle: Handle) -> None:
-        """What the target says of the job (its Slurm job id, its Ray nodes) → details["compute"]."""
+        """What the target says of the job (its Slurm job id, its Ray nodes) → details["compute"]; and
+        what a replacing supervisor finds the job by (``internal/handle.json``), where the target can."""
         try:
             if compute := handle.details():
                 self.store.update_details(self.run_id, compute=compute)
         except Exception as err:  # noqa: BLE001  (a record, never a reason to lose the run)
             print(f"torchyard supervisor: no compute details: {err}", flush=True)
+        state = handle.reattach_state()
+        if state is not None and state.get("kind") and not os.path.exists(self.paths.handle):
+            try:
+                with open(f"{self.paths.handle}.tmp", "w") as fh:
+                    json.dump(state, fh)
+                os.replace(f"{self.paths.handle}.tmp", self.paths.handle)
+            except OSError as err:
+                print(f"torchyard supervisor: could not record how to find the job again: {err}", flush=True)
 
     def _prepare_environment(self) -> str | None:
         """The interpreter the ranks use; builds the environment if need be. None: the run ended."""
