@@ -137,3 +137,61 @@ def test_ranks_racing_through_many_checkpoints_keep_the_best(ckdir, monkeypatch)
     for _step, folder in committed(ckdir):
         assert sorted(p.name for p in folder.glob("part_*")) == [f"part_{r}.txt" for r in range(world)]
     assert sorted(p.name for p in ckdir.iterdir()) == [f"step_{s}" for s in steps(ckdir)]
+
+
+class _Exp:
+    def __init__(self, ws):
+        self.workspace, self.name = ws, "exp"
+
+
+class _NodeRun:
+    """What register_checkpoint needs of a run whose checkpoint is committed on the node only."""
+
+    def __init__(self, ws, folder):
+        self.id, self.experiment, self.folder = "run_1", _Exp(ws), folder
+
+    def get_checkpoints(self):
+        return list_checkpoints(self.folder, where="node") if self.folder.exists() else []
+
+
+def test_register_a_checkpoint_not_copied_into_the_artifacts_yet(ckdir, monkeypatch, ws, tmp_path):
+    from torchyard.errors import NotFoundError
+    from torchyard.models.model import register_checkpoint
+
+    for rank in (0, 1):
+        save(monkeypatch, rank, 5, metrics={"val_loss": 0.25})
+    model = register_checkpoint(_NodeRun(ws, ckdir), "from-node", 5, tags={"k": "v"})
+    assert model.version == 1 and model.run_id == "run_1" and model.tags == {"k": "v"}
+    assert model.properties["azureml.runId"] == "run_1" and model.properties["torchyard.checkpoint_step"] == "5"
+    assert json.loads(model.properties["torchyard.checkpoint_metrics"]) == {"val_loss": 0.25}
+    got = model.download(tmp_path / "dl")
+    assert sorted(n for n in os.listdir(got) if not n.startswith(".")) == [
+        "part_0.txt", "part_1.txt", "torchyard_checkpoint.json"]
+    with pytest.raises(NotFoundError, match="no committed checkpoint step_6; its steps are 5"):
+        register_checkpoint(_NodeRun(ws, ckdir), "from-node", 6)
+    with pytest.raises(SpecError, match="expected a checkpoint's step"):
+        register_checkpoint(_NodeRun(ws, ckdir), "from-node", "five")
+
+
+def test_the_listing_hides_what_retention_deleted_before_the_supervisor_drops_its_copy(ckdir, monkeypatch, tmp_path):
+    import shutil
+
+    from torchyard.runtime.checkpoints import run_checkpoints
+
+    run_dir = ckdir.parent
+    artifacts = tmp_path / "artifacts"
+
+    class _Ws:
+        def artifacts_dir(self, _run_id):
+            return str(artifacts)
+
+    for step in (1, 2):
+        for rank in (0, 1):
+            save(monkeypatch, rank, step, keep_last=2)
+        shutil.copytree(ckdir / f"step_{step}", artifacts / "checkpoints" / f"step_{step}")  # the supervisor's copy
+    for rank in (0, 1):
+        save(monkeypatch, rank, 3, keep_last=2)  # deletes step_1 on the node; its copy is still there
+    listed = run_checkpoints(_Ws(), "r", str(run_dir))
+    assert [(c["step"], c["where"]) for c in listed] == [(2, "artifacts"), (3, "node")]
+    shutil.rmtree(ckdir)  # a run folder without checkpoints: the artifacts are what there is
+    assert [c["step"] for c in run_checkpoints(_Ws(), "r", str(run_dir))] == [1, 2]
