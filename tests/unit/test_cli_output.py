@@ -301,3 +301,42 @@ def test_a_runs_artifacts_download_reports_progress(tmp_path) -> None:
                                                           progress=lambda kind, value: seen.append((kind, value)))
     assert len(paths) == 2 and seen[0] == ("files", 2) and sum(v for k, v in seen[1:]) == 30
     ws.store.dispose()
+
+
+def test_a_large_snapshot_reports_its_progress_and_a_small_one_does_not(tmp_path) -> None:
+    from torchyard.workspace.snapshots import PROGRESS_BYTES, SnapshotStore
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.py").write_text("pass\n")
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    seen: list[tuple[str, int]] = []
+    store.take(src, progress=lambda kind, value: seen.append((kind, value)))
+    assert seen == []  # a few bytes: no bar flashing by
+    for i in range(20):
+        (src / f"w{i}.bin").write_bytes(bytes([i]) * (PROGRESS_BYTES // 16))
+    store.take(src, progress=lambda kind, value: seen.append((kind, value)))
+    assert seen[0] == ("files", 21)  # every file read this time (the new ones and the small one's stat cache)
+    assert sum(v for k, v in seen[1:]) == 20 * (PROGRESS_BYTES // 16) + 5 and len(seen) == 22
+
+
+def test_the_agent_sends_a_large_snapshots_progress_and_the_cli_draws_it(tmp_path, monkeypatch) -> None:
+    from torchyard.cli.jobs import _snapshot_progress
+
+    class Chan:
+        def __init__(self, messages):
+            self.messages = list(messages)
+
+        def recv(self):
+            return self.messages.pop(0) if self.messages else None
+
+    first = {"run_id": "r", "run_dir": "/x"}
+    chan = Chan([{"progress": ["files", 2]}, {"progress": ["bytes", 10]}, {"progress": ["bytes", 20]}, first])
+    assert _snapshot_progress(chan, "src") == first  # off a terminal: consumed quietly
+    terminal = _Terminal()
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setattr("sys.stderr", terminal)
+    chan = Chan([{"progress": ["files", 2]}, {"progress": ["bytes", 10]}, {"progress": ["bytes", 20]}, first])
+    assert _snapshot_progress(chan, "src") == first
+    assert "snapshotting src" in terminal.getvalue()

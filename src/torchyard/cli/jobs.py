@@ -117,9 +117,10 @@ def _via_agent(
                 "tags": tags,
                 "wait": wait,
                 "env": dict(os.environ),
+                "progress": True,
             }
         )
-        first = chan.recv()
+        first = _snapshot_progress(chan, spec.source_directory)
         if first is None:
             return None  # the agent went away before recording anything: submit directly
         if "error" in first:
@@ -161,6 +162,23 @@ def _via_agent(
         return 0
     finally:
         chan.close()
+
+
+def _snapshot_progress(chan: Any, source: str) -> dict[str, Any] | None:
+    """The agent's first answer, drawing a bar meanwhile while it snapshots a large source folder."""
+    import contextlib  # noqa: PLC0415
+
+    from torchyard.cli.common import transfer_progress  # noqa: PLC0415
+
+    with contextlib.ExitStack() as stack:
+        report = None
+        while True:
+            message = chan.recv()
+            if message is None or "progress" not in message:
+                return message
+            if report is None:
+                report = stack.enter_context(transfer_progress(f"snapshotting {source}")) or (lambda *_: None)
+            report(*message["progress"])
 
 
 def _default_experiment(src: str) -> str:

@@ -140,7 +140,11 @@ def _handle(conn: socket.socket, workspace: str, db_url: str, warm: Any = None) 
     ws = warm if warm is not None else WorkspaceFolder(workspace, db_url=db_url)
     try:
         spec = JobSpec.from_json(request["spec"])
-        run_id = record_run(ws, request["experiment"], spec, tags=request.get("tags") or None)
+        def progress(kind: str, value: int) -> None:  # a large snapshot: the CLI draws the bar
+            chan.send({"progress": [kind, value]})
+
+        run_id = record_run(ws, request["experiment"], spec, tags=request.get("tags") or None,
+                            progress=progress if request.get("progress") else None)
     except TorchyardError as err:
         chan.send({"error": str(err)})
         return 0

@@ -100,14 +100,14 @@ def _check_reachable(ws: WorkspaceFolder, field: str, ref: dict[str, Any], targe
                            "folder (the target's shared_dir / shared_dirs) or in an S3 or fsspec datastore")
 
 
-def _snapshot(ws: WorkspaceFolder, source: str, workdir: str) -> dict[str, str]:
+def _snapshot(ws: WorkspaceFolder, source: str, workdir: str, progress: Any = None) -> dict[str, str]:
     """Store ``source`` content-addressed and materialize it as the run's folder; the run properties
     that record it (snapshot id, and git commit/dirty/branch if any)."""
     from torchyard.workspace.snapshots import git_info  # noqa: PLC0415
 
     max_bytes, max_files = ws.snapshot_limits()
     store = ws.snapshots
-    snap = store.take(source, max_bytes=max_bytes, max_files=max_files)
+    snap = store.take(source, max_bytes=max_bytes, max_files=max_files, progress=progress)
     os.makedirs(workdir, exist_ok=True)
     store.materialize(snap.manifest_id, workdir)
     return {"torchyard.snapshot": snap.manifest_id, "torchyard.source_directory": source, **git_info(source)}
@@ -137,10 +137,12 @@ def record_run(
     parent_id: str | None = None,
     run_id: str | None = None,
     created_by: str | None = None,
+    progress: Any = None,
 ) -> str:
     """Validate, snapshot and record a run (NotStarted → Queued); starts nothing. ``run_id``: an
     explicit id (a sweep's children are ``<parent>_<i>``); by default a fresh one. ``created_by``:
-    the team server's user who submitted it (recorded with the run, before its supervisor starts)."""
+    the team server's user who submitted it (recorded with the run, before its supervisor starts).
+    ``progress``: told of a large snapshot's files (``SnapshotStore.take``)."""
     from torchyard.workspace.workspace import check_name  # noqa: PLC0415
 
     check_name(experiment)
@@ -151,7 +153,7 @@ def record_run(
     else:
         check_name(run_id, "run_id")
     workdir = ws.run_dir(run_id)
-    properties = {**_snapshot(ws, spec.source_directory, workdir), **_dataset_lineage(ws, spec)}
+    properties = {**_snapshot(ws, spec.source_directory, workdir, progress), **_dataset_lineage(ws, spec)}
     paths = RunPaths(workdir)
     os.makedirs(paths.journal, exist_ok=True)
     info = {

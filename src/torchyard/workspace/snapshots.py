@@ -44,6 +44,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -178,8 +179,12 @@ class SnapshotStore:
         *,
         max_bytes: int = 300 * 1024 * 1024,
         max_files: int = 2000,
+        progress: Callable[[str, int], None] | None = None,
     ) -> Snapshot:
         """Snapshot ``source_dir`` into the store and return what was recorded.
+
+        ``progress`` (a transfer bar's callback: ``("files", N)`` once, then ``("bytes", size)`` per
+        file) is told of the files read when they come to at least :data:`PROGRESS_BYTES`.
 
         Files whose (path, size, mtime, ctime, inode) match the stat cache are not read again.
         Raises :class:`~torchyard.errors.SpecError` (field ``source_directory``) when the tree holds
@@ -231,6 +236,9 @@ class SnapshotStore:
         writer = _ObjectWriter(self)
         if todo:
             self._clean_tmp()
+            if progress is not None and sum(e.size for e in todo) >= PROGRESS_BYTES:
+                progress("files", len(todo))
+                writer.progress = progress
             writer.store_all(todo)
         entries = [e for e in entries if e.sha256 is not None]  # files that vanished meanwhile are dropped
 
@@ -641,12 +649,17 @@ def _human(n: int) -> str:
 # ---- storing content ----------------------------------------------------------------------------
 
 
+#: a snapshot whose new files come to this many bytes tells its ``progress`` callback (a bar)
+PROGRESS_BYTES = 16 * 1024 * 1024
+
+
 class _ObjectWriter:
     """Hashes files and stores new contents, in a few threads (hashlib releases the GIL)."""
 
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
         self.new_bytes = 0
+        self.progress: Callable[[str, int], None] | None = None
         self._lock = threading.Lock()
         self._written: set[str] = set()
         self._made_dirs: set[str] = set()
@@ -657,10 +670,15 @@ class _ObjectWriter:
         if workers <= 1 or (len(todo) < 16 and big < 8 * _CHUNK):
             for entry in todo:
                 self._store_one(entry)
+                if self.progress is not None:
+                    self.progress("bytes", entry.size)
             return
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="torchyard-snapshot") as pool:
-            for fut in [pool.submit(self._store_one, e) for e in todo]:
+            futures = {pool.submit(self._store_one, e): e for e in todo}
+            for fut in concurrent.futures.as_completed(futures):
                 fut.result()
+                if self.progress is not None:  # in this thread: a bar is not told from several at once
+                    self.progress("bytes", futures[fut].size)
 
     def _store_one(self, entry: _Entry) -> None:
         try:
