@@ -100,6 +100,21 @@ def test_create_lookup_and_delete(ws, no_gpu, capsys):
         ComputeTarget(ws, "local").delete()
 
 
+def test_a_job_asking_more_nodes_than_the_clusters_max_nodes_is_refused(ws, no_gpu, tmp_path):
+    from torchyard import Experiment, SpecError
+    from torchyard.azureml.train.dnn import PyTorch as AzurePyTorch
+
+    ComputeTarget.create(ws, "cpu-cluster", AmlCompute.provisioning_configuration(vm_size="Standard_D2_v2", max_nodes=2))
+    (tmp_path / "train.py").write_text("pass\n")
+    est = AzurePyTorch(source_directory=str(tmp_path), entry_script="train.py", compute_target="cpu-cluster",
+                       node_count=3, distributed_training=None, distributed_backend="pytorch")
+    with pytest.raises(SpecError) as err:
+        Experiment(ws, "sizes").submit(est)
+    assert err.value.field == "node_count"
+    assert "at most 2 nodes (max_nodes)" in str(err.value) and "update(max_nodes=3)" in str(err.value)
+    assert ws.store.list_runs() == []  # nothing recorded
+
+
 def test_cluster_mapped_to_an_attached_target(ws):
     from torchyard.compute.ray import RayCompute
 

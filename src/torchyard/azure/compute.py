@@ -15,7 +15,7 @@ mapped target whose kind has no GPUs is refused, naming ``vm_size``.
 What has no meaning on a self-hosted workspace (virtual networks, admin accounts, SSH-attached VMs,
 managed identities) raises :class:`NotSupportedError` naming the parameter; nothing is silently
 ignored. ``vm_priority``, ``idle_seconds_before_scaledown`` and ``min_nodes`` are recorded (they
-change no result).
+change no result); ``max_nodes`` bounds a job's ``node_count`` at submit (runtime.submit.check_job).
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ def check_job(ws: WorkspaceFolder, spec: JobSpec) -> tuple[JobSpec, ComputeTarge
     spec = registered_environment(ws, spec)
     target = get_target(spec.compute_target, ws.path)
     target.check(spec)
+    _check_cluster_size(ws, spec)
     check_supported(spec.environment)
     shared = target.shared_paths(ws.path)
     for kind, entries in (("inputs", spec.inputs), ("outputs", spec.outputs)):
@@ -76,6 +77,24 @@ def check_job(ws: WorkspaceFolder, spec: JobSpec) -> tuple[JobSpec, ComputeTarge
             if shared is not None:
                 _check_reachable(ws, f"{kind}.{name}", ref, target, shared)
     return spec, target
+
+
+def _check_cluster_size(ws: WorkspaceFolder, spec: JobSpec) -> None:
+    """A job on an AmlCompute cluster (``azure.compute``) asks for at most its ``max_nodes`` nodes:
+    Azure would leave it waiting for nodes the cluster can never have; here it is refused at once."""
+    from torchyard.compute.registry import ComputeRegistry  # noqa: PLC0415
+
+    registry = ComputeRegistry(ws.path)
+    name = spec.compute_target
+    if name not in registry:
+        return
+    max_nodes = (registry.record(name).get("azureml") or {}).get("max_nodes")
+    nodes = spec.distribution.node_count
+    if isinstance(max_nodes, int) and nodes > max_nodes:
+        raise SpecError("node_count", f"compute target {name!r} is an AmlCompute cluster of at most {max_nodes} "
+                                      f"node{'s' if max_nodes != 1 else ''} (max_nodes) and the job asks for {nodes}: "
+                                      f"ask for at most {max_nodes}, or raise it with ComputeTarget(workspace=ws, "
+                                      f"name={name!r}).update(max_nodes={nodes})")
 
 
 def _check_reachable(ws: WorkspaceFolder, field: str, ref: dict[str, Any], target: ComputeTarget,
