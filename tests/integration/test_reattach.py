@@ -175,3 +175,27 @@ def test_a_server_at_boot_replaces_the_supervisors_that_died_while_it_was_down(w
     assert details["status"] == "Completed"
     assert [s["replaced"] for s in details["supervisors"]] == [old]
     _count_exactly_once(run, 1)
+
+
+def test_a_live_supervisor_taken_for_dead_keeps_its_run(ws, tmp_path):
+    """A reader that takes a live supervisor for dead (here: its recorded pid is made wrong) starts a
+    replacement; that one finds the run's lock taken and leaves, and the live one's next heartbeat
+    records itself again: one supervisor, every value once."""
+    import subprocess
+
+    folder = tmp_path / "src"
+    write_script(folder, "count.py", COUNTER)
+    run = Experiment(ws, "re").submit(ScriptRunConfig(str(folder), script="count.py"))
+    wait_until(lambda: os.path.exists(os.path.join(RunPaths(run.workdir).outputs, "ready_0")), timeout=60)
+    real = ws.store.get_run(run.id)["supervisor_pid"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ws.store.set_supervisor(run.id, dead.pid)
+    assert run.get_status() == "Running"  # a replacement was started...
+    wait_until(lambda: ws.store.get_run(run.id)["supervisor_pid"] == real, timeout=15)  # ...and the live one is back
+    details = run.wait_for_completion(timeout=60)
+    assert details["status"] == "Completed" and "supervisors" not in details  # nobody adopted anything
+    _count_exactly_once(run, 1)
+    log = RunPaths(run.workdir).supervisor_log
+    with open(log) as fh:
+        assert "already has a supervisor; leaving it alone" in fh.read()

@@ -100,7 +100,7 @@ class Supervisor:
             return
         self.next_beat = now + HEARTBEAT_SECONDS
         try:
-            status = self.store.heartbeat(self.run_id)
+            status = self.store.heartbeat(self.run_id, os.getpid())
         except Exception as err:  # the store may be briefly unreachable; keep the run going
             print(f"torchyard supervisor: heartbeat failed: {err}", flush=True)
             return

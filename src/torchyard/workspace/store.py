@@ -289,10 +289,15 @@ class Store:
             ).rowcount
         return bool(moved)
 
-    def heartbeat(self, run_id: str) -> RunStatus:
-        """Record that the supervisor is alive; returns the run's current status."""
+    def heartbeat(self, run_id: str, pid: int | None = None) -> RunStatus:
+        """Record that the supervisor is alive; returns the run's current status. With ``pid`` (the
+        supervisor's own), the run's supervisor is that process again: a replacement started by a
+        reader that took a live supervisor for dead (and found the run lock taken) is undone."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if pid is not None:
+            values.update(supervisor_pid=pid, supervisor_host=HOSTNAME)
         with self.engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=_now()))
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
             status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
         if status is None:
             raise NotFoundError(f"no run {run_id!r} in this workspace", run_id=run_id)
