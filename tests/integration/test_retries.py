@@ -37,6 +37,7 @@ for epoch in range(start, 5):
     with run.checkpoint(step=epoch) as folder:
         json.dump(state, open(folder / f"rank_{rank}.json", "w"))
     committed(epoch)
+    time.sleep(float(os.environ.get("EPOCH_SLEEP", "0")))
     if epoch == 2 and rank == 1 and attempt == 0 and len(sys.argv) > 1:
         os.kill(os.getpid(), signal.SIGKILL)  # the machine took it away: no exit code of its own
 print("final", state["total"], flush=True)
@@ -124,3 +125,31 @@ def test_a_resumed_attempts_values_replace_the_lost_attempts_past_the_checkpoint
     with ws.store.engine.connect() as conn:
         loss = conn.execute(select(t.c.count, t.c.last, t.c.max).where(t.c.run_id == run.id, t.c.name == "loss")).one()
     assert (loss.count, loss.last, loss.max) == (6, 15.0, 15.0)  # the summary forgot the lost values too
+
+
+def test_a_lost_node_is_retried_from_the_checkpoint_naming_the_node(ws: Workspace, tmp_path: Path) -> None:
+    """One simulated node is lost as a machine is (its launcher and ranks SIGKILLed, no report): the
+    attempt's cause is infrastructure naming node 1, and the retry resumes to the uninterrupted result."""
+    import signal
+
+    import psutil
+    from tests.conftest import wait_until
+
+    from torchyard.paths import RunPaths
+
+    write_script(tmp_path / "src", "train.py", TRAIN)
+    run = Experiment(ws, "retry").submit(PyTorch(str(tmp_path / "src"), entry_script="train.py", node_count=2,
+                                                 process_count_per_node=1, distributed_backend="pytorch",
+                                                 max_retries=1, environment_variables={"EPOCH_SLEEP": "0.5"}))
+    wait_until(lambda: len(run.get_checkpoints()) >= 2, timeout=60)  # 3 epochs of 0.5 s to go
+    with open(RunPaths(run.workdir).handle) as fh:
+        launcher = psutil.Process(int(json.load(fh)["launchers"][1][0]))
+    for proc in [launcher, *launcher.children(recursive=True)]:
+        proc.send_signal(signal.SIGKILL)
+    details = run.wait_for_completion(timeout=120, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    first = details["attempts"][0]
+    assert first["cause"] == "infrastructure" and first["node"] == 1 and "node 1 was lost" in first["message"]
+    assert "final 15" in Path(run.workdir, "logs", "rank_0.txt").read_text()
+    assert "final 30" in Path(run.workdir, "logs", "rank_1.txt").read_text()
+    assert run.get_metrics(rank=1)["total"] == [2.0, 6.0, 12.0, 20.0, 30.0]

@@ -310,6 +310,8 @@ class LocalHandle(Handle):
         self.admission_state: tuple[str, str] | None = None
         self.gpus: list[str] | None = None
         self.record = record
+        #: the exit code of the first launcher seen failing (not a node stopped because of it)
+        self.first_failure: int | None = None
         if pids:
             self._write_state()
 
@@ -414,11 +416,13 @@ class LocalHandle(Handle):
                     rc = os.waitstatus_to_exitcode(status)
                     self.codes[pid] = 128 - rc if rc < 0 else rc
         failed = [c for c in self.codes.values() if c not in (None, 0)]
+        if failed and self.first_failure is None:
+            self.first_failure = failed[0]  # the cause: the others' codes come from the stop below
         if failed and not self._canceled:
             self.cancel()  # one node failed: stop the others now
         if any(c is None for c in self.codes.values()):
             return None
-        return failed[0] if failed else 0
+        return self.first_failure if failed else 0
 
     def _adopted_code(self, pid: int, index: int) -> int | None:
         """An adopted launcher's exit code (its report's) once it is gone; None while it lives. Gone

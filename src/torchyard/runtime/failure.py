@@ -30,7 +30,7 @@ def failure_report(paths: RunPaths, rc: int | None, nodes: list[dict[str, Any]],
         found = first_failure_in(paths.exit, nproc)
         failures = [found] if found else failures
     if not failures:
-        return {"message": f"the job exited with code {rc}", "exit_code": rc}
+        return _lost_node(paths, rc) or {"message": f"the job exited with code {rc}", "exit_code": rc}
     first = min(failures, key=lambda f: f["time"])
     if first.get("stage") == "Preparing":  # the node bootstrap could not place the job on a node
         last = tail_lines(paths.log(os.path.basename(first.get("log") or "bootstrap.txt")))
@@ -57,6 +57,29 @@ def failure_report(paths: RunPaths, rc: int | None, nodes: list[dict[str, Any]],
         # (the OOM killer, a lost machine): the infrastructure's (issue #25's classification)
         "cause": "infrastructure" if first.get("signal") else "user",
     }
+
+
+def _lost_node(paths: RunPaths, rc: int | None) -> dict[str, Any] | None:
+    """A job that ended by SIGKILL with no rank's failure reported: a node's launcher was killed with
+    its ranks before it could say anything (a lost machine, the OOM killer): the infrastructure's.
+    Names the nodes whose launcher left no report, where the run folder says which nodes there were."""
+    if rc != 128 + 9:
+        return None
+    missing = []
+    for k in range(1024):
+        if not os.path.exists(paths.plan(k)):
+            break
+        if not os.path.exists(paths.node_report(k)):
+            missing.append(k)
+    which = (f"node {missing[0]}" if len(missing) == 1 else f"nodes {', '.join(map(str, missing))}") if missing \
+        else "a node"
+    out: dict[str, Any] = {
+        "message": f"{which} was lost: its launcher and ranks were killed (SIGKILL) before they could report "
+                   "(a lost machine, or the OOM killer)",
+        "exit_code": rc, "signal": "SIGKILL", "cause": "infrastructure"}
+    if len(missing) == 1:
+        out["node_rank"] = missing[0]
+    return out
 
 
 # ---- hangs ------------------------------------------------------------------------------------------
