@@ -230,6 +230,21 @@ def test_a_killed_supervisor_is_replaced_and_the_slurm_job_runs_on(ws, cluster, 
     wait_until(lambda: not run_processes(run.workdir), timeout=20)
 
 
+def test_priority_maps_to_sbatch_nice(ws, cluster, scripts):
+    """A target with nice_per_priority passes a job's priority to Slurm: priority -2 → Nice=20."""
+    ComputeTarget.attach(ws, "hpc", SlurmCompute(mpi_launch="mpirun", nice_per_priority=10))
+    run = _submit(ws, scripts, "env.py", nodes=1, priority=-2)
+    job_id = _job_id(run)
+    fields = parse_scontrol_job_fields(job_id)
+    assert run.wait_for_completion(timeout=120)["status"] == "Completed"
+    assert fields.get("Nice") == "20", fields
+
+
+def parse_scontrol_job_fields(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True, check=True).stdout
+    return dict(part.split("=", 1) for part in out.split() if "=" in part)
+
+
 def test_scancel_from_outside_ends_the_run_canceled(hpc, cluster, scripts):
     run = _submit(hpc, scripts, "sleepy.py", nodes=1)
     wait_until(lambda: os.path.exists(os.path.join(run.workdir, "up_0")), timeout=90)

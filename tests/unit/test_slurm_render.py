@@ -58,6 +58,8 @@ CASES = {
     ),
     "mpi_2x2_srun_pmix": (SlurmCompute(name="hpc"), {"node_count": 2, "process_count_per_node": 2,
                                                      "distributed_backend": "mpi"}),
+    "pytorch_2x1_priority_nice": (SlurmCompute(nice_per_priority=100, name="hpc"),
+                                  {"node_count": 2, "distributed_backend": "pytorch", "priority": -3}),
 }  # fmt: skip
 
 

@@ -106,6 +106,9 @@ class SlurmCompute(ComputeTarget):
     ``orphan_timeout``: the job's launchers end it when the run's supervisor (on the submitting
     machine) has been silent this long — torchyard marks such a run Failed after 300 s — so a lost
     supervisor does not leave the job running to its ``--time``; 0 keeps it running.
+    ``nice_per_priority``: a job's ``priority`` p becomes ``sbatch --nice=-p×N`` (0, the default:
+    not passed). Slurm lets any user lower their own jobs (p < 0, a positive nice); raising one
+    (p > 0) needs Slurm operator rights, and sbatch refuses it otherwise.
     """
 
     kind = "slurm"
@@ -132,6 +135,9 @@ class SlurmCompute(ComputeTarget):
                check=lambda v: None if v == 0 or v >= 5 else "expected 0 (never) or at least 5 seconds"),
         Option(name="mpi_launch", type=str, default="srun", choices=MPI_LAUNCHES,
                help="how mpi ranks start: srun --mpi=pmix (Slurm itself) or mpirun over ssh between the nodes"),
+        Option(name="nice_per_priority", type=int, default=0, example="100",
+               help="map a job's priority p to sbatch --nice=-p*N (0: not mapped; p > 0 needs operator rights)",
+               check=lambda v: None if 0 <= v <= 1_000_000 else "expected 0 (not mapped) up to 1000000"),
     )
 
     partition: str | None
@@ -143,6 +149,7 @@ class SlurmCompute(ComputeTarget):
     python: str | None
     orphan_timeout: float
     mpi_launch: str
+    nice_per_priority: int
 
     def __init__(
         self,
@@ -155,13 +162,14 @@ class SlurmCompute(ComputeTarget):
         python: str | None = None,
         mpi_launch: str = "srun",
         orphan_timeout: float = 300.0,
+        nice_per_priority: int = 0,
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name, partition=partition, account=account, qos=qos, time_limit=time_limit,
                          extra_sbatch_args=list(extra_sbatch_args) if isinstance(extra_sbatch_args, tuple)
                          else extra_sbatch_args, shared_dir=shared_dir, python=python, mpi_launch=mpi_launch,
-                         orphan_timeout=orphan_timeout)
+                         orphan_timeout=orphan_timeout, nice_per_priority=nice_per_priority)
         if self.shared_dir is not None:
             self.shared_dir = os.path.abspath(os.path.expanduser(self.shared_dir))
 
@@ -330,6 +338,8 @@ def render_sbatch(target: SlurmCompute, job: PreparedJob, *, workdir: str, plan_
     for option, value in (("partition", target.partition), ("account", target.account), ("qos", target.qos)):
         if value:
             opts.append(f"--{option}={value}")
+    if target.nice_per_priority and spec.priority:  # higher priority first: a lower nice
+        opts.append(f"--nice={-spec.priority * target.nice_per_priority}")
     opts += [
         f"--chdir={workdir}",
         f"--output={os.path.join(workdir, 'logs', 'slurm.txt')}",
