@@ -42,9 +42,9 @@ with mlflow.start_run() as active:
     for step in range(5):
         mlflow.log_metric("loss", 1.0 / (step + 1) + rank, step=step * 10)
     mlflow.log_metrics({"acc": 0.5 + rank, "f1": 0.25}, step=3)
-    with open("note.txt", "w") as fh:
-        fh.write(f"from rank {rank}")
-    if rank == 0:
+    if rank == 0:  # the ranks share the run folder as their working directory: one writer
+        with open("note.txt", "w") as fh:
+            fh.write(f"from rank {rank}")
         mlflow.log_artifact("note.txt")
         mlflow.log_artifact("note.txt", artifact_path="reports")
         os.makedirs("many", exist_ok=True)
