@@ -27,6 +27,21 @@ def test_export_list_is_curated():
         assert getattr(torchyard, name) is not None
 
 
+def test_the_type_checking_imports_are_the_lazy_table() -> None:
+    """The public names appear in three places, each needed: the TYPE_CHECKING imports (type
+    checkers), ``_LAZY`` (loading on first use) and a static ``__all__`` (ruff and type checkers read
+    re-exports from it); they must say the same."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(torchyard.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    imported = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert imported == torchyard._LAZY
+    assert set(torchyard.__all__) == {*torchyard._LAZY, "__version__"}
+
+
 def test_unknown_attribute():
     try:
         torchyard.Nope  # noqa: B018
