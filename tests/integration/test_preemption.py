@@ -97,3 +97,16 @@ def test_requeue_of_a_run_that_is_not_running_is_refused(ws: Workspace, tmp_path
                          capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
     assert cli.returncode != 0 and "Traceback" not in cli.stderr
     assert "only a Starting or Running run can be preempted" in cli.stderr
+
+
+def test_a_requeue_after_a_cancel_leaves_it_a_cancel(ws: Workspace, tmp_path: Path) -> None:
+    write_script(tmp_path / "src", "slow.py", "import time\nopen('outputs/ready', 'w').close()\ntime.sleep(60)\n")
+    run = Experiment(ws, "preempt").submit(ScriptRunConfig(str(tmp_path / "src"), script="slow.py"))
+    wait_until(lambda: Path(run.workdir, "outputs", "ready").exists() and run.get_status() == "Running", timeout=60)
+    from torchyard.runtime.cancel import cancel_run
+
+    stale = ws.store.get_run(run.id)  # what a requeue racing the cancel read: Running
+    run.cancel()
+    cancel_run(ws.store, stale, requeue=True)  # lands after the cancel: it must not turn it into a requeue
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    assert details["status"] == "Canceled" and "attempts" not in details and "requeue" not in details

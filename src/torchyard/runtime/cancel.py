@@ -34,9 +34,9 @@ def cancel_run(store: Any, row: dict[str, Any], reason: str | None = None, *, re
         return
     from torchyard.workspace.store import HOSTNAME  # noqa: PLC0415
 
-    if requeue:
-        store.update_details(row["id"], requeue={"time": time.time(), "reason": reason or PREEMPT})
-        if not store.set_status(row["id"], RunStatus.CANCEL_REQUESTED, f"{PREEMPT}: {reason or 'requeue requested'}"):
+    if requeue:  # the flag goes in with the status, atomically: a cancel already under way stays a cancel
+        if not store.set_status(row["id"], RunStatus.CANCEL_REQUESTED, f"{PREEMPT}: {reason or 'requeue requested'}",
+                                details={"requeue": {"time": time.time(), "reason": reason or PREEMPT}}):
             return  # already stopping (a cancel or a preemption under way): that one goes on
     else:
         store.set_status(row["id"], RunStatus.CANCEL_REQUESTED, reason or USER_CANCEL)
