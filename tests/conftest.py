@@ -141,3 +141,25 @@ def run_processes(run_dir: str) -> list:
 
 PYTHON = sys.executable
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+@pytest.fixture
+def ckdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkpoint folder for ranks simulated in one process (RANK set per save): world of 2."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setenv("TORCHYARD_CHECKPOINT_DIR", str(folder))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHYARD_ATTEMPT", "0")
+    monkeypatch.delenv("TORCHYARD_RESUME_FROM", raising=False)
+    return folder
+
+
+def save_part(monkeypatch: pytest.MonkeyPatch, rank: int, step: int, **kw: object) -> None:
+    """Rank ``rank`` enters checkpoint ``step`` (``run.checkpoint``'s keywords in ``kw``) and writes its part."""
+    from torchyard.tracking.checkpoint import CheckpointMixin
+
+    monkeypatch.setenv("RANK", str(rank))
+    with CheckpointMixin().checkpoint(step, **kw) as folder:  # type: ignore[arg-type]
+        (folder / f"part_{rank}.txt").write_text(f"{step}")

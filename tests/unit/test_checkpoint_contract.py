@@ -6,27 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from tests.conftest import save_part as save
 
 from torchyard.runtime.failure import hang_report, hang_summary, parse_stacks
 from torchyard.tracking.checkpoint import CheckpointMixin, committed, list_checkpoints
-
-
-@pytest.fixture
-def ckdir(tmp_path, monkeypatch):
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
-    monkeypatch.setenv("TORCHYARD_CHECKPOINT_DIR", str(folder))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setenv("TORCHYARD_ATTEMPT", "0")
-    monkeypatch.delenv("TORCHYARD_RESUME_FROM", raising=False)
-    return folder
-
-
-def save(monkeypatch, rank: int, step: int, **kw):
-    monkeypatch.setenv("RANK", str(rank))
-    with CheckpointMixin().checkpoint(step, **kw) as folder:
-        (folder / f"part_{rank}.txt").write_text(f"{step}")
 
 
 def test_committed_only_when_every_rank_left_the_block(ckdir, monkeypatch):
