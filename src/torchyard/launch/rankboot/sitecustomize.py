@@ -8,7 +8,8 @@ hung rank where it is (``logs/stacks_rank_N.txt``). Then it imports the
 process that is not a rank: torchrun's agent, a tool the script runs); a rank's own children (spawned
 data loader workers) inherit the variables and skip it, as the rank's pid is already recorded.
 
-It also registers, first (so it runs last), an exit hook for ranks that used ``torch.distributed``:
+It also registers, first (so it runs last), an exit hook for ranks of a distributed job (WORLD_SIZE
+above 1, or a backend set) that used ``torch.distributed``:
 a gloo worker thread can still be dropping its last finished work object, which holds a Python
 object, when the interpreter starts finalizing; the thread then cannot take the GIL, CPython ends it
 with ``pthread_exit`` inside a ``noexcept`` C++ destructor, and the whole rank dies by SIGABRT
@@ -72,7 +73,10 @@ def _settle_native_threads() -> None:
 
 
 def _guard_exit() -> None:
-    if os.environ.get("RANK") is not None:
+    # a rank of a distributed job only: a 1-process run that merely imports torch.distributed
+    # (Lightning always does) has no process group's threads to wait for
+    distributed = os.environ.get("WORLD_SIZE", "1") != "1" or os.environ.get("TORCHYARD_DIST_BACKEND")
+    if os.environ.get("RANK") is not None and distributed:
         import atexit  # noqa: PLC0415
 
         atexit.register(_settle_native_threads)
